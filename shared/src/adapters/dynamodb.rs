@@ -1,0 +1,545 @@
+//! The DynamoDB adapter of the [`Store`] port: one on-demand table, keys `pk`/`sk`, TTL on
+//! `expires_at` (epoch seconds) on every item, and two sparse indexes (`by_account` for listing,
+//! `by_expiry` for the sweeper).
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | subscription | `SUB#{id}` | `SUB` |
+//! | delivery attempt | `SUB#{id}` | `ATT#{ms}#{rand}` |
+//! | callback index | `CB#{account}#{sha256(url)}` | `CB` |
+//! | topic entry (fan-out) | `T#{account}#{pattern}` | `{id}` |
+//! | event idempotency key | `EVK#{account}#{key}` | `EVK` |
+//!
+//! Fan-out is one `Query` per pattern matching the topic; nothing ever scans.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem, Update, WriteRequest,
+};
+use sha2::{Digest, Sha256};
+
+use super::aws_error;
+use crate::error::{HubError, Result};
+use crate::model::{AttemptRecord, Subscription, TopicEntry};
+use crate::ports::{Page, Store};
+
+/// Index of subscriptions by account, in creation order.
+pub const ACCOUNT_INDEX: &str = "by_account";
+/// Index of subscriptions by the day the sweeper next has to look at them, for the sweeper.
+pub const SWEEP_INDEX: &str = "by_sweep_time";
+/// Width of one sweeper time bucket.
+pub const SWEEP_BUCKET_SECS: i64 = 86_400;
+/// How many buckets back a sweep looks: a 7-day lease plus a day; older leftovers are TTL's.
+pub const SWEEP_LOOKBACK_BUCKETS: i64 = 9;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn key(pk: String, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn get_n(item: &Item, name: &str) -> Option<i64> {
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+}
+
+/// Epoch seconds for the TTL attribute, rounded up so TTL never fires early.
+fn ttl_secs(ms: i64) -> i64 {
+    (ms + 999).div_euclid(1000)
+}
+
+fn sub_pk(id: &str) -> String {
+    format!("SUB#{id}")
+}
+
+fn callback_pk(account: &str, url: &str) -> String {
+    let digest: String = Sha256::digest(url.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    format!("CB#{account}#{digest}")
+}
+
+fn topic_pk(account: &str, pattern: &str) -> String {
+    format!("T#{account}#{pattern}")
+}
+
+fn bucket_number(ms: i64) -> i64 {
+    ms.div_euclid(1000 * SWEEP_BUCKET_SECS)
+}
+
+/// A [`Store`] on one DynamoDB table.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    read_counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl DynamoStore {
+    /// The store on `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore { client, table: table.into(), read_counter: Default::default() }
+    }
+
+    /// How many items the sweeper's index queries have read so far (its cost bound is tested).
+    pub fn sweep_items_read(&self) -> u64 {
+        self.read_counter.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Creates the table (if missing) with the keys, indexes and TTL `template.yaml` declares.
+    pub async fn ensure_table(&self) -> Result<()> {
+        let attr = |name: &str, kind: ScalarAttributeType| {
+            AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build().map_err(HubError::backend)
+        };
+        let key_el = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(HubError::backend);
+        let index = |name: &str, hash: &str, range: &str, projection: ProjectionType| -> Result<GlobalSecondaryIndex> {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key_el(hash, KeyType::Hash)?)
+                .key_schema(key_el(range, KeyType::Range)?)
+                .projection(if projection == ProjectionType::Include {
+                    Projection::builder().projection_type(projection).non_key_attributes("doc").build()
+                } else {
+                    Projection::builder().projection_type(projection).build()
+                })
+                .build()
+                .map_err(HubError::backend)
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("gsi1pk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("gsi1sk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("sweep_bucket", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("sweep_at", ScalarAttributeType::N)?)
+            .key_schema(key_el("pk", KeyType::Hash)?)
+            .key_schema(key_el("sk", KeyType::Range)?)
+            .global_secondary_indexes(index(ACCOUNT_INDEX, "gsi1pk", "gsi1sk", ProjectionType::All)?)
+            .global_secondary_indexes(index(SWEEP_INDEX, "sweep_bucket", "sweep_at", ProjectionType::Include)?)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => return Ok(()),
+            Err(err) => return Err(aws_error(err)),
+        }
+        for _ in 0..100 {
+            let status = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(aws_error)?
+                .table
+                .and_then(|t| t.table_status);
+            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .map_err(HubError::backend)?,
+            )
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+
+    fn subscription_from(item: &Item) -> Result<Subscription> {
+        let doc = get_s(item, "doc").ok_or_else(|| HubError::backend("subscription item without doc"))?;
+        let mut sub: Subscription = serde_json::from_str(doc).map_err(HubError::backend)?;
+        sub.odometer = get_n(item, "odometer").unwrap_or(0) as u64;
+        sub.failing_since_ms = get_n(item, "failing_since");
+        Ok(sub)
+    }
+
+    fn topic_put(&self, sub: &Subscription, pattern: &str) -> Result<TransactWriteItem> {
+        let entry = serde_json::to_string(&TopicEntry::of(sub)).map_err(HubError::backend)?;
+        let mut item = key(topic_pk(&sub.account, pattern), sub.id.clone());
+        item.insert("entry".into(), s(entry));
+        item.insert("expires_at".into(), n(ttl_secs(sub.lapses_at_ms())));
+        let put = Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(HubError::backend)?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// Deletes items by key in batches of 25, retrying what DynamoDB leaves unprocessed.
+    async fn batch_delete(&self, keys: Vec<Item>) -> Result<()> {
+        for chunk in keys.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|k| {
+                    DeleteRequest::builder()
+                        .set_key(Some(k.clone()))
+                        .build()
+                        .map(|d| WriteRequest::builder().delete_request(d).build())
+                        .map_err(HubError::backend)
+                })
+                .collect::<Result<_>>()?;
+            for round in 0..8 {
+                if requests.is_empty() {
+                    break;
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .map_err(aws_error)?;
+                requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+                if !requests.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(50 << round)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every item of one partition (all pages), optionally under a sort-key prefix.
+    async fn query_partition(&self, pk: String, sk_prefix: Option<&str>) -> Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .set_exclusive_start_key(start.take());
+            query = match sk_prefix {
+                Some(prefix) => query
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => query.key_condition_expression("pk = :pk"),
+            };
+            let out = query.send().await.map_err(aws_error)?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(items),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn get(&self, id: &str) -> Result<Option<Subscription>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(id), "SUB")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        out.item.as_ref().map(Self::subscription_from).transpose()
+    }
+
+    async fn find_by_callback(&self, account: &str, callback_url: &str) -> Result<Option<Subscription>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(callback_pk(account, callback_url), "CB")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        match out.item.as_ref().and_then(|item| get_s(item, "sub_id")) {
+            Some(id) => Ok(self.get(id).await?.filter(|sub| sub.account == account && sub.callback_url == callback_url)),
+            None => Ok(None),
+        }
+    }
+
+    async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
+        let doc = serde_json::to_string(sub).map_err(HubError::backend)?;
+        let lapses = sub.lapses_at_ms();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(&sub.id), "SUB")))
+            .expression_attribute_values(":doc", s(doc))
+            .expression_attribute_values(":v", n(sub.version as i64))
+            .expression_attribute_values(":exp", n(ttl_secs(lapses)))
+            .expression_attribute_values(":sweep_at", n(sub.sweep_at_ms()))
+            .expression_attribute_values(":acc", s(format!("ACC#{}", sub.account)))
+            .expression_attribute_values(":id", s(sub.id.clone()))
+            .expression_attribute_values(":bucket", s(format!("B#{}", bucket_number(sub.sweep_at_ms()))));
+        let mut set = "SET doc = :doc, version = :v, expires_at = :exp, sweep_at = :sweep_at, gsi1pk = :acc, gsi1sk = :id, sweep_bucket = :bucket".to_string();
+        match sub.failing_since_ms {
+            Some(since) => {
+                set.push_str(", failing_since = :fs");
+                update = update.expression_attribute_values(":fs", n(since));
+            }
+            None => set.push_str(" REMOVE failing_since"),
+        }
+        update = update.update_expression(set);
+        update = match previous {
+            Some(prev) => update
+                .condition_expression("version = :prev")
+                .expression_attribute_values(":prev", n(prev.version as i64)),
+            None => update.condition_expression("attribute_not_exists(pk)"),
+        };
+        let mut items = vec![TransactWriteItem::builder().update(update.build().map_err(HubError::backend)?).build()];
+        let mut callback = key(callback_pk(&sub.account, &sub.callback_url), "CB");
+        callback.insert("sub_id".into(), s(sub.id.clone()));
+        callback.insert("expires_at".into(), n(ttl_secs(lapses)));
+        items.push(
+            TransactWriteItem::builder()
+                .put(Put::builder().table_name(&self.table).set_item(Some(callback)).build().map_err(HubError::backend)?)
+                .build(),
+        );
+        for pattern in &sub.topics {
+            items.push(self.topic_put(sub, pattern)?);
+        }
+        let written = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        if let Err(err) = written {
+            let cancelled = err.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception());
+            return Err(if cancelled { HubError::Conflict } else { aws_error(err) });
+        }
+        if let Some(prev) = previous {
+            let stale: Vec<Item> = prev
+                .topics
+                .iter()
+                .filter(|p| !sub.topics.contains(p))
+                .map(|p| key(topic_pk(&prev.account, p), prev.id.clone()))
+                .collect();
+            self.batch_delete(stale).await?;
+            if prev.callback_url != sub.callback_url {
+                self.delete_callback_index(prev).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, sub: &Subscription) -> Result<()> {
+        // The stored copy may list other topics than the caller's copy: remove both.
+        let stored = self.get(&sub.id).await?;
+        let mut keys: Vec<Item> = Vec::new();
+        for s_ in std::iter::once(sub).chain(stored.as_ref()) {
+            for pattern in &s_.topics {
+                keys.push(key(topic_pk(&s_.account, pattern), s_.id.clone()));
+            }
+        }
+        keys.sort_by(|a, b| get_s(a, "pk").cmp(&get_s(b, "pk")));
+        keys.dedup();
+        keys.extend(
+            self.query_partition(sub_pk(&sub.id), Some("ATT#"))
+                .await?
+                .into_iter()
+                .filter_map(|item| Some(key(get_s(&item, "pk")?.to_string(), get_s(&item, "sk")?))),
+        );
+        keys.push(key(sub_pk(&sub.id), "SUB"));
+        self.batch_delete(keys).await?;
+        for s_ in std::iter::once(sub).chain(stored.as_ref()) {
+            self.delete_callback_index(s_).await?;
+        }
+        Ok(())
+    }
+
+    async fn list(&self, account: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACCOUNT_INDEX)
+            .key_condition_expression("gsi1pk = :acc AND gsi1sk > :cursor")
+            .expression_attribute_values(":acc", s(format!("ACC#{account}")))
+            .expression_attribute_values(":cursor", s(cursor.unwrap_or("")))
+            .limit(limit as i32 + 1)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        let mut items = out.items.unwrap_or_default().iter().map(Self::subscription_from).collect::<Result<Vec<_>>>()?;
+        let next_cursor = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|s| s.id.clone()).unwrap_or_default()
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn topic_entries(&self, account: &str, patterns: &[String]) -> Result<Vec<TopicEntry>> {
+        let queries = patterns.iter().map(|p| self.query_partition(topic_pk(account, p), None));
+        let mut entries = Vec::new();
+        for items in futures::future::try_join_all(queries).await? {
+            for item in items {
+                if let Some(entry) = get_s(&item, "entry") {
+                    entries.push(serde_json::from_str(entry).map_err(HubError::backend)?);
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn claim_event_key(&self, account: &str, key_: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool> {
+        let mut item = key(format!("EVK#{account}#{key_}"), "EVK");
+        item.insert("until_ms".into(), n(expires_at_ms));
+        item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR until_ms <= :now")
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err) => Err(aws_error(err)),
+        }
+    }
+
+    async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
+        let last = bucket_number(now_ms);
+        let mut due = Vec::new();
+        for bucket in (last - SWEEP_LOOKBACK_BUCKETS + 1)..=last {
+            let mut start: Option<Item> = None;
+            loop {
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(SWEEP_INDEX)
+                    .key_condition_expression("sweep_bucket = :b AND sweep_at <= :now")
+                    .expression_attribute_values(":b", s(format!("B#{bucket}")))
+                    .expression_attribute_values(":now", n(now_ms))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(aws_error)?;
+                self.read_counter.fetch_add(out.count as u64, std::sync::atomic::Ordering::Relaxed);
+                for item in out.items.unwrap_or_default() {
+                    due.push(Self::subscription_from(&item)?);
+                }
+                match out.last_evaluated_key {
+                    Some(next) if !next.is_empty() => start = Some(next),
+                    _ => break,
+                }
+            }
+        }
+        Ok(due)
+    }
+
+    async fn release_event_key(&self, account: &str, key_: &str) -> Result<()> {
+        self.batch_delete(vec![key(format!("EVK#{account}#{key_}"), "EVK")]).await
+    }
+
+    async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
+        let random: u32 = rand::random();
+        let mut item = key(
+            sub_pk(&attempt.subscription_id),
+            format!("ATT#{:015}#{random:08x}", attempt.started_at_ms),
+        );
+        item.insert("doc".into(), s(serde_json::to_string(attempt).map_err(HubError::backend)?));
+        item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+
+    async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :att)")
+            .expression_attribute_values(":pk", s(sub_pk(subscription_id)))
+            .expression_attribute_values(":att", s("ATT#"))
+            .scan_index_forward(false)
+            .limit(limit as i32)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| get_s(item, "doc"))
+            .map(|doc| serde_json::from_str(doc).map_err(HubError::backend))
+            .collect()
+    }
+
+    async fn record_outcome(&self, subscription_id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(subscription_id), "SUB")))
+            .condition_expression("attribute_exists(pk)")
+            .return_values(ReturnValue::AllNew);
+        let update = if delivered {
+            update
+                .update_expression("ADD odometer :one REMOVE failing_since")
+                .expression_attribute_values(":one", n(1))
+        } else {
+            update
+                .update_expression("SET failing_since = if_not_exists(failing_since, :now)")
+                .expression_attribute_values(":now", n(now_ms))
+        };
+        match update.send().await {
+            Ok(out) => Ok(out.attributes.as_ref().and_then(|a| get_n(a, "failing_since"))),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(err) => Err(aws_error(err)),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// Removes a subscription's callback index item, unless another subscription owns it by now.
+    async fn delete_callback_index(&self, sub: &Subscription) -> Result<()> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(callback_pk(&sub.account, &sub.callback_url), "CB")))
+            .condition_expression("sub_id = :id")
+            .expression_attribute_values(":id", s(sub.id.clone()))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(err) => Err(aws_error(err)),
+        }
+    }
+}

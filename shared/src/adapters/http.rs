@@ -1,0 +1,205 @@
+//! The delivery transport: `reqwest` with rustls, no redirects, no proxies, a whole-attempt
+//! budget, a 64 KiB response read cap, and a DNS resolver that refuses non-public addresses at
+//! connect time (so a name that resolves inward later is refused too).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::{Host, Url};
+
+use crate::ports::{Transport, TransportOutcome};
+use crate::ssrf;
+
+/// Only this much of a response body is read.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Error text that marks a refused target in reqwest's error chain.
+const REFUSED: &str = "refused: the name resolves only to non-public addresses";
+
+/// A resolver that drops every non-public address. `overrides` stand in for DNS in tests.
+#[derive(Debug, Default, Clone)]
+pub struct GuardedResolver {
+    overrides: Arc<HashMap<String, Vec<IpAddr>>>,
+}
+
+impl GuardedResolver {
+    /// A resolver that answers `overrides` without asking DNS (for tests), and DNS otherwise.
+    pub fn with_overrides(overrides: HashMap<String, Vec<IpAddr>>) -> Self {
+        GuardedResolver { overrides: Arc::new(overrides) }
+    }
+}
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        let fixed = self.overrides.get(&host).cloned();
+        Box::pin(async move {
+            let candidates: Vec<IpAddr> = match fixed {
+                Some(ips) => ips,
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect(),
+            };
+            let public: Vec<SocketAddr> = candidates
+                .into_iter()
+                .filter(|ip| !ssrf::is_forbidden(*ip))
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect();
+            if public.is_empty() {
+                return Err(REFUSED.into());
+            }
+            Ok(Box::new(public.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Sends webhook requests over HTTP(S).
+pub struct HttpTransport {
+    client: reqwest::Client,
+    allow_private_targets: bool,
+    budget: Duration,
+}
+
+impl HttpTransport {
+    /// A transport with the SSRF guard on unless `allow_private_targets`.
+    pub fn new(allow_private_targets: bool, budget: Duration) -> Self {
+        Self::with_resolver(allow_private_targets, budget, GuardedResolver::default())
+    }
+
+    /// The same with a given resolver (tests inject one with fixed answers).
+    pub fn with_resolver(allow_private_targets: bool, budget: Duration, resolver: GuardedResolver) -> Self {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(budget)
+            .timeout(budget)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true);
+        if !allow_private_targets {
+            builder = builder.dns_resolver(resolver);
+        }
+        HttpTransport {
+            client: builder.build().expect("the HTTP client builds"),
+            allow_private_targets,
+            budget,
+        }
+    }
+
+    async fn attempt(&self, url: Url, headers: Vec<(String, String)>, body: Bytes) -> Result<(u16, Option<Duration>), String> {
+        let mut request = self.client.post(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let mut response = request.send().await.map_err(|e| classify(&e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let mut read = 0usize;
+        while read < MAX_RESPONSE_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read += chunk.len(),
+                Ok(None) => break,
+                Err(e) => return Err(classify(&e)),
+            }
+        }
+        Ok((status, retry_after))
+    }
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value.trim()).ok()?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+/// The error kind of a failed request: `forbidden_target`, `tls`, `timeout`, `connect` or `body`.
+fn classify(err: &reqwest::Error) -> String {
+    let mut chain = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = source {
+        chain.push_str(&e.to_string());
+        chain.push(' ');
+        source = e.source();
+    }
+    let kind = if chain.contains(REFUSED) {
+        "forbidden_target"
+    } else if err.is_timeout() {
+        "timeout"
+    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("TLS") {
+        "tls"
+    } else if err.is_connect() {
+        "connect"
+    } else if err.is_body() || err.is_decode() {
+        "body"
+    } else {
+        "transport"
+    };
+    kind.to_string()
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    async fn post(&self, url: &str, headers: Vec<(String, String)>, body: Bytes) -> TransportOutcome {
+        let started = Instant::now();
+        let fail = |error: &str| TransportOutcome {
+            status: None,
+            retry_after: None,
+            error: Some(error.to_string()),
+            latency: started.elapsed(),
+        };
+        let Ok(url) = Url::parse(url) else { return fail("invalid_url") };
+        if !self.allow_private_targets {
+            let literal = match url.host() {
+                Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(ssrf::is_forbidden) || url.scheme() != "https" {
+                return fail("forbidden_target");
+            }
+        }
+        match tokio::time::timeout(self.budget, self.attempt(url, headers, body)).await {
+            Ok(Ok((status, retry_after))) => TransportOutcome {
+                status: Some(status),
+                retry_after,
+                error: None,
+                latency: started.elapsed(),
+            },
+            Ok(Err(kind)) => fail(&kind),
+            Err(_) => fail("timeout"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[tokio::test]
+    async fn resolver_drops_inward_answers() {
+        let resolver = GuardedResolver::with_overrides(HashMap::from([
+            ("inward.test".to_string(), vec!["127.0.0.1".parse().unwrap(), "10.0.0.1".parse().unwrap()]),
+            ("mixed.test".to_string(), vec!["10.0.0.1".parse().unwrap(), "93.184.216.34".parse().unwrap()]),
+        ]));
+        assert!(resolver.resolve("inward.test".parse().unwrap()).await.is_err());
+        let addrs: Vec<_> = resolver.resolve("mixed.test".parse().unwrap()).await.unwrap().collect();
+        assert_eq!(addrs, vec!["93.184.216.34:0".parse().unwrap()]);
+    }
+}

@@ -1,0 +1,392 @@
+//! In-memory store and queue for the embedded mode and tests, with the same semantics as the
+//! AWS adapters: versioned saves, per-pattern topic lookups, visibility timeouts, receive counts
+//! and a dead-letter queue.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::{HubError, Result};
+use crate::model::{AttemptRecord, Subscription, TopicEntry};
+use crate::ports::{OutgoingMessage, Page, Queue, ReceivedMessage, Store};
+
+#[derive(Default)]
+struct StoreState {
+    subscriptions: BTreeMap<String, Subscription>,
+    by_callback: HashMap<(String, String), String>,
+    topics: HashMap<(String, String), BTreeSet<String>>,
+    event_keys: HashMap<(String, String), i64>,
+    attempts: HashMap<String, Vec<AttemptRecord>>,
+}
+
+/// Keeps the last this many attempts per subscription.
+const ATTEMPT_LOG_LEN: usize = 100;
+
+/// A [`Store`] in process memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<StoreState>,
+}
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl StoreState {
+    fn unlink(&mut self, sub: &Subscription) {
+        for pattern in &sub.topics {
+            if let Some(set) = self.topics.get_mut(&(sub.account.clone(), pattern.clone())) {
+                set.remove(&sub.id);
+            }
+        }
+        let key = (sub.account.clone(), sub.callback_url.clone());
+        if self.by_callback.get(&key) == Some(&sub.id) {
+            self.by_callback.remove(&key);
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, id: &str) -> Result<Option<Subscription>> {
+        Ok(self.lock().subscriptions.get(id).cloned())
+    }
+
+    async fn find_by_callback(&self, account: &str, callback_url: &str) -> Result<Option<Subscription>> {
+        let state = self.lock();
+        Ok(state
+            .by_callback
+            .get(&(account.to_string(), callback_url.to_string()))
+            .and_then(|id| state.subscriptions.get(id))
+            .cloned())
+    }
+
+    async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
+        let mut state = self.lock();
+        let stored_version = state.subscriptions.get(&sub.id).map(|s| s.version);
+        if stored_version != previous.map(|p| p.version) {
+            return Err(HubError::Conflict);
+        }
+        let odometer = state.subscriptions.get(&sub.id).map(|s| s.odometer).unwrap_or(0);
+        if let Some(prev) = previous {
+            state.unlink(prev);
+        }
+        let mut stored = sub.clone();
+        stored.odometer = odometer;
+        for pattern in &sub.topics {
+            state
+                .topics
+                .entry((sub.account.clone(), pattern.clone()))
+                .or_default()
+                .insert(sub.id.clone());
+        }
+        state
+            .by_callback
+            .insert((sub.account.clone(), sub.callback_url.clone()), sub.id.clone());
+        state.subscriptions.insert(sub.id.clone(), stored);
+        Ok(())
+    }
+
+    async fn delete(&self, sub: &Subscription) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(stored) = state.subscriptions.remove(&sub.id) {
+            state.unlink(&stored);
+        }
+        state.attempts.remove(&sub.id);
+        Ok(())
+    }
+
+    async fn list(&self, account: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>> {
+        let state = self.lock();
+        let start = cursor.unwrap_or("");
+        let mut items: Vec<Subscription> = state
+            .subscriptions
+            .range::<str, _>((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            .filter(|(_, s)| s.account == account)
+            .take(limit + 1)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let next_cursor = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(|s| s.id.clone()).unwrap_or_default()
+        });
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn topic_entries(&self, account: &str, patterns: &[String]) -> Result<Vec<TopicEntry>> {
+        let state = self.lock();
+        let mut entries = Vec::new();
+        for pattern in patterns {
+            if let Some(ids) = state.topics.get(&(account.to_string(), pattern.clone())) {
+                entries.extend(ids.iter().filter_map(|id| state.subscriptions.get(id)).map(TopicEntry::of));
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn claim_event_key(&self, account: &str, key: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool> {
+        let mut state = self.lock();
+        let slot = state.event_keys.entry((account.to_string(), key.to_string())).or_insert(0);
+        if *slot > now_ms {
+            return Ok(false);
+        }
+        *slot = expires_at_ms;
+        Ok(true)
+    }
+
+    async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
+        let state = self.lock();
+        Ok(state.subscriptions.values().filter(|s| s.sweep_at_ms() <= now_ms).cloned().collect())
+    }
+
+    async fn release_event_key(&self, account: &str, key: &str) -> Result<()> {
+        self.lock().event_keys.remove(&(account.to_string(), key.to_string()));
+        Ok(())
+    }
+
+    async fn record_attempt(&self, attempt: &AttemptRecord, _expires_at_ms: i64) -> Result<()> {
+        let mut state = self.lock();
+        let log = state.attempts.entry(attempt.subscription_id.clone()).or_default();
+        log.push(attempt.clone());
+        if log.len() > ATTEMPT_LOG_LEN {
+            log.remove(0);
+        }
+        Ok(())
+    }
+
+    async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
+        let state = self.lock();
+        Ok(state
+            .attempts
+            .get(subscription_id)
+            .map(|log| log.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn record_outcome(&self, subscription_id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>> {
+        let mut state = self.lock();
+        let Some(sub) = state.subscriptions.get_mut(subscription_id) else { return Ok(None) };
+        if delivered {
+            sub.odometer += 1;
+            sub.failing_since_ms = None;
+        } else if sub.failing_since_ms.is_none() {
+            sub.failing_since_ms = Some(now_ms);
+        }
+        Ok(sub.failing_since_ms)
+    }
+}
+
+struct QueuedMessage {
+    id: String,
+    body: String,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt: u64,
+}
+
+#[derive(Default)]
+struct QueueState {
+    next_seq: u64,
+    /// Ordered by (visible_at, seq).
+    waiting: BTreeMap<(Instant, u64), QueuedMessage>,
+    /// receipt → key in `waiting` for received (in-flight) messages.
+    in_flight: HashMap<u64, (Instant, u64)>,
+}
+
+/// A [`Queue`] in process memory with SQS semantics: a received message is hidden for the
+/// visibility timeout and comes back unless acknowledged; past `max_receives` it moves to the
+/// dead-letter queue.
+pub struct MemoryQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+    visibility: Duration,
+    max_receives: u32,
+    dead_letters: Option<Arc<MemoryQueue>>,
+}
+
+impl MemoryQueue {
+    /// A queue whose messages move to `dead_letters` after `max_receives` receives.
+    pub fn new(visibility: Duration, max_receives: u32, dead_letters: Option<Arc<MemoryQueue>>) -> Self {
+        MemoryQueue {
+            state: Mutex::new(QueueState::default()),
+            notify: Notify::new(),
+            visibility,
+            max_receives,
+            dead_letters,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many messages it holds, visible or not.
+    pub fn len(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bodies it holds (for the dead-letter queue's inspection).
+    pub fn bodies(&self) -> Vec<String> {
+        self.lock().waiting.values().map(|m| m.body.clone()).collect()
+    }
+
+    fn push(&self, body: String, delay: Duration, receive_count: u32) {
+        let mut state = self.lock();
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        let visible_at = Instant::now() + delay;
+        state.waiting.insert(
+            (visible_at, seq),
+            QueuedMessage { id: format!("m-{seq}"), body, receive_count, visible_at, receipt: 0 },
+        );
+        drop(state);
+        self.notify.notify_waiters();
+    }
+
+    /// Takes what is visible now; `Err(next_visible_at)` when nothing is.
+    fn take_visible(&self, max: usize) -> std::result::Result<Vec<ReceivedMessage>, Option<Instant>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut taken = Vec::new();
+        let mut dead = Vec::new();
+        while taken.len() < max {
+            let Some((&key, _)) = state.waiting.first_key_value() else { break };
+            if key.0 > now {
+                break;
+            }
+            let mut msg = state.waiting.remove(&key).expect("key just seen");
+            if msg.receipt != 0 {
+                state.in_flight.remove(&msg.receipt);
+            }
+            if msg.receive_count >= self.max_receives && self.dead_letters.is_some() {
+                dead.push(msg.body);
+                continue;
+            }
+            msg.receive_count += 1;
+            state.next_seq += 1;
+            let seq = state.next_seq;
+            msg.receipt = seq;
+            msg.visible_at = now + self.visibility;
+            taken.push(ReceivedMessage {
+                id: msg.id.clone(),
+                receipt: seq.to_string(),
+                body: msg.body.clone(),
+                receive_count: msg.receive_count,
+            });
+            let new_key = (msg.visible_at, seq);
+            state.in_flight.insert(seq, new_key);
+            state.waiting.insert(new_key, msg);
+        }
+        let next = state.waiting.first_key_value().map(|(k, _)| k.0);
+        drop(state);
+        if let Some(dlq) = &self.dead_letters {
+            for body in dead {
+                dlq.push(body, Duration::ZERO, 0);
+            }
+        }
+        if taken.is_empty() { Err(next) } else { Ok(taken) }
+    }
+
+    fn reschedule(&self, receipt: &str, delay: Option<Duration>) {
+        let Ok(receipt) = receipt.parse::<u64>() else { return };
+        let mut state = self.lock();
+        let Some(key) = state.in_flight.remove(&receipt) else { return };
+        let Some(mut msg) = state.waiting.remove(&key) else { return };
+        if let Some(delay) = delay {
+            msg.visible_at = Instant::now() + delay;
+            let new_key = (msg.visible_at, key.1);
+            state.in_flight.insert(receipt, new_key);
+            state.waiting.insert(new_key, msg);
+            drop(state);
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        for message in messages {
+            self.push(message.body, message.delay, 0);
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.notify.notified();
+            match self.take_visible(max) {
+                Ok(batch) => return Ok(batch),
+                Err(next) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(vec![]);
+                    }
+                    let until = next.map_or(deadline, |n| n.min(deadline));
+                    let _ = tokio::time::timeout(until.saturating_duration_since(now), notified).await;
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, receipt: &str) -> Result<()> {
+        self.reschedule(receipt, None);
+        Ok(())
+    }
+
+    async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
+        self.reschedule(receipt, Some(delay));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &str) -> OutgoingMessage {
+        OutgoingMessage { body: body.into(), delay: Duration::ZERO }
+    }
+
+    #[tokio::test]
+    async fn unacknowledged_messages_come_back_then_die() {
+        let dlq = Arc::new(MemoryQueue::new(Duration::from_secs(30), u32::MAX, None));
+        let q = MemoryQueue::new(Duration::from_millis(20), 2, Some(dlq.clone()));
+        q.send(vec![msg("a")]).await.unwrap();
+        let first = q.receive(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(first[0].receive_count, 1);
+        let second = q.receive(10, Duration::from_millis(200)).await.unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        assert_eq!(second[0].id, first[0].id);
+        let third = q.receive(10, Duration::from_millis(100)).await.unwrap();
+        assert!(third.is_empty());
+        assert_eq!(dlq.bodies(), vec!["a".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn acknowledged_messages_are_gone_and_postponed_ones_wait() {
+        let q = MemoryQueue::new(Duration::from_secs(30), 5, None);
+        q.send(vec![msg("a"), msg("b")]).await.unwrap();
+        let got = q.receive(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(got.len(), 2);
+        q.ack(&got[0].receipt).await.unwrap();
+        q.postpone(&got[1].receipt, Duration::from_millis(50)).await.unwrap();
+        assert!(q.receive(10, Duration::from_millis(10)).await.unwrap().is_empty());
+        let again = q.receive(10, Duration::from_millis(500)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].body, "b");
+        assert_eq!(again[0].receive_count, 2);
+    }
+}

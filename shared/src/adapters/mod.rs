@@ -1,0 +1,23 @@
+//! Adapters: one per outside service. `memory` backs the embedded mode and the tests;
+//! `dynamodb` and `sqs` back AWS; `http` sends deliveries with the SSRF guard.
+
+pub mod dynamodb;
+pub mod http;
+pub mod memory;
+pub mod sqs;
+
+/// A failed AWS SDK call as a backend error, with the whole cause chain in its message.
+pub(crate) fn aws_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> crate::error::HubError {
+    crate::error::HubError::backend(aws_smithy_error_context(&err))
+}
+
+fn aws_smithy_error_context(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,186 @@
+//! The SQS adapter of the [`Queue`] port: batched sends (10 entries, ≤ 256 KiB), long-poll
+//! receives with the receive count, acknowledgements and visibility-based retries. Queues are
+//! named or given by URL; `ensure` creates a queue with its dead-letter queue and redrive.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+
+use super::aws_error;
+use crate::error::{HubError, Result};
+use crate::ports::{OutgoingMessage, Queue, ReceivedMessage};
+
+/// Largest batch SQS takes in one `SendMessageBatch`.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+/// One SQS queue.
+#[derive(Clone)]
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+}
+
+impl SqsQueue {
+    /// The queue named (or addressed by URL) `name_or_url`.
+    pub async fn open(client: Client, name_or_url: &str) -> Result<Self> {
+        let url = if name_or_url.starts_with("http://") || name_or_url.starts_with("https://") {
+            name_or_url.to_string()
+        } else {
+            client
+                .get_queue_url()
+                .queue_name(name_or_url)
+                .send()
+                .await
+                .map_err(aws_error)?
+                .queue_url()
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(SqsQueue { client, url })
+    }
+
+    /// Creates the queue `name` (if missing) with a dead-letter queue `{name}-dlq` that takes a
+    /// message after `max_receives` receives, as `template.yaml` does.
+    pub async fn ensure(client: Client, name: &str, visibility: Duration, max_receives: u32) -> Result<Self> {
+        let dlq_url = client
+            .create_queue()
+            .queue_name(format!("{name}-dlq"))
+            .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+            .send()
+            .await
+            .map_err(aws_error)?
+            .queue_url
+            .unwrap_or_default();
+        let dlq_arn = client
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(aws_error)?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .unwrap_or_default();
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string();
+        let url = client
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::VisibilityTimeout, visibility.as_secs().to_string())
+            .attributes(QueueAttributeName::RedrivePolicy, redrive)
+            .send()
+            .await
+            .map_err(aws_error)?
+            .queue_url
+            .unwrap_or_default();
+        Ok(SqsQueue { client, url })
+    }
+
+    /// The queue URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn send_batch(&self, batch: &[OutgoingMessage]) -> Result<()> {
+        let entries = batch
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(&m.body)
+                    .delay_seconds((m.delay.as_millis().div_ceil(1000) as u64).min(900) as i32)
+                    .build()
+                    .map_err(HubError::backend)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(aws_error)?;
+        if let Some(failed) = out.failed().first() {
+            return Err(HubError::backend(format!(
+                "SQS refused {} of {} messages: {}",
+                out.failed().len(),
+                batch.len(),
+                failed.message().unwrap_or(failed.code())
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Queue for SqsQueue {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        let mut start = 0;
+        while start < messages.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < messages.len() && end - start < 10 && (end == start || bytes + messages[end].body.len() <= MAX_BATCH_BYTES) {
+                bytes += messages[end].body.len();
+                end += 1;
+            }
+            self.send_batch(&messages[start..end]).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| ReceivedMessage {
+                receive_count: m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1),
+                id: m.message_id.unwrap_or_default(),
+                receipt: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn ack(&self, receipt: &str) -> Result<()> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+
+    async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout((delay.as_millis().div_ceil(1000) as u64).min(43_200) as i32)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+}

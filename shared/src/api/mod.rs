@@ -1,0 +1,281 @@
+//! The HTTP API (SPEC §3): routing, JSON in and out, the error mapping and the security headers.
+//! Lambda ([`lambda`]) and the embedded server both hand their requests to [`handle`].
+
+pub mod lambda;
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::{HubError, Result};
+use crate::hub::Hub;
+use crate::service::events::PublishRequest;
+use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
+
+/// Largest request body the API reads.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Headers on every API response (SPEC §6).
+pub const SECURITY_HEADERS: [(&str, &str); 6] = [
+    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("content-security-policy", "default-src 'none'"),
+    ("referrer-policy", "no-referrer"),
+    ("cache-control", "no-store"),
+];
+
+/// Every operation of the API. Each Lambda function serves a subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `POST /v1/subscriptions`
+    Subscribe,
+    /// `GET /v1/subscriptions`
+    List,
+    /// `DELETE /v1/subscriptions?owner=me`
+    UnsubscribeOwn,
+    /// `GET /v1/subscriptions/{id}`
+    Get,
+    /// `PATCH /v1/subscriptions/{id}`
+    Update,
+    /// `DELETE /v1/subscriptions/{id}`
+    Unsubscribe,
+    /// `GET /v1/subscriptions/{id}/confirm`
+    Confirm,
+    /// `GET /v1/subscriptions/{id}/deliveries`
+    Deliveries,
+    /// `GET /v1/subscriptions/{id}/secret`
+    Secret,
+    /// `POST /v1/subscriptions/{id}/secret/rotate`
+    RotateSecret,
+    /// `POST /v1/events`
+    Publish,
+}
+
+impl Operation {
+    /// Every operation (the embedded server serves them all).
+    pub const ALL: &'static [Operation] = &[
+        Operation::Subscribe,
+        Operation::List,
+        Operation::UnsubscribeOwn,
+        Operation::Get,
+        Operation::Update,
+        Operation::Unsubscribe,
+        Operation::Confirm,
+        Operation::Deliveries,
+        Operation::Secret,
+        Operation::RotateSecret,
+        Operation::Publish,
+    ];
+}
+
+/// A request as the router sees it, whichever server received it.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// Method.
+    pub method: Method,
+    /// Path, without the query.
+    pub path: String,
+    /// Raw query string.
+    pub query: Option<String>,
+    /// Raw body.
+    pub body: Bytes,
+    /// Request id for the logs.
+    pub request_id: String,
+}
+
+/// Finds the operation and the subscription id of a request.
+pub fn route(method: &Method, path: &str) -> Result<(Operation, Option<String>)> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let (candidates, id): (&[(Method, Operation)], Option<&str>) = match segments.as_slice() {
+        ["v1", "subscriptions"] => (
+            &[
+                (Method::POST, Operation::Subscribe),
+                (Method::GET, Operation::List),
+                (Method::DELETE, Operation::UnsubscribeOwn),
+            ],
+            None,
+        ),
+        ["v1", "subscriptions", id] => (
+            &[
+                (Method::GET, Operation::Get),
+                (Method::PATCH, Operation::Update),
+                (Method::DELETE, Operation::Unsubscribe),
+            ],
+            Some(id),
+        ),
+        ["v1", "subscriptions", id, "confirm"] => (&[(Method::GET, Operation::Confirm)], Some(id)),
+        ["v1", "subscriptions", id, "deliveries"] => (&[(Method::GET, Operation::Deliveries)], Some(id)),
+        ["v1", "subscriptions", id, "secret"] => (&[(Method::GET, Operation::Secret)], Some(id)),
+        ["v1", "subscriptions", id, "secret", "rotate"] => (&[(Method::POST, Operation::RotateSecret)], Some(id)),
+        ["v1", "events"] => (&[(Method::POST, Operation::Publish)], None),
+        _ => return Err(HubError::NotFound("route")),
+    };
+    let op = candidates
+        .iter()
+        .find(|(m, _)| m == method)
+        .map(|(_, op)| *op)
+        .ok_or(HubError::MethodNotAllowed)?;
+    Ok((op, id.map(str::to_string)))
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn query_usize(query: Option<&str>, name: &str) -> Result<Option<usize>> {
+    query_param(query, name)
+        .map(|v| v.parse().map_err(|_| HubError::invalid("invalid_limit", format!("`{name}` must be a positive integer"))))
+        .transpose()
+}
+
+fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(HubError::invalid("invalid_json", "the request needs a JSON body"));
+    }
+    serde_json::from_slice(body).map_err(|e| HubError::invalid("invalid_json", format!("invalid JSON body: {e}")))
+}
+
+/// A JSON response with the security headers.
+pub fn respond(status: u16, body: Option<&Value>) -> http::Response<Bytes> {
+    let mut builder = http::Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in SECURITY_HEADERS {
+        builder = builder.header(name, value);
+    }
+    let bytes = match body {
+        Some(value) => {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+            Bytes::from(serde_json::to_vec(value).expect("JSON values serialize"))
+        }
+        None => Bytes::new(),
+    };
+    builder.body(bytes).expect("static headers are valid")
+}
+
+/// The JSON error body of a [`HubError`]; the one place errors become HTTP.
+pub fn error_response(err: &HubError) -> http::Response<Bytes> {
+    let mut response = respond(err.status(), Some(&json!({"code": err.code(), "message": err.to_string()})));
+    if matches!(err, HubError::Unauthorized) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// Answers one API request. `allowed` is the set of operations this process serves (a Lambda
+/// function serves its own); `caller` is the authenticated caller, if the request had a valid token.
+pub async fn handle(hub: &Hub, allowed: &[Operation], req: ApiRequest, caller: Option<Caller>) -> http::Response<Bytes> {
+    let started = Instant::now();
+    let account = caller.as_ref().map(|c| c.account.clone()).unwrap_or_default();
+    let result = dispatch(hub, allowed, &req, caller).await;
+    let response = match result {
+        Ok((status, body)) => respond(status, body.as_ref()),
+        Err(err) => {
+            if let HubError::Backend(detail) = &err {
+                tracing::error!(request_id = %req.request_id, error = %detail, "backend failure");
+            }
+            error_response(&err)
+        }
+    };
+    tracing::info!(
+        request_id = %req.request_id, account = %account, method = %req.method, path = %req.path,
+        status = response.status().as_u16(), latency_ms = started.elapsed().as_millis() as u64, "request"
+    );
+    response
+}
+
+async fn dispatch(hub: &Hub, allowed: &[Operation], req: &ApiRequest, caller: Option<Caller>) -> Result<(u16, Option<Value>)> {
+    let (op, id) = route(&req.method, &req.path)?;
+    if !allowed.contains(&op) {
+        return Err(HubError::NotFound("route"));
+    }
+    if req.body.len() > MAX_BODY_BYTES {
+        return Err(HubError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    let query = req.query.as_deref();
+    let id = id.unwrap_or_default();
+    if op == Operation::Confirm {
+        let token = query_param(query, "token").ok_or_else(|| HubError::invalid("missing_token", "the `token` query parameter is required"))?;
+        let sub = hub.confirm(&id, &token).await?;
+        return Ok((200, Some(sub.resource())));
+    }
+    let caller = caller.ok_or(HubError::Unauthorized)?;
+    match op {
+        Operation::Subscribe => {
+            let done = hub.subscribe(&caller, json_body::<SubscribeRequest>(&req.body)?).await?;
+            let mut body = done.subscription.resource();
+            if done.created {
+                body["secret"] = json!(done.subscription.secret);
+            }
+            Ok((if done.created { 201 } else { 200 }, Some(body)))
+        }
+        Operation::List => {
+            let page = hub
+                .list_subscriptions(&caller, query_usize(query, "limit")?, query_param(query, "cursor").as_deref())
+                .await?;
+            let data: Vec<Value> = page.items.iter().map(|s| s.resource()).collect();
+            Ok((200, Some(json!({"data": data, "next_cursor": page.next_cursor}))))
+        }
+        Operation::UnsubscribeOwn => {
+            if query_param(query, "owner").as_deref() != Some("me") {
+                return Err(HubError::invalid("missing_owner", "bulk removal takes `owner=me`"));
+            }
+            let deleted = hub.unsubscribe_all_of_owner(&caller).await?;
+            Ok((200, Some(json!({"deleted": deleted}))))
+        }
+        Operation::Get => Ok((200, Some(hub.get_subscription(&caller, &id).await?.resource()))),
+        Operation::Update => {
+            let sub = hub.update_subscription(&caller, &id, json_body::<UpdateRequest>(&req.body)?).await?;
+            Ok((200, Some(sub.resource())))
+        }
+        Operation::Unsubscribe => {
+            hub.unsubscribe(&caller, &id).await?;
+            Ok((204, None))
+        }
+        Operation::Deliveries => {
+            let attempts = hub.deliveries_of(&caller, &id, query_usize(query, "limit")?).await?;
+            let data: Vec<Value> = attempts.iter().map(|a| a.resource()).collect();
+            Ok((200, Some(json!({"data": data}))))
+        }
+        Operation::Secret => {
+            let sub = hub.subscription_secret(&caller, &id).await?;
+            Ok((200, Some(json!({"secret": sub.secret}))))
+        }
+        Operation::RotateSecret => {
+            #[derive(serde::Deserialize, Default)]
+            #[serde(deny_unknown_fields)]
+            struct Rotate {
+                secret: Option<String>,
+            }
+            let body: Rotate = if req.body.iter().all(u8::is_ascii_whitespace) { Rotate::default() } else { json_body(&req.body)? };
+            let sub = hub.rotate_secret(&caller, &id, body.secret).await?;
+            Ok((200, Some(json!({"secret": sub.secret}))))
+        }
+        Operation::Publish => {
+            let published = hub.publish(&caller, json_body::<PublishRequest>(&req.body)?).await?;
+            Ok((202, Some(json!({"id": published.id, "topic": published.topic, "duplicate": published.duplicate}))))
+        }
+        Operation::Confirm => unreachable!("answered above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_every_operation() {
+        assert_eq!(route(&Method::POST, "/v1/subscriptions").unwrap().0, Operation::Subscribe);
+        assert_eq!(route(&Method::GET, "/v1/subscriptions/sub_1").unwrap(), (Operation::Get, Some("sub_1".into())));
+        assert_eq!(route(&Method::POST, "/v1/subscriptions/sub_1/secret/rotate").unwrap().0, Operation::RotateSecret);
+        assert_eq!(route(&Method::PUT, "/v1/subscriptions").unwrap_err().code(), "method_not_allowed");
+        assert_eq!(route(&Method::GET, "/v2/nothing").unwrap_err().code(), "not_found");
+    }
+}

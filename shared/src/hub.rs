@@ -1,0 +1,59 @@
+//! The hub: the ports wired together with the settings, handed once to every service call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::ports::{Queue, Store, Transport};
+use crate::retry::RetrySchedule;
+
+/// Settings shared by every function and the embedded mode.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL of the API, for confirmation links (no trailing slash).
+    pub public_url: String,
+    /// Lets callbacks use `http` and reach loopback and private addresses (development only).
+    pub allow_private_targets: bool,
+    /// Delays between delivery attempts.
+    pub retry: RetrySchedule,
+    /// How long deliveries may keep failing before the subscription is disabled.
+    pub disable_after: Duration,
+    /// Budget of one delivery attempt, all included.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            public_url: "http://127.0.0.1:3000".into(),
+            allow_private_targets: false,
+            retry: RetrySchedule::default(),
+            disable_after: Duration::from_secs(24 * 3600),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a service call needs: storage, the two queues, the HTTP transport, the clock.
+#[derive(Clone)]
+pub struct Hub {
+    /// Subscriptions and their indexes.
+    pub store: Arc<dyn Store>,
+    /// publish → fanout.
+    pub events: Arc<dyn Queue>,
+    /// fanout and subscribe → sender.
+    pub deliveries: Arc<dyn Queue>,
+    /// Sends webhook requests.
+    pub transport: Arc<dyn Transport>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+}
+
+impl Hub {
+    /// Now, in Unix ms.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}

@@ -1,0 +1,26 @@
+//! webhook-hub's core, shared by every Lambda function and the embedded mode.
+//!
+//! - [`model`], [`validate`], [`signing`], [`retry`], [`ssrf`]: pure domain logic.
+//! - [`service`]: what the API and the queue consumers do, written once against the [`ports`].
+//! - [`adapters`]: the ports on AWS (DynamoDB, SQS), in memory, and over HTTP.
+//! - [`api`]: the HTTP API router, error mapping and security headers, shared by Lambda and
+//!   the embedded server.
+//! - [`runtime`]: wiring from configuration, the queue consumers and the Lambda entry points.
+
+pub mod adapters;
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod hub;
+pub mod model;
+pub mod ports;
+pub mod retry;
+pub mod runtime;
+pub mod service;
+pub mod signing;
+pub mod ssrf;
+pub mod validate;
+
+pub use error::{HubError, Result};
+pub use hub::{Hub, Settings};

@@ -1,0 +1,350 @@
+//! The domain model: subscriptions, events and the delivery tasks that travel on the queues.
+//! Nothing here knows about DynamoDB, SQS or HTTP.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::{rfc3339, seconds_ts};
+use crate::signing::SignatureScheme;
+
+/// The longest lease, and the default one: 7 days.
+pub const MAX_LEASE_SECS: i64 = 604_800;
+/// The shortest lease a subscriber may ask for.
+pub const MIN_LEASE_SECS: i64 = 60;
+/// How long an unconfirmed subscription waits for its confirmation.
+pub const PENDING_LIFETIME_MS: i64 = 24 * 3600 * 1000;
+/// How long a rotated-out secret keeps signing beside the new one.
+pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
+
+/// Where a subscription stands in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Waiting for the subscriber to confirm the callback; gets only the confirmation.
+    Pending,
+    /// Confirmed; receives every matching event.
+    Active,
+    /// Paused by its owner (`active: false`).
+    Paused,
+    /// Turned off by the hub after continuous delivery failure.
+    Disabled,
+}
+
+/// Credentials the hub presents to the receiver on every delivery; never returned by reads.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReceiverAuth {
+    /// HTTP Basic authentication.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer {
+        /// The token.
+        token: String,
+    },
+    /// A named header with a fixed value (a simple shared secret).
+    Header {
+        /// Header name.
+        name: String,
+        /// Header value.
+        value: String,
+    },
+}
+
+impl std::fmt::Debug for ReceiverAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never let a secret reach a log through `{:?}`.
+        match self {
+            ReceiverAuth::Basic { .. } => f.write_str("ReceiverAuth::Basic(<redacted>)"),
+            ReceiverAuth::Bearer { .. } => f.write_str("ReceiverAuth::Bearer(<redacted>)"),
+            ReceiverAuth::Header { name, .. } => write!(f, "ReceiverAuth::Header({name}: <redacted>)"),
+        }
+    }
+}
+
+/// A label filter: each key maps to the values it accepts.
+pub type LabelFilter = BTreeMap<String, Vec<String>>;
+
+/// A secret that still signs for a while after a rotation.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiringSecret {
+    /// The old secret.
+    pub secret: String,
+    /// Until when (Unix ms) it keeps signing.
+    pub until_ms: i64,
+}
+
+/// A subscription as stored. Its public face is [`Subscription::resource`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    /// `sub_…`, time-ordered.
+    pub id: String,
+    /// The account (tenant) it belongs to.
+    pub account: String,
+    /// The subject of the token that created it.
+    pub owner: String,
+    /// Where deliveries go.
+    pub callback_url: String,
+    /// Topic patterns it listens to.
+    pub topics: Vec<String>,
+    /// Life-cycle state.
+    pub status: SubscriptionStatus,
+    /// Optional display name.
+    pub name: Option<String>,
+    /// Any JSON, echoed in every delivery.
+    pub user_data: Option<Value>,
+    /// Label filter events must match.
+    pub labels: LabelFilter,
+    /// Creation time, Unix ms.
+    pub created_at_ms: i64,
+    /// Lease end, Unix ms.
+    pub expires_at_ms: i64,
+    /// Length of the current lease, ms (the expiry notice goes out when a tenth of it remains).
+    #[serde(default)]
+    pub lease_ms: i64,
+    /// When the callback was confirmed, Unix ms.
+    pub confirmed_at_ms: Option<i64>,
+    /// While pending: when the unconfirmed subscription lapses (24 h after its confirmation was sent).
+    #[serde(default)]
+    pub pending_until_ms: Option<i64>,
+    /// The signing secret.
+    pub secret: String,
+    /// A rotated-out secret still signing during the overlap.
+    pub retiring_secret: Option<RetiringSecret>,
+    /// Credentials presented to the receiver.
+    pub receiver_auth: Option<ReceiverAuth>,
+    /// Extra signature header the receiver expects.
+    pub signature_scheme: SignatureScheme,
+    /// Sensitive fields at or below this level are removed before signing.
+    pub secrecy_level: u8,
+    /// Whether to send `subscription.expiring` before the lease ends.
+    pub expiry_notice: bool,
+    /// Whether that notice was already sent for the current lease.
+    #[serde(default)]
+    pub expiry_notice_sent: bool,
+    /// SHA-256 (hex) of the current confirmation token.
+    pub confirm_token_sha256: Option<String>,
+    /// Optimistic-concurrency version, bumped on every save.
+    pub version: u64,
+    /// Delivered events (maintained by the store, not by saves).
+    #[serde(default)]
+    pub odometer: u64,
+    /// Since when (Unix ms) deliveries have failed without a success in between.
+    #[serde(default)]
+    pub failing_since_ms: Option<i64>,
+}
+
+impl Subscription {
+    /// When it stops existing: the lease end, or earlier while it waits for confirmation.
+    pub fn lapses_at_ms(&self) -> i64 {
+        match (self.status, self.pending_until_ms) {
+            (SubscriptionStatus::Pending, Some(until)) => until.min(self.expires_at_ms),
+            _ => self.expires_at_ms,
+        }
+    }
+
+    /// When the `subscription.expiring` notice is due, if it is still to be sent.
+    pub fn notice_at_ms(&self) -> Option<i64> {
+        let pending = self.status == SubscriptionStatus::Active && self.expiry_notice && !self.expiry_notice_sent;
+        pending.then(|| self.expires_at_ms - (self.lease_ms / 10).min(24 * 3600 * 1000))
+    }
+
+    /// When the sweeper next has something to do with it: send the notice, or remove it.
+    pub fn sweep_at_ms(&self) -> i64 {
+        self.notice_at_ms().map_or(self.lapses_at_ms(), |n| n.min(self.lapses_at_ms()))
+    }
+
+    /// Whether it has lapsed at `now_ms`; every read treats a lapsed subscription as absent.
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.lapses_at_ms() <= now_ms
+    }
+
+    /// The secrets that sign a delivery at `now_ms`: the current one, and a retiring one during
+    /// the rotation overlap.
+    pub fn signing_secrets(&self, now_ms: i64) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let Some(old) = &self.retiring_secret
+            && old.until_ms > now_ms
+        {
+            secrets.push(old.secret.as_str());
+        }
+        secrets
+    }
+
+    /// Whether an event's labels satisfy this subscription's filter: every key of the filter must
+    /// hold one of its values.
+    pub fn accepts_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        labels_match(&self.labels, labels)
+    }
+
+    /// The public JSON resource (never the secret nor `receiver_auth`).
+    pub fn resource(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "account": self.account,
+            "owner": self.owner,
+            "callback_url": self.callback_url,
+            "topics": self.topics,
+            "status": self.status,
+            "name": self.name,
+            "user_data": self.user_data,
+            "labels": self.labels,
+            "signature_scheme": self.signature_scheme,
+            "secrecy_level": self.secrecy_level,
+            "expiry_notice": self.expiry_notice,
+            "receiver_auth": self.receiver_auth.as_ref().map(|auth| match auth {
+                ReceiverAuth::Basic { .. } => "basic",
+                ReceiverAuth::Bearer { .. } => "bearer",
+                ReceiverAuth::Header { .. } => "header",
+            }),
+            "validity_ts": seconds_ts(self.expires_at_ms),
+            "expires_at": rfc3339(self.expires_at_ms),
+            "created_at": rfc3339(self.created_at_ms),
+            "confirmed_at": self.confirmed_at_ms.map(rfc3339),
+            "odometer": self.odometer,
+        })
+    }
+}
+
+/// Label matching shared by the subscription and its fan-out index entry.
+pub fn labels_match(filter: &LabelFilter, labels: &BTreeMap<String, String>) -> bool {
+    filter.iter().all(|(key, accepted)| {
+        labels
+            .get(key)
+            .is_some_and(|value| accepted.iter().any(|a| a == value))
+    })
+}
+
+/// What fan-out needs to know of a subscription, kept beside each of its topic entries so one
+/// `Query` per pattern answers fan-out without reading the subscriptions themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicEntry {
+    /// The subscription.
+    pub subscription_id: String,
+    /// Its status when last saved.
+    pub status: SubscriptionStatus,
+    /// Its lease end, Unix ms.
+    pub expires_at_ms: i64,
+    /// Its label filter.
+    pub labels: LabelFilter,
+}
+
+impl TopicEntry {
+    /// The entry a subscription writes under each of its topic patterns.
+    pub fn of(sub: &Subscription) -> Self {
+        TopicEntry {
+            subscription_id: sub.id.clone(),
+            status: sub.status,
+            expires_at_ms: sub.lapses_at_ms(),
+            labels: sub.labels.clone(),
+        }
+    }
+
+    /// Whether fan-out should enqueue a delivery of `event` for this entry at `now_ms`.
+    pub fn wants(&self, event: &Event, now_ms: i64) -> bool {
+        self.status == SubscriptionStatus::Active
+            && self.expires_at_ms > now_ms
+            && labels_match(&self.labels, &event.labels)
+    }
+}
+
+/// A published event, as it travels from publish to fan-out to the sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `evt_…`; also the `webhook-id` of every delivery of it.
+    pub id: String,
+    /// The publishing account.
+    pub account: String,
+    /// The topic.
+    pub topic: String,
+    /// Publication time, Unix ms.
+    pub timestamp_ms: i64,
+    /// The payload.
+    pub data: Value,
+    /// Labels matched against subscription filters.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// JSON pointers of sensitive fields and their levels.
+    #[serde(default)]
+    pub sensitive: BTreeMap<String, u8>,
+}
+
+/// What a message on the deliveries queue asks the sender to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryTask {
+    /// The subscription to deliver to (read again before every attempt).
+    pub subscription_id: String,
+    /// What to deliver.
+    pub payload: TaskPayload,
+}
+
+/// The kinds of delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskPayload {
+    /// An event matched by the subscription's topics.
+    Event {
+        /// The event.
+        event: Event,
+    },
+    /// A lifecycle notice sent by the hub itself (e.g. `subscription.expiring`); not topic-matched.
+    Notice {
+        /// The notice, shaped as an event.
+        event: Event,
+    },
+    /// The ownership check sent on subscribe and on a callback change.
+    Confirmation {
+        /// The confirmation's `message` uuid (also its `webhook-id`).
+        message_id: String,
+        /// The capability token the `confirmation_url` carries.
+        token: String,
+    },
+}
+
+/// One delivery attempt, as the delivery log shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The subscription.
+    pub subscription_id: String,
+    /// The `webhook-id` delivered.
+    pub message_id: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// When it started, Unix ms.
+    pub started_at_ms: i64,
+    /// How long it took, ms.
+    pub latency_ms: u64,
+    /// The receiver's status code, if it answered.
+    pub status_code: Option<u16>,
+    /// The error kind, if it failed (`timeout`, `connect`, `http_status`, …).
+    pub error: Option<String>,
+    /// Whether it counted as delivered.
+    pub delivered: bool,
+}
+
+impl AttemptRecord {
+    /// The public JSON form of an attempt.
+    pub fn resource(&self) -> Value {
+        serde_json::json!({
+            "message_id": self.message_id,
+            "attempt": self.attempt,
+            "timestamp": rfc3339(self.started_at_ms),
+            "status_code": self.status_code,
+            "latency_ms": self.latency_ms,
+            "error": self.error,
+            "delivered": self.delivered,
+        })
+    }
+}
+
+/// A time-ordered id with a prefix: 12 hex digits of Unix ms, then 16 random hex digits.
+pub fn new_id(prefix: &str, now_ms: i64) -> String {
+    let random: u64 = rand::random();
+    format!("{prefix}{:012x}{random:016x}", now_ms as u64 & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,103 @@
+//! The Lambda entry points. Each function's `main.rs` calls one of them; the handlers are plain
+//! async functions, so the tests replay `events/` through them without a runtime.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lambda_http::{Body, Request};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+use super::consume::{deliver_message, fan_out_message};
+use super::{AwsResources, aws_hub, env_var, init_logging, settings_from_env};
+use crate::api::lambda::{api_request, jwt_caller};
+use crate::api::{Operation, handle};
+use crate::hub::Hub;
+use crate::ports::ReceivedMessage;
+
+/// Which queue an SQS-triggered function consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// The events queue: fan-out.
+    Events,
+    /// The deliveries queue: the sender.
+    Deliveries,
+}
+
+async fn hub_from_env() -> Result<Hub, Error> {
+    init_logging();
+    let settings = settings_from_env()?;
+    Ok(aws_hub(settings, &AwsResources::from_env(), false).await?)
+}
+
+/// Answers one API Gateway request with the operations `ops`.
+pub async fn api_handler(hub: &Hub, ops: &[Operation], account_claim: &str, req: Request) -> http::Response<Body> {
+    let caller = jwt_caller(&req, account_claim);
+    let response = handle(hub, ops, api_request(&req), caller).await;
+    response.map(|bytes| match String::from_utf8(bytes.to_vec()) {
+        Ok(text) if text.is_empty() => Body::Empty,
+        Ok(text) => Body::Text(text),
+        Err(err) => Body::Binary(err.into_bytes()),
+    })
+}
+
+/// Processes one SQS batch concurrently and reports exactly the messages to retry.
+pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatchResponse {
+    let work = event.records.into_iter().map(|record| async move {
+        let msg = ReceivedMessage {
+            id: record.message_id.clone().unwrap_or_default(),
+            receipt: record.receipt_handle.clone().unwrap_or_default(),
+            body: record.body.clone().unwrap_or_default(),
+            receive_count: record
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1),
+        };
+        let done = match role {
+            QueueRole::Events => fan_out_message(hub, &msg).await,
+            QueueRole::Deliveries => deliver_message(hub, &msg).await,
+        };
+        (!done).then_some(msg.id)
+    });
+    let failed = futures::future::join_all(work).await;
+    let mut response = SqsBatchResponse::default();
+    response.batch_item_failures = failed
+        .into_iter()
+        .flatten()
+        .map(|id| {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            failure
+        })
+        .collect();
+    response
+}
+
+/// Runs an API function serving `ops` (account claim from `HUB_ACCOUNT_CLAIM`, default `sub`).
+pub async fn serve_api(ops: &'static [Operation]) -> Result<(), Error> {
+    let hub = hub_from_env().await?;
+    let claim = env_var("HUB_ACCOUNT_CLAIM").unwrap_or_else(|| "sub".to_string());
+    let (hub, claim) = (&hub, claim.as_str());
+    lambda_http::run(service_fn(move |req: Request| async move { Ok::<_, Error>(api_handler(hub, ops, claim, req).await) })).await
+}
+
+/// Runs an SQS-triggered function with partial batch failures.
+pub async fn serve_queue(role: QueueRole) -> Result<(), Error> {
+    let hub = hub_from_env().await?;
+    let hub = &hub;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, Error>(sqs_handler(hub, role, event.payload).await)
+    }))
+    .await
+}
+
+/// Answers one scheduled sweep.
+pub async fn sweep_handler(hub: &Hub) -> Result<serde_json::Value, Error> {
+    let report = hub.sweep().await?;
+    Ok(serde_json::json!({"removed": report.removed, "notices": report.notices}))
+}
+
+/// Runs the sweeper on its schedule's invocations.
+pub async fn serve_sweeper() -> Result<(), Error> {
+    let hub = hub_from_env().await?;
+    let hub = &hub;
+    lambda_runtime::run(service_fn(move |_event: LambdaEvent<serde_json::Value>| async move { sweep_handler(hub).await })).await
+}

@@ -1,0 +1,154 @@
+//! Wiring: settings from the environment, a [`Hub`] on AWS or in memory, the queue consumers
+//! shared by Lambda and the embedded pollers, and the Lambda entry points.
+
+pub mod consume;
+pub mod lambda;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::http::HttpTransport;
+use crate::adapters::memory::{MemoryQueue, MemoryStore};
+use crate::adapters::sqs::SqsQueue;
+use crate::clock::SystemClock;
+use crate::error::{HubError, Result};
+use crate::hub::{Hub, Settings};
+use crate::retry::{RetrySchedule, parse_duration};
+
+/// Visibility timeout of the queues: 6× the consumers' 30 s timeout.
+pub const QUEUE_VISIBILITY: Duration = Duration::from_secs(180);
+
+/// Names of the AWS resources, from `HUB_TABLE`, `HUB_EVENTS_QUEUE`, `HUB_DELIVERIES_QUEUE`.
+#[derive(Debug, Clone)]
+pub struct AwsResources {
+    /// The DynamoDB table.
+    pub table: String,
+    /// The events queue (name or URL).
+    pub events_queue: String,
+    /// The deliveries queue (name or URL).
+    pub deliveries_queue: String,
+}
+
+impl AwsResources {
+    /// From the environment, with the documented defaults.
+    pub fn from_env() -> Self {
+        let var = |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string());
+        AwsResources {
+            table: var("HUB_TABLE", "webhook-hub"),
+            events_queue: var("HUB_EVENTS_QUEUE", "webhook-hub-events"),
+            deliveries_queue: var("HUB_DELIVERIES_QUEUE", "webhook-hub-deliveries"),
+        }
+    }
+}
+
+/// Reads an environment variable, treating empty as unset.
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Parses a boolean flag value (`1`, `true`, `yes`, `on`).
+pub fn truthy(value: &str) -> bool {
+    matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+}
+
+/// Settings from `HUB_PUBLIC_URL`, `HUB_ALLOW_PRIVATE_TARGETS`, `HUB_RETRY_SCHEDULE`,
+/// `HUB_DISABLE_AFTER` and `HUB_ATTEMPT_TIMEOUT`.
+pub fn settings_from_env() -> Result<Settings> {
+    let mut settings = Settings::default();
+    if let Some(url) = env_var("HUB_PUBLIC_URL") {
+        settings.public_url = url.trim_end_matches('/').to_string();
+    }
+    if let Some(flag) = env_var("HUB_ALLOW_PRIVATE_TARGETS") {
+        settings.allow_private_targets = truthy(&flag);
+    }
+    if let Some(schedule) = env_var("HUB_RETRY_SCHEDULE") {
+        settings.retry = RetrySchedule::parse(&schedule)?;
+    }
+    if let Some(after) = env_var("HUB_DISABLE_AFTER") {
+        settings.disable_after = parse_duration(&after)?;
+    }
+    if let Some(timeout) = env_var("HUB_ATTEMPT_TIMEOUT") {
+        settings.attempt_timeout = parse_duration(&timeout)?;
+    }
+    Ok(settings)
+}
+
+/// A hub on DynamoDB and SQS. With `create`, the table and queues are created first if missing.
+pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool) -> Result<Hub> {
+    let config = aws_config::load_from_env().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let store = DynamoStore::new(dynamo, &resources.table);
+    let max_receives = settings.retry.max_attempts();
+    let (events, deliveries) = if create {
+        store.ensure_table().await?;
+        (
+            SqsQueue::ensure(sqs.clone(), &resources.events_queue, QUEUE_VISIBILITY, 5).await?,
+            SqsQueue::ensure(sqs, &resources.deliveries_queue, QUEUE_VISIBILITY, max_receives).await?,
+        )
+    } else {
+        (
+            SqsQueue::open(sqs.clone(), &resources.events_queue).await?,
+            SqsQueue::open(sqs, &resources.deliveries_queue).await?,
+        )
+    };
+    Ok(assemble(settings, Arc::new(store), Arc::new(events), Arc::new(deliveries)))
+}
+
+/// The in-memory queues of the embedded mode, with their dead-letter queues.
+pub struct MemoryQueues {
+    /// Dead letters of the events queue.
+    pub events_dead: Arc<MemoryQueue>,
+    /// Dead letters of the deliveries queue.
+    pub deliveries_dead: Arc<MemoryQueue>,
+}
+
+/// A hub entirely in process memory.
+pub fn memory_hub(settings: Settings) -> (Hub, MemoryQueues) {
+    let events_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
+    let deliveries_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
+    let events = MemoryQueue::new(QUEUE_VISIBILITY, 5, Some(events_dead.clone()));
+    let deliveries = MemoryQueue::new(QUEUE_VISIBILITY, settings.retry.max_attempts(), Some(deliveries_dead.clone()));
+    let hub = assemble(settings, Arc::new(MemoryStore::default()), Arc::new(events), Arc::new(deliveries));
+    (hub, MemoryQueues { events_dead, deliveries_dead })
+}
+
+fn assemble(
+    settings: Settings,
+    store: Arc<dyn crate::ports::Store>,
+    events: Arc<dyn crate::ports::Queue>,
+    deliveries: Arc<dyn crate::ports::Queue>,
+) -> Hub {
+    let transport = HttpTransport::new(settings.allow_private_targets, settings.attempt_timeout);
+    Hub {
+        store,
+        events,
+        deliveries,
+        transport: Arc::new(transport),
+        clock: Arc::new(SystemClock::default()),
+        settings: Arc::new(settings),
+    }
+}
+
+/// JSON logs to stdout, filtered by `RUST_LOG` or `AWS_LAMBDA_LOG_LEVEL` (default `info`).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = env_var("RUST_LOG")
+        .or_else(|| env_var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()))
+        .unwrap_or_else(|| "info".to_string());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_target(false)
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stdout)
+        .try_init();
+}
+
+impl From<lambda_runtime::Error> for HubError {
+    fn from(err: lambda_runtime::Error) -> Self {
+        HubError::backend(err)
+    }
+}

@@ -1,0 +1,247 @@
+//! The sender's per-message logic: read the subscription again, build and sign the body, make
+//! one attempt, log it, and decide what happens to the message (done, retry later, dead letter).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::auth::pattern_covers;
+use crate::clock::{rfc3339, seconds_ts};
+use crate::error::Result;
+use crate::hub::Hub;
+use crate::model::{AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription, SubscriptionStatus, TaskPayload};
+use crate::signing::{scheme_header, signature_header};
+
+/// The `user-agent` of every delivery.
+pub const USER_AGENT: &str = concat!("webhook-hub/", env!("CARGO_PKG_VERSION"));
+
+/// What to do with a delivery message after an attempt (or a decision not to attempt).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Remove the message: delivered, or nothing left to do (subscription gone, paused, lapsed).
+    Done,
+    /// Try again after this delay (the message stays on the queue, hidden until then).
+    RetryIn(Duration),
+    /// The schedule is exhausted: the message goes to the dead-letter queue.
+    Exhausted,
+}
+
+/// Removes the value a JSON pointer (RFC 6901) designates, if present.
+pub fn remove_pointer(root: &mut Value, pointer: &str) {
+    let tokens: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let Some((last, parents)) = tokens.split_last() else { return };
+    let mut node = root;
+    for token in parents {
+        node = match node {
+            Value::Object(map) => match map.get_mut(token) {
+                Some(next) => next,
+                None => return,
+            },
+            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                Some(next) => next,
+                None => return,
+            },
+            _ => return,
+        };
+    }
+    match node {
+        Value::Object(map) => {
+            map.remove(last);
+        }
+        Value::Array(items) => {
+            if let Some(i) = last.parse::<usize>().ok().filter(|i| *i < items.len()) {
+                items.remove(i);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JSON body delivered for an event: the envelope, with every sensitive field at or below the
+/// subscription's secrecy level removed.
+pub fn event_body(event: &Event, sub: &Subscription) -> Value {
+    let mut body = json!({
+        "id": event.id,
+        "type": event.topic,
+        "timestamp": rfc3339(event.timestamp_ms),
+        "account": event.account,
+        "subscription_id": sub.id,
+        "data": event.data,
+        "user_data": sub.user_data,
+    });
+    for (pointer, level) in &event.sensitive {
+        if *level <= sub.secrecy_level {
+            remove_pointer(&mut body, pointer);
+        }
+    }
+    body
+}
+
+impl Hub {
+    /// The confirmation link of a subscription.
+    pub fn confirmation_url(&self, sub_id: &str, token: &str) -> String {
+        format!("{}/v1/subscriptions/{sub_id}/confirm?token={token}", self.settings.public_url)
+    }
+
+    /// What to send for `task` to `sub` now, if anything: `(webhook-id, body)`.
+    fn message_for(&self, task: &DeliveryTask, sub: &Subscription, now: i64) -> Option<(String, Value)> {
+        match &task.payload {
+            TaskPayload::Event { event } => {
+                let wanted = sub.status == SubscriptionStatus::Active
+                    && sub.topics.iter().any(|p| pattern_covers(p, &event.topic))
+                    && sub.accepts_labels(&event.labels);
+                wanted.then(|| (event.id.clone(), event_body(event, sub)))
+            }
+            TaskPayload::Notice { event } => {
+                (sub.status == SubscriptionStatus::Active).then(|| (event.id.clone(), event_body(event, sub)))
+            }
+            TaskPayload::Confirmation { message_id, token } => {
+                use sha2::Digest;
+                let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+                let current = sub.status == SubscriptionStatus::Pending
+                    && sub.confirm_token_sha256.as_deref() == Some(hash.as_str());
+                current.then(|| {
+                    (
+                        format!("msg_{}", message_id.replace('-', "")),
+                        json!({
+                            "type": "Confirmation",
+                            "message": message_id,
+                            "sent_ts": seconds_ts(now),
+                            "confirmation_url": self.confirmation_url(&sub.id, token),
+                            "subscription": sub.resource(),
+                        }),
+                    )
+                })
+            }
+        }
+    }
+
+    /// The signed request headers of one attempt.
+    fn delivery_headers(&self, sub: &Subscription, message_id: &str, now: i64, body: &[u8]) -> Vec<(String, String)> {
+        let timestamp = now / 1000;
+        let mut headers = vec![
+            ("webhook-id".to_string(), message_id.to_string()),
+            ("webhook-timestamp".to_string(), timestamp.to_string()),
+            (
+                "webhook-signature".to_string(),
+                signature_header(sub.signing_secrets(now), message_id, timestamp, body),
+            ),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("user-agent".to_string(), USER_AGENT.to_string()),
+        ];
+        if let Some((name, value)) = scheme_header(sub.signature_scheme, &sub.secret, body) {
+            headers.push((name.to_string(), value));
+        }
+        match &sub.receiver_auth {
+            Some(ReceiverAuth::Basic { user, password }) => {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                headers.push(("authorization".to_string(), format!("Basic {token}")));
+            }
+            Some(ReceiverAuth::Bearer { token }) => headers.push(("authorization".to_string(), format!("Bearer {token}"))),
+            Some(ReceiverAuth::Header { name, value }) => headers.push((name.to_ascii_lowercase(), value.clone())),
+            None => {}
+        }
+        headers
+    }
+
+    /// Processes one delivery message on its `attempt`-th receipt (1-based).
+    pub async fn deliver(&self, task: &DeliveryTask, attempt: u32) -> Result<Verdict> {
+        let now = self.now_ms();
+        let sub = match self.store.get(&task.subscription_id).await? {
+            Some(sub) if !sub.is_expired(now) => sub,
+            _ => {
+                tracing::info!(subscription_id = %task.subscription_id, attempt, "delivery dropped: subscription gone or lapsed");
+                return Ok(Verdict::Done);
+            }
+        };
+        let Some((message_id, body)) = self.message_for(task, &sub, now) else {
+            tracing::info!(subscription_id = %sub.id, attempt, status = ?sub.status, "delivery dropped: subscription no longer wants it");
+            return Ok(Verdict::Done);
+        };
+        let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"));
+        let headers = self.delivery_headers(&sub, &message_id, now, &body);
+        let outcome = self.transport.post(&sub.callback_url, headers, body).await;
+        let delivered = outcome.status.is_some_and(|s| (200..300).contains(&s));
+        let record = AttemptRecord {
+            subscription_id: sub.id.clone(),
+            message_id: message_id.clone(),
+            attempt,
+            started_at_ms: now,
+            latency_ms: outcome.latency.as_millis() as u64,
+            status_code: outcome.status,
+            error: outcome.error.clone().or_else(|| (!delivered).then(|| "http_status".to_string())),
+            delivered,
+        };
+        tracing::info!(
+            subscription_id = %sub.id, account = %sub.account, event_id = %message_id, attempt,
+            status_code = ?outcome.status, error = ?record.error, latency_ms = record.latency_ms,
+            delivered, "delivery attempt"
+        );
+        self.store.record_attempt(&record, sub.expires_at_ms).await?;
+        let counts = !matches!(task.payload, TaskPayload::Confirmation { .. });
+        if delivered {
+            if counts {
+                self.store.record_outcome(&sub.id, true, now).await?;
+            }
+            return Ok(Verdict::Done);
+        }
+        if outcome.status == Some(410) {
+            self.store.delete(&sub).await?;
+            tracing::info!(subscription_id = %sub.id, account = %sub.account, "receiver answered 410 Gone: subscription deleted");
+            return Ok(Verdict::Done);
+        }
+        if counts {
+            let failing_since = self.store.record_outcome(&sub.id, false, now).await?;
+            self.disable_if_failing_too_long(&sub, failing_since, now).await;
+        }
+        match self.settings.retry.next_delay(attempt, outcome.retry_after) {
+            None => {
+                tracing::warn!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery exhausted: to the dead-letter queue");
+                Ok(Verdict::Exhausted)
+            }
+            Some(delay) if now + delay.as_millis() as i64 >= sub.lapses_at_ms() => {
+                tracing::info!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery dropped: the lease ends before the next attempt");
+                Ok(Verdict::Done)
+            }
+            Some(delay) => Ok(Verdict::RetryIn(delay)),
+        }
+    }
+
+    /// Turns an active subscription `disabled` once its deliveries have failed without a success
+    /// for longer than the configured time.
+    async fn disable_if_failing_too_long(&self, sub: &Subscription, failing_since: Option<i64>, now: i64) {
+        let Some(since) = failing_since else { return };
+        if sub.status != SubscriptionStatus::Active || now - since < self.settings.disable_after.as_millis() as i64 {
+            return;
+        }
+        let Ok(Some(current)) = self.store.get(&sub.id).await else { return };
+        let mut disabled = current.clone();
+        disabled.status = SubscriptionStatus::Disabled;
+        disabled.version += 1;
+        match self.store.save(&disabled, Some(&current)).await {
+            Ok(()) => tracing::warn!(subscription_id = %sub.id, account = %sub.account, "subscription disabled after continuous failure"),
+            Err(err) => tracing::warn!(subscription_id = %sub.id, error = %err, "could not disable subscription"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_pointed_fields() {
+        let mut v = json!({"data": {"pin": 1234, "name": "Ann", "list": [1, 2, 3], "a/b": 1}});
+        remove_pointer(&mut v, "/data/pin");
+        remove_pointer(&mut v, "/data/list/1");
+        remove_pointer(&mut v, "/data/a~1b");
+        remove_pointer(&mut v, "/data/missing/deeper");
+        assert_eq!(v, json!({"data": {"name": "Ann", "list": [1, 3]}}));
+    }
+}

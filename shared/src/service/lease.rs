@@ -1,0 +1,64 @@
+//! Leases that end on time: the sweep removes lapsed subscriptions (expired, or unconfirmed for
+//! 24 h) with all their items, and sends each active subscription one `subscription.expiring`
+//! notice when a tenth of its lease (at most 24 h) remains.
+
+use crate::error::Result;
+use crate::hub::Hub;
+use crate::model::{DeliveryTask, Event, Subscription, TaskPayload, new_id};
+
+/// Topic of the notice sent before a lease ends.
+pub const EXPIRING_TOPIC: &str = "subscription.expiring";
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Lapsed subscriptions removed.
+    pub removed: usize,
+    /// `subscription.expiring` notices queued.
+    pub notices: usize,
+}
+
+impl Hub {
+    /// One sweep: removes every lapsed subscription the store's expiry index finds, and queues
+    /// the expiring notices that are due.
+    pub async fn sweep(&self) -> Result<SweepReport> {
+        let now = self.now_ms();
+        let mut report = SweepReport::default();
+        for sub in self.store.due_for_sweep(now).await? {
+            if sub.is_expired(now) {
+                self.store.delete(&sub).await?;
+                tracing::info!(subscription_id = %sub.id, account = %sub.account, status = ?sub.status, "subscription.expired");
+                report.removed += 1;
+            } else if self.send_expiry_notice(&sub, now).await? {
+                report.notices += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Queues the `subscription.expiring` notice once per lease, if the subscription wants it.
+    async fn send_expiry_notice(&self, sub: &Subscription, now: i64) -> Result<bool> {
+        if sub.notice_at_ms().is_none_or(|at| at > now) || sub.is_expired(now) {
+            return Ok(false);
+        }
+        let mut marked = sub.clone();
+        marked.expiry_notice_sent = true;
+        marked.version += 1;
+        if self.store.save(&marked, Some(sub)).await.is_err() {
+            // Changed meanwhile: the next sweep looks again.
+            return Ok(false);
+        }
+        let event = Event {
+            id: new_id("evt_", now),
+            account: sub.account.clone(),
+            topic: EXPIRING_TOPIC.to_string(),
+            timestamp_ms: now,
+            data: serde_json::json!({"id": sub.id, "validity_ts": crate::clock::seconds_ts(sub.expires_at_ms)}),
+            labels: Default::default(),
+            sensitive: Default::default(),
+        };
+        self.enqueue_delivery(&DeliveryTask { subscription_id: sub.id.clone(), payload: TaskPayload::Notice { event } })
+            .await?;
+        Ok(true)
+    }
+}

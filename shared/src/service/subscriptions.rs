@@ -1,0 +1,448 @@
+//! The subscription service: subscribe (and refresh), confirm, read, update, unsubscribe,
+//! secret rotation. Every read treats a lapsed subscription as absent.
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
+use crate::error::{HubError, Result};
+use crate::hub::Hub;
+use crate::model::{
+    DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS, ReceiverAuth, RetiringSecret,
+    Subscription, SubscriptionStatus, TaskPayload, new_id,
+};
+use crate::ports::{OutgoingMessage, Page};
+use crate::signing::{SignatureScheme, generate_secret};
+use crate::validate;
+
+/// The body of `POST /v1/subscriptions`.
+#[derive(Debug, Default, Deserialize)]
+pub struct SubscribeRequest {
+    /// Where to deliver.
+    pub callback_url: String,
+    /// Topic patterns.
+    pub topics: Option<Vec<String>>,
+    /// One topic pattern (the `webhook_subscribe` form).
+    pub topic: Option<String>,
+    /// The signing secret; generated when absent.
+    pub client_secret: Option<String>,
+    /// Lease in seconds.
+    pub expires: Option<i64>,
+    /// Display name.
+    pub name: Option<String>,
+    /// Echoed in deliveries.
+    pub user_data: Option<Value>,
+    /// Label filter.
+    pub labels: Option<LabelFilter>,
+    /// Credentials presented to the receiver.
+    pub receiver_auth: Option<ReceiverAuth>,
+    /// Extra signature header.
+    pub signature_scheme: Option<SignatureScheme>,
+    /// Which sensitive fields are removed.
+    pub secrecy_level: Option<u8>,
+    /// Whether to send `subscription.expiring`.
+    pub expiry_notice: Option<bool>,
+}
+
+/// Distinguishes "absent" from "null" in a PATCH body.
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The body of `PATCH /v1/subscriptions/{id}`: only what is present changes; `null` clears.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    /// A new callback (goes back to `pending`).
+    pub callback_url: Option<String>,
+    /// New topic patterns.
+    pub topics: Option<Vec<String>>,
+    /// One new topic pattern.
+    pub topic: Option<String>,
+    /// `false` pauses, `true` resumes (and re-enables a disabled subscription).
+    pub active: Option<bool>,
+    /// Display name.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: Option<Option<String>>,
+    /// Echoed data.
+    #[serde(default, deserialize_with = "nullable")]
+    pub user_data: Option<Option<Value>>,
+    /// Label filter.
+    #[serde(default, deserialize_with = "nullable")]
+    pub labels: Option<Option<LabelFilter>>,
+    /// Receiver credentials.
+    #[serde(default, deserialize_with = "nullable")]
+    pub receiver_auth: Option<Option<ReceiverAuth>>,
+    /// Extra signature header.
+    pub signature_scheme: Option<SignatureScheme>,
+    /// Which sensitive fields are removed.
+    pub secrecy_level: Option<u8>,
+    /// Whether to send `subscription.expiring`.
+    pub expiry_notice: Option<bool>,
+}
+
+/// What subscribe did.
+pub struct Subscribed {
+    /// The subscription as saved.
+    pub subscription: Subscription,
+    /// `true` for a new subscription (`201`), `false` for a refresh (`200`).
+    pub created: bool,
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A random RFC 4122 version-4 UUID.
+pub fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+impl Hub {
+    /// A subscription of the caller's account that has not lapsed, or `404`.
+    async fn owned(&self, caller: &Caller, id: &str) -> Result<Subscription> {
+        match self.store.get(id).await? {
+            Some(sub) if sub.account == caller.account && !sub.is_expired(self.now_ms()) => Ok(sub),
+            _ => Err(HubError::NotFound("subscription")),
+        }
+    }
+
+    /// Starts (or restarts) the confirmation handshake: a new token, 24 h to answer, and the
+    /// confirmation message on the deliveries queue once the subscription is saved.
+    fn begin_confirmation(&self, sub: &mut Subscription) -> DeliveryTask {
+        let token = random_token();
+        sub.status = SubscriptionStatus::Pending;
+        sub.confirmed_at_ms = None;
+        sub.confirm_token_sha256 = Some(sha256_hex(&token));
+        sub.pending_until_ms = Some(self.now_ms() + PENDING_LIFETIME_MS);
+        DeliveryTask {
+            subscription_id: sub.id.clone(),
+            payload: TaskPayload::Confirmation {
+                message_id: uuid_v4(),
+                token,
+            },
+        }
+    }
+
+    /// Puts a task on the deliveries queue.
+    pub async fn enqueue_delivery(&self, task: &DeliveryTask) -> Result<()> {
+        let body = serde_json::to_string(task).map_err(HubError::backend)?;
+        self.deliveries
+            .send(vec![OutgoingMessage {
+                body,
+                delay: std::time::Duration::ZERO,
+            }])
+            .await
+    }
+
+    /// `POST /v1/subscriptions`: a new pending subscription, or a refresh of the caller's live
+    /// subscription with the same callback (same id, same confirmed state, new lease and settings).
+    pub async fn subscribe(&self, caller: &Caller, req: SubscribeRequest) -> Result<Subscribed> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let url = validate::callback_url(&req.callback_url, self.settings.allow_private_targets)?;
+        let topics = validate::topics(req.topics, req.topic)?;
+        topics.iter().try_for_each(|t| caller.require_topic(t))?;
+        let lease_ms = validate::lease_secs(req.expires)? * 1000;
+        if let Some(name) = &req.name {
+            validate::name(name)?;
+        }
+        if let Some(data) = &req.user_data {
+            validate::user_data(data)?;
+        }
+        if let Some(secret) = &req.client_secret {
+            validate::client_secret(secret)?;
+        }
+        if let Some(labels) = &req.labels {
+            validate::label_filter(labels)?;
+        }
+        if let Some(auth) = &req.receiver_auth {
+            validate::receiver_auth(auth)?;
+        }
+        let secrecy_level = req.secrecy_level.unwrap_or(1);
+        validate::secrecy_level(secrecy_level)?;
+
+        let now = self.now_ms();
+        let callback_url = url.to_string();
+        let existing = self.store.find_by_callback(&caller.account, &callback_url).await?;
+        let (previous, lapsed) = match existing {
+            Some(sub) if sub.is_expired(now) => (None, Some(sub)),
+            other => (other, None),
+        };
+        if let Some(lapsed) = lapsed {
+            // A lapsed lease starts over: clear its leftovers before the new one takes the callback.
+            self.store.delete(&lapsed).await?;
+        }
+
+        let mut sub = match &previous {
+            Some(prev) => prev.clone(),
+            None => Subscription {
+                id: new_id("sub_", now),
+                account: caller.account.clone(),
+                owner: caller.owner.clone(),
+                callback_url: callback_url.clone(),
+                topics: vec![],
+                status: SubscriptionStatus::Pending,
+                name: None,
+                user_data: None,
+                labels: LabelFilter::new(),
+                created_at_ms: now,
+                expires_at_ms: now,
+                lease_ms: 0,
+                confirmed_at_ms: None,
+                pending_until_ms: None,
+                secret: generate_secret(),
+                retiring_secret: None,
+                receiver_auth: None,
+                signature_scheme: SignatureScheme::Standard,
+                secrecy_level: 1,
+                expiry_notice: true,
+                expiry_notice_sent: false,
+                confirm_token_sha256: None,
+                version: 0,
+                odometer: 0,
+                failing_since_ms: None,
+            },
+        };
+        sub.topics = topics;
+        sub.expires_at_ms = now + lease_ms;
+        sub.lease_ms = lease_ms;
+        sub.name = req.name;
+        sub.user_data = req.user_data;
+        sub.labels = req.labels.unwrap_or_default();
+        sub.receiver_auth = req.receiver_auth;
+        sub.signature_scheme = req.signature_scheme.unwrap_or_default();
+        sub.secrecy_level = secrecy_level;
+        sub.expiry_notice = req.expiry_notice.unwrap_or(true);
+        sub.expiry_notice_sent = false;
+        if let Some(secret) = req.client_secret {
+            sub.secret = secret;
+        }
+        if sub.status == SubscriptionStatus::Disabled {
+            // Subscribing again is the owner's answer to a disabled subscription.
+            sub.status = SubscriptionStatus::Active;
+            sub.failing_since_ms = None;
+        }
+        let confirmation = (sub.status == SubscriptionStatus::Pending).then(|| self.begin_confirmation(&mut sub));
+        sub.version += 1;
+        self.store.save(&sub, previous.as_ref()).await?;
+        if let Some(task) = confirmation {
+            self.enqueue_delivery(&task).await?;
+        }
+        Ok(Subscribed {
+            subscription: sub,
+            created: previous.is_none(),
+        })
+    }
+
+    /// `GET /v1/subscriptions/{id}/confirm?token=…`: the token proves the subscriber reads what
+    /// arrives at the callback. Confirming twice is harmless.
+    pub async fn confirm(&self, id: &str, token: &str) -> Result<Subscription> {
+        let now = self.now_ms();
+        let sub = match self.store.get(id).await? {
+            Some(sub) if !sub.is_expired(now) => sub,
+            _ => return Err(HubError::NotFound("subscription")),
+        };
+        let matches = sub
+            .confirm_token_sha256
+            .as_deref()
+            .is_some_and(|stored| constant_time_eq(stored.as_bytes(), sha256_hex(token).as_bytes()));
+        if !matches {
+            return Err(HubError::invalid("invalid_token", "the confirmation token does not match"));
+        }
+        if sub.status != SubscriptionStatus::Pending {
+            return Ok(sub);
+        }
+        let mut confirmed = sub.clone();
+        confirmed.status = SubscriptionStatus::Active;
+        confirmed.confirmed_at_ms = Some(now);
+        confirmed.pending_until_ms = None;
+        confirmed.version += 1;
+        self.store.save(&confirmed, Some(&sub)).await?;
+        tracing::info!(subscription_id = %confirmed.id, account = %confirmed.account, "subscription confirmed");
+        Ok(confirmed)
+    }
+
+    /// `GET /v1/subscriptions/{id}`.
+    pub async fn get_subscription(&self, caller: &Caller, id: &str) -> Result<Subscription> {
+        caller.require(SCOPE_READ)?;
+        self.owned(caller, id).await
+    }
+
+    /// `GET /v1/subscriptions`: live subscriptions in creation order, `limit` 1–100 (default 50).
+    pub async fn list_subscriptions(
+        &self,
+        caller: &Caller,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>> {
+        caller.require(SCOPE_READ)?;
+        let limit = limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(HubError::invalid("invalid_limit", "limit is between 1 and 100"));
+        }
+        let mut page = self.store.list(&caller.account, limit, cursor).await?;
+        let now = self.now_ms();
+        page.items.retain(|sub| !sub.is_expired(now));
+        Ok(page)
+    }
+
+    /// `PATCH /v1/subscriptions/{id}`.
+    pub async fn update_subscription(&self, caller: &Caller, id: &str, req: UpdateRequest) -> Result<Subscription> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let previous = self.owned(caller, id).await?;
+        let mut sub = previous.clone();
+        if req.topics.is_some() || req.topic.is_some() {
+            sub.topics = validate::topics(req.topics, req.topic)?;
+            sub.topics.iter().try_for_each(|t| caller.require_topic(t))?;
+        }
+        if let Some(name) = req.name {
+            if let Some(name) = &name {
+                validate::name(name)?;
+            }
+            sub.name = name;
+        }
+        if let Some(data) = req.user_data {
+            if let Some(data) = &data {
+                validate::user_data(data)?;
+            }
+            sub.user_data = data;
+        }
+        if let Some(labels) = req.labels {
+            let labels = labels.unwrap_or_default();
+            validate::label_filter(&labels)?;
+            sub.labels = labels;
+        }
+        if let Some(auth) = req.receiver_auth {
+            if let Some(auth) = &auth {
+                validate::receiver_auth(auth)?;
+            }
+            sub.receiver_auth = auth;
+        }
+        if let Some(scheme) = req.signature_scheme {
+            sub.signature_scheme = scheme;
+        }
+        if let Some(level) = req.secrecy_level {
+            validate::secrecy_level(level)?;
+            sub.secrecy_level = level;
+        }
+        if let Some(notice) = req.expiry_notice {
+            sub.expiry_notice = notice;
+        }
+        match (req.active, sub.status) {
+            (Some(false), SubscriptionStatus::Active | SubscriptionStatus::Disabled) => {
+                sub.status = SubscriptionStatus::Paused
+            }
+            (Some(true), SubscriptionStatus::Paused | SubscriptionStatus::Disabled) => {
+                sub.status = SubscriptionStatus::Active;
+                sub.failing_since_ms = None;
+            }
+            _ => {}
+        }
+        if sub.status == SubscriptionStatus::Disabled {
+            // Any update of a disabled subscription is its owner's go-ahead to try again.
+            sub.status = SubscriptionStatus::Active;
+            sub.failing_since_ms = None;
+        }
+        let mut confirmation = None;
+        if let Some(raw) = req.callback_url {
+            let url = validate::callback_url(&raw, self.settings.allow_private_targets)?.to_string();
+            if url != sub.callback_url {
+                if let Some(other) = self.store.find_by_callback(&caller.account, &url).await?
+                    && !other.is_expired(self.now_ms())
+                {
+                    return Err(HubError::invalid(
+                        "duplicate_callback_url",
+                        format!("subscription {} already uses this callback_url", other.id),
+                    ));
+                }
+                sub.callback_url = url;
+                confirmation = Some(self.begin_confirmation(&mut sub));
+            }
+        }
+        sub.version += 1;
+        self.store.save(&sub, Some(&previous)).await?;
+        if let Some(task) = confirmation {
+            self.enqueue_delivery(&task).await?;
+        }
+        Ok(sub)
+    }
+
+    /// `DELETE /v1/subscriptions/{id}`.
+    pub async fn unsubscribe(&self, caller: &Caller, id: &str) -> Result<()> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let sub = self.owned(caller, id).await?;
+        self.store.delete(&sub).await?;
+        tracing::info!(subscription_id = %sub.id, account = %sub.account, "unsubscribed");
+        Ok(())
+    }
+
+    /// `DELETE /v1/subscriptions?owner=me`: removes every subscription the caller's own token
+    /// subject created in its account; returns how many.
+    pub async fn unsubscribe_all_of_owner(&self, caller: &Caller) -> Result<usize> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let mut mine = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.store.list(&caller.account, 100, cursor.as_deref()).await?;
+            mine.extend(page.items.into_iter().filter(|s| s.owner == caller.owner));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        for sub in &mine {
+            self.store.delete(sub).await?;
+        }
+        Ok(mine.len())
+    }
+
+    /// `GET /v1/subscriptions/{id}/secret`.
+    pub async fn subscription_secret(&self, caller: &Caller, id: &str) -> Result<Subscription> {
+        caller.require(SCOPE_READ)?;
+        self.owned(caller, id).await
+    }
+
+    /// `POST /v1/subscriptions/{id}/secret/rotate`: a new secret (given or generated); the old one
+    /// keeps signing beside it for 24 h.
+    pub async fn rotate_secret(&self, caller: &Caller, id: &str, new_secret: Option<String>) -> Result<Subscription> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let previous = self.owned(caller, id).await?;
+        if let Some(secret) = &new_secret {
+            validate::client_secret(secret)?;
+        }
+        let mut sub = previous.clone();
+        sub.retiring_secret = Some(RetiringSecret {
+            secret: std::mem::replace(&mut sub.secret, new_secret.unwrap_or_else(generate_secret)),
+            until_ms: self.now_ms() + ROTATION_OVERLAP_MS,
+        });
+        sub.version += 1;
+        self.store.save(&sub, Some(&previous)).await?;
+        Ok(sub)
+    }
+
+    /// `GET /v1/subscriptions/{id}/deliveries`: the recent attempts, newest first.
+    pub async fn deliveries_of(&self, caller: &Caller, id: &str, limit: Option<usize>) -> Result<Vec<crate::model::AttemptRecord>> {
+        caller.require(SCOPE_READ)?;
+        let limit = limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(HubError::invalid("invalid_limit", "limit is between 1 and 100"));
+        }
+        let sub = self.owned(caller, id).await?;
+        self.store.attempts(&sub.id, limit).await
+    }
+}
+
+/// Compares two byte strings in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,332 @@
+//! Validation rules of the API (SPEC §3 and §6), each failing with its own stable code.
+
+use std::net::IpAddr;
+
+use serde_json::Value;
+use url::{Host, Url};
+
+use crate::error::{HubError, Result};
+use crate::model::{LabelFilter, MAX_LEASE_SECS, MIN_LEASE_SECS, ReceiverAuth};
+use crate::signing::WHSEC_PREFIX;
+use crate::ssrf;
+
+/// Longest callback URL.
+pub const MAX_CALLBACK_LEN: usize = 512;
+/// Longest subscription name.
+pub const MAX_NAME_LEN: usize = 70;
+/// Largest `user_data`, serialized.
+pub const MAX_USER_DATA_BYTES: usize = 1024;
+/// Most topics on one subscription.
+pub const MAX_TOPICS: usize = 50;
+/// Longest plain (non-`whsec_`) secret.
+pub const MAX_SECRET_LEN: usize = 255;
+
+fn is_segment_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// A concrete topic: dot-separated segments of `[0-9A-Za-z_-]`, 3–128 characters.
+pub fn topic(topic: &str) -> Result<()> {
+    let ok = (3..=128).contains(&topic.len())
+        && topic
+            .split('.')
+            .all(|seg| !seg.is_empty() && seg.chars().all(is_segment_char));
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::invalid(
+            "invalid_topic",
+            format!("topic `{topic}` must be 3-128 characters of dot-separated [0-9A-Za-z_-] segments"),
+        ))
+    }
+}
+
+/// A subscription pattern: a topic, a topic prefix followed by `.*`, or `*`.
+pub fn pattern(pattern: &str) -> Result<()> {
+    if pattern == "*" {
+        return Ok(());
+    }
+    let prefix = pattern.strip_suffix(".*").unwrap_or(pattern);
+    let ok = !prefix.is_empty()
+        && pattern.len() <= 128
+        && prefix
+            .split('.')
+            .all(|seg| !seg.is_empty() && seg.chars().all(is_segment_char))
+        && (pattern.len() >= 3);
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::invalid(
+            "invalid_topic",
+            format!("topic pattern `{pattern}` must be a topic, `prefix.*` or `*` (3-128 characters)"),
+        ))
+    }
+}
+
+/// Every pattern that matches `topic`: itself, each ancestor with `.*`, and `*`. Fan-out asks
+/// the store for exactly these, so it never scans.
+pub fn patterns_matching(topic: &str) -> Vec<String> {
+    let mut patterns = vec![topic.to_string()];
+    let mut end = topic.len();
+    while let Some(dot) = topic[..end].rfind('.') {
+        patterns.push(format!("{}.*", &topic[..dot]));
+        end = dot;
+    }
+    patterns.push("*".to_string());
+    patterns
+}
+
+/// The topics of a subscribe or update body: `topics` (1–50) or `topic`, validated and deduplicated.
+pub fn topics(topics: Option<Vec<String>>, topic: Option<String>) -> Result<Vec<String>> {
+    let mut list = match (topics, topic) {
+        (Some(list), None) => list,
+        (None, Some(one)) => vec![one],
+        (Some(_), Some(_)) => {
+            return Err(HubError::invalid("invalid_topics", "give `topics` or `topic`, not both"));
+        }
+        (None, None) => return Err(HubError::invalid("missing_topics", "`topics` (or `topic`) is required")),
+    };
+    list.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    list.retain(|t| seen.insert(t.clone()));
+    if list.is_empty() || list.len() > MAX_TOPICS {
+        return Err(HubError::invalid("invalid_topics", format!("give 1 to {MAX_TOPICS} topics")));
+    }
+    list.iter().try_for_each(|p| pattern(p))?;
+    Ok(list)
+}
+
+/// A callback URL: at most 512 characters, `https` (or `http` when private targets are allowed),
+/// no credentials, and not an inward IP literal in any notation (`127.1`, `0x7f.1`, `[::ffff:…]`;
+/// the URL parser normalizes them all) nor `localhost`.
+pub fn callback_url(raw: &str, allow_private_targets: bool) -> Result<Url> {
+    if raw.len() > MAX_CALLBACK_LEN {
+        return Err(HubError::invalid(
+            "invalid_callback_url",
+            format!("callback_url is longer than {MAX_CALLBACK_LEN} characters"),
+        ));
+    }
+    let url = Url::parse(raw)
+        .map_err(|e| HubError::invalid("invalid_callback_url", format!("callback_url is not a valid URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_private_targets => {}
+        _ => {
+            return Err(HubError::invalid(
+                "WebhookUnsupportedProtocol",
+                "callback_url must use https",
+            ));
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(HubError::invalid(
+            "invalid_callback_url",
+            "callback_url must not carry credentials; use receiver_auth",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(HubError::invalid("invalid_callback_url", "callback_url must not have a fragment"));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| HubError::invalid("invalid_callback_url", "callback_url has no host"))?;
+    if !allow_private_targets {
+        let ip = match host {
+            Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+            Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+            Host::Domain(name) => {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                if name == "localhost" || name.ends_with(".localhost") {
+                    Some(IpAddr::from([127, 0, 0, 1]))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(ip) = ip.filter(|ip| ssrf::is_forbidden(*ip)) {
+            return Err(HubError::invalid(
+                "forbidden_target",
+                format!("callback_url points at a non-public address ({ip})"),
+            ));
+        }
+    }
+    Ok(url)
+}
+
+/// `expires` in seconds: default and maximum 604800, minimum 60.
+pub fn lease_secs(expires: Option<i64>) -> Result<i64> {
+    let secs = expires.unwrap_or(MAX_LEASE_SECS);
+    if (MIN_LEASE_SECS..=MAX_LEASE_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(HubError::invalid(
+            "invalid_expires",
+            format!("expires must be between {MIN_LEASE_SECS} and {MAX_LEASE_SECS} seconds"),
+        ))
+    }
+}
+
+/// A display name of at most 70 characters.
+pub fn name(name: &str) -> Result<()> {
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(HubError::invalid("invalid_name", format!("name is longer than {MAX_NAME_LEN} characters")));
+    }
+    Ok(())
+}
+
+/// `user_data`: any JSON up to 1 KiB serialized.
+pub fn user_data(value: &Value) -> Result<()> {
+    if serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_USER_DATA_BYTES {
+        return Err(HubError::invalid("invalid_user_data", "user_data is larger than 1 KiB"));
+    }
+    Ok(())
+}
+
+/// A client-chosen secret: a `whsec_` secret with 24–64 base64 bytes, or any other string of
+/// 1–255 printable characters (the `webhook_subscribe` 16-char form among them).
+pub fn client_secret(secret: &str) -> Result<()> {
+    use base64::Engine;
+    if let Some(b64) = secret.strip_prefix(WHSEC_PREFIX) {
+        let len = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(|k| k.len())
+            .unwrap_or(0);
+        if (24..=64).contains(&len) {
+            return Ok(());
+        }
+        return Err(HubError::invalid(
+            "invalid_client_secret",
+            "a whsec_ secret must carry 24 to 64 base64-encoded bytes",
+        ));
+    }
+    if secret.is_empty() || secret.chars().count() > MAX_SECRET_LEN || secret.chars().any(char::is_control) {
+        return Err(HubError::invalid(
+            "invalid_client_secret",
+            format!("client_secret must be 1 to {MAX_SECRET_LEN} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A label filter: non-empty keys, each with at least one accepted value.
+pub fn label_filter(filter: &LabelFilter) -> Result<()> {
+    for (key, values) in filter {
+        if key.is_empty() || key.len() > 128 || values.is_empty() || values.len() > 100 {
+            return Err(HubError::invalid(
+                "invalid_labels",
+                "each label filter key needs 1-128 characters and 1-100 accepted values",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Receiver credentials: non-empty, header names that HTTP accepts and the hub does not own.
+pub fn receiver_auth(auth: &ReceiverAuth) -> Result<()> {
+    let bad = |msg: &str| Err(HubError::invalid("invalid_receiver_auth", msg.to_string()));
+    match auth {
+        ReceiverAuth::Basic { user, password } => {
+            if user.is_empty() || user.contains(':') || password.is_empty() {
+                return bad("basic auth needs a user without ':' and a password");
+            }
+        }
+        ReceiverAuth::Bearer { token } => {
+            if token.is_empty() || http::HeaderValue::from_str(token).is_err() {
+                return bad("bearer auth needs a token of visible ASCII characters");
+            }
+        }
+        ReceiverAuth::Header { name, value } => {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+                || value.is_empty()
+                || lower.starts_with("webhook-")
+                || ["content-type", "content-length", "host", "user-agent"].contains(&lower.as_str())
+            {
+                return bad("header auth needs a valid header name the hub does not set, and a value");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `secrecy_level`: 0 (none), 1 (default) or 2.
+pub fn secrecy_level(level: u8) -> Result<()> {
+    if level <= 2 {
+        Ok(())
+    } else {
+        Err(HubError::invalid("invalid_secrecy_level", "secrecy_level is 0, 1 or 2"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_grammar() {
+        for ok in ["door.request.allowed", "abc", "a-b_c.d", "webhook-subscribe-topic-48"] {
+            topic(ok).unwrap();
+        }
+        for bad in ["ab", "a..b", ".abc", "abc.", "a b", "door/x", &"x".repeat(129), "door.*"] {
+            assert!(topic(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns_allow_trailing_wildcards_only() {
+        for ok in ["*", "door.*", "door.request.*", "door.request.allowed"] {
+            pattern(ok).unwrap();
+        }
+        for bad in ["d*", "*.door", "door.*.x", ".*", "a.*.*"] {
+            assert!(pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fan_out_patterns_cover_every_ancestor() {
+        assert_eq!(
+            patterns_matching("door.request.allowed"),
+            ["door.request.allowed", "door.request.*", "door.*", "*"]
+        );
+        assert_eq!(patterns_matching("abc"), ["abc", "*"]);
+    }
+
+    #[test]
+    fn callback_urls_are_checked() {
+        callback_url("https://example.com/hook", false).unwrap();
+        assert_eq!(
+            callback_url("http://example.com/hook", false).unwrap_err().code(),
+            "WebhookUnsupportedProtocol"
+        );
+        callback_url("http://127.0.0.1:9/hook", true).unwrap();
+        for inward in [
+            "https://127.0.0.1/", "https://127.1/", "https://2130706433/", "https://0x7f.1/",
+            "https://0177.0.0.1/", "https://[::ffff:127.0.0.1]/", "https://[::1]/",
+            "https://169.254.169.254/latest", "https://10.0.0.1/", "https://localhost/",
+        ] {
+            assert_eq!(callback_url(inward, false).unwrap_err().code(), "forbidden_target", "{inward}");
+        }
+        assert!(callback_url(&format!("https://e.com/{}", "a".repeat(600)), false).is_err());
+        assert!(callback_url("https://user:pw@example.com/", false).is_err());
+        assert!(callback_url("not a url", false).is_err());
+    }
+
+    #[test]
+    fn leases_are_bounded() {
+        assert_eq!(lease_secs(None).unwrap(), 604_800);
+        assert_eq!(lease_secs(Some(60)).unwrap(), 60);
+        assert!(lease_secs(Some(59)).is_err());
+        assert!(lease_secs(Some(604_801)).is_err());
+    }
+
+    #[test]
+    fn secrets_in_every_accepted_form() {
+        client_secret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        client_secret("aB3-_xY9aB3-_xY9").unwrap();
+        client_secret(&"s".repeat(255)).unwrap();
+        assert!(client_secret(&"s".repeat(256)).is_err());
+        assert!(client_secret("").is_err());
+        assert!(client_secret("whsec_short").is_err());
+    }
+}
