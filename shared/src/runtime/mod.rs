@@ -2,6 +2,7 @@
 //! shared by Lambda and the embedded pollers, and the Lambda entry points.
 
 pub mod consume;
+pub mod embedded;
 pub mod lambda;
 
 use std::sync::Arc;

@@ -180,7 +180,7 @@ impl Hub {
         };
         tracing::info!(
             subscription_id = %sub.id, account = %sub.account, event_id = %message_id, attempt,
-            status_code = ?outcome.status, error = ?record.error, latency_ms = record.latency_ms,
+            status_code = outcome.status, error = record.error.as_deref(), latency_ms = record.latency_ms,
             delivered, "delivery attempt"
         );
         self.store.record_attempt(&record, sub.expires_at_ms).await?;

@@ -1,0 +1,174 @@
+//! `webhook-hub serve`: the API on hyper, the pollers and the sweep loop in one process, on the
+//! embedded store or on DynamoDB and SQS. Ctrl-C (or SIGTERM) stops accepting, lets requests and
+//! delivery attempts in flight finish, then exits.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+
+use hub::api::{ApiRequest, MAX_BODY_BYTES, Operation, error_response, handle, respond};
+use hub::auth::Caller;
+use hub::clock::SystemClock;
+use hub::runtime::embedded::start_workers;
+use hub::runtime::{AwsResources, aws_hub, init_logging, memory_hub};
+use hub::{Hub, HubError, Settings};
+
+use crate::cli::{Backend, ServeOptions, parse_api_key};
+
+/// What each connection's requests need.
+struct App {
+    hub: Hub,
+    keys: HashMap<String, Caller>,
+    clock: Arc<SystemClock>,
+    test_control: bool,
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn request_id() -> String {
+    let id: u64 = rand::random();
+    format!("req_{id:016x}")
+}
+
+async fn answer(app: Arc<App>, req: hyper::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            let err = if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                HubError::PayloadTooLarge(MAX_BODY_BYTES)
+            } else {
+                HubError::invalid("invalid_body", "the request body could not be read")
+            };
+            return Ok(error_response(&err).map(Full::new));
+        }
+    };
+    if app.test_control && parts.uri.path().starts_with("/_test/") {
+        return Ok(test_control(&app, parts.uri.path(), parts.uri.query()).await.map(Full::new));
+    }
+    let caller = bearer(&parts.headers).and_then(|key| app.keys.get(key)).cloned();
+    let request = ApiRequest {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        body,
+        request_id: request_id(),
+    };
+    Ok(handle(&app.hub, Operation::ALL, request, caller).await.map(Full::new))
+}
+
+/// Test hooks, only with `--test-control`: move the clock, run a sweep now.
+async fn test_control(app: &App, path: &str, query: Option<&str>) -> http::Response<Bytes> {
+    match path {
+        "/_test/clock/advance" => {
+            let ms = url_param(query, "ms").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            app.clock.advance(ms);
+            respond(200, Some(&serde_json::json!({"now_ms": hub::clock::Clock::now_ms(app.clock.as_ref())})))
+        }
+        "/_test/sweep" => match app.hub.sweep().await {
+            Ok(report) => respond(200, Some(&serde_json::json!({"removed": report.removed, "notices": report.notices}))),
+            Err(err) => error_response(&err),
+        },
+        _ => error_response(&HubError::NotFound("route")),
+    }
+}
+
+fn url_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the embedded hub until Ctrl-C.
+pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
+    init_logging();
+    let settings = Settings {
+        public_url: opts.public_url.clone().unwrap_or_else(|| format!("http://{}", opts.listen)),
+        allow_private_targets: opts.allow_private_targets,
+        retry: opts.retry_schedule.clone(),
+        disable_after: opts.disable_after,
+        attempt_timeout: opts.attempt_timeout,
+    };
+    let mut hub = match opts.backend {
+        Backend::Memory => memory_hub(settings).0,
+        Backend::Aws => aws_hub(settings, &AwsResources::from_env(), opts.create_resources)
+            .await
+            .map_err(|e| format!("AWS backend: {e}"))?,
+    };
+    let clock = Arc::new(SystemClock::default());
+    hub.clock = clock.clone();
+
+    let mut keys: HashMap<String, Caller> = opts.api_keys.iter().cloned().collect();
+    if keys.is_empty() {
+        let random: [u8; 16] = rand::random();
+        let key: String = std::iter::once("whk_".to_string()).chain(random.iter().map(|b| format!("{b:02x}"))).collect();
+        let (key, caller) = parse_api_key(&format!("{key}=default")).expect("generated key parses");
+        println!("webhook-hub: no --api-key given; generated API key for account `default`: {key}");
+        keys.insert(key, caller);
+    }
+
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("bind {}: {e}", opts.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let workers = start_workers(&hub, opts.sweep_interval, &stopped);
+    let app = Arc::new(App { hub, keys, clock, test_control: opts.test_control });
+    tracing::info!(listen = %local, backend = ?opts.backend, "webhook-hub listening");
+
+    let graceful = GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let app = app.clone();
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .serve_connection(TokioIo::new(stream), service_fn(move |req| answer(app.clone(), req)));
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut signal => break,
+        }
+    }
+    tracing::info!("shutting down: finishing requests and delivery attempts in flight");
+    drop(listener);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(15), futures_join(workers)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
