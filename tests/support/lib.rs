@@ -1,1 +1,383 @@
+//! Test support for the end-to-end suites: a `webhook-hub serve` process on either backend, a
+//! capturing receiver with scripted faults, and a Standard Webhooks verifier written
+//! independently of the hub's signer.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use hmac::{Hmac, KeyInit, Mac};
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use sha2::Sha256;
+
+/// Which backend the hub process runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `--backend memory`.
+    Memory,
+    /// `--backend aws` against the emulator at `AWS_ENDPOINT_URL`.
+    Aws,
+}
+
+/// The API keys every hub process in the tests accepts.
+pub const KEY_A: &str = "key-acme";
+/// A second key of the first account (another owner).
+pub const KEY_A2: &str = "key-acme-2";
+/// A key of another account.
+pub const KEY_B: &str = "key-beta";
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Path of a built binary of the workspace (`HUB_TARGET_DIR` or `target/debug`).
+pub fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var("HUB_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target/debug"));
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built: run `cargo build --workspace` first (the README's test command does)", path.display());
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `webhook-hub serve`; killed on drop.
+pub struct HubProcess {
+    child: Child,
+    /// Base URL of its API.
+    pub url: String,
+    /// Its log file.
+    pub log_path: PathBuf,
+    /// A client for the API.
+    pub http: reqwest::Client,
+}
+
+/// A JSON answer of the API.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Parsed body (`Null` when empty).
+    pub body: Value,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+}
+
+fn unique(prefix: &str) -> String {
+    let n: u32 = rand_u32();
+    format!("{prefix}-{}-{n:08x}", std::process::id())
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    nanos.wrapping_mul(2654435761) ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_mul(40503)
+}
+
+impl HubProcess {
+    /// Starts the hub on `backend` with the test keys, private targets allowed, test hooks on,
+    /// and `extra` arguments; waits until it answers.
+    pub async fn start(backend: Backend, extra: &[&str]) -> HubProcess {
+        let port = free_port();
+        let log_path = std::env::temp_dir().join(format!("{}.log", unique("webhook-hub")));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(binary("webhook-hub"));
+        cmd.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--api-key", &format!("{KEY_A}=acme")])
+            .args(["--api-key", &format!("{KEY_A2}=acme")])
+            .args(["--api-key", &format!("{KEY_B}=beta")])
+            .args(["--allow-private-targets", "--test-control", "--sweep-interval", "1h"])
+            .args(extra)
+            .env_remove("HUB_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if backend == Backend::Aws {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                .expect("AWS_ENDPOINT_URL must point at moto_server for the aws suite (the README's test command starts one)");
+            let name = unique("wh");
+            cmd.args(["--backend", "aws", "--create-resources"])
+                .env("AWS_ENDPOINT_URL", endpoint)
+                .env("HUB_TABLE", &name)
+                .env("HUB_EVENTS_QUEUE", format!("{name}-events"))
+                .env("HUB_DELIVERIES_QUEUE", format!("{name}-deliveries"));
+            for (var, default) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")] {
+                if std::env::var(var).is_err() {
+                    cmd.env(var, default);
+                }
+            }
+        }
+        let child = cmd.spawn().expect("webhook-hub starts");
+        let hub = HubProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log_path,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "webhook-hub did not listen in 30 s; log:\n{}", hub.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        hub
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends a request; `key` is the bearer token, `body` a JSON body.
+    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.url) };
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("the hub answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
+        Answer { status, body, headers }
+    }
+
+    /// Sends a raw body.
+    pub async fn call_raw(&self, method: &str, path: &str, key: Option<&str>, body: &'static str) -> Answer {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.url)).body(body);
+        if let Some(key) = key {
+            req = req.bearer_auth(key).header("content-type", "application/json");
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+    }
+
+    /// Moves the hub's clock forward.
+    pub async fn advance_clock(&self, by: Duration) {
+        let a = self.call("POST", &format!("/_test/clock/advance?ms={}", by.as_millis()), None, None).await;
+        assert_eq!(a.status, 200);
+    }
+
+    /// Runs a sweep now.
+    pub async fn sweep(&self) -> Value {
+        self.call("POST", "/_test/sweep", None, None).await.body
+    }
+
+    /// Stops the process with SIGINT and waits for it.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "webhook-hub did not stop on SIGINT");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Request path.
+    pub path: String,
+    /// Headers, lower-case names.
+    pub headers: HashMap<String, String>,
+    /// Raw body.
+    pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("deliveries are JSON")
+    }
+
+    /// A header value.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// How the receiver answers: status, extra headers, body, and a delay before answering.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Bytes,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// A plain answer with this status.
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: vec![], body: Bytes::new(), delay: Duration::ZERO }
+    }
+}
+
+type Script = Arc<dyn Fn(&Received, usize) -> Reply + Send + Sync>;
+
+/// A loopback HTTP server that records every request and answers as scripted.
+#[derive(Clone)]
+pub struct TestReceiver {
+    /// Its address.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl TestReceiver {
+    /// A receiver that answers `200` to everything.
+    pub async fn start() -> TestReceiver {
+        Self::scripted(|_, _| Reply::status(200)).await
+    }
+
+    /// A receiver answering with `script(request, index)`; `index` counts requests from 0.
+    pub async fn scripted(script: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> TestReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = TestReceiver {
+            addr: listener.local_addr().unwrap(),
+            seen: Arc::default(),
+            script: Arc::new(Mutex::new(Arc::new(script))),
+        };
+        let me = receiver.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let me = me.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let received = Received {
+                                path: parts.uri.to_string(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                                    .collect(),
+                                body,
+                                at: Instant::now(),
+                            };
+                            let index = {
+                                let mut seen = me.seen.lock().unwrap();
+                                seen.push(received.clone());
+                                seen.len() - 1
+                            };
+                            let script = me.script.lock().unwrap().clone();
+                            let reply = script(&received, index);
+                            if !reply.delay.is_zero() {
+                                tokio::time::sleep(reply.delay).await;
+                            }
+                            let mut resp = hyper::Response::builder().status(reply.status);
+                            for (k, v) in &reply.headers {
+                                resp = resp.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(resp.body(Full::new(reply.body)).unwrap())
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        receiver
+    }
+
+    /// Replaces the script.
+    pub fn set_script(&self, script: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) {
+        *self.script.lock().unwrap() = Arc::new(script);
+    }
+
+    /// Its URL with a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived (panics after `timeout`).
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self.received();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "expected {n} requests within {timeout:?}, got {}: {seen:#?}", seen.len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the first request matching `pred`.
+    pub async fn wait_for_match(&self, timeout: Duration, pred: impl Fn(&Received) -> bool) -> Received {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self.received().into_iter().find(|r| pred(r)) {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "no matching request within {timeout:?}; got {:#?}", self.received());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Verifies a delivery the way a Standard Webhooks receiver does: recomputes
+/// `v1,base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}"))` and looks for it among the
+/// space-separated signatures. Returns whether one matched.
+pub fn verify_standard(secret: &str, received: &Received) -> bool {
+    let key = match secret.strip_prefix("whsec_") {
+        Some(b64) => B64.decode(b64).expect("whsec_ secrets are base64"),
+        None => secret.as_bytes().to_vec(),
+    };
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).unwrap();
+    mac.update(received.header("webhook-id").as_bytes());
+    mac.update(b".");
+    mac.update(received.header("webhook-timestamp").as_bytes());
+    mac.update(b".");
+    mac.update(&received.body);
+    let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
+    received.header("webhook-signature").split(' ').any(|sig| sig == expected)
+}
+
+/// Asserts that nothing more than `count` requests arrive within `quiet`.
+pub async fn assert_quiet(receiver: &TestReceiver, count: usize, quiet: Duration) {
+    tokio::time::sleep(quiet).await;
+    let seen = receiver.received();
+    assert_eq!(seen.len(), count, "unexpected deliveries: {:#?}", &seen[count.min(seen.len())..]);
+}

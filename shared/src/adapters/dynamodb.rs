@@ -372,18 +372,20 @@ impl Store for DynamoStore {
     }
 
     async fn list(&self, account: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>> {
-        let out = self
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(ACCOUNT_INDEX)
-            .key_condition_expression("gsi1pk = :acc AND gsi1sk > :cursor")
             .expression_attribute_values(":acc", s(format!("ACC#{account}")))
-            .expression_attribute_values(":cursor", s(cursor.unwrap_or("")))
-            .limit(limit as i32 + 1)
-            .send()
-            .await
-            .map_err(aws_error)?;
+            .limit(limit as i32 + 1);
+        let query = match cursor.filter(|c| !c.is_empty()) {
+            Some(cursor) => query
+                .key_condition_expression("gsi1pk = :acc AND gsi1sk > :cursor")
+                .expression_attribute_values(":cursor", s(cursor)),
+            None => query.key_condition_expression("gsi1pk = :acc"),
+        };
+        let out = query.send().await.map_err(aws_error)?;
         let mut items = out.items.unwrap_or_default().iter().map(Self::subscription_from).collect::<Result<Vec<_>>>()?;
         let next_cursor = (items.len() > limit).then(|| {
             items.truncate(limit);
