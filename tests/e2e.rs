@@ -12,22 +12,43 @@ const QUIET: Duration = Duration::from_millis(1500);
 
 /// Subscribes `path` on `receiver`, waits for the confirmation, follows its link. Returns the
 /// create response (with `secret`).
-async fn subscribe_confirmed(hub: &HubProcess, receiver: &TestReceiver, key: &str, path: &str, extra: Value) -> Value {
+async fn subscribe_confirmed(
+    hub: &HubProcess,
+    receiver: &TestReceiver,
+    key: &str,
+    path: &str,
+    extra: Value,
+) -> Value {
     let created = subscribe_pending(hub, receiver, key, path, extra).await;
     let confirmation = receiver
-        .wait_for_match(WAIT, |r| r.path == path && r.json()["type"] == "Confirmation")
+        .wait_for_match(WAIT, |r| {
+            r.path == path && r.json()["type"] == "Confirmation"
+        })
         .await;
-    let url = confirmation.json()["confirmation_url"].as_str().unwrap().to_string();
+    let url = confirmation.json()["confirmation_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let confirmed = hub.call("GET", &url, None, None).await;
     assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
     assert_eq!(confirmed.body["status"], "active");
     created
 }
 
-async fn subscribe_pending(hub: &HubProcess, receiver: &TestReceiver, key: &str, path: &str, extra: Value) -> Value {
+async fn subscribe_pending(
+    hub: &HubProcess,
+    receiver: &TestReceiver,
+    key: &str,
+    path: &str,
+    extra: Value,
+) -> Value {
     let mut body = json!({"callback_url": receiver.url(path), "topics": ["door.request.allowed"]});
-    body.as_object_mut().unwrap().extend(extra.as_object().cloned().unwrap_or_default());
-    let created = hub.call("POST", "/v1/subscriptions", Some(key), Some(body)).await;
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    let created = hub
+        .call("POST", "/v1/subscriptions", Some(key), Some(body))
+        .await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     created.body
 }
@@ -39,7 +60,10 @@ async fn publish(hub: &HubProcess, key: &str, body: Value) -> Value {
 }
 
 fn events_at<'a>(received: &'a [Received], path: &str) -> Vec<&'a Received> {
-    received.iter().filter(|r| r.path == path && r.json()["type"] != "Confirmation").collect()
+    received
+        .iter()
+        .filter(|r| r.path == path && r.json()["type"] != "Confirmation")
+        .collect()
 }
 
 mod scenarios {
@@ -49,39 +73,78 @@ mod scenarios {
     pub async fn whole_path(backend: Backend) {
         let hub = HubProcess::start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
-        let created = subscribe_pending(&hub, &receiver, KEY_A, "/hook", json!({"user_data": {"tenant": 7}})).await;
+        let created = subscribe_pending(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/hook",
+            json!({"user_data": {"tenant": 7}}),
+        )
+        .await;
         assert_eq!(created["status"], "pending");
         let secret = created["secret"].as_str().unwrap().to_string();
         assert!(secret.starts_with("whsec_"));
         let id = created["id"].as_str().unwrap().to_string();
 
         let confirmation = receiver.wait_for(1, WAIT).await.remove(0);
-        assert!(verify_standard(&secret, &confirmation), "confirmation signature verifies");
+        assert!(
+            verify_standard(&secret, &confirmation),
+            "confirmation signature verifies"
+        );
         let body = confirmation.json();
         assert_eq!(body["type"], "Confirmation");
         assert_eq!(body["subscription"]["id"], id.as_str());
         assert!(body["message"].as_str().unwrap().len() == 36);
         assert!(body["sent_ts"].as_f64().is_some());
         assert_eq!(confirmation.header("content-type"), "application/json");
-        assert!(confirmation.header("user-agent").starts_with("webhook-hub/"));
+        assert!(
+            confirmation
+                .header("user-agent")
+                .starts_with("webhook-hub/")
+        );
 
-        let confirmed = hub.call("GET", body["confirmation_url"].as_str().unwrap(), None, None).await;
+        let confirmed = hub
+            .call(
+                "GET",
+                body["confirmation_url"].as_str().unwrap(),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(confirmed.status, 200);
         assert_eq!(confirmed.body["status"], "active");
         assert!(confirmed.body["confirmed_at"].is_string());
-        let bad = hub.call("GET", &format!("/v1/subscriptions/{id}/confirm?token=wrong"), None, None).await;
+        let bad = hub
+            .call(
+                "GET",
+                &format!("/v1/subscriptions/{id}/confirm?token=wrong"),
+                None,
+                None,
+            )
+            .await;
         assert!(bad.status >= 400 && bad.status < 500);
         assert!(bad.body["code"].is_string());
 
-        let published = publish(&hub, KEY_A, json!({"topic": "door.request.allowed", "data": {"door": 12}})).await;
+        let published = publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {"door": 12}}),
+        )
+        .await;
         let event_id = published["id"].as_str().unwrap();
         assert!(event_id.starts_with("evt_"));
         assert_eq!(published["topic"], "door.request.allowed");
         let delivery = receiver.wait_for(2, WAIT).await.remove(1);
-        assert!(verify_standard(&secret, &delivery), "event signature verifies");
+        assert!(
+            verify_standard(&secret, &delivery),
+            "event signature verifies"
+        );
         assert_eq!(delivery.header("webhook-id"), event_id);
         let ts: i64 = delivery.header("webhook-timestamp").parse().unwrap();
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         assert!((now - ts).abs() < 60);
         let event = delivery.json();
         assert_eq!(event["id"], event_id);
@@ -92,10 +155,27 @@ mod scenarios {
         assert_eq!(event["user_data"], json!({"tenant": 7}));
         assert!(event["timestamp"].as_str().unwrap().ends_with('Z'));
 
-        let deleted = hub.call("DELETE", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None).await;
+        let deleted = hub
+            .call(
+                "DELETE",
+                &format!("/v1/subscriptions/{id}"),
+                Some(KEY_A),
+                None,
+            )
+            .await;
         assert_eq!(deleted.status, 204);
-        assert_eq!(hub.call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None).await.status, 404);
-        publish(&hub, KEY_A, json!({"topic": "door.request.allowed", "data": {}})).await;
+        assert_eq!(
+            hub.call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+                .await
+                .status,
+            404
+        );
+        publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {}}),
+        )
+        .await;
         assert_quiet(&receiver, 2, QUIET).await;
     }
 
@@ -103,14 +183,19 @@ mod scenarios {
     pub async fn resubscribe_refreshes(backend: Backend) {
         let hub = HubProcess::start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
-        let body = json!({"callback_url": receiver.url("/r"), "topic": "door.opened", "expires": 3600});
-        let first = hub.call("POST", "/v1/subscriptions", Some(KEY_A), Some(body.clone())).await;
+        let body =
+            json!({"callback_url": receiver.url("/r"), "topic": "door.opened", "expires": 3600});
+        let first = hub
+            .call("POST", "/v1/subscriptions", Some(KEY_A), Some(body.clone()))
+            .await;
         assert_eq!(first.status, 201);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut again = body.clone();
         again["expires"] = json!(7200);
         again["name"] = json!("front door");
-        let second = hub.call("POST", "/v1/subscriptions", Some(KEY_A), Some(again)).await;
+        let second = hub
+            .call("POST", "/v1/subscriptions", Some(KEY_A), Some(again))
+            .await;
         assert_eq!(second.status, 200, "{:?}", second.body);
         assert_eq!(second.body["id"], first.body["id"]);
         assert_eq!(second.body["name"], "front door");
@@ -119,8 +204,21 @@ mod scenarios {
         let v2 = second.body["validity_ts"].as_f64().unwrap();
         assert!(v2 > v1 + 3000.0, "{v1} → {v2}");
         let text = second.body["validity_ts"].to_string();
-        assert!(text.split('.').nth(1).is_none_or(|d| d.len() <= 3), "three decimals at most: {text}");
-        let secret = hub.call("GET", &format!("/v1/subscriptions/{}/secret", first.body["id"].as_str().unwrap()), Some(KEY_A), None).await;
+        assert!(
+            text.split('.').nth(1).is_none_or(|d| d.len() <= 3),
+            "three decimals at most: {text}"
+        );
+        let secret = hub
+            .call(
+                "GET",
+                &format!(
+                    "/v1/subscriptions/{}/secret",
+                    first.body["id"].as_str().unwrap()
+                ),
+                Some(KEY_A),
+                None,
+            )
+            .await;
         assert_eq!(secret.body["secret"], first.body["secret"]);
     }
 
@@ -130,31 +228,78 @@ mod scenarios {
         let hub = HubProcess::start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
         let exact = subscribe_confirmed(&hub, &receiver, KEY_A, "/exact", json!({})).await;
-        subscribe_confirmed(&hub, &receiver, KEY_A, "/wild", json!({"topics": ["door.*"]})).await;
+        subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/wild",
+            json!({"topics": ["door.*"]}),
+        )
+        .await;
         subscribe_confirmed(&hub, &receiver, KEY_A, "/all", json!({"topics": ["*"]})).await;
-        subscribe_confirmed(&hub, &receiver, KEY_A, "/other", json!({"topics": ["window.opened"]})).await;
+        subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/other",
+            json!({"topics": ["window.opened"]}),
+        )
+        .await;
         subscribe_confirmed(&hub, &receiver, KEY_B, "/beta", json!({"topics": ["*"]})).await;
         subscribe_pending(&hub, &receiver, KEY_A, "/pending", json!({"topics": ["*"]})).await;
-        receiver.wait_for_match(WAIT, |r| r.path == "/pending").await;
+        receiver
+            .wait_for_match(WAIT, |r| r.path == "/pending")
+            .await;
 
-        publish(&hub, KEY_A, json!({"topic": "door.request.allowed", "data": {"n": 1}})).await;
-        publish(&hub, KEY_A, json!({"topic": "door.closed", "data": {"n": 2}})).await;
-        receiver.wait_for_match(WAIT, |r| r.path == "/all" && r.json()["data"]["n"] == 2).await;
-        receiver.wait_for_match(WAIT, |r| r.path == "/wild" && r.json()["data"]["n"] == 2).await;
+        publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {"n": 1}}),
+        )
+        .await;
+        publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.closed", "data": {"n": 2}}),
+        )
+        .await;
+        receiver
+            .wait_for_match(WAIT, |r| r.path == "/all" && r.json()["data"]["n"] == 2)
+            .await;
+        receiver
+            .wait_for_match(WAIT, |r| r.path == "/wild" && r.json()["data"]["n"] == 2)
+            .await;
         receiver.wait_for_match(WAIT, |r| r.path == "/exact").await;
         tokio::time::sleep(QUIET).await;
         let seen = receiver.received();
         assert_eq!(events_at(&seen, "/exact").len(), 1, "exact topic only");
-        assert_eq!(events_at(&seen, "/wild").len(), 2, "door.* gets both deeper topics");
+        assert_eq!(
+            events_at(&seen, "/wild").len(),
+            2,
+            "door.* gets both deeper topics"
+        );
         assert_eq!(events_at(&seen, "/all").len(), 2);
-        assert!(events_at(&seen, "/other").is_empty(), "another topic gets nothing");
-        assert!(events_at(&seen, "/beta").is_empty(), "another account gets nothing");
-        assert!(events_at(&seen, "/pending").is_empty(), "pending gets only its confirmation");
+        assert!(
+            events_at(&seen, "/other").is_empty(),
+            "another topic gets nothing"
+        );
+        assert!(
+            events_at(&seen, "/beta").is_empty(),
+            "another account gets nothing"
+        );
+        assert!(
+            events_at(&seen, "/pending").is_empty(),
+            "pending gets only its confirmation"
+        );
 
         let id = exact["id"].as_str().unwrap();
         for (method, path, body) in [
             ("GET", format!("/v1/subscriptions/{id}"), None),
-            ("PATCH", format!("/v1/subscriptions/{id}"), Some(json!({"active": false}))),
+            (
+                "PATCH",
+                format!("/v1/subscriptions/{id}"),
+                Some(json!({"active": false})),
+            ),
             ("DELETE", format!("/v1/subscriptions/{id}"), None),
             ("GET", format!("/v1/subscriptions/{id}/deliveries"), None),
             ("GET", format!("/v1/subscriptions/{id}/secret"), None),
@@ -163,9 +308,16 @@ mod scenarios {
             assert_eq!(answer.status, 404, "{method} {path} by another account");
             assert_eq!(answer.body["code"], "not_found");
         }
-        let listed = hub.call("GET", "/v1/subscriptions", Some(KEY_B), None).await;
+        let listed = hub
+            .call("GET", "/v1/subscriptions", Some(KEY_B), None)
+            .await;
         assert_eq!(listed.body["data"].as_array().unwrap().len(), 1);
-        assert_eq!(hub.call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None).await.status, 200);
+        assert_eq!(
+            hub.call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+                .await
+                .status,
+            200
+        );
     }
 
     /// Every validation rule answers 4xx with a JSON code; auth and security headers hold.
@@ -174,61 +326,159 @@ mod scenarios {
         let cb = "http://127.0.0.1:9/hook";
         let cases: Vec<(Value, &str)> = vec![
             (json!({"topics": ["door.opened"]}), "invalid_json"),
-            (json!({"callback_url": "ftp://example.com/x", "topics": ["door.opened"]}), "WebhookUnsupportedProtocol"),
-            (json!({"callback_url": format!("https://example.com/{}", "a".repeat(520)), "topics": ["door.opened"]}), "invalid_callback_url"),
-            (json!({"callback_url": "not a url", "topics": ["door.opened"]}), "invalid_callback_url"),
+            (
+                json!({"callback_url": "ftp://example.com/x", "topics": ["door.opened"]}),
+                "WebhookUnsupportedProtocol",
+            ),
+            (
+                json!({"callback_url": format!("https://example.com/{}", "a".repeat(520)), "topics": ["door.opened"]}),
+                "invalid_callback_url",
+            ),
+            (
+                json!({"callback_url": "not a url", "topics": ["door.opened"]}),
+                "invalid_callback_url",
+            ),
             (json!({"callback_url": cb}), "missing_topics"),
             (json!({"callback_url": cb, "topics": []}), "invalid_topics"),
-            (json!({"callback_url": cb, "topics": (0..51).map(|i| format!("t{i}.x")).collect::<Vec<_>>()}), "invalid_topics"),
-            (json!({"callback_url": cb, "topics": ["ab"]}), "invalid_topic"),
-            (json!({"callback_url": cb, "topics": ["bad topic!"]}), "invalid_topic"),
-            (json!({"callback_url": cb, "topics": ["a.*.b"]}), "invalid_topic"),
-            (json!({"callback_url": cb, "topic": "door.opened", "expires": 59}), "invalid_expires"),
-            (json!({"callback_url": cb, "topic": "door.opened", "expires": 604801}), "invalid_expires"),
-            (json!({"callback_url": cb, "topic": "door.opened", "name": "n".repeat(71)}), "invalid_name"),
-            (json!({"callback_url": cb, "topic": "door.opened", "user_data": {"x": "y".repeat(1100)}}), "invalid_user_data"),
-            (json!({"callback_url": cb, "topic": "door.opened", "client_secret": "s".repeat(256)}), "invalid_client_secret"),
-            (json!({"callback_url": cb, "topic": "door.opened", "expires": "soon"}), "invalid_json"),
-            (json!({"callback_url": cb, "topic": "door.opened", "secrecy_level": 3}), "invalid_secrecy_level"),
-            (json!({"callback_url": cb, "topic": "door.opened", "receiver_auth": {"type": "digest"}}), "invalid_json"),
+            (
+                json!({"callback_url": cb, "topics": (0..51).map(|i| format!("t{i}.x")).collect::<Vec<_>>()}),
+                "invalid_topics",
+            ),
+            (
+                json!({"callback_url": cb, "topics": ["ab"]}),
+                "invalid_topic",
+            ),
+            (
+                json!({"callback_url": cb, "topics": ["bad topic!"]}),
+                "invalid_topic",
+            ),
+            (
+                json!({"callback_url": cb, "topics": ["a.*.b"]}),
+                "invalid_topic",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "expires": 59}),
+                "invalid_expires",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "expires": 604801}),
+                "invalid_expires",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "name": "n".repeat(71)}),
+                "invalid_name",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "user_data": {"x": "y".repeat(1100)}}),
+                "invalid_user_data",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "client_secret": "s".repeat(256)}),
+                "invalid_client_secret",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "expires": "soon"}),
+                "invalid_json",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "secrecy_level": 3}),
+                "invalid_secrecy_level",
+            ),
+            (
+                json!({"callback_url": cb, "topic": "door.opened", "receiver_auth": {"type": "digest"}}),
+                "invalid_json",
+            ),
         ];
         for (body, code) in cases {
-            let answer = hub.call("POST", "/v1/subscriptions", Some(KEY_A), Some(body.clone())).await;
-            assert!((400..500).contains(&answer.status), "{body} → {}", answer.status);
+            let answer = hub
+                .call("POST", "/v1/subscriptions", Some(KEY_A), Some(body.clone()))
+                .await;
+            assert!(
+                (400..500).contains(&answer.status),
+                "{body} → {}",
+                answer.status
+            );
             assert_eq!(answer.body["code"], code, "{body}");
-            assert!(answer.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+            assert!(
+                answer.body["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
         }
-        let raw = hub.call_raw("POST", "/v1/subscriptions", Some(KEY_A), "{not json").await;
-        assert_eq!((raw.status, raw.body["code"].as_str()), (400, Some("invalid_json")));
+        let raw = hub
+            .call_raw("POST", "/v1/subscriptions", Some(KEY_A), "{not json")
+            .await;
+        assert_eq!(
+            (raw.status, raw.body["code"].as_str()),
+            (400, Some("invalid_json"))
+        );
         for (body, code) in [
             (json!({"data": {}}), "invalid_json"),
             (json!({"topic": "door.*", "data": {}}), "invalid_topic"),
-            (json!({"topic": "ok.topic", "data": {}, "id": ""}), "invalid_event_id"),
-            (json!({"topic": "ok.topic", "data": {}, "sensitive": {"pin": 1}}), "invalid_sensitive"),
+            (
+                json!({"topic": "ok.topic", "data": {}, "id": ""}),
+                "invalid_event_id",
+            ),
+            (
+                json!({"topic": "ok.topic", "data": {}, "sensitive": {"pin": 1}}),
+                "invalid_sensitive",
+            ),
         ] {
-            let answer = hub.call("POST", "/v1/events", Some(KEY_A), Some(body.clone())).await;
+            let answer = hub
+                .call("POST", "/v1/events", Some(KEY_A), Some(body.clone()))
+                .await;
             assert_eq!(answer.status, 400, "{body}");
             assert_eq!(answer.body["code"], code, "{body}");
         }
-        let limit = hub.call("GET", "/v1/subscriptions?limit=0", Some(KEY_A), None).await;
-        assert_eq!((limit.status, limit.body["code"].as_str()), (400, Some("invalid_limit")));
+        let limit = hub
+            .call("GET", "/v1/subscriptions?limit=0", Some(KEY_A), None)
+            .await;
+        assert_eq!(
+            (limit.status, limit.body["code"].as_str()),
+            (400, Some("invalid_limit"))
+        );
 
         for (method, path) in [
-            ("POST", "/v1/subscriptions"), ("GET", "/v1/subscriptions"), ("GET", "/v1/subscriptions/sub_x"),
-            ("PATCH", "/v1/subscriptions/sub_x"), ("DELETE", "/v1/subscriptions/sub_x"), ("POST", "/v1/events"),
+            ("POST", "/v1/subscriptions"),
+            ("GET", "/v1/subscriptions"),
+            ("GET", "/v1/subscriptions/sub_x"),
+            ("PATCH", "/v1/subscriptions/sub_x"),
+            ("DELETE", "/v1/subscriptions/sub_x"),
+            ("POST", "/v1/events"),
             ("GET", "/v1/subscriptions/sub_x/deliveries"),
         ] {
             let answer = hub.call(method, path, None, Some(json!({}))).await;
             assert_eq!(answer.status, 401, "{method} {path} without a token");
             assert_eq!(answer.body["code"], "unauthorized");
-            let wrong = hub.call(method, path, Some("not-a-key"), Some(json!({}))).await;
+            let wrong = hub
+                .call(method, path, Some("not-a-key"), Some(json!({})))
+                .await;
             assert_eq!(wrong.status, 401);
         }
-        let missing = hub.call("GET", "/v1/subscriptions/sub_missing", Some(KEY_A), None).await;
-        assert_eq!((missing.status, missing.body["code"].as_str()), (404, Some("not_found")));
-        assert_eq!(hub.call("GET", "/v1/nothing", Some(KEY_A), None).await.status, 404);
-        assert_eq!(hub.call("PUT", "/v1/subscriptions", Some(KEY_A), None).await.status, 405);
-        for answer in [missing, hub.call("GET", "/v1/subscriptions", Some(KEY_A), None).await] {
+        let missing = hub
+            .call("GET", "/v1/subscriptions/sub_missing", Some(KEY_A), None)
+            .await;
+        assert_eq!(
+            (missing.status, missing.body["code"].as_str()),
+            (404, Some("not_found"))
+        );
+        assert_eq!(
+            hub.call("GET", "/v1/nothing", Some(KEY_A), None)
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            hub.call("PUT", "/v1/subscriptions", Some(KEY_A), None)
+                .await
+                .status,
+            405
+        );
+        for answer in [
+            missing,
+            hub.call("GET", "/v1/subscriptions", Some(KEY_A), None)
+                .await,
+        ] {
             for (name, value) in [
                 ("strict-transport-security", "max-age"),
                 ("x-content-type-options", "nosniff"),
@@ -237,7 +487,11 @@ mod scenarios {
                 ("referrer-policy", "no-referrer"),
                 ("cache-control", "no-store"),
             ] {
-                let got = answer.headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+                let got = answer
+                    .headers
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .unwrap_or_default();
                 assert!(got.contains(value), "{name}: {got}");
             }
         }
@@ -253,43 +507,131 @@ mod scenarios {
         for i in 0..2 {
             subscribe_pending(&hub, &receiver, KEY_A, &format!("/p{i}"), json!({})).await;
         }
-        let page1 = hub.call("GET", "/v1/subscriptions?limit=2", Some(KEY_A), None).await;
+        let page1 = hub
+            .call("GET", "/v1/subscriptions?limit=2", Some(KEY_A), None)
+            .await;
         assert_eq!(page1.body["data"].as_array().unwrap().len(), 2);
-        let cursor = page1.body["next_cursor"].as_str().expect("a next page").to_string();
-        let page2 = hub.call("GET", &format!("/v1/subscriptions?limit=2&cursor={cursor}"), Some(KEY_A), None).await;
+        let cursor = page1.body["next_cursor"]
+            .as_str()
+            .expect("a next page")
+            .to_string();
+        let page2 = hub
+            .call(
+                "GET",
+                &format!("/v1/subscriptions?limit=2&cursor={cursor}"),
+                Some(KEY_A),
+                None,
+            )
+            .await;
         assert_eq!(page2.body["data"].as_array().unwrap().len(), 1);
         assert!(page2.body["next_cursor"].is_null());
-        assert!(page1.body["data"].as_array().unwrap().iter().chain(page2.body["data"].as_array().unwrap()).all(|s| s["secret"].is_null()));
+        assert!(
+            page1.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(page2.body["data"].as_array().unwrap())
+                .all(|s| s["secret"].is_null())
+        );
 
         let event = json!({"topic": "door.request.allowed", "data": {"k": 1}, "id": "order-1"});
         let first = publish(&hub, KEY_A, event.clone()).await;
         let repeat = publish(&hub, KEY_A, event).await;
-        assert_eq!(first["id"], repeat["id"], "the same producer id maps to the same event");
-        receiver.wait_for_match(WAIT, |r| r.path == "/m" && r.json()["data"]["k"] == 1).await;
+        assert_eq!(
+            first["id"], repeat["id"],
+            "the same producer id maps to the same event"
+        );
+        receiver
+            .wait_for_match(WAIT, |r| r.path == "/m" && r.json()["data"]["k"] == 1)
+            .await;
 
-        let paused = hub.call("PATCH", &format!("/v1/subscriptions/{id}"), Some(KEY_A), Some(json!({"active": false}))).await;
+        let paused = hub
+            .call(
+                "PATCH",
+                &format!("/v1/subscriptions/{id}"),
+                Some(KEY_A),
+                Some(json!({"active": false})),
+            )
+            .await;
         assert_eq!(paused.body["status"], "paused");
-        publish(&hub, KEY_A, json!({"topic": "door.request.allowed", "data": {"k": 2}})).await;
+        publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {"k": 2}}),
+        )
+        .await;
         tokio::time::sleep(QUIET).await;
-        assert_eq!(events_at(&receiver.received(), "/m").len(), 1, "a repeated id and a paused subscription deliver nothing");
+        assert_eq!(
+            events_at(&receiver.received(), "/m").len(),
+            1,
+            "a repeated id and a paused subscription deliver nothing"
+        );
 
-        let resumed = hub.call("PATCH", &format!("/v1/subscriptions/{id}"), Some(KEY_A), Some(json!({"active": true, "name": "renamed"}))).await;
-        assert_eq!((resumed.body["status"].as_str(), resumed.body["name"].as_str()), (Some("active"), Some("renamed")));
-        publish(&hub, KEY_A, json!({"topic": "door.request.allowed", "data": {"k": 3}})).await;
-        receiver.wait_for_match(WAIT, |r| r.path == "/m" && r.json()["data"]["k"] == 3).await;
+        let resumed = hub
+            .call(
+                "PATCH",
+                &format!("/v1/subscriptions/{id}"),
+                Some(KEY_A),
+                Some(json!({"active": true, "name": "renamed"})),
+            )
+            .await;
+        assert_eq!(
+            (
+                resumed.body["status"].as_str(),
+                resumed.body["name"].as_str()
+            ),
+            (Some("active"), Some("renamed"))
+        );
+        publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {"k": 3}}),
+        )
+        .await;
+        receiver
+            .wait_for_match(WAIT, |r| r.path == "/m" && r.json()["data"]["k"] == 3)
+            .await;
 
-        let log = hub.call("GET", &format!("/v1/subscriptions/{id}/deliveries"), Some(KEY_A), None).await;
+        let log = hub
+            .call(
+                "GET",
+                &format!("/v1/subscriptions/{id}/deliveries"),
+                Some(KEY_A),
+                None,
+            )
+            .await;
         let attempts = log.body["data"].as_array().unwrap();
-        assert!(attempts.len() >= 3, "confirmation and two events: {attempts:?}");
-        assert!(attempts.iter().all(|a| a["status_code"] == 200 && a["latency_ms"].is_u64() && a["timestamp"].is_string()));
-        let got = hub.call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None).await;
+        assert!(
+            attempts.len() >= 3,
+            "confirmation and two events: {attempts:?}"
+        );
+        assert!(attempts.iter().all(|a| a["status_code"] == 200
+            && a["latency_ms"].is_u64()
+            && a["timestamp"].is_string()));
+        let got = hub
+            .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+            .await;
         assert_eq!(got.body["odometer"], 2);
 
-        let moved = hub.call("PATCH", &format!("/v1/subscriptions/{id}"), Some(KEY_A), Some(json!({"callback_url": receiver.url("/moved")}))).await;
+        let moved = hub
+            .call(
+                "PATCH",
+                &format!("/v1/subscriptions/{id}"),
+                Some(KEY_A),
+                Some(json!({"callback_url": receiver.url("/moved")})),
+            )
+            .await;
         assert_eq!(moved.body["status"], "pending");
         let confirmation = receiver.wait_for_match(WAIT, |r| r.path == "/moved").await;
         assert_eq!(confirmation.json()["type"], "Confirmation");
-        let again = hub.call("GET", confirmation.json()["confirmation_url"].as_str().unwrap(), None, None).await;
+        let again = hub
+            .call(
+                "GET",
+                confirmation.json()["confirmation_url"].as_str().unwrap(),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(again.body["status"], "active");
     }
 }
@@ -307,4 +649,10 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(whole_path, resubscribe_refreshes, isolation, api_contract, manage_and_log);
+on_both_backends!(
+    whole_path,
+    resubscribe_refreshes,
+    isolation,
+    api_contract,
+    manage_and_log
+);

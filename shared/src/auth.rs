@@ -34,8 +34,13 @@ impl Caller {
 
     /// Fails unless the caller's `topic:<pattern>` scopes (if it has any) cover `pattern`.
     pub fn require_topic(&self, pattern: &str) -> Result<()> {
-        let Some(scopes) = &self.scopes else { return Ok(()) };
-        let allowed: Vec<&str> = scopes.iter().filter_map(|s| s.strip_prefix("topic:")).collect();
+        let Some(scopes) = &self.scopes else {
+            return Ok(());
+        };
+        let allowed: Vec<&str> = scopes
+            .iter()
+            .filter_map(|s| s.strip_prefix("topic:"))
+            .collect();
         if allowed.is_empty() || allowed.iter().any(|a| pattern_covers(a, pattern)) {
             Ok(())
         } else {
@@ -73,7 +78,10 @@ mod tests {
     fn scopes_gate_operations() {
         let c = caller(&["webhooks:read"]);
         c.require(SCOPE_READ).unwrap();
-        assert_eq!(c.require(SCOPE_PUBLISH).unwrap_err().code(), "insufficient_scope");
+        assert_eq!(
+            c.require(SCOPE_PUBLISH).unwrap_err().code(),
+            "insufficient_scope"
+        );
         let all = Caller { scopes: None, ..c };
         all.require(SCOPE_PUBLISH).unwrap();
     }

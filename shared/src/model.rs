@@ -63,7 +63,9 @@ impl std::fmt::Debug for ReceiverAuth {
         match self {
             ReceiverAuth::Basic { .. } => f.write_str("ReceiverAuth::Basic(<redacted>)"),
             ReceiverAuth::Bearer { .. } => f.write_str("ReceiverAuth::Bearer(<redacted>)"),
-            ReceiverAuth::Header { name, .. } => write!(f, "ReceiverAuth::Header({name}: <redacted>)"),
+            ReceiverAuth::Header { name, .. } => {
+                write!(f, "ReceiverAuth::Header({name}: <redacted>)")
+            }
         }
     }
 }
@@ -151,13 +153,16 @@ impl Subscription {
 
     /// When the `subscription.expiring` notice is due, if it is still to be sent.
     pub fn notice_at_ms(&self) -> Option<i64> {
-        let pending = self.status == SubscriptionStatus::Active && self.expiry_notice && !self.expiry_notice_sent;
+        let pending = self.status == SubscriptionStatus::Active
+            && self.expiry_notice
+            && !self.expiry_notice_sent;
         pending.then(|| self.expires_at_ms - (self.lease_ms / 10).min(24 * 3600 * 1000))
     }
 
     /// When the sweeper next has something to do with it: send the notice, or remove it.
     pub fn sweep_at_ms(&self) -> i64 {
-        self.notice_at_ms().map_or(self.lapses_at_ms(), |n| n.min(self.lapses_at_ms()))
+        self.notice_at_ms()
+            .map_or(self.lapses_at_ms(), |n| n.min(self.lapses_at_ms()))
     }
 
     /// Whether it has lapsed at `now_ms`; every read treats a lapsed subscription as absent.
@@ -346,5 +351,8 @@ impl AttemptRecord {
 /// A time-ordered id with a prefix: 12 hex digits of Unix ms, then 16 random hex digits.
 pub fn new_id(prefix: &str, now_ms: i64) -> String {
     let random: u64 = rand::random();
-    format!("{prefix}{:012x}{random:016x}", now_ms as u64 & 0xffff_ffff_ffff)
+    format!(
+        "{prefix}{:012x}{random:016x}",
+        now_ms as u64 & 0xffff_ffff_ffff
+    )
 }

@@ -26,7 +26,11 @@ pub trait Store: Send + Sync {
     /// The subscription with this id, expired or not.
     async fn get(&self, id: &str) -> Result<Option<Subscription>>;
     /// The subscription of `account` with this callback URL, expired or not.
-    async fn find_by_callback(&self, account: &str, callback_url: &str) -> Result<Option<Subscription>>;
+    async fn find_by_callback(
+        &self,
+        account: &str,
+        callback_url: &str,
+    ) -> Result<Option<Subscription>>;
     /// Writes `sub` with its callback index and a topic entry per pattern, and removes what
     /// `previous` had that `sub` no longer has. Fails with `Conflict` when the stored version is
     /// not `previous`'s (or something exists when `previous` is `None`).
@@ -34,11 +38,22 @@ pub trait Store: Send + Sync {
     /// Removes a subscription with every item that belongs to it.
     async fn delete(&self, sub: &Subscription) -> Result<()>;
     /// A page of an account's subscriptions in creation order.
-    async fn list(&self, account: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>>;
+    async fn list(
+        &self,
+        account: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>>;
     /// The topic entries of `account` under any of `patterns` (one query per pattern).
     async fn topic_entries(&self, account: &str, patterns: &[String]) -> Result<Vec<TopicEntry>>;
     /// Claims an idempotency key until `expires_at_ms`; `false` when already claimed.
-    async fn claim_event_key(&self, account: &str, key: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool>;
+    async fn claim_event_key(
+        &self,
+        account: &str,
+        key: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool>;
     /// Gives up a claim (the event could not be queued).
     async fn release_event_key(&self, account: &str, key: &str) -> Result<()>;
     /// Subscriptions whose [`Subscription::sweep_at_ms`] has come by `now_ms`, found through an
@@ -51,7 +66,12 @@ pub trait Store: Send + Sync {
     /// Notes the outcome of a delivery: a success adds one to the odometer and clears the
     /// failure streak; a failure starts the streak at `now_ms` unless one is running. Returns
     /// since when the subscription has been failing, if it is.
-    async fn record_outcome(&self, subscription_id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>>;
+    async fn record_outcome(
+        &self,
+        subscription_id: &str,
+        delivered: bool,
+        now_ms: i64,
+    ) -> Result<Option<i64>>;
 }
 
 /// A message to enqueue.
@@ -108,5 +128,10 @@ pub struct TransportOutcome {
 #[async_trait]
 pub trait Transport: Send + Sync {
     /// POSTs `body` to `url` with `headers`, within the attempt budget.
-    async fn post(&self, url: &str, headers: Vec<(String, String)>, body: Bytes) -> TransportOutcome;
+    async fn post(
+        &self,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> TransportOutcome;
 }

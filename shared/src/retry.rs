@@ -22,18 +22,28 @@ impl Default for RetrySchedule {
 /// Parses `90`, `500ms`, `5s`, `5m`, `2h` or `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| HubError::invalid("invalid_duration", format!("`{text}` is not a duration like 5s, 5m, 2h")))?;
+    let n: u64 = number.parse().map_err(|_| {
+        HubError::invalid(
+            "invalid_duration",
+            format!("`{text}` is not a duration like 5s, 5m, 2h"),
+        )
+    })?;
     let ms = match unit {
         "ms" => n,
         "" | "s" => n * 1000,
         "m" => n * 60_000,
         "h" => n * 3_600_000,
         "d" => n * 86_400_000,
-        _ => return Err(HubError::invalid("invalid_duration", format!("unknown unit in `{text}`"))),
+        _ => {
+            return Err(HubError::invalid(
+                "invalid_duration",
+                format!("unknown unit in `{text}`"),
+            ));
+        }
     };
     Ok(Duration::from_millis(ms))
 }
@@ -53,7 +63,10 @@ impl RetrySchedule {
                 "at most 20 retries, each at most 12h",
             ));
         }
-        Ok(RetrySchedule { delays, jitter: 0.2 })
+        Ok(RetrySchedule {
+            delays,
+            jitter: 0.2,
+        })
     }
 
     /// The same schedule with another jitter fraction (0 for exact delays).
@@ -106,7 +119,10 @@ mod tests {
             let nominal = s.delays()[attempt as usize - 1];
             for _ in 0..200 {
                 let d = s.next_delay(attempt, None).unwrap();
-                assert!(d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2), "{d:?} vs {nominal:?}");
+                assert!(
+                    d >= nominal.mul_f64(0.8) && d <= nominal.mul_f64(1.2),
+                    "{d:?} vs {nominal:?}"
+                );
             }
         }
     }
@@ -122,9 +138,18 @@ mod tests {
     #[test]
     fn retry_after_is_held_within_bounds() {
         let s = RetrySchedule::parse("5s,5m,10h").unwrap();
-        assert_eq!(s.next_delay(1, Some(Duration::from_secs(1))), Some(Duration::from_secs(5)));
-        assert_eq!(s.next_delay(1, Some(Duration::from_secs(120))), Some(Duration::from_secs(120)));
-        assert_eq!(s.next_delay(1, Some(Duration::from_secs(86_400))), Some(Duration::from_secs(36_000)));
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(120))),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(86_400))),
+            Some(Duration::from_secs(36_000))
+        );
     }
 
     #[test]

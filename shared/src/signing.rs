@@ -130,7 +130,12 @@ mod tests {
 
     #[test]
     fn rotation_header_carries_every_signature() {
-        let header = signature_header(["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "plain"], "m", 1, b"{}");
+        let header = signature_header(
+            ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "plain"],
+            "m",
+            1,
+            b"{}",
+        );
         let parts: Vec<_> = header.split(' ').collect();
         assert_eq!(parts.len(), 2);
         assert!(parts.iter().all(|p| p.starts_with("v1,")));

@@ -14,7 +14,11 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
 }
 
 fn in_v4(ip: Ipv4Addr, net: [u8; 4], prefix: u32) -> bool {
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
     (u32::from(ip) & mask) == (u32::from(Ipv4Addr::from(net)) & mask)
 }
 
@@ -44,7 +48,8 @@ fn is_forbidden_v6(ip: Ipv6Addr) -> bool {
         return is_forbidden_v4(v4);
     }
     let s = ip.segments();
-    let embedded_v4 = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let embedded_v4 =
+        || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
@@ -67,20 +72,54 @@ mod tests {
     #[test]
     fn refuses_every_inward_range() {
         for addr in [
-            "127.0.0.1", "127.255.255.254", "10.1.2.3", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "169.254.169.254", "100.64.0.1", "100.127.255.255", "0.0.0.0",
-            "0.1.2.3", "198.18.0.1", "198.19.255.255", "224.0.0.1", "239.255.255.250",
-            "240.0.0.1", "255.255.255.255", "::1", "::", "fc00::1", "fd12:3456::1", "fe80::1",
-            "ff02::1", "64:ff9b::7f00:1", "2002:7f00:1::", "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254", "::127.0.0.1", "192.0.0.8", "2001:db8::1",
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "198.18.0.1",
+            "198.19.255.255",
+            "224.0.0.1",
+            "239.255.255.250",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "64:ff9b::7f00:1",
+            "2002:7f00:1::",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "192.0.0.8",
+            "2001:db8::1",
         ] {
-            assert!(is_forbidden(addr.parse().unwrap()), "{addr} must be refused");
+            assert!(
+                is_forbidden(addr.parse().unwrap()),
+                "{addr} must be refused"
+            );
         }
     }
 
     #[test]
     fn lets_public_addresses_through() {
-        for addr in ["93.184.216.34", "8.8.8.8", "1.1.1.1", "2606:4700::1111", "172.32.0.1", "100.128.0.1"] {
+        for addr in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "172.32.0.1",
+            "100.128.0.1",
+        ] {
             assert!(!is_forbidden(addr.parse().unwrap()), "{addr} is public");
         }
     }

@@ -36,7 +36,9 @@ pub fn topic(topic: &str) -> Result<()> {
     } else {
         Err(HubError::invalid(
             "invalid_topic",
-            format!("topic `{topic}` must be 3-128 characters of dot-separated [0-9A-Za-z_-] segments"),
+            format!(
+                "topic `{topic}` must be 3-128 characters of dot-separated [0-9A-Za-z_-] segments"
+            ),
         ))
     }
 }
@@ -58,7 +60,9 @@ pub fn pattern(pattern: &str) -> Result<()> {
     } else {
         Err(HubError::invalid(
             "invalid_topic",
-            format!("topic pattern `{pattern}` must be a topic, `prefix.*` or `*` (3-128 characters)"),
+            format!(
+                "topic pattern `{pattern}` must be a topic, `prefix.*` or `*` (3-128 characters)"
+            ),
         ))
     }
 }
@@ -82,15 +86,26 @@ pub fn topics(topics: Option<Vec<String>>, topic: Option<String>) -> Result<Vec<
         (Some(list), None) => list,
         (None, Some(one)) => vec![one],
         (Some(_), Some(_)) => {
-            return Err(HubError::invalid("invalid_topics", "give `topics` or `topic`, not both"));
+            return Err(HubError::invalid(
+                "invalid_topics",
+                "give `topics` or `topic`, not both",
+            ));
         }
-        (None, None) => return Err(HubError::invalid("missing_topics", "`topics` (or `topic`) is required")),
+        (None, None) => {
+            return Err(HubError::invalid(
+                "missing_topics",
+                "`topics` (or `topic`) is required",
+            ));
+        }
     };
     list.dedup();
     let mut seen = std::collections::BTreeSet::new();
     list.retain(|t| seen.insert(t.clone()));
     if list.is_empty() || list.len() > MAX_TOPICS {
-        return Err(HubError::invalid("invalid_topics", format!("give 1 to {MAX_TOPICS} topics")));
+        return Err(HubError::invalid(
+            "invalid_topics",
+            format!("give 1 to {MAX_TOPICS} topics"),
+        ));
     }
     list.iter().try_for_each(|p| pattern(p))?;
     Ok(list)
@@ -106,8 +121,12 @@ pub fn callback_url(raw: &str, allow_private_targets: bool) -> Result<Url> {
             format!("callback_url is longer than {MAX_CALLBACK_LEN} characters"),
         ));
     }
-    let url = Url::parse(raw)
-        .map_err(|e| HubError::invalid("invalid_callback_url", format!("callback_url is not a valid URL: {e}")))?;
+    let url = Url::parse(raw).map_err(|e| {
+        HubError::invalid(
+            "invalid_callback_url",
+            format!("callback_url is not a valid URL: {e}"),
+        )
+    })?;
     match url.scheme() {
         "https" => {}
         "http" if allow_private_targets => {}
@@ -125,7 +144,10 @@ pub fn callback_url(raw: &str, allow_private_targets: bool) -> Result<Url> {
         ));
     }
     if url.fragment().is_some() {
-        return Err(HubError::invalid("invalid_callback_url", "callback_url must not have a fragment"));
+        return Err(HubError::invalid(
+            "invalid_callback_url",
+            "callback_url must not have a fragment",
+        ));
     }
     let host = url
         .host()
@@ -169,15 +191,25 @@ pub fn lease_secs(expires: Option<i64>) -> Result<i64> {
 /// A display name of at most 70 characters.
 pub fn name(name: &str) -> Result<()> {
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(HubError::invalid("invalid_name", format!("name is longer than {MAX_NAME_LEN} characters")));
+        return Err(HubError::invalid(
+            "invalid_name",
+            format!("name is longer than {MAX_NAME_LEN} characters"),
+        ));
     }
     Ok(())
 }
 
 /// `user_data`: any JSON up to 1 KiB serialized.
 pub fn user_data(value: &Value) -> Result<()> {
-    if serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_USER_DATA_BYTES {
-        return Err(HubError::invalid("invalid_user_data", "user_data is larger than 1 KiB"));
+    if serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
+        > MAX_USER_DATA_BYTES
+    {
+        return Err(HubError::invalid(
+            "invalid_user_data",
+            "user_data is larger than 1 KiB",
+        ));
     }
     Ok(())
 }
@@ -199,7 +231,10 @@ pub fn client_secret(secret: &str) -> Result<()> {
             "a whsec_ secret must carry 24 to 64 base64-encoded bytes",
         ));
     }
-    if secret.is_empty() || secret.chars().count() > MAX_SECRET_LEN || secret.chars().any(char::is_control) {
+    if secret.is_empty()
+        || secret.chars().count() > MAX_SECRET_LEN
+        || secret.chars().any(char::is_control)
+    {
         return Err(HubError::invalid(
             "invalid_client_secret",
             format!("client_secret must be 1 to {MAX_SECRET_LEN} printable characters"),
@@ -241,9 +276,12 @@ pub fn receiver_auth(auth: &ReceiverAuth) -> Result<()> {
                 || http::HeaderValue::from_str(value).is_err()
                 || value.is_empty()
                 || lower.starts_with("webhook-")
-                || ["content-type", "content-length", "host", "user-agent"].contains(&lower.as_str())
+                || ["content-type", "content-length", "host", "user-agent"]
+                    .contains(&lower.as_str())
             {
-                return bad("header auth needs a valid header name the hub does not set, and a value");
+                return bad(
+                    "header auth needs a valid header name the hub does not set, and a value",
+                );
             }
         }
     }
@@ -255,7 +293,10 @@ pub fn secrecy_level(level: u8) -> Result<()> {
     if level <= 2 {
         Ok(())
     } else {
-        Err(HubError::invalid("invalid_secrecy_level", "secrecy_level is 0, 1 or 2"))
+        Err(HubError::invalid(
+            "invalid_secrecy_level",
+            "secrecy_level is 0, 1 or 2",
+        ))
     }
 }
 
@@ -265,10 +306,24 @@ mod tests {
 
     #[test]
     fn topics_follow_the_grammar() {
-        for ok in ["door.request.allowed", "abc", "a-b_c.d", "webhook-subscribe-topic-48"] {
+        for ok in [
+            "door.request.allowed",
+            "abc",
+            "a-b_c.d",
+            "webhook-subscribe-topic-48",
+        ] {
             topic(ok).unwrap();
         }
-        for bad in ["ab", "a..b", ".abc", "abc.", "a b", "door/x", &"x".repeat(129), "door.*"] {
+        for bad in [
+            "ab",
+            "a..b",
+            ".abc",
+            "abc.",
+            "a b",
+            "door/x",
+            &"x".repeat(129),
+            "door.*",
+        ] {
             assert!(topic(bad).is_err(), "{bad}");
         }
     }
@@ -296,16 +351,29 @@ mod tests {
     fn callback_urls_are_checked() {
         callback_url("https://example.com/hook", false).unwrap();
         assert_eq!(
-            callback_url("http://example.com/hook", false).unwrap_err().code(),
+            callback_url("http://example.com/hook", false)
+                .unwrap_err()
+                .code(),
             "WebhookUnsupportedProtocol"
         );
         callback_url("http://127.0.0.1:9/hook", true).unwrap();
         for inward in [
-            "https://127.0.0.1/", "https://127.1/", "https://2130706433/", "https://0x7f.1/",
-            "https://0177.0.0.1/", "https://[::ffff:127.0.0.1]/", "https://[::1]/",
-            "https://169.254.169.254/latest", "https://10.0.0.1/", "https://localhost/",
+            "https://127.0.0.1/",
+            "https://127.1/",
+            "https://2130706433/",
+            "https://0x7f.1/",
+            "https://0177.0.0.1/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://[::1]/",
+            "https://169.254.169.254/latest",
+            "https://10.0.0.1/",
+            "https://localhost/",
         ] {
-            assert_eq!(callback_url(inward, false).unwrap_err().code(), "forbidden_target", "{inward}");
+            assert_eq!(
+                callback_url(inward, false).unwrap_err().code(),
+                "forbidden_target",
+                "{inward}"
+            );
         }
         assert!(callback_url(&format!("https://e.com/{}", "a".repeat(600)), false).is_err());
         assert!(callback_url("https://user:pw@example.com/", false).is_err());

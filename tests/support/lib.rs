@@ -34,19 +34,32 @@ pub const KEY_A2: &str = "key-acme-2";
 pub const KEY_B: &str = "key-beta";
 
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Path of a built binary of the workspace (`HUB_TARGET_DIR` or `target/debug`).
 pub fn binary(name: &str) -> PathBuf {
-    let dir = std::env::var("HUB_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace_root().join("target/debug"));
+    let dir = std::env::var("HUB_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target/debug"));
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built: run `cargo build --workspace` first (the README's test command does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` first (the README's test command does)",
+        path.display()
+    );
     path
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `webhook-hub serve`; killed on drop.
@@ -77,9 +90,15 @@ fn unique(prefix: &str) -> String {
 }
 
 fn rand_u32() -> u32 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    nanos.wrapping_mul(2654435761) ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_mul(40503)
+    nanos.wrapping_mul(2654435761)
+        ^ COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_mul(40503)
 }
 
 impl HubProcess {
@@ -95,7 +114,12 @@ impl HubProcess {
             .args(["--api-key", &format!("{KEY_A}=acme")])
             .args(["--api-key", &format!("{KEY_A2}=acme")])
             .args(["--api-key", &format!("{KEY_B}=beta")])
-            .args(["--allow-private-targets", "--test-control", "--sweep-interval", "1h"])
+            .args([
+                "--allow-private-targets",
+                "--test-control",
+                "--sweep-interval",
+                "1h",
+            ])
             .args(extra)
             .env_remove("HUB_API_KEY")
             .stdin(Stdio::null())
@@ -110,7 +134,11 @@ impl HubProcess {
                 .env("HUB_TABLE", &name)
                 .env("HUB_EVENTS_QUEUE", format!("{name}-events"))
                 .env("HUB_DELIVERIES_QUEUE", format!("{name}-deliveries"));
-            for (var, default) in [("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"), ("AWS_REGION", "us-east-1")] {
+            for (var, default) in [
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+            ] {
                 if std::env::var(var).is_err() {
                     cmd.env(var, default);
                 }
@@ -124,8 +152,15 @@ impl HubProcess {
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(Instant::now() < deadline, "webhook-hub did not listen in 30 s; log:\n{}", hub.log());
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "webhook-hub did not listen in 30 s; log:\n{}",
+                hub.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         hub
@@ -137,8 +172,18 @@ impl HubProcess {
     }
 
     /// Sends a request; `key` is the bearer token, `body` a JSON body.
-    pub async fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
-        let url = if path.starts_with("http") { path.to_string() } else { format!("{}{path}", self.url) };
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.url)
+        };
         let mut req = self.http.request(method.parse().unwrap(), url);
         if let Some(key) = key {
             req = req.bearer_auth(key);
@@ -150,26 +195,57 @@ impl HubProcess {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into())) };
-        Answer { status, body, headers }
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            body,
+            headers,
+        }
     }
 
     /// Sends a raw body.
-    pub async fn call_raw(&self, method: &str, path: &str, key: Option<&str>, body: &'static str) -> Answer {
-        let mut req = self.http.request(method.parse().unwrap(), format!("{}{path}", self.url)).body(body);
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: &'static str,
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .body(body);
         if let Some(key) = key {
-            req = req.bearer_auth(key).header("content-type", "application/json");
+            req = req
+                .bearer_auth(key)
+                .header("content-type", "application/json");
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
-        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers }
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        }
     }
 
     /// Moves the hub's clock forward.
     pub async fn advance_clock(&self, by: Duration) {
-        let a = self.call("POST", &format!("/_test/clock/advance?ms={}", by.as_millis()), None, None).await;
+        let a = self
+            .call(
+                "POST",
+                &format!("/_test/clock/advance?ms={}", by.as_millis()),
+                None,
+                None,
+            )
+            .await;
         assert_eq!(a.status, 200);
     }
 
@@ -180,13 +256,18 @@ impl HubProcess {
 
     /// Stops the process with SIGINT and waits for it.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "webhook-hub did not stop on SIGINT");
+            assert!(
+                Instant::now() < deadline,
+                "webhook-hub did not stop on SIGINT"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -240,7 +321,12 @@ pub struct Reply {
 impl Reply {
     /// A plain answer with this status.
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: vec![], body: Bytes::new(), delay: Duration::ZERO }
+        Reply {
+            status,
+            headers: vec![],
+            body: Bytes::new(),
+            delay: Duration::ZERO,
+        }
     }
 }
 
@@ -262,7 +348,9 @@ impl TestReceiver {
     }
 
     /// A receiver answering with `script(request, index)`; `index` counts requests from 0.
-    pub async fn scripted(script: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static) -> TestReceiver {
+    pub async fn scripted(
+        script: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
+    ) -> TestReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let receiver = TestReceiver {
             addr: listener.local_addr().unwrap(),
@@ -272,41 +360,56 @@ impl TestReceiver {
         let me = receiver.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let me = me.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let me = me.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let received = Received {
-                                path: parts.uri.to_string(),
-                                headers: parts
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                                    .collect(),
-                                body,
-                                at: Instant::now(),
-                            };
-                            let index = {
-                                let mut seen = me.seen.lock().unwrap();
-                                seen.push(received.clone());
-                                seen.len() - 1
-                            };
-                            let script = me.script.lock().unwrap().clone();
-                            let reply = script(&received, index);
-                            if !reply.delay.is_zero() {
-                                tokio::time::sleep(reply.delay).await;
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let me = me.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let received = Received {
+                                    path: parts.uri.to_string(),
+                                    headers: parts
+                                        .headers
+                                        .iter()
+                                        .map(|(k, v)| {
+                                            (
+                                                k.as_str().to_string(),
+                                                v.to_str().unwrap_or("").to_string(),
+                                            )
+                                        })
+                                        .collect(),
+                                    body,
+                                    at: Instant::now(),
+                                };
+                                let index = {
+                                    let mut seen = me.seen.lock().unwrap();
+                                    seen.push(received.clone());
+                                    seen.len() - 1
+                                };
+                                let script = me.script.lock().unwrap().clone();
+                                let reply = script(&received, index);
+                                if !reply.delay.is_zero() {
+                                    tokio::time::sleep(reply.delay).await;
+                                }
+                                let mut resp = hyper::Response::builder().status(reply.status);
+                                for (k, v) in &reply.headers {
+                                    resp = resp.header(k, v);
+                                }
+                                Ok::<_, std::convert::Infallible>(
+                                    resp.body(Full::new(reply.body)).unwrap(),
+                                )
                             }
-                            let mut resp = hyper::Response::builder().status(reply.status);
-                            for (k, v) in &reply.headers {
-                                resp = resp.header(k, v);
-                            }
-                            Ok::<_, std::convert::Infallible>(resp.body(Full::new(reply.body)).unwrap())
-                        }
-                    });
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
@@ -339,19 +442,31 @@ impl TestReceiver {
             if seen.len() >= n {
                 return seen;
             }
-            assert!(Instant::now() < deadline, "expected {n} requests within {timeout:?}, got {}: {seen:#?}", seen.len());
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} requests within {timeout:?}, got {}: {seen:#?}",
+                seen.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Waits for the first request matching `pred`.
-    pub async fn wait_for_match(&self, timeout: Duration, pred: impl Fn(&Received) -> bool) -> Received {
+    pub async fn wait_for_match(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Received) -> bool,
+    ) -> Received {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(found) = self.received().into_iter().find(|r| pred(r)) {
                 return found;
             }
-            assert!(Instant::now() < deadline, "no matching request within {timeout:?}; got {:#?}", self.received());
+            assert!(
+                Instant::now() < deadline,
+                "no matching request within {timeout:?}; got {:#?}",
+                self.received()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -372,12 +487,20 @@ pub fn verify_standard(secret: &str, received: &Received) -> bool {
     mac.update(b".");
     mac.update(&received.body);
     let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
-    received.header("webhook-signature").split(' ').any(|sig| sig == expected)
+    received
+        .header("webhook-signature")
+        .split(' ')
+        .any(|sig| sig == expected)
 }
 
 /// Asserts that nothing more than `count` requests arrive within `quiet`.
 pub async fn assert_quiet(receiver: &TestReceiver, count: usize, quiet: Duration) {
     tokio::time::sleep(quiet).await;
     let seen = receiver.received();
-    assert_eq!(seen.len(), count, "unexpected deliveries: {:#?}", &seen[count.min(seen.len())..]);
+    assert_eq!(
+        seen.len(),
+        count,
+        "unexpected deliveries: {:#?}",
+        &seen[count.min(seen.len())..]
+    );
 }

@@ -1,8 +1,6 @@
 //! The `confirm` Lambda function. Confirm ownership of a callback: `GET /v1/subscriptions/{id}/confirm` (no bearer token).
 
-use hub::api::Operation;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    hub::runtime::lambda::serve_api(&[Operation::Confirm]).await
+    hub::runtime::lambda::serve_api("confirm").await
 }

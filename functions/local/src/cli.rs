@@ -62,7 +62,13 @@ pub enum Command {
 }
 
 const VALUE_FLAGS: &[&str] = &[
-    "listen", "public-url", "api-key", "backend", "retry-schedule", "sweep-interval", "disable-after",
+    "listen",
+    "public-url",
+    "api-key",
+    "backend",
+    "retry-schedule",
+    "sweep-interval",
+    "disable-after",
     "attempt-timeout",
 ];
 const BOOL_FLAGS: &[&str] = &["allow-private-targets", "create-resources", "test-control"];
@@ -70,19 +76,35 @@ const BOOL_FLAGS: &[&str] = &["allow-private-targets", "create-resources", "test
 /// Parses `KEY=ACCOUNT[:SCOPE,SCOPE…]`. The owner is the account plus a short hash of the key, so
 /// two keys of one account are two owners.
 pub fn parse_api_key(spec: &str) -> Result<(String, Caller), String> {
-    let (key, rest) = spec.split_once('=').ok_or_else(|| format!("--api-key `{spec}`: expected KEY=ACCOUNT[:SCOPES]"))?;
+    let (key, rest) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--api-key `{spec}`: expected KEY=ACCOUNT[:SCOPES]"))?;
     let (account, scopes) = match rest.split_once(':') {
         Some((account, scopes)) => {
-            let list: Vec<String> = scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+            let list: Vec<String> = scopes
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
             (account, (!list.is_empty()).then_some(list))
         }
         None => (rest, None),
     };
     if key.is_empty() || account.is_empty() {
-        return Err(format!("--api-key `{spec}`: key and account must not be empty"));
+        return Err(format!(
+            "--api-key `{spec}`: key and account must not be empty"
+        ));
     }
-    let digest: String = Sha256::digest(key.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect();
-    let caller = Caller { account: account.to_string(), owner: format!("{account}:{digest}"), scopes };
+    let digest: String = Sha256::digest(key.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let caller = Caller {
+        account: account.to_string(),
+        owner: format!("{account}:{digest}"),
+        scopes,
+    };
     Ok((key.to_string(), caller))
 }
 
@@ -101,7 +123,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         if arg == "-h" || arg == "--help" {
             return Ok(Command::Help);
         }
-        let Some(name) = arg.strip_prefix("--") else { return Err(format!("unexpected argument `{arg}`")) };
+        let Some(name) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument `{arg}`"));
+        };
         let (name, inline) = match name.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (name, None),
@@ -109,7 +133,10 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         if VALUE_FLAGS.contains(&name) {
             let value = match inline {
                 Some(v) => v,
-                None => rest.next().cloned().ok_or_else(|| format!("--{name} needs a value"))?,
+                None => rest
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| format!("--{name} needs a value"))?,
             };
             values.push((name.to_string(), value));
         } else if BOOL_FLAGS.contains(&name) {
@@ -129,26 +156,40 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             .map(|(_, v)| v.clone())
             .or_else(|| std::env::var(env_name(flag)).ok().filter(|v| !v.is_empty()))
     };
-    let flag = |name: &str| flags.iter().any(|f| f == name) || std::env::var(env_name(name)).is_ok_and(|v| truthy(&v));
+    let flag = |name: &str| {
+        flags.iter().any(|f| f == name) || std::env::var(env_name(name)).is_ok_and(|v| truthy(&v))
+    };
 
     let listen: SocketAddr = value("listen")
         .unwrap_or_else(|| "127.0.0.1:3000".into())
         .parse()
         .map_err(|e| format!("--listen: {e}"))?;
-    let mut key_specs: Vec<String> = values.iter().filter(|(n, _)| n == "api-key").map(|(_, v)| v.clone()).collect();
+    let mut key_specs: Vec<String> = values
+        .iter()
+        .filter(|(n, _)| n == "api-key")
+        .map(|(_, v)| v.clone())
+        .collect();
     if key_specs.is_empty()
         && let Ok(env) = std::env::var("HUB_API_KEY")
     {
-        key_specs = env.split([' ', ';', '\n']).filter(|s| !s.is_empty()).map(str::to_string).collect();
+        key_specs = env
+            .split([' ', ';', '\n'])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
     }
-    let api_keys = key_specs.iter().map(|s| parse_api_key(s)).collect::<Result<Vec<_>, _>>()?;
+    let api_keys = key_specs
+        .iter()
+        .map(|s| parse_api_key(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let backend = match value("backend").as_deref().unwrap_or("memory") {
         "memory" => Backend::Memory,
         "aws" => Backend::Aws,
         other => return Err(format!("--backend `{other}`: expected memory or aws")),
     };
     let duration = |name: &str, default: &str| -> Result<Duration, String> {
-        parse_duration(&value(name).unwrap_or_else(|| default.into())).map_err(|e| format!("--{name}: {e}"))
+        parse_duration(&value(name).unwrap_or_else(|| default.into()))
+            .map_err(|e| format!("--{name}: {e}"))
     };
     let retry_schedule = match value("retry-schedule") {
         Some(list) => RetrySchedule::parse(&list).map_err(|e| format!("--retry-schedule: {e}"))?,
@@ -186,7 +227,10 @@ mod tests {
         let (key, caller) = parse_api_key("k1=acme:webhooks:read,topic:door.*").unwrap();
         assert_eq!(key, "k1");
         assert_eq!(caller.account, "acme");
-        assert_eq!(caller.scopes, Some(vec!["webhooks:read".into(), "topic:door.*".into()]));
+        assert_eq!(
+            caller.scopes,
+            Some(vec!["webhooks:read".into(), "topic:door.*".into()])
+        );
         assert!(caller.owner.starts_with("acme:"));
         assert_eq!(parse_api_key("k2=acme").unwrap().1.scopes, None);
         assert!(parse_api_key("nokey").is_err());
@@ -195,8 +239,17 @@ mod tests {
     #[test]
     fn parses_serve_flags() {
         let Command::Serve(o) = parse(&args(&[
-            "serve", "--listen", "127.0.0.1:0", "--api-key=a=acme", "--api-key", "b=beta",
-            "--allow-private-targets", "--retry-schedule", "1s,2s", "--sweep-interval", "2s",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key=a=acme",
+            "--api-key",
+            "b=beta",
+            "--allow-private-targets",
+            "--retry-schedule",
+            "1s,2s",
+            "--sweep-interval",
+            "2s",
         ]))
         .unwrap() else {
             panic!("expected serve")

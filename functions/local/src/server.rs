@@ -43,12 +43,18 @@ fn request_id() -> String {
     format!("req_{id:016x}")
 }
 
-async fn answer(app: Arc<App>, req: hyper::Request<Incoming>) -> Result<http::Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    app: Arc<App>,
+    req: hyper::Request<Incoming>,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            let err = if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            let err = if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 HubError::PayloadTooLarge(MAX_BODY_BYTES)
             } else {
                 HubError::invalid("invalid_body", "the request body could not be read")
@@ -57,9 +63,13 @@ async fn answer(app: Arc<App>, req: hyper::Request<Incoming>) -> Result<http::Re
         }
     };
     if app.test_control && parts.uri.path().starts_with("/_test/") {
-        return Ok(test_control(&app, parts.uri.path(), parts.uri.query()).await.map(Full::new));
+        return Ok(test_control(&app, parts.uri.path(), parts.uri.query())
+            .await
+            .map(Full::new));
     }
-    let caller = bearer(&parts.headers).and_then(|key| app.keys.get(key)).cloned();
+    let caller = bearer(&parts.headers)
+        .and_then(|key| app.keys.get(key))
+        .cloned();
     let request = ApiRequest {
         method: parts.method,
         path: parts.uri.path().to_string(),
@@ -67,19 +77,29 @@ async fn answer(app: Arc<App>, req: hyper::Request<Incoming>) -> Result<http::Re
         body,
         request_id: request_id(),
     };
-    Ok(handle(&app.hub, Operation::ALL, request, caller).await.map(Full::new))
+    Ok(handle(&app.hub, Operation::ALL, request, caller)
+        .await
+        .map(Full::new))
 }
 
 /// Test hooks, only with `--test-control`: move the clock, run a sweep now.
 async fn test_control(app: &App, path: &str, query: Option<&str>) -> http::Response<Bytes> {
     match path {
         "/_test/clock/advance" => {
-            let ms = url_param(query, "ms").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            let ms = url_param(query, "ms")
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
             app.clock.advance(ms);
-            respond(200, Some(&serde_json::json!({"now_ms": hub::clock::Clock::now_ms(app.clock.as_ref())})))
+            respond(
+                200,
+                Some(&serde_json::json!({"now_ms": hub::clock::Clock::now_ms(app.clock.as_ref())})),
+            )
         }
         "/_test/sweep" => match app.hub.sweep().await {
-            Ok(report) => respond(200, Some(&serde_json::json!({"removed": report.removed, "notices": report.notices}))),
+            Ok(report) => respond(
+                200,
+                Some(&serde_json::json!({"removed": report.removed, "notices": report.notices})),
+            ),
             Err(err) => error_response(&err),
         },
         _ => error_response(&HubError::NotFound("route")),
@@ -87,13 +107,18 @@ async fn test_control(app: &App, path: &str, query: Option<&str>) -> http::Respo
 }
 
 fn url_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('=').map(str::to_string))
+    query?.split('&').find_map(|pair| {
+        pair.strip_prefix(name)?
+            .strip_prefix('=')
+            .map(str::to_string)
+    })
 }
 
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -107,7 +132,10 @@ async fn shutdown_signal() {
 pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     init_logging();
     let settings = Settings {
-        public_url: opts.public_url.clone().unwrap_or_else(|| format!("http://{}", opts.listen)),
+        public_url: opts
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", opts.listen)),
         allow_private_targets: opts.allow_private_targets,
         retry: opts.retry_schedule.clone(),
         disable_after: opts.disable_after,
@@ -125,17 +153,26 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     let mut keys: HashMap<String, Caller> = opts.api_keys.iter().cloned().collect();
     if keys.is_empty() {
         let random: [u8; 16] = rand::random();
-        let key: String = std::iter::once("whk_".to_string()).chain(random.iter().map(|b| format!("{b:02x}"))).collect();
+        let key: String = std::iter::once("whk_".to_string())
+            .chain(random.iter().map(|b| format!("{b:02x}")))
+            .collect();
         let (key, caller) = parse_api_key(&format!("{key}=default")).expect("generated key parses");
         println!("webhook-hub: no --api-key given; generated API key for account `default`: {key}");
         keys.insert(key, caller);
     }
 
-    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("bind {}: {e}", opts.listen))?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| format!("bind {}: {e}", opts.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let workers = start_workers(&hub, opts.sweep_interval, &stopped);
-    let app = Arc::new(App { hub, keys, clock, test_control: opts.test_control });
+    let app = Arc::new(App {
+        hub,
+        keys,
+        clock,
+        test_control: opts.test_control,
+    });
     tracing::info!(listen = %local, backend = ?opts.backend, "webhook-hub listening");
 
     let graceful = GracefulShutdown::new();

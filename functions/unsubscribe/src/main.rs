@@ -1,8 +1,6 @@
 //! The `unsubscribe` Lambda function. Unsubscribe: `DELETE /v1/subscriptions/{id}` and `DELETE /v1/subscriptions?owner=me`.
 
-use hub::api::Operation;
-
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    hub::runtime::lambda::serve_api(&[Operation::Unsubscribe, Operation::UnsubscribeOwn]).await
+    hub::runtime::lambda::serve_api("unsubscribe").await
 }

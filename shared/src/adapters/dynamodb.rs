@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem, Update, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use sha2::{Digest, Sha256};
 
@@ -53,11 +53,15 @@ fn key(pk: String, sk: impl Into<String>) -> Item {
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn get_n(item: &Item, name: &str) -> Option<i64> {
-    item.get(name).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Epoch seconds for the TTL attribute, rounded up so TTL never fires early.
@@ -70,7 +74,10 @@ fn sub_pk(id: &str) -> String {
 }
 
 fn callback_pk(account: &str, url: &str) -> String {
-    let digest: String = Sha256::digest(url.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let digest: String = Sha256::digest(url.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("CB#{account}#{digest}")
 }
 
@@ -93,7 +100,11 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// The store on `table`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        DynamoStore { client, table: table.into(), read_counter: Default::default() }
+        DynamoStore {
+            client,
+            table: table.into(),
+            read_counter: Default::default(),
+        }
     }
 
     /// How many items the sweeper's index queries have read so far (its cost bound is tested).
@@ -104,16 +115,33 @@ impl DynamoStore {
     /// Creates the table (if missing) with the keys, indexes and TTL `template.yaml` declares.
     pub async fn ensure_table(&self) -> Result<()> {
         let attr = |name: &str, kind: ScalarAttributeType| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(kind).build().map_err(HubError::backend)
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+                .map_err(HubError::backend)
         };
-        let key_el = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(HubError::backend);
-        let index = |name: &str, hash: &str, range: &str, projection: ProjectionType| -> Result<GlobalSecondaryIndex> {
+        let key_el = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(HubError::backend)
+        };
+        let index = |name: &str,
+                     hash: &str,
+                     range: &str,
+                     projection: ProjectionType|
+         -> Result<GlobalSecondaryIndex> {
             GlobalSecondaryIndex::builder()
                 .index_name(name)
                 .key_schema(key_el(hash, KeyType::Hash)?)
                 .key_schema(key_el(range, KeyType::Range)?)
                 .projection(if projection == ProjectionType::Include {
-                    Projection::builder().projection_type(projection).non_key_attributes("doc").build()
+                    Projection::builder()
+                        .projection_type(projection)
+                        .non_key_attributes("doc")
+                        .build()
                 } else {
                     Projection::builder().projection_type(projection).build()
                 })
@@ -133,13 +161,29 @@ impl DynamoStore {
             .attribute_definitions(attr("sweep_at", ScalarAttributeType::N)?)
             .key_schema(key_el("pk", KeyType::Hash)?)
             .key_schema(key_el("sk", KeyType::Range)?)
-            .global_secondary_indexes(index(ACCOUNT_INDEX, "gsi1pk", "gsi1sk", ProjectionType::All)?)
-            .global_secondary_indexes(index(SWEEP_INDEX, "sweep_bucket", "sweep_at", ProjectionType::Include)?)
+            .global_secondary_indexes(index(
+                ACCOUNT_INDEX,
+                "gsi1pk",
+                "gsi1sk",
+                ProjectionType::All,
+            )?)
+            .global_secondary_indexes(index(
+                SWEEP_INDEX,
+                "sweep_bucket",
+                "sweep_at",
+                ProjectionType::Include,
+            )?)
             .send()
             .await;
         match created {
             Ok(_) => {}
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => return Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                return Ok(());
+            }
             Err(err) => return Err(aws_error(err)),
         }
         for _ in 0..100 {
@@ -174,7 +218,8 @@ impl DynamoStore {
     }
 
     fn subscription_from(item: &Item) -> Result<Subscription> {
-        let doc = get_s(item, "doc").ok_or_else(|| HubError::backend("subscription item without doc"))?;
+        let doc =
+            get_s(item, "doc").ok_or_else(|| HubError::backend("subscription item without doc"))?;
         let mut sub: Subscription = serde_json::from_str(doc).map_err(HubError::backend)?;
         sub.odometer = get_n(item, "odometer").unwrap_or(0) as u64;
         sub.failing_since_ms = get_n(item, "failing_since");
@@ -186,7 +231,11 @@ impl DynamoStore {
         let mut item = key(topic_pk(&sub.account, pattern), sub.id.clone());
         item.insert("entry".into(), s(entry));
         item.insert("expires_at".into(), n(ttl_secs(sub.lapses_at_ms())));
-        let put = Put::builder().table_name(&self.table).set_item(Some(item)).build().map_err(HubError::backend)?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(HubError::backend)?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -214,7 +263,10 @@ impl DynamoStore {
                     .send()
                     .await
                     .map_err(aws_error)?;
-                requests = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+                requests = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
                 if !requests.is_empty() {
                     tokio::time::sleep(Duration::from_millis(50 << round)).await;
                 }
@@ -265,7 +317,11 @@ impl Store for DynamoStore {
         out.item.as_ref().map(Self::subscription_from).transpose()
     }
 
-    async fn find_by_callback(&self, account: &str, callback_url: &str) -> Result<Option<Subscription>> {
+    async fn find_by_callback(
+        &self,
+        account: &str,
+        callback_url: &str,
+    ) -> Result<Option<Subscription>> {
         let out = self
             .client
             .get_item()
@@ -276,7 +332,10 @@ impl Store for DynamoStore {
             .await
             .map_err(aws_error)?;
         match out.item.as_ref().and_then(|item| get_s(item, "sub_id")) {
-            Some(id) => Ok(self.get(id).await?.filter(|sub| sub.account == account && sub.callback_url == callback_url)),
+            Some(id) => Ok(self
+                .get(id)
+                .await?
+                .filter(|sub| sub.account == account && sub.callback_url == callback_url)),
             None => Ok(None),
         }
     }
@@ -293,7 +352,10 @@ impl Store for DynamoStore {
             .expression_attribute_values(":sweep_at", n(sub.sweep_at_ms()))
             .expression_attribute_values(":acc", s(format!("ACC#{}", sub.account)))
             .expression_attribute_values(":id", s(sub.id.clone()))
-            .expression_attribute_values(":bucket", s(format!("B#{}", bucket_number(sub.sweep_at_ms()))));
+            .expression_attribute_values(
+                ":bucket",
+                s(format!("B#{}", bucket_number(sub.sweep_at_ms()))),
+            );
         let mut set = "SET doc = :doc, version = :v, expires_at = :exp, sweep_at = :sweep_at, gsi1pk = :acc, gsi1sk = :id, sweep_bucket = :bucket".to_string();
         match sub.failing_since_ms {
             Some(since) => {
@@ -309,13 +371,23 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":prev", n(prev.version as i64)),
             None => update.condition_expression("attribute_not_exists(pk)"),
         };
-        let mut items = vec![TransactWriteItem::builder().update(update.build().map_err(HubError::backend)?).build()];
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .update(update.build().map_err(HubError::backend)?)
+                .build(),
+        ];
         let mut callback = key(callback_pk(&sub.account, &sub.callback_url), "CB");
         callback.insert("sub_id".into(), s(sub.id.clone()));
         callback.insert("expires_at".into(), n(ttl_secs(lapses)));
         items.push(
             TransactWriteItem::builder()
-                .put(Put::builder().table_name(&self.table).set_item(Some(callback)).build().map_err(HubError::backend)?)
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(callback))
+                        .build()
+                        .map_err(HubError::backend)?,
+                )
                 .build(),
         );
         for pattern in &sub.topics {
@@ -328,8 +400,14 @@ impl Store for DynamoStore {
             .send()
             .await;
         if let Err(err) = written {
-            let cancelled = err.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception());
-            return Err(if cancelled { HubError::Conflict } else { aws_error(err) });
+            let cancelled = err
+                .as_service_error()
+                .is_some_and(|e| e.is_transaction_canceled_exception());
+            return Err(if cancelled {
+                HubError::Conflict
+            } else {
+                aws_error(err)
+            });
         }
         if let Some(prev) = previous {
             let stale: Vec<Item> = prev
@@ -371,7 +449,12 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    async fn list(&self, account: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>> {
+    async fn list(
+        &self,
+        account: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>> {
         let query = self
             .client
             .query()
@@ -386,7 +469,12 @@ impl Store for DynamoStore {
             None => query.key_condition_expression("gsi1pk = :acc"),
         };
         let out = query.send().await.map_err(aws_error)?;
-        let mut items = out.items.unwrap_or_default().iter().map(Self::subscription_from).collect::<Result<Vec<_>>>()?;
+        let mut items = out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(Self::subscription_from)
+            .collect::<Result<Vec<_>>>()?;
         let next_cursor = (items.len() > limit).then(|| {
             items.truncate(limit);
             items.last().map(|s| s.id.clone()).unwrap_or_default()
@@ -395,7 +483,9 @@ impl Store for DynamoStore {
     }
 
     async fn topic_entries(&self, account: &str, patterns: &[String]) -> Result<Vec<TopicEntry>> {
-        let queries = patterns.iter().map(|p| self.query_partition(topic_pk(account, p), None));
+        let queries = patterns
+            .iter()
+            .map(|p| self.query_partition(topic_pk(account, p), None));
         let mut entries = Vec::new();
         for items in futures::future::try_join_all(queries).await? {
             for item in items {
@@ -407,7 +497,13 @@ impl Store for DynamoStore {
         Ok(entries)
     }
 
-    async fn claim_event_key(&self, account: &str, key_: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool> {
+    async fn claim_event_key(
+        &self,
+        account: &str,
+        key_: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool> {
         let mut item = key(format!("EVK#{account}#{key_}"), "EVK");
         item.insert("until_ms".into(), n(expires_at_ms));
         item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
@@ -422,7 +518,13 @@ impl Store for DynamoStore {
             .await;
         match put {
             Ok(_) => Ok(true),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(err) => Err(aws_error(err)),
         }
     }
@@ -445,7 +547,8 @@ impl Store for DynamoStore {
                     .send()
                     .await
                     .map_err(aws_error)?;
-                self.read_counter.fetch_add(out.count as u64, std::sync::atomic::Ordering::Relaxed);
+                self.read_counter
+                    .fetch_add(out.count as u64, std::sync::atomic::Ordering::Relaxed);
                 for item in out.items.unwrap_or_default() {
                     due.push(Self::subscription_from(&item)?);
                 }
@@ -459,7 +562,8 @@ impl Store for DynamoStore {
     }
 
     async fn release_event_key(&self, account: &str, key_: &str) -> Result<()> {
-        self.batch_delete(vec![key(format!("EVK#{account}#{key_}"), "EVK")]).await
+        self.batch_delete(vec![key(format!("EVK#{account}#{key_}"), "EVK")])
+            .await
     }
 
     async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
@@ -468,7 +572,10 @@ impl Store for DynamoStore {
             sub_pk(&attempt.subscription_id),
             format!("ATT#{:015}#{random:08x}", attempt.started_at_ms),
         );
-        item.insert("doc".into(), s(serde_json::to_string(attempt).map_err(HubError::backend)?));
+        item.insert(
+            "doc".into(),
+            s(serde_json::to_string(attempt).map_err(HubError::backend)?),
+        );
         item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
         self.client
             .put_item()
@@ -501,7 +608,12 @@ impl Store for DynamoStore {
             .collect()
     }
 
-    async fn record_outcome(&self, subscription_id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>> {
+    async fn record_outcome(
+        &self,
+        subscription_id: &str,
+        delivered: bool,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
         let update = self
             .client
             .update_item()
@@ -519,8 +631,17 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":now", n(now_ms))
         };
         match update.send().await {
-            Ok(out) => Ok(out.attributes.as_ref().and_then(|a| get_n(a, "failing_since"))),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Ok(out) => Ok(out
+                .attributes
+                .as_ref()
+                .and_then(|a| get_n(a, "failing_since"))),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
             Err(err) => Err(aws_error(err)),
         }
     }
@@ -533,14 +654,23 @@ impl DynamoStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(callback_pk(&sub.account, &sub.callback_url), "CB")))
+            .set_key(Some(key(
+                callback_pk(&sub.account, &sub.callback_url),
+                "CB",
+            )))
             .condition_expression("sub_id = :id")
             .expression_attribute_values(":id", s(sub.id.clone()))
             .send()
             .await;
         match deleted {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
             Err(err) => Err(aws_error(err)),
         }
     }

@@ -30,7 +30,9 @@ pub struct GuardedResolver {
 impl GuardedResolver {
     /// A resolver that answers `overrides` without asking DNS (for tests), and DNS otherwise.
     pub fn with_overrides(overrides: HashMap<String, Vec<IpAddr>>) -> Self {
-        GuardedResolver { overrides: Arc::new(overrides) }
+        GuardedResolver {
+            overrides: Arc::new(overrides),
+        }
     }
 }
 
@@ -41,7 +43,10 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let candidates: Vec<IpAddr> = match fixed {
                 Some(ips) => ips,
-                None => tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0))
+                    .await?
+                    .map(|a| a.ip())
+                    .collect(),
             };
             let public: Vec<SocketAddr> = candidates
                 .into_iter()
@@ -70,7 +75,11 @@ impl HttpTransport {
     }
 
     /// The same with a given resolver (tests inject one with fixed answers).
-    pub fn with_resolver(allow_private_targets: bool, budget: Duration, resolver: GuardedResolver) -> Self {
+    pub fn with_resolver(
+        allow_private_targets: bool,
+        budget: Duration,
+        resolver: GuardedResolver,
+    ) -> Self {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -89,7 +98,12 @@ impl HttpTransport {
         }
     }
 
-    async fn attempt(&self, url: Url, headers: Vec<(String, String)>, body: Bytes) -> Result<(u16, Option<Duration>), String> {
+    async fn attempt(
+        &self,
+        url: Url,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> Result<(u16, Option<Duration>), String> {
         let mut request = self.client.post(url).body(body);
         for (name, value) in headers {
             request = request.header(name, value);
@@ -119,7 +133,10 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(value.trim()).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 /// The error kind of a failed request: `forbidden_target`, `tls`, `timeout`, `connect` or `body`.
@@ -149,7 +166,12 @@ fn classify(err: &reqwest::Error) -> String {
 
 #[async_trait]
 impl Transport for HttpTransport {
-    async fn post(&self, url: &str, headers: Vec<(String, String)>, body: Bytes) -> TransportOutcome {
+    async fn post(
+        &self,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    ) -> TransportOutcome {
         let started = Instant::now();
         let fail = |error: &str| TransportOutcome {
             status: None,
@@ -157,7 +179,9 @@ impl Transport for HttpTransport {
             error: Some(error.to_string()),
             latency: started.elapsed(),
         };
-        let Ok(url) = Url::parse(url) else { return fail("invalid_url") };
+        let Ok(url) = Url::parse(url) else {
+            return fail("invalid_url");
+        };
         if !self.allow_private_targets {
             let literal = match url.host() {
                 Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -188,18 +212,39 @@ mod tests {
     #[test]
     fn retry_after_in_both_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[tokio::test]
     async fn resolver_drops_inward_answers() {
         let resolver = GuardedResolver::with_overrides(HashMap::from([
-            ("inward.test".to_string(), vec!["127.0.0.1".parse().unwrap(), "10.0.0.1".parse().unwrap()]),
-            ("mixed.test".to_string(), vec!["10.0.0.1".parse().unwrap(), "93.184.216.34".parse().unwrap()]),
+            (
+                "inward.test".to_string(),
+                vec!["127.0.0.1".parse().unwrap(), "10.0.0.1".parse().unwrap()],
+            ),
+            (
+                "mixed.test".to_string(),
+                vec![
+                    "10.0.0.1".parse().unwrap(),
+                    "93.184.216.34".parse().unwrap(),
+                ],
+            ),
         ]));
-        assert!(resolver.resolve("inward.test".parse().unwrap()).await.is_err());
-        let addrs: Vec<_> = resolver.resolve("mixed.test".parse().unwrap()).await.unwrap().collect();
+        assert!(
+            resolver
+                .resolve("inward.test".parse().unwrap())
+                .await
+                .is_err()
+        );
+        let addrs: Vec<_> = resolver
+            .resolve("mixed.test".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
         assert_eq!(addrs, vec!["93.184.216.34:0".parse().unwrap()]);
     }
 }

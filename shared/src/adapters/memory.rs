@@ -34,7 +34,9 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, StoreState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -58,7 +60,11 @@ impl Store for MemoryStore {
         Ok(self.lock().subscriptions.get(id).cloned())
     }
 
-    async fn find_by_callback(&self, account: &str, callback_url: &str) -> Result<Option<Subscription>> {
+    async fn find_by_callback(
+        &self,
+        account: &str,
+        callback_url: &str,
+    ) -> Result<Option<Subscription>> {
         let state = self.lock();
         Ok(state
             .by_callback
@@ -73,7 +79,11 @@ impl Store for MemoryStore {
         if stored_version != previous.map(|p| p.version) {
             return Err(HubError::Conflict);
         }
-        let odometer = state.subscriptions.get(&sub.id).map(|s| s.odometer).unwrap_or(0);
+        let odometer = state
+            .subscriptions
+            .get(&sub.id)
+            .map(|s| s.odometer)
+            .unwrap_or(0);
         if let Some(prev) = previous {
             state.unlink(prev);
         }
@@ -86,9 +96,10 @@ impl Store for MemoryStore {
                 .or_default()
                 .insert(sub.id.clone());
         }
-        state
-            .by_callback
-            .insert((sub.account.clone(), sub.callback_url.clone()), sub.id.clone());
+        state.by_callback.insert(
+            (sub.account.clone(), sub.callback_url.clone()),
+            sub.id.clone(),
+        );
         state.subscriptions.insert(sub.id.clone(), stored);
         Ok(())
     }
@@ -102,7 +113,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn list(&self, account: &str, limit: usize, cursor: Option<&str>) -> Result<Page<Subscription>> {
+    async fn list(
+        &self,
+        account: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>> {
         let state = self.lock();
         let start = cursor.unwrap_or("");
         let mut items: Vec<Subscription> = state
@@ -124,15 +140,28 @@ impl Store for MemoryStore {
         let mut entries = Vec::new();
         for pattern in patterns {
             if let Some(ids) = state.topics.get(&(account.to_string(), pattern.clone())) {
-                entries.extend(ids.iter().filter_map(|id| state.subscriptions.get(id)).map(TopicEntry::of));
+                entries.extend(
+                    ids.iter()
+                        .filter_map(|id| state.subscriptions.get(id))
+                        .map(TopicEntry::of),
+                );
             }
         }
         Ok(entries)
     }
 
-    async fn claim_event_key(&self, account: &str, key: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool> {
+    async fn claim_event_key(
+        &self,
+        account: &str,
+        key: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<bool> {
         let mut state = self.lock();
-        let slot = state.event_keys.entry((account.to_string(), key.to_string())).or_insert(0);
+        let slot = state
+            .event_keys
+            .entry((account.to_string(), key.to_string()))
+            .or_insert(0);
         if *slot > now_ms {
             return Ok(false);
         }
@@ -142,17 +171,27 @@ impl Store for MemoryStore {
 
     async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
         let state = self.lock();
-        Ok(state.subscriptions.values().filter(|s| s.sweep_at_ms() <= now_ms).cloned().collect())
+        Ok(state
+            .subscriptions
+            .values()
+            .filter(|s| s.sweep_at_ms() <= now_ms)
+            .cloned()
+            .collect())
     }
 
     async fn release_event_key(&self, account: &str, key: &str) -> Result<()> {
-        self.lock().event_keys.remove(&(account.to_string(), key.to_string()));
+        self.lock()
+            .event_keys
+            .remove(&(account.to_string(), key.to_string()));
         Ok(())
     }
 
     async fn record_attempt(&self, attempt: &AttemptRecord, _expires_at_ms: i64) -> Result<()> {
         let mut state = self.lock();
-        let log = state.attempts.entry(attempt.subscription_id.clone()).or_default();
+        let log = state
+            .attempts
+            .entry(attempt.subscription_id.clone())
+            .or_default();
         log.push(attempt.clone());
         if log.len() > ATTEMPT_LOG_LEN {
             log.remove(0);
@@ -169,9 +208,16 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn record_outcome(&self, subscription_id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>> {
+    async fn record_outcome(
+        &self,
+        subscription_id: &str,
+        delivered: bool,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
         let mut state = self.lock();
-        let Some(sub) = state.subscriptions.get_mut(subscription_id) else { return Ok(None) };
+        let Some(sub) = state.subscriptions.get_mut(subscription_id) else {
+            return Ok(None);
+        };
         if delivered {
             sub.odometer += 1;
             sub.failing_since_ms = None;
@@ -212,7 +258,11 @@ pub struct MemoryQueue {
 
 impl MemoryQueue {
     /// A queue whose messages move to `dead_letters` after `max_receives` receives.
-    pub fn new(visibility: Duration, max_receives: u32, dead_letters: Option<Arc<MemoryQueue>>) -> Self {
+    pub fn new(
+        visibility: Duration,
+        max_receives: u32,
+        dead_letters: Option<Arc<MemoryQueue>>,
+    ) -> Self {
         MemoryQueue {
             state: Mutex::new(QueueState::default()),
             notify: Notify::new(),
@@ -223,7 +273,9 @@ impl MemoryQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// How many messages it holds, visible or not.
@@ -238,7 +290,11 @@ impl MemoryQueue {
 
     /// The bodies it holds (for the dead-letter queue's inspection).
     pub fn bodies(&self) -> Vec<String> {
-        self.lock().waiting.values().map(|m| m.body.clone()).collect()
+        self.lock()
+            .waiting
+            .values()
+            .map(|m| m.body.clone())
+            .collect()
     }
 
     fn push(&self, body: String, delay: Duration, receive_count: u32) {
@@ -248,20 +304,31 @@ impl MemoryQueue {
         let visible_at = Instant::now() + delay;
         state.waiting.insert(
             (visible_at, seq),
-            QueuedMessage { id: format!("m-{seq}"), body, receive_count, visible_at, receipt: 0 },
+            QueuedMessage {
+                id: format!("m-{seq}"),
+                body,
+                receive_count,
+                visible_at,
+                receipt: 0,
+            },
         );
         drop(state);
         self.notify.notify_waiters();
     }
 
     /// Takes what is visible now; `Err(next_visible_at)` when nothing is.
-    fn take_visible(&self, max: usize) -> std::result::Result<Vec<ReceivedMessage>, Option<Instant>> {
+    fn take_visible(
+        &self,
+        max: usize,
+    ) -> std::result::Result<Vec<ReceivedMessage>, Option<Instant>> {
         let now = Instant::now();
         let mut state = self.lock();
         let mut taken = Vec::new();
         let mut dead = Vec::new();
         while taken.len() < max {
-            let Some((&key, _)) = state.waiting.first_key_value() else { break };
+            let Some((&key, _)) = state.waiting.first_key_value() else {
+                break;
+            };
             if key.0 > now {
                 break;
             }
@@ -295,14 +362,24 @@ impl MemoryQueue {
                 dlq.push(body, Duration::ZERO, 0);
             }
         }
-        if taken.is_empty() { Err(next) } else { Ok(taken) }
+        if taken.is_empty() {
+            Err(next)
+        } else {
+            Ok(taken)
+        }
     }
 
     fn reschedule(&self, receipt: &str, delay: Option<Duration>) {
-        let Ok(receipt) = receipt.parse::<u64>() else { return };
+        let Ok(receipt) = receipt.parse::<u64>() else {
+            return;
+        };
         let mut state = self.lock();
-        let Some(key) = state.in_flight.remove(&receipt) else { return };
-        let Some(mut msg) = state.waiting.remove(&key) else { return };
+        let Some(key) = state.in_flight.remove(&receipt) else {
+            return;
+        };
+        let Some(mut msg) = state.waiting.remove(&key) else {
+            return;
+        };
         if let Some(delay) = delay {
             msg.visible_at = Instant::now() + delay;
             let new_key = (msg.visible_at, key.1);
@@ -335,7 +412,8 @@ impl Queue for MemoryQueue {
                         return Ok(vec![]);
                     }
                     let until = next.map_or(deadline, |n| n.min(deadline));
-                    let _ = tokio::time::timeout(until.saturating_duration_since(now), notified).await;
+                    let _ =
+                        tokio::time::timeout(until.saturating_duration_since(now), notified).await;
                 }
             }
         }
@@ -357,7 +435,10 @@ mod tests {
     use super::*;
 
     fn msg(body: &str) -> OutgoingMessage {
-        OutgoingMessage { body: body.into(), delay: Duration::ZERO }
+        OutgoingMessage {
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
     }
 
     #[tokio::test]
@@ -382,8 +463,15 @@ mod tests {
         let got = q.receive(10, Duration::from_millis(50)).await.unwrap();
         assert_eq!(got.len(), 2);
         q.ack(&got[0].receipt).await.unwrap();
-        q.postpone(&got[1].receipt, Duration::from_millis(50)).await.unwrap();
-        assert!(q.receive(10, Duration::from_millis(10)).await.unwrap().is_empty());
+        q.postpone(&got[1].receipt, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(
+            q.receive(10, Duration::from_millis(10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let again = q.receive(10, Duration::from_millis(500)).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].body, "b");

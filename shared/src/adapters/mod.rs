@@ -7,7 +7,9 @@ pub mod memory;
 pub mod sqs;
 
 /// A failed AWS SDK call as a backend error, with the whole cause chain in its message.
-pub(crate) fn aws_error<E: std::error::Error + Send + Sync + 'static>(err: E) -> crate::error::HubError {
+pub(crate) fn aws_error<E: std::error::Error + Send + Sync + 'static>(
+    err: E,
+) -> crate::error::HubError {
     crate::error::HubError::backend(aws_smithy_error_context(&err))
 }
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+};
 
 use super::aws_error;
 use crate::error::{HubError, Result};
@@ -43,7 +45,12 @@ impl SqsQueue {
 
     /// Creates the queue `name` (if missing) with a dead-letter queue `{name}-dlq` that takes a
     /// message after `max_receives` receives, as `template.yaml` does.
-    pub async fn ensure(client: Client, name: &str, visibility: Duration, max_receives: u32) -> Result<Self> {
+    pub async fn ensure(
+        client: Client,
+        name: &str,
+        visibility: Duration,
+        max_receives: u32,
+    ) -> Result<Self> {
         let dlq_url = client
             .create_queue()
             .queue_name(format!("{name}-dlq"))
@@ -63,11 +70,16 @@ impl SqsQueue {
             .attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
             .unwrap_or_default();
-        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string();
+        let redrive =
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
+                .to_string();
         let url = client
             .create_queue()
             .queue_name(name)
-            .attributes(QueueAttributeName::VisibilityTimeout, visibility.as_secs().to_string())
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility.as_secs().to_string(),
+            )
             .attributes(QueueAttributeName::RedrivePolicy, redrive)
             .send()
             .await
@@ -122,7 +134,10 @@ impl Queue for SqsQueue {
         while start < messages.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < messages.len() && end - start < 10 && (end == start || bytes + messages[end].body.len() <= MAX_BATCH_BYTES) {
+            while end < messages.len()
+                && end - start < 10
+                && (end == start || bytes + messages[end].body.len() <= MAX_BATCH_BYTES)
+            {
                 bytes += messages[end].body.len();
                 end += 1;
             }

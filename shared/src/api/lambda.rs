@@ -19,7 +19,11 @@ pub fn api_request(req: &Request) -> ApiRequest {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
         _ => None,
     }
-    .unwrap_or_else(|| req.lambda_context_ref().map(|c| c.request_id.clone()).unwrap_or_default());
+    .unwrap_or_else(|| {
+        req.lambda_context_ref()
+            .map(|c| c.request_id.clone())
+            .unwrap_or_default()
+    });
     ApiRequest {
         method: req.method().clone(),
         path: req.raw_http_path().to_string(),
@@ -34,8 +38,16 @@ pub fn api_request(req: &Request) -> ApiRequest {
 /// without scopes holds none.
 pub fn jwt_caller(req: &Request, account_claim: &str) -> Option<Caller> {
     let jwt = req.request_context_ref()?.authorizer()?.jwt.as_ref()?;
-    let account = jwt.claims.get(account_claim).filter(|a| !a.is_empty())?.clone();
-    let owner = jwt.claims.get("sub").cloned().unwrap_or_else(|| account.clone());
+    let account = jwt
+        .claims
+        .get(account_claim)
+        .filter(|a| !a.is_empty())?
+        .clone();
+    let owner = jwt
+        .claims
+        .get("sub")
+        .cloned()
+        .unwrap_or_else(|| account.clone());
     let scopes = match &jwt.scopes {
         Some(scopes) if !scopes.is_empty() => scopes.clone(),
         _ => jwt
@@ -44,5 +56,9 @@ pub fn jwt_caller(req: &Request, account_claim: &str) -> Option<Caller> {
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
     };
-    Some(Caller { account, owner, scopes: Some(scopes) })
+    Some(Caller {
+        account,
+        owner,
+        scopes: Some(scopes),
+    })
 }

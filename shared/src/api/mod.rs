@@ -21,7 +21,10 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// Headers on every API response (SPEC §6).
 pub const SECURITY_HEADERS: [(&str, &str); 6] = [
-    ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
     ("content-security-policy", "default-src 'none'"),
@@ -73,6 +76,19 @@ impl Operation {
     ];
 }
 
+/// The operations each API Lambda function serves, by function name (as in `template.yaml`).
+pub fn function_operations(function: &str) -> Option<&'static [Operation]> {
+    use Operation::*;
+    Some(match function {
+        "subscribe" => &[Subscribe],
+        "confirm" => &[Confirm],
+        "unsubscribe" => &[Unsubscribe, UnsubscribeOwn],
+        "manage" => &[List, Get, Update, Deliveries, Secret, RotateSecret],
+        "publish" => &[Publish],
+        _ => return None,
+    })
+}
+
 /// A request as the router sees it, whichever server received it.
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
@@ -109,9 +125,13 @@ pub fn route(method: &Method, path: &str) -> Result<(Operation, Option<String>)>
             Some(id),
         ),
         ["v1", "subscriptions", id, "confirm"] => (&[(Method::GET, Operation::Confirm)], Some(id)),
-        ["v1", "subscriptions", id, "deliveries"] => (&[(Method::GET, Operation::Deliveries)], Some(id)),
+        ["v1", "subscriptions", id, "deliveries"] => {
+            (&[(Method::GET, Operation::Deliveries)], Some(id))
+        }
         ["v1", "subscriptions", id, "secret"] => (&[(Method::GET, Operation::Secret)], Some(id)),
-        ["v1", "subscriptions", id, "secret", "rotate"] => (&[(Method::POST, Operation::RotateSecret)], Some(id)),
+        ["v1", "subscriptions", id, "secret", "rotate"] => {
+            (&[(Method::POST, Operation::RotateSecret)], Some(id))
+        }
         ["v1", "events"] => (&[(Method::POST, Operation::Publish)], None),
         _ => return Err(HubError::NotFound("route")),
     };
@@ -131,20 +151,32 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 
 fn query_usize(query: Option<&str>, name: &str) -> Result<Option<usize>> {
     query_param(query, name)
-        .map(|v| v.parse().map_err(|_| HubError::invalid("invalid_limit", format!("`{name}` must be a positive integer"))))
+        .map(|v| {
+            v.parse().map_err(|_| {
+                HubError::invalid(
+                    "invalid_limit",
+                    format!("`{name}` must be a positive integer"),
+                )
+            })
+        })
         .transpose()
 }
 
 fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(HubError::invalid("invalid_json", "the request needs a JSON body"));
+        return Err(HubError::invalid(
+            "invalid_json",
+            "the request needs a JSON body",
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| HubError::invalid("invalid_json", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| HubError::invalid("invalid_json", format!("invalid JSON body: {e}")))
 }
 
 /// A JSON response with the security headers.
 pub fn respond(status: u16, body: Option<&Value>) -> http::Response<Bytes> {
-    let mut builder = http::Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let mut builder = http::Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
     for (name, value) in SECURITY_HEADERS {
         builder = builder.header(name, value);
     }
@@ -160,20 +192,32 @@ pub fn respond(status: u16, body: Option<&Value>) -> http::Response<Bytes> {
 
 /// The JSON error body of a [`HubError`]; the one place errors become HTTP.
 pub fn error_response(err: &HubError) -> http::Response<Bytes> {
-    let mut response = respond(err.status(), Some(&json!({"code": err.code(), "message": err.to_string()})));
+    let mut response = respond(
+        err.status(),
+        Some(&json!({"code": err.code(), "message": err.to_string()})),
+    );
     if matches!(err, HubError::Unauthorized) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
     }
     response
 }
 
 /// Answers one API request. `allowed` is the set of operations this process serves (a Lambda
 /// function serves its own); `caller` is the authenticated caller, if the request had a valid token.
-pub async fn handle(hub: &Hub, allowed: &[Operation], req: ApiRequest, caller: Option<Caller>) -> http::Response<Bytes> {
+pub async fn handle(
+    hub: &Hub,
+    allowed: &[Operation],
+    req: ApiRequest,
+    caller: Option<Caller>,
+) -> http::Response<Bytes> {
     let started = Instant::now();
-    let account = caller.as_ref().map(|c| c.account.clone()).unwrap_or_default();
+    let account = caller
+        .as_ref()
+        .map(|c| c.account.clone())
+        .unwrap_or_default();
     let result = dispatch(hub, allowed, &req, caller).await;
     let response = match result {
         Ok((status, body)) => respond(status, body.as_ref()),
@@ -191,7 +235,12 @@ pub async fn handle(hub: &Hub, allowed: &[Operation], req: ApiRequest, caller: O
     response
 }
 
-async fn dispatch(hub: &Hub, allowed: &[Operation], req: &ApiRequest, caller: Option<Caller>) -> Result<(u16, Option<Value>)> {
+async fn dispatch(
+    hub: &Hub,
+    allowed: &[Operation],
+    req: &ApiRequest,
+    caller: Option<Caller>,
+) -> Result<(u16, Option<Value>)> {
     let (op, id) = route(&req.method, &req.path)?;
     if !allowed.contains(&op) {
         return Err(HubError::NotFound("route"));
@@ -202,14 +251,18 @@ async fn dispatch(hub: &Hub, allowed: &[Operation], req: &ApiRequest, caller: Op
     let query = req.query.as_deref();
     let id = id.unwrap_or_default();
     if op == Operation::Confirm {
-        let token = query_param(query, "token").ok_or_else(|| HubError::invalid("missing_token", "the `token` query parameter is required"))?;
+        let token = query_param(query, "token").ok_or_else(|| {
+            HubError::invalid("missing_token", "the `token` query parameter is required")
+        })?;
         let sub = hub.confirm(&id, &token).await?;
         return Ok((200, Some(sub.resource())));
     }
     let caller = caller.ok_or(HubError::Unauthorized)?;
     match op {
         Operation::Subscribe => {
-            let done = hub.subscribe(&caller, json_body::<SubscribeRequest>(&req.body)?).await?;
+            let done = hub
+                .subscribe(&caller, json_body::<SubscribeRequest>(&req.body)?)
+                .await?;
             let mut body = done.subscription.resource();
             if done.created {
                 body["secret"] = json!(done.subscription.secret);
@@ -218,21 +271,36 @@ async fn dispatch(hub: &Hub, allowed: &[Operation], req: &ApiRequest, caller: Op
         }
         Operation::List => {
             let page = hub
-                .list_subscriptions(&caller, query_usize(query, "limit")?, query_param(query, "cursor").as_deref())
+                .list_subscriptions(
+                    &caller,
+                    query_usize(query, "limit")?,
+                    query_param(query, "cursor").as_deref(),
+                )
                 .await?;
             let data: Vec<Value> = page.items.iter().map(|s| s.resource()).collect();
-            Ok((200, Some(json!({"data": data, "next_cursor": page.next_cursor}))))
+            Ok((
+                200,
+                Some(json!({"data": data, "next_cursor": page.next_cursor})),
+            ))
         }
         Operation::UnsubscribeOwn => {
             if query_param(query, "owner").as_deref() != Some("me") {
-                return Err(HubError::invalid("missing_owner", "bulk removal takes `owner=me`"));
+                return Err(HubError::invalid(
+                    "missing_owner",
+                    "bulk removal takes `owner=me`",
+                ));
             }
             let deleted = hub.unsubscribe_all_of_owner(&caller).await?;
             Ok((200, Some(json!({"deleted": deleted}))))
         }
-        Operation::Get => Ok((200, Some(hub.get_subscription(&caller, &id).await?.resource()))),
+        Operation::Get => Ok((
+            200,
+            Some(hub.get_subscription(&caller, &id).await?.resource()),
+        )),
         Operation::Update => {
-            let sub = hub.update_subscription(&caller, &id, json_body::<UpdateRequest>(&req.body)?).await?;
+            let sub = hub
+                .update_subscription(&caller, &id, json_body::<UpdateRequest>(&req.body)?)
+                .await?;
             Ok((200, Some(sub.resource())))
         }
         Operation::Unsubscribe => {
@@ -240,7 +308,9 @@ async fn dispatch(hub: &Hub, allowed: &[Operation], req: &ApiRequest, caller: Op
             Ok((204, None))
         }
         Operation::Deliveries => {
-            let attempts = hub.deliveries_of(&caller, &id, query_usize(query, "limit")?).await?;
+            let attempts = hub
+                .deliveries_of(&caller, &id, query_usize(query, "limit")?)
+                .await?;
             let data: Vec<Value> = attempts.iter().map(|a| a.resource()).collect();
             Ok((200, Some(json!({"data": data}))))
         }
@@ -254,13 +324,24 @@ async fn dispatch(hub: &Hub, allowed: &[Operation], req: &ApiRequest, caller: Op
             struct Rotate {
                 secret: Option<String>,
             }
-            let body: Rotate = if req.body.iter().all(u8::is_ascii_whitespace) { Rotate::default() } else { json_body(&req.body)? };
+            let body: Rotate = if req.body.iter().all(u8::is_ascii_whitespace) {
+                Rotate::default()
+            } else {
+                json_body(&req.body)?
+            };
             let sub = hub.rotate_secret(&caller, &id, body.secret).await?;
             Ok((200, Some(json!({"secret": sub.secret}))))
         }
         Operation::Publish => {
-            let published = hub.publish(&caller, json_body::<PublishRequest>(&req.body)?).await?;
-            Ok((202, Some(json!({"id": published.id, "topic": published.topic, "duplicate": published.duplicate}))))
+            let published = hub
+                .publish(&caller, json_body::<PublishRequest>(&req.body)?)
+                .await?;
+            Ok((
+                202,
+                Some(
+                    json!({"id": published.id, "topic": published.topic, "duplicate": published.duplicate}),
+                ),
+            ))
         }
         Operation::Confirm => unreachable!("answered above"),
     }
@@ -272,10 +353,27 @@ mod tests {
 
     #[test]
     fn routes_every_operation() {
-        assert_eq!(route(&Method::POST, "/v1/subscriptions").unwrap().0, Operation::Subscribe);
-        assert_eq!(route(&Method::GET, "/v1/subscriptions/sub_1").unwrap(), (Operation::Get, Some("sub_1".into())));
-        assert_eq!(route(&Method::POST, "/v1/subscriptions/sub_1/secret/rotate").unwrap().0, Operation::RotateSecret);
-        assert_eq!(route(&Method::PUT, "/v1/subscriptions").unwrap_err().code(), "method_not_allowed");
-        assert_eq!(route(&Method::GET, "/v2/nothing").unwrap_err().code(), "not_found");
+        assert_eq!(
+            route(&Method::POST, "/v1/subscriptions").unwrap().0,
+            Operation::Subscribe
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/subscriptions/sub_1").unwrap(),
+            (Operation::Get, Some("sub_1".into()))
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/subscriptions/sub_1/secret/rotate")
+                .unwrap()
+                .0,
+            Operation::RotateSecret
+        );
+        assert_eq!(
+            route(&Method::PUT, "/v1/subscriptions").unwrap_err().code(),
+            "method_not_allowed"
+        );
+        assert_eq!(
+            route(&Method::GET, "/v2/nothing").unwrap_err().code(),
+            "not_found"
+        );
     }
 }

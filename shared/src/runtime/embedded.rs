@@ -18,7 +18,12 @@ pub const DELIVERY_CONCURRENCY: usize = 512;
 pub const FANOUT_CONCURRENCY: usize = 16;
 
 /// Polls one queue until `shutdown` turns true, then waits for the messages in flight.
-pub async fn poll(hub: Hub, role: QueueRole, concurrency: usize, mut shutdown: watch::Receiver<bool>) {
+pub async fn poll(
+    hub: Hub,
+    role: QueueRole,
+    concurrency: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let queue = match role {
         QueueRole::Events => hub.events.clone(),
         QueueRole::Deliveries => hub.deliveries.clone(),
@@ -75,10 +80,24 @@ pub async fn sweep_every(hub: Hub, interval: Duration, mut shutdown: watch::Rece
 }
 
 /// Starts the fan-out and delivery pollers and the sweep loop.
-pub fn start_workers(hub: &Hub, sweep_interval: Duration, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn start_workers(
+    hub: &Hub,
+    sweep_interval: Duration,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     vec![
-        tokio::spawn(poll(hub.clone(), QueueRole::Events, FANOUT_CONCURRENCY, shutdown.clone())),
-        tokio::spawn(poll(hub.clone(), QueueRole::Deliveries, DELIVERY_CONCURRENCY, shutdown.clone())),
+        tokio::spawn(poll(
+            hub.clone(),
+            QueueRole::Events,
+            FANOUT_CONCURRENCY,
+            shutdown.clone(),
+        )),
+        tokio::spawn(poll(
+            hub.clone(),
+            QueueRole::Deliveries,
+            DELIVERY_CONCURRENCY,
+            shutdown.clone(),
+        )),
         tokio::spawn(sweep_every(hub.clone(), sweep_interval, shutdown.clone())),
     ]
 }

@@ -8,7 +8,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use super::consume::{deliver_message, fan_out_message};
 use super::{AwsResources, aws_hub, env_var, init_logging, settings_from_env};
 use crate::api::lambda::{api_request, jwt_caller};
-use crate::api::{Operation, handle};
+use crate::api::{Operation, function_operations, handle};
 use crate::hub::Hub;
 use crate::ports::ReceivedMessage;
 
@@ -28,7 +28,12 @@ async fn hub_from_env() -> Result<Hub, Error> {
 }
 
 /// Answers one API Gateway request with the operations `ops`.
-pub async fn api_handler(hub: &Hub, ops: &[Operation], account_claim: &str, req: Request) -> http::Response<Body> {
+pub async fn api_handler(
+    hub: &Hub,
+    ops: &[Operation],
+    account_claim: &str,
+    req: Request,
+) -> http::Response<Body> {
     let caller = jwt_caller(&req, account_claim);
     let response = handle(hub, ops, api_request(&req), caller).await;
     response.map(|bytes| match String::from_utf8(bytes.to_vec()) {
@@ -71,12 +76,18 @@ pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatc
     response
 }
 
-/// Runs an API function serving `ops` (account claim from `HUB_ACCOUNT_CLAIM`, default `sub`).
-pub async fn serve_api(ops: &'static [Operation]) -> Result<(), Error> {
+/// Runs the API function `function` (see [`function_operations`]), with the account claim from
+/// `HUB_ACCOUNT_CLAIM` (default `sub`).
+pub async fn serve_api(function: &str) -> Result<(), Error> {
+    let ops =
+        function_operations(function).ok_or_else(|| format!("no API function named {function}"))?;
     let hub = hub_from_env().await?;
     let claim = env_var("HUB_ACCOUNT_CLAIM").unwrap_or_else(|| "sub".to_string());
     let (hub, claim) = (&hub, claim.as_str());
-    lambda_http::run(service_fn(move |req: Request| async move { Ok::<_, Error>(api_handler(hub, ops, claim, req).await) })).await
+    lambda_http::run(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(api_handler(hub, ops, claim, req).await)
+    }))
+    .await
 }
 
 /// Runs an SQS-triggered function with partial batch failures.
@@ -99,5 +110,8 @@ pub async fn sweep_handler(hub: &Hub) -> Result<serde_json::Value, Error> {
 pub async fn serve_sweeper() -> Result<(), Error> {
     let hub = hub_from_env().await?;
     let hub = &hub;
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<serde_json::Value>| async move { sweep_handler(hub).await })).await
+    lambda_runtime::run(service_fn(
+        move |_event: LambdaEvent<serde_json::Value>| async move { sweep_handler(hub).await },
+    ))
+    .await
 }

@@ -34,7 +34,12 @@ pub struct AwsResources {
 impl AwsResources {
     /// From the environment, with the documented defaults.
     pub fn from_env() -> Self {
-        let var = |name: &str, default: &str| std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string());
+        let var = |name: &str, default: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
         AwsResources {
             table: var("HUB_TABLE", "webhook-hub"),
             events_queue: var("HUB_EVENTS_QUEUE", "webhook-hub-events"),
@@ -50,7 +55,10 @@ pub fn env_var(name: &str) -> Option<String> {
 
 /// Parses a boolean flag value (`1`, `true`, `yes`, `on`).
 pub fn truthy(value: &str) -> bool {
-    matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// Settings from `HUB_PUBLIC_URL`, `HUB_ALLOW_PRIVATE_TARGETS`, `HUB_RETRY_SCHEDULE`,
@@ -86,7 +94,13 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool)
         store.ensure_table().await?;
         (
             SqsQueue::ensure(sqs.clone(), &resources.events_queue, QUEUE_VISIBILITY, 5).await?,
-            SqsQueue::ensure(sqs, &resources.deliveries_queue, QUEUE_VISIBILITY, max_receives).await?,
+            SqsQueue::ensure(
+                sqs,
+                &resources.deliveries_queue,
+                QUEUE_VISIBILITY,
+                max_receives,
+            )
+            .await?,
         )
     } else {
         (
@@ -94,7 +108,12 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool)
             SqsQueue::open(sqs, &resources.deliveries_queue).await?,
         )
     };
-    Ok(assemble(settings, Arc::new(store), Arc::new(events), Arc::new(deliveries)))
+    Ok(assemble(
+        settings,
+        Arc::new(store),
+        Arc::new(events),
+        Arc::new(deliveries),
+    ))
 }
 
 /// The in-memory queues of the embedded mode, with their dead-letter queues.
@@ -110,9 +129,24 @@ pub fn memory_hub(settings: Settings) -> (Hub, MemoryQueues) {
     let events_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
     let deliveries_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
     let events = MemoryQueue::new(QUEUE_VISIBILITY, 5, Some(events_dead.clone()));
-    let deliveries = MemoryQueue::new(QUEUE_VISIBILITY, settings.retry.max_attempts(), Some(deliveries_dead.clone()));
-    let hub = assemble(settings, Arc::new(MemoryStore::default()), Arc::new(events), Arc::new(deliveries));
-    (hub, MemoryQueues { events_dead, deliveries_dead })
+    let deliveries = MemoryQueue::new(
+        QUEUE_VISIBILITY,
+        settings.retry.max_attempts(),
+        Some(deliveries_dead.clone()),
+    );
+    let hub = assemble(
+        settings,
+        Arc::new(MemoryStore::default()),
+        Arc::new(events),
+        Arc::new(deliveries),
+    );
+    (
+        hub,
+        MemoryQueues {
+            events_dead,
+            deliveries_dead,
+        },
+    )
 }
 
 fn assemble(

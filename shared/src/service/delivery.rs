@@ -10,7 +10,9 @@ use crate::auth::pattern_covers;
 use crate::clock::{rfc3339, seconds_ts};
 use crate::error::Result;
 use crate::hub::Hub;
-use crate::model::{AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription, SubscriptionStatus, TaskPayload};
+use crate::model::{
+    AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription, SubscriptionStatus, TaskPayload,
+};
 use crate::signing::{scheme_header, signature_header};
 
 /// The `user-agent` of every delivery.
@@ -34,7 +36,9 @@ pub fn remove_pointer(root: &mut Value, pointer: &str) {
         .skip(1)
         .map(|t| t.replace("~1", "/").replace("~0", "~"))
         .collect();
-    let Some((last, parents)) = tokens.split_last() else { return };
+    let Some((last, parents)) = tokens.split_last() else {
+        return;
+    };
     let mut node = root;
     for token in parents {
         node = match node {
@@ -42,7 +46,8 @@ pub fn remove_pointer(root: &mut Value, pointer: &str) {
                 Some(next) => next,
                 None => return,
             },
-            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+            {
                 Some(next) => next,
                 None => return,
             },
@@ -85,11 +90,19 @@ pub fn event_body(event: &Event, sub: &Subscription) -> Value {
 impl Hub {
     /// The confirmation link of a subscription.
     pub fn confirmation_url(&self, sub_id: &str, token: &str) -> String {
-        format!("{}/v1/subscriptions/{sub_id}/confirm?token={token}", self.settings.public_url)
+        format!(
+            "{}/v1/subscriptions/{sub_id}/confirm?token={token}",
+            self.settings.public_url
+        )
     }
 
     /// What to send for `task` to `sub` now, if anything: `(webhook-id, body)`.
-    fn message_for(&self, task: &DeliveryTask, sub: &Subscription, now: i64) -> Option<(String, Value)> {
+    fn message_for(
+        &self,
+        task: &DeliveryTask,
+        sub: &Subscription,
+        now: i64,
+    ) -> Option<(String, Value)> {
         match &task.payload {
             TaskPayload::Event { event } => {
                 let wanted = sub.status == SubscriptionStatus::Active
@@ -97,12 +110,14 @@ impl Hub {
                     && sub.accepts_labels(&event.labels);
                 wanted.then(|| (event.id.clone(), event_body(event, sub)))
             }
-            TaskPayload::Notice { event } => {
-                (sub.status == SubscriptionStatus::Active).then(|| (event.id.clone(), event_body(event, sub)))
-            }
+            TaskPayload::Notice { event } => (sub.status == SubscriptionStatus::Active)
+                .then(|| (event.id.clone(), event_body(event, sub))),
             TaskPayload::Confirmation { message_id, token } => {
                 use sha2::Digest;
-                let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+                let hash: String = sha2::Sha256::digest(token.as_bytes())
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
                 let current = sub.status == SubscriptionStatus::Pending
                     && sub.confirm_token_sha256.as_deref() == Some(hash.as_str());
                 current.then(|| {
@@ -122,7 +137,13 @@ impl Hub {
     }
 
     /// The signed request headers of one attempt.
-    fn delivery_headers(&self, sub: &Subscription, message_id: &str, now: i64, body: &[u8]) -> Vec<(String, String)> {
+    fn delivery_headers(
+        &self,
+        sub: &Subscription,
+        message_id: &str,
+        now: i64,
+        body: &[u8],
+    ) -> Vec<(String, String)> {
         let timestamp = now / 1000;
         let mut headers = vec![
             ("webhook-id".to_string(), message_id.to_string()),
@@ -140,11 +161,16 @@ impl Hub {
         match &sub.receiver_auth {
             Some(ReceiverAuth::Basic { user, password }) => {
                 use base64::Engine;
-                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
                 headers.push(("authorization".to_string(), format!("Basic {token}")));
             }
-            Some(ReceiverAuth::Bearer { token }) => headers.push(("authorization".to_string(), format!("Bearer {token}"))),
-            Some(ReceiverAuth::Header { name, value }) => headers.push((name.to_ascii_lowercase(), value.clone())),
+            Some(ReceiverAuth::Bearer { token }) => {
+                headers.push(("authorization".to_string(), format!("Bearer {token}")))
+            }
+            Some(ReceiverAuth::Header { name, value }) => {
+                headers.push((name.to_ascii_lowercase(), value.clone()))
+            }
             None => {}
         }
         headers
@@ -175,7 +201,10 @@ impl Hub {
             started_at_ms: now,
             latency_ms: outcome.latency.as_millis() as u64,
             status_code: outcome.status,
-            error: outcome.error.clone().or_else(|| (!delivered).then(|| "http_status".to_string())),
+            error: outcome
+                .error
+                .clone()
+                .or_else(|| (!delivered).then(|| "http_status".to_string())),
             delivered,
         };
         tracing::info!(
@@ -183,7 +212,9 @@ impl Hub {
             status_code = outcome.status, error = record.error.as_deref(), latency_ms = record.latency_ms,
             delivered, "delivery attempt"
         );
-        self.store.record_attempt(&record, sub.expires_at_ms).await?;
+        self.store
+            .record_attempt(&record, sub.expires_at_ms)
+            .await?;
         let counts = !matches!(task.payload, TaskPayload::Confirmation { .. });
         if delivered {
             if counts {
@@ -198,7 +229,8 @@ impl Hub {
         }
         if counts {
             let failing_since = self.store.record_outcome(&sub.id, false, now).await?;
-            self.disable_if_failing_too_long(&sub, failing_since, now).await;
+            self.disable_if_failing_too_long(&sub, failing_since, now)
+                .await;
         }
         match self.settings.retry.next_delay(attempt, outcome.retry_after) {
             None => {
@@ -215,18 +247,31 @@ impl Hub {
 
     /// Turns an active subscription `disabled` once its deliveries have failed without a success
     /// for longer than the configured time.
-    async fn disable_if_failing_too_long(&self, sub: &Subscription, failing_since: Option<i64>, now: i64) {
+    async fn disable_if_failing_too_long(
+        &self,
+        sub: &Subscription,
+        failing_since: Option<i64>,
+        now: i64,
+    ) {
         let Some(since) = failing_since else { return };
-        if sub.status != SubscriptionStatus::Active || now - since < self.settings.disable_after.as_millis() as i64 {
+        if sub.status != SubscriptionStatus::Active
+            || now - since < self.settings.disable_after.as_millis() as i64
+        {
             return;
         }
-        let Ok(Some(current)) = self.store.get(&sub.id).await else { return };
+        let Ok(Some(current)) = self.store.get(&sub.id).await else {
+            return;
+        };
         let mut disabled = current.clone();
         disabled.status = SubscriptionStatus::Disabled;
         disabled.version += 1;
         match self.store.save(&disabled, Some(&current)).await {
-            Ok(()) => tracing::warn!(subscription_id = %sub.id, account = %sub.account, "subscription disabled after continuous failure"),
-            Err(err) => tracing::warn!(subscription_id = %sub.id, error = %err, "could not disable subscription"),
+            Ok(()) => {
+                tracing::warn!(subscription_id = %sub.id, account = %sub.account, "subscription disabled after continuous failure")
+            }
+            Err(err) => {
+                tracing::warn!(subscription_id = %sub.id, error = %err, "could not disable subscription")
+            }
         }
     }
 }

@@ -52,11 +52,23 @@ impl Hub {
     pub async fn publish(&self, caller: &Caller, req: PublishRequest) -> Result<Published> {
         caller.require(SCOPE_PUBLISH)?;
         validate::topic(&req.topic)?;
-        if serde_json::to_vec(&req.data).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_EVENT_DATA_BYTES {
+        if serde_json::to_vec(&req.data)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX)
+            > MAX_EVENT_DATA_BYTES
+        {
             return Err(HubError::PayloadTooLarge(MAX_EVENT_DATA_BYTES));
         }
-        if req.labels.len() > 50 || req.labels.iter().any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256) {
-            return Err(HubError::invalid("invalid_labels", "at most 50 labels, keys 1-128 and values up to 256 characters"));
+        if req.labels.len() > 50
+            || req
+                .labels
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 256)
+        {
+            return Err(HubError::invalid(
+                "invalid_labels",
+                "at most 50 labels, keys 1-128 and values up to 256 characters",
+            ));
         }
         for (pointer, level) in &req.sensitive {
             if !pointer.starts_with('/') || !(1..=2).contains(level) {
@@ -70,7 +82,10 @@ impl Hub {
         let (id, key) = match &req.id {
             Some(key) => {
                 if key.is_empty() || key.len() > 128 {
-                    return Err(HubError::invalid("invalid_event_id", "id is 1 to 128 characters"));
+                    return Err(HubError::invalid(
+                        "invalid_event_id",
+                        "id is 1 to 128 characters",
+                    ));
                 }
                 let digest = Sha256::digest(format!("{}\0{key}", caller.account).as_bytes());
                 let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
@@ -84,7 +99,11 @@ impl Hub {
                 .claim_event_key(&caller.account, key, now, now + IDEMPOTENCY_WINDOW_MS)
                 .await?
         {
-            return Ok(Published { id, topic: req.topic, duplicate: true });
+            return Ok(Published {
+                id,
+                topic: req.topic,
+                duplicate: true,
+            });
         }
         let event = Event {
             id: id.clone(),
@@ -98,7 +117,10 @@ impl Hub {
         let body = serde_json::to_string(&event).map_err(HubError::backend)?;
         let sent = self
             .events
-            .send(vec![OutgoingMessage { body, delay: std::time::Duration::ZERO }])
+            .send(vec![OutgoingMessage {
+                body,
+                delay: std::time::Duration::ZERO,
+            }])
             .await;
         if let Err(err) = sent {
             if let Some(key) = key {
@@ -108,7 +130,11 @@ impl Hub {
             return Err(err);
         }
         tracing::info!(event_id = %id, account = %caller.account, topic = %req.topic, "event accepted");
-        Ok(Published { id, topic: req.topic, duplicate: false })
+        Ok(Published {
+            id,
+            topic: req.topic,
+            duplicate: false,
+        })
     }
 
     /// Fan-out of one event: a delivery task per live, active subscription of its account whose
@@ -123,7 +149,9 @@ impl Hub {
             if entry.wants(event, now) && seen.insert(entry.subscription_id.clone()) {
                 let task = DeliveryTask {
                     subscription_id: entry.subscription_id,
-                    payload: TaskPayload::Event { event: event.clone() },
+                    payload: TaskPayload::Event {
+                        event: event.clone(),
+                    },
                 };
                 messages.push(OutgoingMessage {
                     body: serde_json::to_string(&task).map_err(HubError::backend)?,

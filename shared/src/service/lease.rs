@@ -57,8 +57,11 @@ impl Hub {
             labels: Default::default(),
             sensitive: Default::default(),
         };
-        self.enqueue_delivery(&DeliveryTask { subscription_id: sub.id.clone(), payload: TaskPayload::Notice { event } })
-            .await?;
+        self.enqueue_delivery(&DeliveryTask {
+            subscription_id: sub.id.clone(),
+            payload: TaskPayload::Notice { event },
+        })
+        .await?;
         Ok(true)
     }
 }

@@ -9,8 +9,8 @@ use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
 use crate::error::{HubError, Result};
 use crate::hub::Hub;
 use crate::model::{
-    DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS, ReceiverAuth, RetiringSecret,
-    Subscription, SubscriptionStatus, TaskPayload, new_id,
+    DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS, ReceiverAuth,
+    RetiringSecret, Subscription, SubscriptionStatus, TaskPayload, new_id,
 };
 use crate::ports::{OutgoingMessage, Page};
 use crate::signing::{SignatureScheme, generate_secret};
@@ -46,7 +46,9 @@ pub struct SubscribeRequest {
 }
 
 /// Distinguishes "absent" from "null" in a PATCH body.
-fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -91,7 +93,10 @@ pub struct Subscribed {
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn random_token() -> String {
@@ -105,7 +110,14 @@ pub fn uuid_v4() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 impl Hub {
@@ -173,7 +185,10 @@ impl Hub {
 
         let now = self.now_ms();
         let callback_url = url.to_string();
-        let existing = self.store.find_by_callback(&caller.account, &callback_url).await?;
+        let existing = self
+            .store
+            .find_by_callback(&caller.account, &callback_url)
+            .await?;
         let (previous, lapsed) = match existing {
             Some(sub) if sub.is_expired(now) => (None, Some(sub)),
             other => (other, None),
@@ -232,7 +247,8 @@ impl Hub {
             sub.status = SubscriptionStatus::Active;
             sub.failing_since_ms = None;
         }
-        let confirmation = (sub.status == SubscriptionStatus::Pending).then(|| self.begin_confirmation(&mut sub));
+        let confirmation =
+            (sub.status == SubscriptionStatus::Pending).then(|| self.begin_confirmation(&mut sub));
         sub.version += 1;
         self.store.save(&sub, previous.as_ref()).await?;
         if let Some(task) = confirmation {
@@ -252,12 +268,14 @@ impl Hub {
             Some(sub) if !sub.is_expired(now) => sub,
             _ => return Err(HubError::NotFound("subscription")),
         };
-        let matches = sub
-            .confirm_token_sha256
-            .as_deref()
-            .is_some_and(|stored| constant_time_eq(stored.as_bytes(), sha256_hex(token).as_bytes()));
+        let matches = sub.confirm_token_sha256.as_deref().is_some_and(|stored| {
+            constant_time_eq(stored.as_bytes(), sha256_hex(token).as_bytes())
+        });
         if !matches {
-            return Err(HubError::invalid("invalid_token", "the confirmation token does not match"));
+            return Err(HubError::invalid(
+                "invalid_token",
+                "the confirmation token does not match",
+            ));
         }
         if sub.status != SubscriptionStatus::Pending {
             return Ok(sub);
@@ -288,7 +306,10 @@ impl Hub {
         caller.require(SCOPE_READ)?;
         let limit = limit.unwrap_or(50);
         if !(1..=100).contains(&limit) {
-            return Err(HubError::invalid("invalid_limit", "limit is between 1 and 100"));
+            return Err(HubError::invalid(
+                "invalid_limit",
+                "limit is between 1 and 100",
+            ));
         }
         let mut page = self.store.list(&caller.account, limit, cursor).await?;
         let now = self.now_ms();
@@ -297,13 +318,20 @@ impl Hub {
     }
 
     /// `PATCH /v1/subscriptions/{id}`.
-    pub async fn update_subscription(&self, caller: &Caller, id: &str, req: UpdateRequest) -> Result<Subscription> {
+    pub async fn update_subscription(
+        &self,
+        caller: &Caller,
+        id: &str,
+        req: UpdateRequest,
+    ) -> Result<Subscription> {
         caller.require(SCOPE_SUBSCRIBE)?;
         let previous = self.owned(caller, id).await?;
         let mut sub = previous.clone();
         if req.topics.is_some() || req.topic.is_some() {
             sub.topics = validate::topics(req.topics, req.topic)?;
-            sub.topics.iter().try_for_each(|t| caller.require_topic(t))?;
+            sub.topics
+                .iter()
+                .try_for_each(|t| caller.require_topic(t))?;
         }
         if let Some(name) = req.name {
             if let Some(name) = &name {
@@ -355,7 +383,8 @@ impl Hub {
         }
         let mut confirmation = None;
         if let Some(raw) = req.callback_url {
-            let url = validate::callback_url(&raw, self.settings.allow_private_targets)?.to_string();
+            let url =
+                validate::callback_url(&raw, self.settings.allow_private_targets)?.to_string();
             if url != sub.callback_url {
                 if let Some(other) = self.store.find_by_callback(&caller.account, &url).await?
                     && !other.is_expired(self.now_ms())
@@ -393,7 +422,10 @@ impl Hub {
         let mut mine = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.store.list(&caller.account, 100, cursor.as_deref()).await?;
+            let page = self
+                .store
+                .list(&caller.account, 100, cursor.as_deref())
+                .await?;
             mine.extend(page.items.into_iter().filter(|s| s.owner == caller.owner));
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
@@ -414,7 +446,12 @@ impl Hub {
 
     /// `POST /v1/subscriptions/{id}/secret/rotate`: a new secret (given or generated); the old one
     /// keeps signing beside it for 24 h.
-    pub async fn rotate_secret(&self, caller: &Caller, id: &str, new_secret: Option<String>) -> Result<Subscription> {
+    pub async fn rotate_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+        new_secret: Option<String>,
+    ) -> Result<Subscription> {
         caller.require(SCOPE_SUBSCRIBE)?;
         let previous = self.owned(caller, id).await?;
         if let Some(secret) = &new_secret {
@@ -431,11 +468,19 @@ impl Hub {
     }
 
     /// `GET /v1/subscriptions/{id}/deliveries`: the recent attempts, newest first.
-    pub async fn deliveries_of(&self, caller: &Caller, id: &str, limit: Option<usize>) -> Result<Vec<crate::model::AttemptRecord>> {
+    pub async fn deliveries_of(
+        &self,
+        caller: &Caller,
+        id: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<crate::model::AttemptRecord>> {
         caller.require(SCOPE_READ)?;
         let limit = limit.unwrap_or(50);
         if !(1..=100).contains(&limit) {
-            return Err(HubError::invalid("invalid_limit", "limit is between 1 and 100"));
+            return Err(HubError::invalid(
+                "invalid_limit",
+                "limit is between 1 and 100",
+            ));
         }
         let sub = self.owned(caller, id).await?;
         self.store.attempts(&sub.id, limit).await

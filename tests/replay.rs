@@ -1,0 +1,222 @@
+//! Every sample in `events/` replayed through its function's handler (as `sam local invoke -e`
+//! would, without Docker), on the in-memory backend, with the answers asserted.
+
+use std::path::PathBuf;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use hub::api::function_operations;
+use hub::model::{Subscription, SubscriptionStatus};
+use hub::runtime::lambda::{QueueRole, api_handler, sqs_handler, sweep_handler};
+use hub::runtime::memory_hub;
+use hub::{Hub, Settings};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The subscription id the samples name.
+const SAMPLE_SUB: &str = "sub_019ab0c0f0000123456789abcdef";
+/// The confirmation token of `events/confirm.json`.
+const SAMPLE_TOKEN: &str = "5f2b7c9e1d4a8b3c6e0f9a2d7b4c1e8f3a6d9b2c5e8f1a4d";
+
+fn sample(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(format!("{name}.json"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn hub() -> Hub {
+    memory_hub(Settings::default()).0
+}
+
+/// A subscription as the samples expect it: account `acme`, topic `door.request.allowed`.
+async fn seed(hub: &Hub, status: SubscriptionStatus, callback_url: &str) {
+    let now = hub.now_ms();
+    let token_hash: String = Sha256::digest(SAMPLE_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let sub: Subscription = serde_json::from_value(serde_json::json!({
+        "id": SAMPLE_SUB, "account": "acme", "owner": "acme", "callback_url": callback_url,
+        "topics": ["door.request.allowed"], "status": status, "name": null, "user_data": null,
+        "labels": {}, "created_at_ms": now, "expires_at_ms": now + 3_600_000, "lease_ms": 3_600_000,
+        "confirmed_at_ms": null, "pending_until_ms": now + 3_600_000, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "retiring_secret": null, "receiver_auth": null, "signature_scheme": "standard", "secrecy_level": 1,
+        "expiry_notice": true, "confirm_token_sha256": token_hash, "version": 1
+    }))
+    .unwrap();
+    hub.store.save(&sub, None).await.unwrap();
+}
+
+async fn replay_api(hub: &Hub, function: &str) -> (u16, Value) {
+    let request = lambda_http::request::from_str(&sample(function))
+        .expect("sample parses as an API Gateway request");
+    let response = api_handler(hub, function_operations(function).unwrap(), "sub", request).await;
+    let status = response.status().as_u16();
+    let body = match response.body() {
+        lambda_http::Body::Text(text) => serde_json::from_str(text).unwrap(),
+        _ => Value::Null,
+    };
+    (status, body)
+}
+
+#[tokio::test]
+async fn subscribe_sample_creates_a_pending_subscription() {
+    let (status, body) = replay_api(&hub(), "subscribe").await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["account"], "acme");
+    assert!(body["secret"].as_str().unwrap().starts_with("whsec_"));
+}
+
+#[tokio::test]
+async fn confirm_sample_activates_without_a_token() {
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Pending,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    let (status, body) = replay_api(&hub, "confirm").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "active");
+}
+
+#[tokio::test]
+async fn unsubscribe_sample_deletes() {
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    assert_eq!(replay_api(&hub, "unsubscribe").await.0, 204);
+    assert!(hub.store.get(SAMPLE_SUB).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn manage_sample_lists() {
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    let (status, body) = replay_api(&hub, "manage").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn publish_sample_is_accepted_once() {
+    let hub = hub();
+    let (status, body) = replay_api(&hub, "publish").await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body["id"].as_str().unwrap().starts_with("evt_"));
+    let (_, again) = replay_api(&hub, "publish").await;
+    assert_eq!(again["duplicate"], true, "the sample's id is remembered");
+}
+
+#[tokio::test]
+async fn functions_refuse_routes_of_other_functions() {
+    let request = lambda_http::request::from_str(&sample("subscribe")).unwrap();
+    let response = api_handler(
+        &hub(),
+        function_operations("publish").unwrap(),
+        "sub",
+        request,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn fanout_sample_queues_one_delivery_per_match() {
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    let event: SqsEvent = serde_json::from_str(&sample("fanout")).unwrap();
+    let response = sqs_handler(&hub, QueueRole::Events, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let queued = hub
+        .deliveries
+        .receive(10, std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    assert!(queued[0].body.contains(SAMPLE_SUB));
+}
+
+#[tokio::test]
+async fn sender_sample_reports_exactly_the_failed_message() {
+    // The first message's subscription answers nothing (connection refused) and is retried; the
+    // second names no subscription and is dropped as done.
+    let hub = memory_hub(Settings {
+        allow_private_targets: true,
+        ..Settings::default()
+    })
+    .0;
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "http://127.0.0.1:1/refused",
+    )
+    .await;
+    let event: SqsEvent = serde_json::from_str(&sample("sender")).unwrap();
+    let first_id = event.records[0].message_id.clone().unwrap();
+    let response = sqs_handler(&hub, QueueRole::Deliveries, event).await;
+    let failed: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, vec![first_id]);
+    let log = hub.store.attempts(SAMPLE_SUB, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].error.as_deref(), Some("connect"));
+}
+
+#[tokio::test]
+async fn sweeper_sample_runs_a_sweep() {
+    let hub = hub();
+    let event: Value = serde_json::from_str(&sample("sweeper")).unwrap();
+    assert_eq!(event["source"], "aws.scheduler");
+    let answer = sweep_handler(&hub).await.unwrap();
+    assert_eq!(answer["removed"], 0);
+}
+
+#[test]
+fn every_sample_has_a_replay() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "confirm",
+            "fanout",
+            "manage",
+            "publish",
+            "sender",
+            "subscribe",
+            "sweeper",
+            "unsubscribe"
+        ]
+    );
+}
