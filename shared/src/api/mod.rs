@@ -315,7 +315,7 @@ async fn dispatch(
             Ok((200, Some(json!({"data": data}))))
         }
         Operation::Secret => {
-            let sub = hub.subscription_secret(&caller, &id).await?;
+            let sub = hub.get_subscription(&caller, &id).await?;
             Ok((200, Some(json!({"secret": sub.secret}))))
         }
         Operation::RotateSecret => {

@@ -290,7 +290,7 @@ impl Hub {
         Ok(confirmed)
     }
 
-    /// `GET /v1/subscriptions/{id}`.
+    /// `GET /v1/subscriptions/{id}` (and `/secret`, which shows the same subscription's secret).
     pub async fn get_subscription(&self, caller: &Caller, id: &str) -> Result<Subscription> {
         caller.require(SCOPE_READ)?;
         self.owned(caller, id).await
@@ -438,12 +438,6 @@ impl Hub {
         Ok(mine.len())
     }
 
-    /// `GET /v1/subscriptions/{id}/secret`.
-    pub async fn subscription_secret(&self, caller: &Caller, id: &str) -> Result<Subscription> {
-        caller.require(SCOPE_READ)?;
-        self.owned(caller, id).await
-    }
-
     /// `POST /v1/subscriptions/{id}/secret/rotate`: a new secret (given or generated); the old one
     /// keeps signing beside it for 24 h.
     pub async fn rotate_secret(
@@ -484,6 +478,19 @@ impl Hub {
         }
         let sub = self.owned(caller, id).await?;
         self.store.attempts(&sub.id, limit).await
+    }
+}
+
+/// A page size: 1–100, default 50.
+fn page_limit(limit: Option<usize>) -> Result<usize> {
+    let limit = limit.unwrap_or(50);
+    if (1..=100).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(HubError::invalid(
+            "invalid_limit",
+            "limit is between 1 and 100",
+        ))
     }
 }
 
