@@ -304,13 +304,7 @@ impl Hub {
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>> {
         caller.require(SCOPE_READ)?;
-        let limit = limit.unwrap_or(50);
-        if !(1..=100).contains(&limit) {
-            return Err(HubError::invalid(
-                "invalid_limit",
-                "limit is between 1 and 100",
-            ));
-        }
+        let limit = page_limit(limit)?;
         let mut page = self.store.list(&caller.account, limit, cursor).await?;
         let now = self.now_ms();
         page.items.retain(|sub| !sub.is_expired(now));
@@ -469,13 +463,7 @@ impl Hub {
         limit: Option<usize>,
     ) -> Result<Vec<crate::model::AttemptRecord>> {
         caller.require(SCOPE_READ)?;
-        let limit = limit.unwrap_or(50);
-        if !(1..=100).contains(&limit) {
-            return Err(HubError::invalid(
-                "invalid_limit",
-                "limit is between 1 and 100",
-            ));
-        }
+        let limit = page_limit(limit)?;
         let sub = self.owned(caller, id).await?;
         self.store.attempts(&sub.id, limit).await
     }
