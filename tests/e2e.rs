@@ -7,65 +7,6 @@ use std::time::Duration;
 use hub_tests::*;
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(15);
-const QUIET: Duration = Duration::from_millis(1500);
-
-/// Subscribes `path` on `receiver`, waits for the confirmation, follows its link. Returns the
-/// create response (with `secret`).
-async fn subscribe_confirmed(
-    hub: &HubProcess,
-    receiver: &TestReceiver,
-    key: &str,
-    path: &str,
-    extra: Value,
-) -> Value {
-    let created = subscribe_pending(hub, receiver, key, path, extra).await;
-    let confirmation = receiver
-        .wait_for_match(WAIT, |r| {
-            r.path == path && r.json()["type"] == "Confirmation"
-        })
-        .await;
-    let url = confirmation.json()["confirmation_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let confirmed = hub.call("GET", &url, None, None).await;
-    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
-    assert_eq!(confirmed.body["status"], "active");
-    created
-}
-
-async fn subscribe_pending(
-    hub: &HubProcess,
-    receiver: &TestReceiver,
-    key: &str,
-    path: &str,
-    extra: Value,
-) -> Value {
-    let mut body = json!({"callback_url": receiver.url(path), "topics": ["door.request.allowed"]});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().cloned().unwrap_or_default());
-    let created = hub
-        .call("POST", "/v1/subscriptions", Some(key), Some(body))
-        .await;
-    assert_eq!(created.status, 201, "{:?}", created.body);
-    created.body
-}
-
-async fn publish(hub: &HubProcess, key: &str, body: Value) -> Value {
-    let answer = hub.call("POST", "/v1/events", Some(key), Some(body)).await;
-    assert_eq!(answer.status, 202, "{:?}", answer.body);
-    answer.body
-}
-
-fn events_at<'a>(received: &'a [Received], path: &str) -> Vec<&'a Received> {
-    received
-        .iter()
-        .filter(|r| r.path == path && r.json()["type"] != "Confirmation")
-        .collect()
-}
-
 mod scenarios {
     use super::*;
 

@@ -18,8 +18,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hub::api::{ApiRequest, MAX_BODY_BYTES, Operation, error_response, handle, respond};
 use hub::auth::Caller;
 use hub::clock::SystemClock;
+use hub::ports::Queue;
 use hub::runtime::embedded::start_workers;
-use hub::runtime::{AwsResources, aws_hub, init_logging, memory_hub};
+use hub::runtime::{AwsResources, aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub};
 use hub::{Hub, HubError, Settings};
 
 use crate::cli::{Backend, ServeOptions, parse_api_key};
@@ -30,6 +31,7 @@ struct App {
     keys: HashMap<String, Caller>,
     clock: Arc<SystemClock>,
     test_control: bool,
+    dead_letters: Option<Arc<dyn Queue>>,
 }
 
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
@@ -95,6 +97,18 @@ async fn test_control(app: &App, path: &str, query: Option<&str>) -> http::Respo
                 Some(&serde_json::json!({"now_ms": hub::clock::Clock::now_ms(app.clock.as_ref())})),
             )
         }
+        "/_test/dead-letters" => {
+            let Some(queue) = &app.dead_letters else {
+                return error_response(&HubError::NotFound("dead-letter queue"));
+            };
+            match queue.receive(10, Duration::from_secs(1)).await {
+                Ok(messages) => {
+                    let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+                    respond(200, Some(&serde_json::json!({"messages": bodies})))
+                }
+                Err(err) => error_response(&err),
+            }
+        }
         "/_test/sweep" => match app.hub.sweep().await {
             Ok(report) => respond(
                 200,
@@ -141,11 +155,19 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         disable_after: opts.disable_after,
         attempt_timeout: opts.attempt_timeout,
     };
-    let mut hub = match opts.backend {
-        Backend::Memory => memory_hub(settings).0,
-        Backend::Aws => aws_hub(settings, &AwsResources::from_env(), opts.create_resources)
-            .await
-            .map_err(|e| format!("AWS backend: {e}"))?,
+    let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
+        Backend::Memory => {
+            let (hub, queues) = memory_hub(settings);
+            (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
+        }
+        Backend::Aws => {
+            let resources = AwsResources::from_env();
+            let hub = aws_hub(settings, &resources, opts.create_resources)
+                .await
+                .map_err(|e| format!("AWS backend: {e}"))?;
+            let dead = aws_deliveries_dead_letters(&resources).await.ok();
+            (hub, dead.map(|q| Arc::new(q) as Arc<dyn Queue>))
+        }
     };
     let clock = Arc::new(SystemClock::default());
     hub.clock = clock.clone();
@@ -172,6 +194,7 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         keys,
         clock,
         test_control: opts.test_control,
+        dead_letters,
     });
     tracing::info!(listen = %local, backend = ?opts.backend, "webhook-hub listening");
 

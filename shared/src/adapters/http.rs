@@ -219,6 +219,82 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
     }
 
+    /// Every inward address form the SSRF guard knows, as a DNS answer and as an IP literal in
+    /// any notation, is refused when the connection is made; a public answer passes the resolver.
+    #[tokio::test]
+    async fn refuses_inward_targets_at_connect_time() {
+        let inward = [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "198.18.0.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fc00::1",
+            "fd00::1",
+            "ff02::1",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ];
+        let overrides = inward
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| (format!("inward{i}.test"), vec![ip.parse().unwrap()]))
+            .chain([(
+                "public.test".to_string(),
+                vec!["93.184.216.34".parse().unwrap()],
+            )])
+            .collect();
+        let resolver = GuardedResolver::with_overrides(overrides);
+        let transport =
+            HttpTransport::with_resolver(false, Duration::from_secs(2), resolver.clone());
+        for (i, ip) in inward.iter().enumerate() {
+            let outcome = transport
+                .post(
+                    &format!("https://inward{i}.test/hook"),
+                    vec![],
+                    Bytes::new(),
+                )
+                .await;
+            assert_eq!(outcome.error.as_deref(), Some("forbidden_target"), "{ip}");
+            assert_eq!(outcome.status, None);
+        }
+        for literal in [
+            "https://127.0.0.1/",
+            "https://127.1/",
+            "https://2130706433/",
+            "https://0x7f.1/",
+            "https://0177.0.0.1/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://[::1]/",
+            "https://169.254.169.254/latest/meta-data",
+            "https://0/",
+            "http://example.com/",
+        ] {
+            let outcome = transport.post(literal, vec![], Bytes::new()).await;
+            assert_eq!(
+                outcome.error.as_deref(),
+                Some("forbidden_target"),
+                "{literal}"
+            );
+        }
+        let public: Vec<_> = resolver
+            .resolve("public.test".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert_eq!(public, vec!["93.184.216.34:0".parse().unwrap()]);
+    }
+
     #[tokio::test]
     async fn resolver_drops_inward_answers() {
         let resolver = GuardedResolver::with_overrides(HashMap::from([

@@ -1,21 +1,104 @@
 //! The embedded mode's workers: pollers that do in-process what the SQS event sources do on
 //! AWS (same consumers, same visibility-based retries), and the sweep loop that EventBridge
 //! drives on AWS. All stop on one shutdown signal and finish the attempts in flight.
+//!
+//! Deliveries run in per-subscription lanes: at most [`PER_SUBSCRIPTION_CONCURRENCY`] attempts
+//! of one subscription at once. A message for a saturated subscription is parked (its visibility
+//! extended, which does not count as a receive) without taking a slot, so a receiver that hangs
+//! holds back only itself.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::consume::{deliver_message, fan_out_message};
 use super::lambda::QueueRole;
 use crate::hub::Hub;
+use crate::ports::{Queue, ReceivedMessage};
 
-/// How many messages the deliveries poller works on at once; a slow receiver holds one slot.
+/// How many messages the deliveries poller works on at once.
 pub const DELIVERY_CONCURRENCY: usize = 512;
+/// How many attempts to one subscription run at once.
+pub const PER_SUBSCRIPTION_CONCURRENCY: usize = 32;
 /// How many events are fanned out at once.
 pub const FANOUT_CONCURRENCY: usize = 16;
+/// How long a parked message stays hidden from other consumers.
+const PARKED_VISIBILITY: Duration = Duration::from_secs(900);
+
+/// Per-subscription lanes: how many attempts run, and the messages waiting their turn.
+#[derive(Default)]
+struct Lanes {
+    lanes: Mutex<HashMap<String, Lane>>,
+}
+
+#[derive(Default)]
+struct Lane {
+    running: usize,
+    parked: VecDeque<ReceivedMessage>,
+}
+
+impl Lanes {
+    /// Takes a place in `key`'s lane if there is one.
+    fn try_enter(&self, key: &str) -> bool {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes.entry(key.to_string()).or_default();
+        let free = lane.running < PER_SUBSCRIPTION_CONCURRENCY;
+        if free {
+            lane.running += 1;
+        }
+        free
+    }
+
+    /// Parks `msg` in `key`'s lane, or hands it back with a place if one came free meanwhile.
+    fn park(&self, key: &str, msg: ReceivedMessage) -> Option<ReceivedMessage> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes.entry(key.to_string()).or_default();
+        if lane.running < PER_SUBSCRIPTION_CONCURRENCY {
+            lane.running += 1;
+            return Some(msg);
+        }
+        lane.parked.push_back(msg);
+        None
+    }
+
+    /// After an attempt: the next parked message of the lane (keeping the place), or leaves it.
+    fn next(&self, key: &str) -> Option<ReceivedMessage> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let lane = lanes.get_mut(key)?;
+        if let Some(msg) = lane.parked.pop_front() {
+            return Some(msg);
+        }
+        lane.running -= 1;
+        if lane.running == 0 {
+            lanes.remove(key);
+        }
+        None
+    }
+}
+
+/// The subscription a deliveries message is for (its lane), without parsing the whole task.
+fn lane_key(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        subscription_id: String,
+    }
+    serde_json::from_str::<Peek>(body)
+        .map(|p| p.subscription_id)
+        .unwrap_or_default()
+}
+
+async fn process(hub: &Hub, queue: &Arc<dyn Queue>, role: QueueRole, msg: &ReceivedMessage) {
+    let done = match role {
+        QueueRole::Events => fan_out_message(hub, msg).await,
+        QueueRole::Deliveries => deliver_message(hub, msg).await,
+    };
+    if done && let Err(err) = queue.ack(&msg.receipt).await {
+        tracing::warn!(error = %err, message_id = %msg.id, "ack failed; the message will come back");
+    }
+}
 
 /// Polls one queue until `shutdown` turns true, then waits for the messages in flight.
 pub async fn poll(
@@ -29,6 +112,7 @@ pub async fn poll(
         QueueRole::Deliveries => hub.deliveries.clone(),
     };
     let slots = Arc::new(Semaphore::new(concurrency));
+    let lanes = Arc::new(Lanes::default());
     while !*shutdown.borrow() {
         let free = slots.available_permits().clamp(1, 10);
         let received = tokio::select! {
@@ -44,15 +128,32 @@ pub async fn poll(
             }
         };
         for msg in messages {
-            let permit = slots.clone().acquire_owned().await.expect("semaphore open");
-            let (hub, queue) = (hub.clone(), queue.clone());
+            let permit: OwnedSemaphorePermit =
+                slots.clone().acquire_owned().await.expect("semaphore open");
+            let (hub, queue, lanes) = (hub.clone(), queue.clone(), lanes.clone());
+            if role == QueueRole::Events {
+                tokio::spawn(async move {
+                    process(&hub, &queue, role, &msg).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            let key = lane_key(&msg.body);
+            let first = if lanes.try_enter(&key) {
+                msg
+            } else {
+                // Hide it while it waits (this does not count as a receive), then park it.
+                let _ = queue.postpone(&msg.receipt, PARKED_VISIBILITY).await;
+                match lanes.park(&key, msg) {
+                    Some(msg) => msg,
+                    None => continue,
+                }
+            };
             tokio::spawn(async move {
-                let done = match role {
-                    QueueRole::Events => fan_out_message(&hub, &msg).await,
-                    QueueRole::Deliveries => deliver_message(&hub, &msg).await,
-                };
-                if done && let Err(err) = queue.ack(&msg.receipt).await {
-                    tracing::warn!(error = %err, message_id = %msg.id, "ack failed; the message will come back");
+                let mut next = Some(first);
+                while let Some(msg) = next {
+                    process(&hub, &queue, role, &msg).await;
+                    next = lanes.next(&key);
                 }
                 drop(permit);
             });

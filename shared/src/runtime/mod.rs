@@ -116,6 +116,17 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool)
     ))
 }
 
+/// The dead-letter queue of the deliveries queue, as `SqsQueue::ensure` names it.
+pub async fn aws_deliveries_dead_letters(resources: &AwsResources) -> Result<SqsQueue> {
+    let config = aws_config::load_from_env().await;
+    let name = resources
+        .deliveries_queue
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    SqsQueue::open(aws_sdk_sqs::Client::new(&config), &format!("{name}-dlq")).await
+}
+
 /// The in-memory queues of the embedded mode, with their dead-letter queues.
 pub struct MemoryQueues {
     /// Dead letters of the events queue.

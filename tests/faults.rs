@@ -1,0 +1,389 @@
+//! Receivers out there are slow, broken, hostile or gone. A fault-injecting receiver drives each
+//! case to its outcome, on both backends: retried failures that end in the dead-letter queue,
+//! timeouts, resets, redirects not followed, 410, 429 with `Retry-After`, capped reads, bad TLS,
+//! and auto-disable after continuous failure.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hub_tests::*;
+use serde_json::{Value, json};
+
+/// Three attempts: now, ~1 s later, ~3 s after that.
+const SCHEDULE: &str = "1s,3s";
+
+/// The attempts of a subscription's delivery log whose `webhook-id` starts with `prefix`
+/// (`evt_` for events, `msg_` for confirmations), oldest first.
+async fn attempts_of(hub: &HubProcess, id: &str, prefix: &str) -> Vec<Value> {
+    let log = hub
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{id}/deliveries"),
+            Some(KEY_A),
+            None,
+        )
+        .await;
+    let mut attempts = log.body["data"].as_array().cloned().unwrap_or_default();
+    attempts.retain(|a| {
+        a["message_id"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(prefix))
+    });
+    attempts.reverse();
+    attempts
+}
+
+async fn deliveries(hub: &HubProcess, id: &str) -> Vec<Value> {
+    attempts_of(hub, id, "evt_").await
+}
+
+/// Waits until the subscription's log holds `n` event attempts.
+async fn wait_attempts(hub: &HubProcess, id: &str, n: usize, within: Duration) -> Vec<Value> {
+    wait_attempts_of(hub, id, "evt_", n, within).await
+}
+
+/// Waits until the subscription's log holds `n` attempts of `prefix` messages.
+async fn wait_attempts_of(
+    hub: &HubProcess,
+    id: &str,
+    prefix: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let attempts = attempts_of(hub, id, prefix).await;
+        if attempts.len() >= n {
+            return attempts;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id}: {n} attempts expected within {within:?}, got {attempts:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+mod scenarios {
+    use super::*;
+
+    pub async fn receivers_that_fail(backend: Backend) {
+        let hub = HubProcess::start(backend, &["--retry-schedule", SCHEDULE]).await;
+        let counts = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
+        let seen = counts.clone();
+        let receiver = TestReceiver::scripted(move |req, _| {
+            if req.json()["type"] == "Confirmation" {
+                return Reply::status(200);
+            }
+            let n = {
+                let mut c = seen.lock().unwrap();
+                let n = c.entry(req.path.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            let moved = |status: u16| Reply {
+                headers: vec![("location".into(), "/landing".into())],
+                ..Reply::status(status)
+            };
+            match req.path.as_str() {
+                "/500" => Reply::status(500),
+                "/503" => Reply::status(503),
+                "/flaky" if n == 1 => Reply::status(500),
+                "/flaky" => Reply::status(200),
+                "/hang" => Reply {
+                    delay: Duration::from_secs(8),
+                    ..Reply::status(200)
+                },
+                "/301" => moved(301),
+                "/302" => moved(302),
+                "/307" => moved(307),
+                "/gone" => Reply::status(410),
+                "/429" if n == 1 => Reply {
+                    headers: vec![("retry-after".into(), "2".into())],
+                    ..Reply::status(429)
+                },
+                "/429" => Reply::status(200),
+                "/big" => Reply {
+                    body: Bytes::from(vec![b'x'; 10 * 1024 * 1024]),
+                    ..Reply::status(200)
+                },
+                _ => Reply::status(200),
+            }
+        })
+        .await;
+        let mut ids = HashMap::new();
+        for path in [
+            "/500", "/503", "/flaky", "/hang", "/301", "/302", "/307", "/gone", "/429", "/big",
+        ] {
+            let created = subscribe_confirmed(&hub, &receiver, KEY_A, path, json!({})).await;
+            ids.insert(path, created["id"].as_str().unwrap().to_string());
+        }
+        // These servers cannot answer a confirmation, so their first delivery — the signed
+        // confirmation, through the same transport and retries as any event — is the one tested.
+        let reset = resetting_receiver().await;
+        let drip = dripping_receiver().await;
+        let tls = SelfSignedTls::start().await;
+        for (name, url) in [
+            ("/reset", format!("http://{reset}/reset")),
+            ("/drip", format!("http://{drip}/drip")),
+            ("/tls", format!("https://127.0.0.1:{}/tls", tls.port)),
+        ] {
+            let body = json!({"callback_url": url, "topics": ["door.request.allowed"]});
+            let created = hub
+                .call("POST", "/v1/subscriptions", Some(KEY_A), Some(body))
+                .await;
+            assert_eq!(created.status, 201);
+            ids.insert(name, created.body["id"].as_str().unwrap().to_string());
+        }
+
+        let published = publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {"x": 1}}),
+        )
+        .await;
+        let event_id = published["id"].as_str().unwrap().to_string();
+
+        // Always failing: three attempts, same webhook-id, then the dead-letter queue.
+        for path in ["/500", "/503"] {
+            let attempts = wait_attempts(&hub, &ids[path], 3, Duration::from_secs(30)).await;
+            let code: u16 = path[1..].parse().unwrap();
+            assert!(
+                attempts
+                    .iter()
+                    .all(|a| a["status_code"] == code && a["delivered"] == false),
+                "{attempts:#?}"
+            );
+            let got: Vec<_> = receiver
+                .received()
+                .into_iter()
+                .filter(|r| r.path == path && r.json()["type"] != "Confirmation")
+                .collect();
+            assert!(got.iter().all(|r| r.header("webhook-id") == event_id));
+            assert!(
+                got.iter()
+                    .map(|r| r.header("webhook-timestamp").to_string())
+                    .collect::<std::collections::HashSet<_>>()
+                    .len()
+                    >= 2,
+                "each attempt is timestamped anew"
+            );
+        }
+        // 500 then 200: delivered once, both tries with the same webhook-id.
+        let flaky = wait_attempts(&hub, &ids["/flaky"], 2, Duration::from_secs(20)).await;
+        assert_eq!(
+            (
+                flaky[0]["status_code"].as_u64(),
+                flaky[1]["status_code"].as_u64()
+            ),
+            (Some(500), Some(200))
+        );
+        let tries = events_at(&receiver.received(), "/flaky")
+            .into_iter()
+            .map(|r| r.header("webhook-id").to_string())
+            .collect::<Vec<_>>();
+        assert_eq!(tries, vec![event_id.clone(), event_id.clone()]);
+        let flaky_sub = hub
+            .call(
+                "GET",
+                &format!("/v1/subscriptions/{}", ids["/flaky"]),
+                Some(KEY_A),
+                None,
+            )
+            .await;
+        assert_eq!(flaky_sub.body["odometer"], 1);
+        // Redirects are failures and are never followed.
+        for path in ["/301", "/302", "/307"] {
+            let attempts = wait_attempts(&hub, &ids[path], 1, Duration::from_secs(20)).await;
+            assert_eq!(
+                attempts[0]["status_code"].as_u64(),
+                Some(path[1..].parse().unwrap())
+            );
+            assert_eq!(attempts[0]["delivered"], false);
+        }
+        // 410: the subscription is gone after one attempt.
+        receiver
+            .wait_for_match(WAIT, |r| {
+                r.path == "/gone" && r.json()["type"] != "Confirmation"
+            })
+            .await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while hub
+            .call(
+                "GET",
+                &format!("/v1/subscriptions/{}", ids["/gone"]),
+                Some(KEY_A),
+                None,
+            )
+            .await
+            .status
+            != 404
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "410 Gone deletes the subscription"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // 429 with Retry-After: 2 → the next try about 2 s later, then delivered.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while events_at(&receiver.received(), "/429").len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "429 retried");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seen = receiver.received();
+        let tries = events_at(&seen, "/429");
+        let gap = tries[1].at - tries[0].at;
+        assert!(
+            gap >= Duration::from_millis(1900) && gap < Duration::from_millis(3500),
+            "Retry-After honoured: {gap:?}"
+        );
+        // A 10 MiB answer: read capped, delivered.
+        let big = wait_attempts(&hub, &ids["/big"], 1, Duration::from_secs(20)).await;
+        assert_eq!(
+            (
+                big[0]["status_code"].as_u64(),
+                big[0]["delivered"].as_bool()
+            ),
+            (Some(200), Some(true))
+        );
+        // A hang and a drip past 5 s: timeouts, each attempt cut at the budget.
+        for (path, prefix) in [("/hang", "evt_"), ("/drip", "msg_")] {
+            let attempts =
+                wait_attempts_of(&hub, &ids[path], prefix, 2, Duration::from_secs(40)).await;
+            for a in &attempts[..2] {
+                assert_eq!(a["error"], "timeout", "{path}: {a}");
+                let ms = a["latency_ms"].as_u64().unwrap();
+                assert!(
+                    (4500..7000).contains(&ms),
+                    "{path}: the 5 s budget holds, took {ms} ms"
+                );
+            }
+        }
+        // A reset connection and a self-signed certificate: failures, retried.
+        for path in ["/reset", "/tls"] {
+            let attempts =
+                wait_attempts_of(&hub, &ids[path], "msg_", 2, Duration::from_secs(30)).await;
+            assert!(
+                attempts
+                    .iter()
+                    .all(|a| a["delivered"] == false && a["status_code"].is_null()),
+                "{path}: {attempts:#?}"
+            );
+        }
+        assert_eq!(
+            attempts_of(&hub, &ids["/tls"], "msg_").await[0]["error"],
+            "tls"
+        );
+        assert!(
+            receiver.received().iter().all(|r| r.path != "/landing"),
+            "redirects are not followed"
+        );
+
+        // The exhausted deliveries wait in the dead-letter queue with what it takes to replay them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut dead: Vec<Value> = Vec::new();
+        while dead.len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dead letters expected, got {dead:#?}"
+            );
+            let got = hub.call("POST", "/_test/dead-letters", None, None).await;
+            for body in got.body["messages"].as_array().cloned().unwrap_or_default() {
+                dead.push(serde_json::from_str(body.as_str().unwrap()).unwrap());
+            }
+            dead.retain(|d| {
+                d["subscription_id"] == ids["/500"].as_str()
+                    || d["subscription_id"] == ids["/503"].as_str()
+            });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert!(
+            dead.iter()
+                .all(|d| d["payload"]["event"]["id"] == event_id.as_str()
+                    && d["payload"]["event"]["data"] == json!({"x": 1}))
+        );
+    }
+
+    /// Deliveries that keep failing past `--disable-after` disable the subscription; an update
+    /// turns it back on.
+    pub async fn continuous_failure_disables(backend: Backend) {
+        let hub = HubProcess::start(
+            backend,
+            &[
+                "--retry-schedule",
+                "1s,1s,1s,1s,1s",
+                "--disable-after",
+                "2s",
+            ],
+        )
+        .await;
+        let receiver = TestReceiver::scripted(|req, _| {
+            if req.json()["type"] == "Confirmation" {
+                Reply::status(200)
+            } else {
+                Reply::status(500)
+            }
+        })
+        .await;
+        let created = subscribe_confirmed(&hub, &receiver, KEY_A, "/down", json!({})).await;
+        let id = created["id"].as_str().unwrap();
+        publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {}}),
+        )
+        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let sub = hub
+                .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+                .await;
+            if sub.body["status"] == "disabled" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not disabled: {}",
+                sub.body
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let attempts = deliveries(&hub, id).await.len();
+        assert!(
+            (2..=5).contains(&attempts),
+            "{attempts} attempts before disabling"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            deliveries(&hub, id).await.len(),
+            attempts,
+            "a disabled subscription gets no more attempts"
+        );
+        let back = hub
+            .call(
+                "PATCH",
+                &format!("/v1/subscriptions/{id}"),
+                Some(KEY_A),
+                Some(json!({"active": true})),
+            )
+            .await;
+        assert_eq!(back.body["status"], "active");
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Memory).await } )*
+        }
+        mod aws {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Aws).await } )*
+        }
+    };
+}
+
+on_both_backends!(receivers_that_fail, continuous_failure_disables);
