@@ -84,7 +84,8 @@ pub struct Answer {
     pub headers: reqwest::header::HeaderMap,
 }
 
-fn unique(prefix: &str) -> String {
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
     let n: u32 = rand_u32();
     format!("{prefix}-{}-{n:08x}", std::process::id())
 }
@@ -105,6 +106,17 @@ impl HubProcess {
     /// Starts the hub on `backend` with the test keys, private targets allowed, test hooks on,
     /// and `extra` arguments; waits until it answers.
     pub async fn start(backend: Backend, extra: &[&str]) -> HubProcess {
+        Self::start_on(backend, &unique("wh"), extra, &[]).await
+    }
+
+    /// The same on the AWS resources named `name` (table `name`, queues `name-events`,
+    /// `name-deliveries`), with extra environment variables.
+    pub async fn start_on(
+        backend: Backend,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> HubProcess {
         let port = free_port();
         let log_path = std::env::temp_dir().join(format!("{}.log", unique("webhook-hub")));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -128,10 +140,9 @@ impl HubProcess {
         if backend == Backend::Aws {
             let endpoint = std::env::var("AWS_ENDPOINT_URL")
                 .expect("AWS_ENDPOINT_URL must point at moto_server for the aws suite (the README's test command starts one)");
-            let name = unique("wh");
             cmd.args(["--backend", "aws", "--create-resources"])
                 .env("AWS_ENDPOINT_URL", endpoint)
-                .env("HUB_TABLE", &name)
+                .env("HUB_TABLE", name)
                 .env("HUB_EVENTS_QUEUE", format!("{name}-events"))
                 .env("HUB_DELIVERIES_QUEUE", format!("{name}-deliveries"));
             for (var, default) in [
@@ -144,6 +155,7 @@ impl HubProcess {
                 }
             }
         }
+        cmd.envs(env.iter().copied());
         let child = cmd.spawn().expect("webhook-hub starts");
         let hub = HubProcess {
             child,
@@ -252,6 +264,12 @@ impl HubProcess {
     /// Runs a sweep now.
     pub async fn sweep(&self) -> Value {
         self.call("POST", "/_test/sweep", None, None).await.body
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Stops the process with SIGINT and waits for it.

@@ -25,8 +25,11 @@ pub const DELIVERY_CONCURRENCY: usize = 512;
 pub const PER_SUBSCRIPTION_CONCURRENCY: usize = 32;
 /// How many events are fanned out at once.
 pub const FANOUT_CONCURRENCY: usize = 16;
-/// How long a parked message stays hidden from other consumers.
-const PARKED_VISIBILITY: Duration = Duration::from_secs(900);
+/// How long a parked message stays hidden; the keeper renews it every [`PARKED_RENEWAL`] while it
+/// waits, so after a crash it is back within this time.
+const PARKED_VISIBILITY: Duration = Duration::from_secs(30);
+/// How often the visibility of parked messages is renewed.
+const PARKED_RENEWAL: Duration = Duration::from_secs(10);
 
 /// Per-subscription lanes: how many attempts run, and the messages waiting their turn.
 #[derive(Default)]
@@ -62,6 +65,15 @@ impl Lanes {
         }
         lane.parked.push_back(msg);
         None
+    }
+
+    /// The receipts of every parked message.
+    fn parked_receipts(&self) -> Vec<String> {
+        let lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        lanes
+            .values()
+            .flat_map(|lane| lane.parked.iter().map(|m| m.receipt.clone()))
+            .collect()
     }
 
     /// After an attempt: the next parked message of the lane (keeping the place), or leaves it.
@@ -113,6 +125,11 @@ pub async fn poll(
     };
     let slots = Arc::new(Semaphore::new(concurrency));
     let lanes = Arc::new(Lanes::default());
+    let keeper = tokio::spawn(keep_parked_hidden(
+        queue.clone(),
+        lanes.clone(),
+        shutdown.clone(),
+    ));
     while !*shutdown.borrow() {
         let free = slots.available_permits().clamp(1, 10);
         let received = tokio::select! {
@@ -161,6 +178,24 @@ pub async fn poll(
     }
     // Finish what is in flight.
     let _ = slots.acquire_many(concurrency as u32).await;
+    keeper.abort();
+}
+
+/// Renews the visibility of parked messages until shutdown.
+async fn keep_parked_hidden(
+    queue: Arc<dyn Queue>,
+    lanes: Arc<Lanes>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PARKED_RENEWAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        for receipt in lanes.parked_receipts() {
+            let _ = queue.postpone(&receipt, PARKED_VISIBILITY).await;
+        }
+    }
 }
 
 /// Sweeps every `interval` until `shutdown` turns true.

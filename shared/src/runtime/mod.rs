@@ -83,7 +83,8 @@ pub fn settings_from_env() -> Result<Settings> {
     Ok(settings)
 }
 
-/// A hub on DynamoDB and SQS. With `create`, the table and queues are created first if missing.
+/// A hub on DynamoDB and SQS. With `create`, the table and queues are created first if missing
+/// (queue visibility from `HUB_QUEUE_VISIBILITY`, default 180 s as in `template.yaml`).
 pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool) -> Result<Hub> {
     let config = aws_config::load_from_env().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&config);
@@ -92,15 +93,13 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool)
     let max_receives = settings.retry.max_attempts();
     let (events, deliveries) = if create {
         store.ensure_table().await?;
+        let visibility = match env_var("HUB_QUEUE_VISIBILITY") {
+            Some(text) => parse_duration(&text)?,
+            None => QUEUE_VISIBILITY,
+        };
         (
-            SqsQueue::ensure(sqs.clone(), &resources.events_queue, QUEUE_VISIBILITY, 5).await?,
-            SqsQueue::ensure(
-                sqs,
-                &resources.deliveries_queue,
-                QUEUE_VISIBILITY,
-                max_receives,
-            )
-            .await?,
+            SqsQueue::ensure(sqs.clone(), &resources.events_queue, visibility, 5).await?,
+            SqsQueue::ensure(sqs, &resources.deliveries_queue, visibility, max_receives).await?,
         )
     } else {
         (

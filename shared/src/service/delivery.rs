@@ -290,3 +290,169 @@ mod tests {
         assert_eq!(v, json!({"data": {"name": "Ann", "list": [1, 3]}}));
     }
 }
+
+#[cfg(test)]
+mod decision_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::auth::Caller;
+    use crate::clock::SystemClock;
+    use crate::ports::{Transport, TransportOutcome};
+    use crate::retry::RetrySchedule;
+    use crate::runtime::memory_hub;
+    use crate::service::subscriptions::SubscribeRequest;
+    use crate::{Hub, Settings};
+
+    /// Answers every attempt with one status and counts the calls.
+    struct FixedTransport {
+        status: u16,
+        calls: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl Transport for FixedTransport {
+        async fn post(
+            &self,
+            _url: &str,
+            _headers: Vec<(String, String)>,
+            _body: Bytes,
+        ) -> TransportOutcome {
+            *self.calls.lock().unwrap() += 1;
+            TransportOutcome {
+                status: Some(self.status),
+                retry_after: None,
+                error: None,
+                latency: Duration::ZERO,
+            }
+        }
+    }
+
+    async fn hub_with(
+        status: u16,
+        schedule: &str,
+        lease_secs: i64,
+    ) -> (Hub, Arc<FixedTransport>, Arc<SystemClock>, DeliveryTask) {
+        let settings = Settings {
+            allow_private_targets: true,
+            retry: RetrySchedule::parse(schedule).unwrap().with_jitter(0.0),
+            ..Settings::default()
+        };
+        let (mut hub, _) = memory_hub(settings);
+        let transport = Arc::new(FixedTransport {
+            status,
+            calls: Mutex::new(0),
+        });
+        let clock = Arc::new(SystemClock::default());
+        hub.transport = transport.clone();
+        hub.clock = clock.clone();
+        let caller = Caller {
+            account: "acme".into(),
+            owner: "o".into(),
+            scopes: None,
+        };
+        let req = SubscribeRequest {
+            callback_url: "http://127.0.0.1:9/hook".into(),
+            topic: Some("door.opened".into()),
+            expires: Some(lease_secs),
+            ..SubscribeRequest::default()
+        };
+        let sub = hub.subscribe(&caller, req).await.unwrap().subscription;
+        let mut active = sub.clone();
+        active.status = SubscriptionStatus::Active;
+        active.version += 1;
+        hub.store.save(&active, Some(&sub)).await.unwrap();
+        let event = Event {
+            id: "evt_1".into(),
+            account: "acme".into(),
+            topic: "door.opened".into(),
+            timestamp_ms: hub.now_ms(),
+            data: json!({}),
+            labels: Default::default(),
+            sensitive: Default::default(),
+        };
+        let task = DeliveryTask {
+            subscription_id: sub.id.clone(),
+            payload: TaskPayload::Event { event },
+        };
+        (hub, transport, clock, task)
+    }
+
+    #[tokio::test]
+    async fn failures_follow_the_schedule_then_exhaust() {
+        let (hub, transport, _, task) = hub_with(500, "5s,5m", 604_800).await;
+        assert_eq!(
+            hub.deliver(&task, 1).await.unwrap(),
+            Verdict::RetryIn(Duration::from_secs(5))
+        );
+        assert_eq!(
+            hub.deliver(&task, 2).await.unwrap(),
+            Verdict::RetryIn(Duration::from_secs(300))
+        );
+        assert_eq!(hub.deliver(&task, 3).await.unwrap(), Verdict::Exhausted);
+        assert_eq!(*transport.calls.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn never_retries_past_the_lease() {
+        // A 60 s lease and a 5 min retry: the retry would land after the lease, so it is dropped.
+        let (hub, _, _, task) = hub_with(500, "5m", 60).await;
+        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+    }
+
+    #[tokio::test]
+    async fn lapsed_paused_or_deleted_subscriptions_are_not_called() {
+        let (hub, transport, clock, task) = hub_with(200, "5s", 60).await;
+        clock.advance(61_000);
+        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            *transport.calls.lock().unwrap(),
+            0,
+            "a lapsed subscription is not called"
+        );
+
+        let (hub, transport, _, task) = hub_with(200, "5s", 600).await;
+        let sub = hub.store.get(&task.subscription_id).await.unwrap().unwrap();
+        let mut paused = sub.clone();
+        paused.status = SubscriptionStatus::Paused;
+        paused.version += 1;
+        hub.store.save(&paused, Some(&sub)).await.unwrap();
+        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        hub.store.delete(&paused).await.unwrap();
+        assert_eq!(hub.deliver(&task, 2).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            *transport.calls.lock().unwrap(),
+            0,
+            "paused and deleted subscriptions are not called"
+        );
+    }
+
+    #[tokio::test]
+    async fn success_counts_and_gone_deletes() {
+        let (hub, _, _, task) = hub_with(204, "5s", 600).await;
+        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            hub.store
+                .get(&task.subscription_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .odometer,
+            1
+        );
+
+        let (hub, _, _, task) = hub_with(410, "5s", 600).await;
+        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert!(
+            hub.store
+                .get(&task.subscription_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
