@@ -56,6 +56,9 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
     /// Gives up a claim (the event could not be queued).
     async fn release_event_key(&self, account: &str, key: &str) -> Result<()>;
+    /// Removes a subscription the sweeper found lapsed, with its topic entries and callback
+    /// index, unless it changed since (a refresh): `false` then. Its delivery log is left to TTL.
+    async fn remove_lapsed(&self, sub: &Subscription) -> Result<bool>;
     /// Subscriptions whose [`Subscription::sweep_at_ms`] has come by `now_ms`, found through an
     /// index by time bucket: the cost grows with what is due, not with the table.
     async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>>;

@@ -94,7 +94,16 @@ fn bucket_number(ms: i64) -> i64 {
 pub struct DynamoStore {
     client: Client,
     table: String,
-    read_counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sweep_cost: std::sync::Arc<SweepCost>,
+}
+
+/// What the sweeper's index reads have cost so far: queries made and items read.
+#[derive(Debug, Default)]
+pub struct SweepCost {
+    /// `Query` calls (one per bucket and page).
+    pub queries: std::sync::atomic::AtomicU64,
+    /// Items those queries returned.
+    pub items: std::sync::atomic::AtomicU64,
 }
 
 impl DynamoStore {
@@ -103,13 +112,13 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
-            read_counter: Default::default(),
+            sweep_cost: Default::default(),
         }
     }
 
-    /// How many items the sweeper's index queries have read so far (its cost bound is tested).
-    pub fn sweep_items_read(&self) -> u64 {
-        self.read_counter.load(std::sync::atomic::Ordering::Relaxed)
+    /// The sweeper's read cost so far (its bound is tested).
+    pub fn sweep_cost(&self) -> &SweepCost {
+        &self.sweep_cost
     }
 
     /// Creates the table (if missing) with the keys, indexes and TTL `template.yaml` declares.
@@ -529,6 +538,37 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn remove_lapsed(&self, sub: &Subscription) -> Result<bool> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(&sub.id), "SUB")))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(sub.version as i64))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => {}
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                return Ok(false);
+            }
+            Err(err) => return Err(aws_error(err)),
+        }
+        let entries = sub
+            .topics
+            .iter()
+            .map(|p| key(topic_pk(&sub.account, p), sub.id.clone()))
+            .collect();
+        self.batch_delete(entries).await?;
+        self.delete_callback_index(sub).await?;
+        Ok(true)
+    }
+
     async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
         let last = bucket_number(now_ms);
         let mut due = Vec::new();
@@ -547,8 +587,9 @@ impl Store for DynamoStore {
                     .send()
                     .await
                     .map_err(aws_error)?;
-                self.read_counter
-                    .fetch_add(out.count as u64, std::sync::atomic::Ordering::Relaxed);
+                use std::sync::atomic::Ordering::Relaxed;
+                self.sweep_cost.queries.fetch_add(1, Relaxed);
+                self.sweep_cost.items.fetch_add(out.count as u64, Relaxed);
                 for item in out.items.unwrap_or_default() {
                     due.push(Self::subscription_from(&item)?);
                 }

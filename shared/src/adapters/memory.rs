@@ -169,6 +169,18 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn remove_lapsed(&self, sub: &Subscription) -> Result<bool> {
+        let mut state = self.lock();
+        if state.subscriptions.get(&sub.id).map(|s| s.version) != Some(sub.version) {
+            return Ok(false);
+        }
+        if let Some(stored) = state.subscriptions.remove(&sub.id) {
+            state.unlink(&stored);
+        }
+        state.attempts.remove(&sub.id);
+        Ok(true)
+    }
+
     async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
         let state = self.lock();
         Ok(state

@@ -26,7 +26,9 @@ impl Hub {
         let mut report = SweepReport::default();
         for sub in self.store.due_for_sweep(now).await? {
             if sub.is_expired(now) {
-                self.store.delete(&sub).await?;
+                if !self.store.remove_lapsed(&sub).await? {
+                    continue; // refreshed meanwhile
+                }
                 tracing::info!(subscription_id = %sub.id, account = %sub.account, status = ?sub.status, "subscription.expired");
                 report.removed += 1;
             } else if self.send_expiry_notice(&sub, now).await? {
@@ -37,14 +39,16 @@ impl Hub {
     }
 
     /// Queues the `subscription.expiring` notice once per lease, if the subscription wants it.
-    async fn send_expiry_notice(&self, sub: &Subscription, now: i64) -> Result<bool> {
+    async fn send_expiry_notice(&self, due: &Subscription, now: i64) -> Result<bool> {
+        // The index copy may be stale or partial: decide on the stored subscription.
+        let Some(sub) = self.store.get(&due.id).await? else { return Ok(false) };
         if sub.notice_at_ms().is_none_or(|at| at > now) || sub.is_expired(now) {
             return Ok(false);
         }
         let mut marked = sub.clone();
         marked.expiry_notice_sent = true;
         marked.version += 1;
-        if self.store.save(&marked, Some(sub)).await.is_err() {
+        if self.store.save(&marked, Some(&sub)).await.is_err() {
             // Changed meanwhile: the next sweep looks again.
             return Ok(false);
         }
