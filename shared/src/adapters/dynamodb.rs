@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest, ReturnValue,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
 use sha2::{Digest, Sha256};
 
@@ -87,6 +87,47 @@ fn topic_pk(account: &str, pattern: &str) -> String {
 
 fn bucket_number(ms: i64) -> i64 {
     ms.div_euclid(1000 * SWEEP_BUCKET_SECS)
+}
+
+/// The attributes of a subscription's own item besides its key and the store-maintained
+/// counters (`odometer`, `failing_since`), as `save` sets them and `import` writes them.
+fn subscription_attributes(sub: &Subscription) -> Result<Vec<(&'static str, AttributeValue)>> {
+    let mut attributes = vec![
+        (
+            "doc",
+            s(serde_json::to_string(sub).map_err(HubError::backend)?),
+        ),
+        ("version", n(sub.version as i64)),
+        ("expires_at", n(ttl_secs(sub.lapses_at_ms()))),
+        ("sweep_at", n(sub.sweep_at_ms())),
+        (
+            "sweep_bucket",
+            s(format!("B#{}", bucket_number(sub.sweep_at_ms()))),
+        ),
+        ("gsi1pk", s(format!("ACC#{}", sub.account))),
+        ("gsi1sk", s(sub.id.clone())),
+    ];
+    if let Some(since) = sub.failing_since_ms {
+        attributes.push(("failing_since", n(since)));
+    }
+    Ok(attributes)
+}
+
+/// The items that find a subscription: its callback index and one fan-out entry per pattern.
+fn index_items(sub: &Subscription) -> Result<Vec<Item>> {
+    let expires = n(ttl_secs(sub.lapses_at_ms()));
+    let mut callback = key(callback_pk(&sub.account, &sub.callback_url), "CB");
+    callback.insert("sub_id".into(), s(sub.id.clone()));
+    callback.insert("expires_at".into(), expires.clone());
+    let entry = serde_json::to_string(&TopicEntry::of(sub)).map_err(HubError::backend)?;
+    let mut items = vec![callback];
+    for pattern in &sub.topics {
+        let mut item = key(topic_pk(&sub.account, pattern), sub.id.clone());
+        item.insert("entry".into(), s(entry.clone()));
+        item.insert("expires_at".into(), expires.clone());
+        items.push(item);
+    }
+    Ok(items)
 }
 
 /// A [`Store`] on one DynamoDB table.
@@ -235,17 +276,35 @@ impl DynamoStore {
         Ok(sub)
     }
 
-    fn topic_put(&self, sub: &Subscription, pattern: &str) -> Result<TransactWriteItem> {
-        let entry = serde_json::to_string(&TopicEntry::of(sub)).map_err(HubError::backend)?;
-        let mut item = key(topic_pk(&sub.account, pattern), sub.id.clone());
-        item.insert("entry".into(), s(entry));
-        item.insert("expires_at".into(), n(ttl_secs(sub.lapses_at_ms())));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .build()
-            .map_err(HubError::backend)?;
-        Ok(TransactWriteItem::builder().put(put).build())
+    /// Writes subscriptions with their indexes in batches, without version checks: a bulk
+    /// import for migrations and restores (and for seeding large tables in tests).
+    pub async fn import(&self, subs: &[Subscription]) -> Result<()> {
+        let mut items = Vec::new();
+        for sub in subs {
+            let mut item = key(sub_pk(&sub.id), "SUB");
+            item.extend(
+                subscription_attributes(sub)?
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v)),
+            );
+            item.insert("odometer".into(), n(sub.odometer as i64));
+            items.push(item);
+            items.extend(index_items(sub)?);
+        }
+        for chunk in items.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                        .map_err(HubError::backend)
+                })
+                .collect::<Result<_>>()?;
+            self.write_batch(&mut requests).await?;
+        }
+        Ok(())
     }
 
     /// Deletes items by key in batches of 25, retrying what DynamoDB leaves unprocessed.
@@ -261,27 +320,37 @@ impl DynamoStore {
                         .map_err(HubError::backend)
                 })
                 .collect::<Result<_>>()?;
-            for round in 0..8 {
-                if requests.is_empty() {
-                    break;
-                }
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests)
-                    .send()
-                    .await
-                    .map_err(aws_error)?;
-                requests = out
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&self.table))
-                    .unwrap_or_default();
-                if !requests.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(50 << round)).await;
-                }
-            }
+            self.write_batch(&mut requests).await?;
         }
         Ok(())
+    }
+
+    /// One `BatchWriteItem` of at most 25 requests, retrying what DynamoDB leaves unprocessed.
+    async fn write_batch(&self, requests: &mut Vec<WriteRequest>) -> Result<()> {
+        for round in 0..8 {
+            if requests.is_empty() {
+                return Ok(());
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, std::mem::take(requests))
+                .send()
+                .await
+                .map_err(aws_error)?;
+            *requests = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&self.table))
+                .unwrap_or_default();
+            if !requests.is_empty() {
+                tokio::time::sleep(Duration::from_millis(50 << round)).await;
+            }
+        }
+        if requests.is_empty() {
+            Ok(())
+        } else {
+            Err(HubError::backend("DynamoDB left writes unprocessed"))
+        }
     }
 
     /// Every item of one partition (all pages), optionally under a sort-key prefix.
@@ -350,57 +419,42 @@ impl Store for DynamoStore {
     }
 
     async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
-        let doc = serde_json::to_string(sub).map_err(HubError::backend)?;
-        let lapses = sub.lapses_at_ms();
+        // The subscription's own item is updated, not replaced, so the store-maintained
+        // odometer survives; the version condition makes concurrent saves safe.
         let mut update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(key(sub_pk(&sub.id), "SUB")))
-            .expression_attribute_values(":doc", s(doc))
-            .expression_attribute_values(":v", n(sub.version as i64))
-            .expression_attribute_values(":exp", n(ttl_secs(lapses)))
-            .expression_attribute_values(":sweep_at", n(sub.sweep_at_ms()))
-            .expression_attribute_values(":acc", s(format!("ACC#{}", sub.account)))
-            .expression_attribute_values(":id", s(sub.id.clone()))
-            .expression_attribute_values(
-                ":bucket",
-                s(format!("B#{}", bucket_number(sub.sweep_at_ms()))),
-            );
-        let mut set = "SET doc = :doc, version = :v, expires_at = :exp, sweep_at = :sweep_at, gsi1pk = :acc, gsi1sk = :id, sweep_bucket = :bucket".to_string();
-        match sub.failing_since_ms {
-            Some(since) => {
-                set.push_str(", failing_since = :fs");
-                update = update.expression_attribute_values(":fs", n(since));
-            }
-            None => set.push_str(" REMOVE failing_since"),
+            .set_key(Some(key(sub_pk(&sub.id), "SUB")));
+        let mut sets = Vec::new();
+        for (i, (name, value)) in subscription_attributes(sub)?.into_iter().enumerate() {
+            sets.push(format!("#a{i} = :a{i}"));
+            update = update
+                .expression_attribute_names(format!("#a{i}"), name)
+                .expression_attribute_values(format!(":a{i}"), value);
         }
-        update = update.update_expression(set);
+        let mut expression = format!("SET {}", sets.join(", "));
+        if sub.failing_since_ms.is_none() {
+            expression.push_str(" REMOVE #failing");
+            update = update.expression_attribute_names("#failing", "failing_since");
+        }
         update = match previous {
             Some(prev) => update
-                .condition_expression("version = :prev")
+                .condition_expression("#version = :prev")
+                .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":prev", n(prev.version as i64)),
             None => update.condition_expression("attribute_not_exists(pk)"),
         };
-        let mut items = vec![
-            TransactWriteItem::builder()
-                .update(update.build().map_err(HubError::backend)?)
-                .build(),
-        ];
-        let mut callback = key(callback_pk(&sub.account, &sub.callback_url), "CB");
-        callback.insert("sub_id".into(), s(sub.id.clone()));
-        callback.insert("expires_at".into(), n(ttl_secs(lapses)));
-        items.push(
-            TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(callback))
-                        .build()
-                        .map_err(HubError::backend)?,
-                )
-                .build(),
-        );
-        for pattern in &sub.topics {
-            items.push(self.topic_put(sub, pattern)?);
+        let update = update
+            .update_expression(expression)
+            .build()
+            .map_err(HubError::backend)?;
+        let mut items = vec![TransactWriteItem::builder().update(update).build()];
+        for item in index_items(sub)? {
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map_err(HubError::backend)?;
+            items.push(TransactWriteItem::builder().put(put).build());
         }
         let written = self
             .client
@@ -521,7 +575,8 @@ impl Store for DynamoStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR until_ms <= :now")
+            .condition_expression("attribute_not_exists(pk) OR #until <= :now")
+            .expression_attribute_names("#until", "until_ms")
             .expression_attribute_values(":now", n(now_ms))
             .send()
             .await;
@@ -544,7 +599,8 @@ impl Store for DynamoStore {
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(sub_pk(&sub.id), "SUB")))
-            .condition_expression("version = :v")
+            .condition_expression("#version = :v")
+            .expression_attribute_names("#version", "version")
             .expression_attribute_values(":v", n(sub.version as i64))
             .send()
             .await;
@@ -580,7 +636,9 @@ impl Store for DynamoStore {
                     .query()
                     .table_name(&self.table)
                     .index_name(SWEEP_INDEX)
-                    .key_condition_expression("sweep_bucket = :b AND sweep_at <= :now")
+                    .key_condition_expression("#bucket = :b AND #at <= :now")
+                    .expression_attribute_names("#bucket", "sweep_bucket")
+                    .expression_attribute_names("#at", "sweep_at")
                     .expression_attribute_values(":b", s(format!("B#{bucket}")))
                     .expression_attribute_values(":now", n(now_ms))
                     .set_exclusive_start_key(start.take())
@@ -664,11 +722,14 @@ impl Store for DynamoStore {
             .return_values(ReturnValue::AllNew);
         let update = if delivered {
             update
-                .update_expression("ADD odometer :one REMOVE failing_since")
+                .update_expression("ADD #odometer :one REMOVE #failing")
+                .expression_attribute_names("#odometer", "odometer")
+                .expression_attribute_names("#failing", "failing_since")
                 .expression_attribute_values(":one", n(1))
         } else {
             update
-                .update_expression("SET failing_since = if_not_exists(failing_since, :now)")
+                .update_expression("SET #failing = if_not_exists(#failing, :now)")
+                .expression_attribute_names("#failing", "failing_since")
                 .expression_attribute_values(":now", n(now_ms))
         };
         match update.send().await {
@@ -699,7 +760,8 @@ impl DynamoStore {
                 callback_pk(&sub.account, &sub.callback_url),
                 "CB",
             )))
-            .condition_expression("sub_id = :id")
+            .condition_expression("#sub = :id")
+            .expression_attribute_names("#sub", "sub_id")
             .expression_attribute_values(":id", s(sub.id.clone()))
             .send()
             .await;

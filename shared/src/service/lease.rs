@@ -41,7 +41,9 @@ impl Hub {
     /// Queues the `subscription.expiring` notice once per lease, if the subscription wants it.
     async fn send_expiry_notice(&self, due: &Subscription, now: i64) -> Result<bool> {
         // The index copy may be stale or partial: decide on the stored subscription.
-        let Some(sub) = self.store.get(&due.id).await? else { return Ok(false) };
+        let Some(sub) = self.store.get(&due.id).await? else {
+            return Ok(false);
+        };
         if sub.notice_at_ms().is_none_or(|at| at > now) || sub.is_expired(now) {
             return Ok(false);
         }
