@@ -117,6 +117,21 @@ impl HubProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> HubProcess {
+        Self::launch(backend, name, true, extra, env).await
+    }
+
+    /// A hub as production runs it: `https` callbacks only, no private targets.
+    pub async fn start_strict(backend: Backend) -> HubProcess {
+        Self::launch(backend, &unique("strict"), false, &[], &[]).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        name: &str,
+        allow_private: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> HubProcess {
         let port = free_port();
         let log_path = std::env::temp_dir().join(format!("{}.log", unique("webhook-hub")));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -126,12 +141,7 @@ impl HubProcess {
             .args(["--api-key", &format!("{KEY_A}=acme")])
             .args(["--api-key", &format!("{KEY_A2}=acme")])
             .args(["--api-key", &format!("{KEY_B}=beta")])
-            .args([
-                "--allow-private-targets",
-                "--test-control",
-                "--sweep-interval",
-                "1h",
-            ])
+            .args(["--test-control", "--sweep-interval", "1h"])
             .args(extra)
             .env_remove("HUB_API_KEY")
             .stdin(Stdio::null())
@@ -155,7 +165,11 @@ impl HubProcess {
                 }
             }
         }
-        cmd.envs(env.iter().copied());
+        if allow_private {
+            cmd.arg("--allow-private-targets");
+        }
+        cmd.envs(env.iter().copied())
+            .env_remove("HUB_ALLOW_PRIVATE_TARGETS");
         let child = cmd.spawn().expect("webhook-hub starts");
         let hub = HubProcess {
             child,
