@@ -5,50 +5,25 @@ use std::path::PathBuf;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use hub::api::function_operations;
-use hub::model::{Subscription, SubscriptionStatus};
+use hub::model::SubscriptionStatus;
 use hub::runtime::lambda::{QueueRole, api_handler, sqs_handler, sweep_handler};
 use hub::runtime::memory_hub;
 use hub::{Hub, Settings};
+use hub_tests::{SAMPLE_SUB, event_sample, sample_subscription};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-/// The subscription id the samples name.
-const SAMPLE_SUB: &str = "sub_019ab0c0f0000123456789abcdef";
-/// The confirmation token of `events/confirm.json`.
-const SAMPLE_TOKEN: &str = "5f2b7c9e1d4a8b3c6e0f9a2d7b4c1e8f3a6d9b2c5e8f1a4d";
-
-fn sample(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../events")
-        .join(format!("{name}.json"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn hub() -> Hub {
     memory_hub(Settings::default()).0
 }
 
-/// A subscription as the samples expect it: account `acme`, topic `door.request.allowed`.
+/// Seeds the subscription the samples name (account `acme`, topic `door.request.allowed`).
 async fn seed(hub: &Hub, status: SubscriptionStatus, callback_url: &str) {
-    let now = hub.now_ms();
-    let token_hash: String = Sha256::digest(SAMPLE_TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let sub: Subscription = serde_json::from_value(serde_json::json!({
-        "id": SAMPLE_SUB, "account": "acme", "owner": "acme", "callback_url": callback_url,
-        "topics": ["door.request.allowed"], "status": status, "name": null, "user_data": null,
-        "labels": {}, "created_at_ms": now, "expires_at_ms": now + 3_600_000, "lease_ms": 3_600_000,
-        "confirmed_at_ms": null, "pending_until_ms": now + 3_600_000, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "retiring_secret": null, "receiver_auth": null, "signature_scheme": "standard", "secrecy_level": 1,
-        "expiry_notice": true, "confirm_token_sha256": token_hash, "version": 1
-    }))
-    .unwrap();
+    let sub = sample_subscription(hub.now_ms(), status, callback_url);
     hub.store.save(&sub, None).await.unwrap();
 }
 
 async fn replay_api(hub: &Hub, function: &str) -> (u16, Value) {
-    let request = lambda_http::request::from_str(&sample(function))
+    let request = lambda_http::request::from_str(&event_sample(function))
         .expect("sample parses as an API Gateway request");
     let response = api_handler(hub, function_operations(function).unwrap(), "sub", request).await;
     let status = response.status().as_u16();
@@ -121,7 +96,7 @@ async fn publish_sample_is_accepted_once() {
 
 #[tokio::test]
 async fn functions_refuse_routes_of_other_functions() {
-    let request = lambda_http::request::from_str(&sample("subscribe")).unwrap();
+    let request = lambda_http::request::from_str(&event_sample("subscribe")).unwrap();
     let response = api_handler(
         &hub(),
         function_operations("publish").unwrap(),
@@ -141,7 +116,7 @@ async fn fanout_sample_queues_one_delivery_per_match() {
         "https://hooks.example.com/webhooks",
     )
     .await;
-    let event: SqsEvent = serde_json::from_str(&sample("fanout")).unwrap();
+    let event: SqsEvent = serde_json::from_str(&event_sample("fanout")).unwrap();
     let response = sqs_handler(&hub, QueueRole::Events, event).await;
     assert!(response.batch_item_failures.is_empty());
     let queued = hub
@@ -168,7 +143,7 @@ async fn sender_sample_reports_exactly_the_failed_message() {
         "http://127.0.0.1:1/refused",
     )
     .await;
-    let event: SqsEvent = serde_json::from_str(&sample("sender")).unwrap();
+    let event: SqsEvent = serde_json::from_str(&event_sample("sender")).unwrap();
     let first_id = event.records[0].message_id.clone().unwrap();
     let response = sqs_handler(&hub, QueueRole::Deliveries, event).await;
     let failed: Vec<_> = response
@@ -185,7 +160,7 @@ async fn sender_sample_reports_exactly_the_failed_message() {
 #[tokio::test]
 async fn sweeper_sample_runs_a_sweep() {
     let hub = hub();
-    let event: Value = serde_json::from_str(&sample("sweeper")).unwrap();
+    let event: Value = serde_json::from_str(&event_sample("sweeper")).unwrap();
     assert_eq!(event["source"], "aws.scheduler");
     let answer = sweep_handler(&hub).await.unwrap();
     assert_eq!(answer["removed"], 0);

@@ -746,3 +746,204 @@ pub fn events_at<'a>(received: &'a [Received], path: &str) -> Vec<&'a Received> 
         .filter(|r| r.path == path && r.json()["type"] != "Confirmation")
         .collect()
 }
+
+/// What a Lambda binary answered the runtime emulator.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// `response` or `error` (or `init/error`).
+    pub kind: String,
+    /// The posted body.
+    pub body: Value,
+    /// From spawning the binary to its first `next` request.
+    pub first_next: Duration,
+    /// From spawning the binary to its answer.
+    pub answered: Duration,
+}
+
+#[derive(Default)]
+struct EmulatorState {
+    first_next: Option<Instant>,
+    answer: Option<(String, Value, Instant)>,
+    served: bool,
+}
+
+/// A loopback Lambda Runtime API (`/2018-06-01/runtime/invocation/next`, `/response`,
+/// `/error`, `/init/error`) that serves one event, so a built function binary runs its real
+/// `lambda_runtime` loop as in Lambda.
+pub struct RuntimeEmulator {
+    addr: SocketAddr,
+    state: Arc<Mutex<EmulatorState>>,
+}
+
+impl RuntimeEmulator {
+    /// Starts the emulator with the one event it will serve.
+    pub async fn start(event: String) -> RuntimeEmulator {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state: Arc<Mutex<EmulatorState>> = Arc::default();
+        let shared = state.clone();
+        let event = Bytes::from(event);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (state, event) = (shared.clone(), event.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let (state, event) = (state.clone(), event.clone());
+                            async move {
+                                let path = req.uri().path().to_string();
+                                let body = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let now = Instant::now();
+                                if path.ends_with("/invocation/next") {
+                                    let first = {
+                                        let mut s = state.lock().unwrap();
+                                        s.first_next.get_or_insert(now);
+                                        !std::mem::replace(&mut s.served, true)
+                                    };
+                                    if !first {
+                                        // One event per boot: later polls wait until the process is stopped.
+                                        std::future::pending::<()>().await;
+                                    }
+                                    let deadline = std::time::SystemTime::now()
+                                        .duration_since(std::time::UNIX_EPOCH)
+                                        .unwrap()
+                                        .as_millis()
+                                        + 30_000;
+                                    let resp = hyper::Response::builder()
+                                    .header("lambda-runtime-aws-request-id", "8476a536-e9f4-11e8-9739-2dfe598c3fcd")
+                                    .header("lambda-runtime-deadline-ms", deadline.to_string())
+                                    .header("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:webhook-hub")
+                                    .header("lambda-runtime-trace-id", "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700;Parent=9a9197af755a6419;Sampled=1")
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(event))
+                                    .unwrap();
+                                    return Ok::<_, std::convert::Infallible>(resp);
+                                }
+                                let kind = if path.ends_with("/response") {
+                                    "response"
+                                } else if path.ends_with("/init/error") {
+                                    "init/error"
+                                } else {
+                                    "error"
+                                };
+                                let value = serde_json::from_slice(&body).unwrap_or(Value::String(
+                                    String::from_utf8_lossy(&body).into(),
+                                ));
+                                state.lock().unwrap().answer = Some((kind.to_string(), value, now));
+                                Ok(hyper::Response::builder()
+                                    .status(202)
+                                    .body(Full::new(Bytes::from_static(b"{}")))
+                                    .unwrap())
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        RuntimeEmulator { addr, state }
+    }
+
+    /// Boots `binary` against this emulator with `env`, waits for its answer to the event, then
+    /// stops it.
+    pub async fn invoke(&self, binary_name: &str, env: &[(&str, String)]) -> Invocation {
+        let started = Instant::now();
+        let mut child = Command::new(binary(binary_name))
+            .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
+            .env("AWS_LAMBDA_FUNCTION_NAME", binary_name)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env(
+                "AWS_LAMBDA_LOG_GROUP_NAME",
+                format!("/aws/lambda/{binary_name}"),
+            )
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/23/[$LATEST]emulator")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the function binary starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let answer = loop {
+            if let Some(answer) = self.state.lock().unwrap().answer.clone() {
+                break answer;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .ok();
+                panic!("{binary_name} exited ({status}) without answering: {stderr}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{binary_name} did not answer within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let first_next = self
+            .state
+            .lock()
+            .unwrap()
+            .first_next
+            .expect("a next request came first");
+        Invocation {
+            kind: answer.0,
+            body: answer.1,
+            first_next: first_next - started,
+            answered: answer.2 - started,
+        }
+    }
+}
+
+/// The subscription id the samples in `events/` name.
+pub const SAMPLE_SUB: &str = "sub_019ab0c0f0000123456789abcdef";
+/// The confirmation token of `events/confirm.json`.
+pub const SAMPLE_TOKEN: &str = "5f2b7c9e1d4a8b3c6e0f9a2d7b4c1e8f3a6d9b2c5e8f1a4d";
+
+/// A sample event from `events/`.
+pub fn event_sample(name: &str) -> String {
+    let path = workspace_root().join("events").join(format!("{name}.json"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The subscription the samples expect: account `acme`, topic `door.request.allowed`, a one-hour
+/// lease, confirmable with [`SAMPLE_TOKEN`].
+pub fn sample_subscription(
+    now_ms: i64,
+    status: hub::model::SubscriptionStatus,
+    callback_url: &str,
+) -> hub::model::Subscription {
+    use sha2::Digest;
+    let token_hash: String = sha2::Sha256::digest(SAMPLE_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    serde_json::from_value(json!({
+        "id": SAMPLE_SUB, "account": "acme", "owner": "acme", "callback_url": callback_url,
+        "topics": ["door.request.allowed"], "status": status, "name": null, "user_data": null,
+        "labels": {}, "created_at_ms": now_ms, "expires_at_ms": now_ms + 3_600_000, "lease_ms": 3_600_000,
+        "confirmed_at_ms": null, "pending_until_ms": now_ms + 3_600_000,
+        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "retiring_secret": null, "receiver_auth": null,
+        "signature_scheme": "standard", "secrecy_level": 1, "expiry_notice": true,
+        "confirm_token_sha256": token_hash, "version": 1
+    }))
+    .unwrap()
+}
