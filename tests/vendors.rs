@@ -691,9 +691,11 @@ async fn scopes_gate_every_endpoint() {
     );
 }
 
-/// Reads never show secrets, and the logs of a full flow contain none of the secrets used.
+/// Reads never show secrets; the logs of a full flow are JSON lines with their context
+/// (request id and account per request; subscription, event id and attempt per delivery) and
+/// contain none of the secrets used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secrets_never_leak() {
+async fn logs_are_json_and_secrets_never_leak() {
     let hub = HubProcess::start(Backend::Memory, &[]).await;
     let receiver = TestReceiver::start().await;
     let mut secrets: Vec<String> = vec![KEY_A.into()];
@@ -767,6 +769,56 @@ async fn secrets_never_leak() {
         .to_string();
     let log = hub.log();
     assert!(log.lines().count() > 10, "the flow was logged");
+    let (mut requests, mut attempts) = (0, 0);
+    for line in log.lines() {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            entry["timestamp"].is_string()
+                && entry["level"].is_string()
+                && entry["message"].is_string(),
+            "{line}"
+        );
+        match entry["message"].as_str().unwrap() {
+            "request" => {
+                requests += 1;
+                for field in [
+                    "request_id",
+                    "account",
+                    "method",
+                    "path",
+                    "status",
+                    "latency_ms",
+                ] {
+                    assert!(
+                        !entry[field].is_null(),
+                        "request line without {field}: {line}"
+                    );
+                }
+            }
+            "delivery attempt" => {
+                attempts += 1;
+                for field in [
+                    "subscription_id",
+                    "account",
+                    "event_id",
+                    "attempt",
+                    "latency_ms",
+                    "delivered",
+                ] {
+                    assert!(
+                        !entry[field].is_null(),
+                        "attempt line without {field}: {line}"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        requests >= 10 && attempts >= 4,
+        "{requests} request lines, {attempts} attempt lines"
+    );
     for secret in &secrets {
         assert!(
             !log.contains(secret.as_str()),

@@ -20,6 +20,9 @@ pub struct Settings {
     pub disable_after: Duration,
     /// Budget of one delivery attempt, all included.
     pub attempt_timeout: Duration,
+    /// Whether callback host names are looked up in DNS (off in the embedded test mode, so that
+    /// fuzzed callbacks never make the hub send a query off the machine).
+    pub resolve_names: bool,
 }
 
 impl Default for Settings {
@@ -30,6 +33,7 @@ impl Default for Settings {
             retry: RetrySchedule::default(),
             disable_after: Duration::from_secs(24 * 3600),
             attempt_timeout: Duration::from_secs(5),
+            resolve_names: true,
         }
     }
 }

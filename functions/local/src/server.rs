@@ -154,6 +154,7 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         retry: opts.retry_schedule.clone(),
         disable_after: opts.disable_after,
         attempt_timeout: opts.attempt_timeout,
+        resolve_names: !opts.test_control,
     };
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Memory => {

@@ -21,17 +21,36 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// Error text that marks a refused target in reqwest's error chain.
 const REFUSED: &str = "refused: the name resolves only to non-public addresses";
 
-/// A resolver that drops every non-public address. `overrides` stand in for DNS in tests.
-#[derive(Debug, Default, Clone)]
+/// Error text of a name looked up while DNS is off.
+const NO_DNS: &str = "refused: names are not resolved in this mode";
+
+/// The transport's resolver: with `guard`, it drops every non-public address; without
+/// `use_dns`, only `localhost` and `overrides` resolve (test mode: no lookups leave the
+/// machine). `overrides` stand in for DNS in tests.
+#[derive(Debug, Clone)]
 pub struct GuardedResolver {
     overrides: Arc<HashMap<String, Vec<IpAddr>>>,
+    guard: bool,
+    use_dns: bool,
 }
 
 impl GuardedResolver {
-    /// A resolver that answers `overrides` without asking DNS (for tests), and DNS otherwise.
+    /// A resolver that refuses non-public answers when `guard`, and asks DNS when `use_dns`.
+    pub fn new(guard: bool, use_dns: bool) -> Self {
+        GuardedResolver {
+            overrides: Arc::default(),
+            guard,
+            use_dns,
+        }
+    }
+
+    /// A guarding resolver that answers `overrides` without asking DNS (for tests), and DNS
+    /// otherwise.
     pub fn with_overrides(overrides: HashMap<String, Vec<IpAddr>>) -> Self {
         GuardedResolver {
             overrides: Arc::new(overrides),
+            guard: true,
+            use_dns: true,
         }
     }
 }
@@ -39,18 +58,27 @@ impl GuardedResolver {
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
-        let fixed = self.overrides.get(&host).cloned();
+        let fixed = self.overrides.get(&host).cloned().or_else(|| {
+            (host == "localhost").then(|| {
+                vec![
+                    IpAddr::from([127, 0, 0, 1]),
+                    IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+                ]
+            })
+        });
+        let (guard, use_dns) = (self.guard, self.use_dns);
         Box::pin(async move {
             let candidates: Vec<IpAddr> = match fixed {
                 Some(ips) => ips,
-                None => tokio::net::lookup_host((host.as_str(), 0))
+                None if use_dns => tokio::net::lookup_host((host.as_str(), 0))
                     .await?
                     .map(|a| a.ip())
                     .collect(),
+                None => return Err(NO_DNS.into()),
             };
             let public: Vec<SocketAddr> = candidates
                 .into_iter()
-                .filter(|ip| !ssrf::is_forbidden(*ip))
+                .filter(|ip| !guard || !ssrf::is_forbidden(*ip))
                 .map(|ip| SocketAddr::new(ip, 0))
                 .collect();
             if public.is_empty() {
@@ -69,9 +97,11 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// A transport with the SSRF guard on unless `allow_private_targets`.
-    pub fn new(allow_private_targets: bool, budget: Duration) -> Self {
-        Self::with_resolver(allow_private_targets, budget, GuardedResolver::default())
+    /// A transport with the SSRF guard on unless `allow_private_targets`, resolving names through
+    /// DNS when `use_dns`.
+    pub fn new(allow_private_targets: bool, budget: Duration, use_dns: bool) -> Self {
+        let resolver = GuardedResolver::new(!allow_private_targets, use_dns);
+        Self::with_resolver(allow_private_targets, budget, resolver)
     }
 
     /// The same with a given resolver (tests inject one with fixed answers).
@@ -88,9 +118,7 @@ impl HttpTransport {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true);
-        if !allow_private_targets {
-            builder = builder.dns_resolver(resolver);
-        }
+        builder = builder.dns_resolver(resolver);
         HttpTransport {
             client: builder.build().expect("the HTTP client builds"),
             allow_private_targets,
@@ -148,7 +176,7 @@ fn classify(err: &reqwest::Error) -> String {
         chain.push(' ');
         source = e.source();
     }
-    let kind = if chain.contains(REFUSED) {
+    let kind = if chain.contains(REFUSED) || chain.contains(NO_DNS) {
         "forbidden_target"
     } else if err.is_timeout() {
         "timeout"

@@ -165,7 +165,11 @@ fn assemble(
     events: Arc<dyn crate::ports::Queue>,
     deliveries: Arc<dyn crate::ports::Queue>,
 ) -> Hub {
-    let transport = HttpTransport::new(settings.allow_private_targets, settings.attempt_timeout);
+    let transport = HttpTransport::new(
+        settings.allow_private_targets,
+        settings.attempt_timeout,
+        settings.resolve_names,
+    );
     Hub {
         store,
         events,
