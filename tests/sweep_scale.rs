@@ -3,12 +3,13 @@
 //! topic entries, reading no more than those 100 items plus one query per time bucket.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use hub::adapters::CallCounter;
 use hub::adapters::dynamodb::{DynamoStore, SWEEP_LOOKBACK_BUCKETS};
 use hub::model::Subscription;
 use hub::ports::Store;
+use hub::runtime::aws_clients;
 use hub::runtime::memory_hub;
 use hub::{Hub, Settings};
 use hub_tests::unique;
@@ -37,11 +38,9 @@ async fn aws_sweep_reads_only_what_expired() {
         std::env::var("AWS_ENDPOINT_URL").is_ok(),
         "AWS_ENDPOINT_URL must point at moto_server"
     );
-    let config = aws_config::load_from_env().await;
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&config),
-        unique("sweep"),
-    ));
+    let counter = CallCounter::default();
+    let (dynamo, _) = aws_clients(Some(&counter)).await;
+    let store = Arc::new(DynamoStore::new(dynamo, unique("sweep")));
     store.ensure_table().await.unwrap();
 
     let (memory, _) = memory_hub(Settings::default());
@@ -72,14 +71,13 @@ async fn aws_sweep_reads_only_what_expired() {
         .len();
     assert_eq!(before, LIVE + EXPIRED);
 
+    let (queries_before, items_before) = (counter.count("Query"), counter.items_read());
     let started = Instant::now();
     let report = hub.sweep().await.unwrap();
     let swept = started.elapsed();
     assert_eq!(report.removed, EXPIRED, "exactly the expired ones");
-    let (queries, items) = (
-        store.sweep_cost().queries.load(Relaxed),
-        store.sweep_cost().items.load(Relaxed),
-    );
+    let queries = counter.count("Query") - queries_before;
+    let items = counter.items_read() - items_before;
     assert_eq!(
         items, EXPIRED as u64,
         "the sweep read only the expired items"

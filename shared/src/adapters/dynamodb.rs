@@ -135,16 +135,6 @@ fn index_items(sub: &Subscription) -> Result<Vec<Item>> {
 pub struct DynamoStore {
     client: Client,
     table: String,
-    sweep_cost: std::sync::Arc<SweepCost>,
-}
-
-/// What the sweeper's index reads have cost so far: queries made and items read.
-#[derive(Debug, Default)]
-pub struct SweepCost {
-    /// `Query` calls (one per bucket and page).
-    pub queries: std::sync::atomic::AtomicU64,
-    /// Items those queries returned.
-    pub items: std::sync::atomic::AtomicU64,
 }
 
 impl DynamoStore {
@@ -153,13 +143,7 @@ impl DynamoStore {
         DynamoStore {
             client,
             table: table.into(),
-            sweep_cost: Default::default(),
         }
-    }
-
-    /// The sweeper's read cost so far (its bound is tested).
-    pub fn sweep_cost(&self) -> &SweepCost {
-        &self.sweep_cost
     }
 
     /// Creates the table (if missing) with the keys, indexes and TTL `template.yaml` declares.
@@ -645,9 +629,6 @@ impl Store for DynamoStore {
                     .send()
                     .await
                     .map_err(aws_error)?;
-                use std::sync::atomic::Ordering::Relaxed;
-                self.sweep_cost.queries.fetch_add(1, Relaxed);
-                self.sweep_cost.items.fetch_add(out.count as u64, Relaxed);
                 for item in out.items.unwrap_or_default() {
                     due.push(Self::subscription_from(&item)?);
                 }

@@ -83,12 +83,28 @@ pub fn settings_from_env() -> Result<Settings> {
     Ok(settings)
 }
 
+/// DynamoDB and SQS clients from the standard AWS environment, counting their calls into
+/// `counter` when one is given (benchmarks and cost tests).
+pub async fn aws_clients(
+    counter: Option<&crate::adapters::CallCounter>,
+) -> (aws_sdk_dynamodb::Client, aws_sdk_sqs::Client) {
+    let config = aws_config::load_from_env().await;
+    let mut dynamo = aws_sdk_dynamodb::config::Builder::from(&config);
+    let mut sqs = aws_sdk_sqs::config::Builder::from(&config);
+    if let Some(counter) = counter {
+        dynamo = dynamo.interceptor(counter.clone());
+        sqs = sqs.interceptor(counter.clone());
+    }
+    (
+        aws_sdk_dynamodb::Client::from_conf(dynamo.build()),
+        aws_sdk_sqs::Client::from_conf(sqs.build()),
+    )
+}
+
 /// A hub on DynamoDB and SQS. With `create`, the table and queues are created first if missing
 /// (queue visibility from `HUB_QUEUE_VISIBILITY`, default 180 s as in `template.yaml`).
 pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool) -> Result<Hub> {
-    let config = aws_config::load_from_env().await;
-    let dynamo = aws_sdk_dynamodb::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
+    let (dynamo, sqs) = aws_clients(None).await;
     let store = DynamoStore::new(dynamo, &resources.table);
     let max_receives = settings.retry.max_attempts();
     let (events, deliveries) = if create {
