@@ -758,6 +758,36 @@ pub struct Invocation {
     pub first_next: Duration,
     /// From spawning the binary to its answer.
     pub answered: Duration,
+    /// Peak resident memory of the process when it answered (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Peak resident set size of a process (`VmHWM` in `/proc/<pid>/status`), KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A function binary's command line as Lambda starts it: the Runtime API address and the
+/// variables `lambda_runtime` reads, plus `env`.
+fn lambda_command(path: &std::path::Path, api: &SocketAddr, env: &[(&str, String)]) -> Command {
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let mut cmd = Command::new(path);
+    cmd.env("AWS_LAMBDA_RUNTIME_API", api.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", &name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/23/[$LATEST]emulator")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
 }
 
 #[derive(Default)]
@@ -857,21 +887,43 @@ impl RuntimeEmulator {
     /// Boots `binary` against this emulator with `env`, waits for its answer to the event, then
     /// stops it.
     pub async fn invoke(&self, binary_name: &str, env: &[(&str, String)]) -> Invocation {
+        self.invoke_path(&binary(binary_name), env).await
+    }
+
+    /// Boots `binary_path` and measures the time from exec to its first `next` request, then
+    /// stops it.
+    pub async fn boot(&self, binary_path: &std::path::Path, env: &[(&str, String)]) -> Duration {
         let started = Instant::now();
-        let mut child = Command::new(binary(binary_name))
-            .env("AWS_LAMBDA_RUNTIME_API", self.addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", binary_name)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env(
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/aws/lambda/{binary_name}"),
-            )
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/23/[$LATEST]emulator")
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+        let mut child = lambda_command(binary_path, &self.addr, env)
+            .spawn()
+            .expect("the function binary starts");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let first = loop {
+            if let Some(at) = self.state.lock().unwrap().first_next {
+                break at;
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{} exited during init",
+                binary_path.display()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "{} did not poll within 30 s",
+                binary_path.display()
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        first - started
+    }
+
+    /// [`RuntimeEmulator::invoke`] for a binary at `path`.
+    pub async fn invoke_path(&self, path: &std::path::Path, env: &[(&str, String)]) -> Invocation {
+        let binary_name = path.file_name().unwrap().to_string_lossy().to_string();
+        let started = Instant::now();
+        let mut child = lambda_command(path, &self.addr, env)
             .spawn()
             .expect("the function binary starts");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -896,6 +948,7 @@ impl RuntimeEmulator {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
+        let peak_rss_kib = peak_rss_kib(child.id());
         let _ = child.kill();
         let _ = child.wait();
         let first_next = self
@@ -909,6 +962,7 @@ impl RuntimeEmulator {
             body: answer.1,
             first_next: first_next - started,
             answered: answer.2 - started,
+            peak_rss_kib,
         }
     }
 }

@@ -1,0 +1,164 @@
+//! Figures 1 and 5: cold init of every Lambda binary under the Runtime API emulator (exec → first
+//! `next`) beside a hello-world `lambda_runtime` binary; the sender's peak memory on a batch of
+//! ten 240 KiB events; every binary's size.
+
+use std::time::Duration;
+
+use hub::adapters::dynamodb::DynamoStore;
+use hub::model::{DeliveryTask, Event, SubscriptionStatus, TaskPayload};
+use hub::ports::Store;
+use hub::runtime::aws_clients;
+use hub_tests::{RuntimeEmulator, SAMPLE_SUB, TestReceiver, sample_subscription, unique};
+use serde_json::json;
+
+use crate::{Options, Section};
+
+/// The eight Lambda functions.
+pub const FUNCTIONS: [&str; 8] = [
+    "subscribe",
+    "confirm",
+    "unsubscribe",
+    "manage",
+    "publish",
+    "fanout",
+    "sender",
+    "sweeper",
+];
+
+/// What a function reads at init, as the template passes it (queue URLs: no lookups at init).
+fn lambda_env(table: &str) -> Vec<(&'static str, String)> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("HUB_TABLE", table.into()),
+        (
+            "HUB_EVENTS_QUEUE",
+            format!("{endpoint}/123456789012/{table}-events"),
+        ),
+        (
+            "HUB_DELIVERIES_QUEUE",
+            format!("{endpoint}/123456789012/{table}-deliveries"),
+        ),
+        ("HUB_ALLOW_PRIVATE_TARGETS", "1".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
+    ]
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+pub async fn cold_init(options: &Options) -> Section {
+    let mut section =
+        Section::new("1. Cold init: exec → first `next` under the Runtime API emulator");
+    let boots = if options.smoke { 2 } else { 15 };
+    let env = lambda_env("webhook-hub");
+    let boot = |name: &'static str| {
+        let path = options.binary(name);
+        let env = env.clone();
+        async move {
+            let mut times = Vec::new();
+            for _ in 0..boots {
+                let emulator = RuntimeEmulator::start("{}".into()).await;
+                times.push(emulator.boot(&path, &env).await);
+            }
+            median(times)
+        }
+    };
+    let hello = boot("hello-lambda").await;
+    section.line(format!(
+        "hello-lambda: median {:>6.2} ms over {boots} boots (the reference)",
+        ms(hello)
+    ));
+    let mut worst: f64 = 0.0;
+    for name in FUNCTIONS {
+        let time = boot(name).await;
+        let ratio = time.as_secs_f64() / hello.as_secs_f64();
+        worst = worst.max(ratio);
+        section.line(format!(
+            "{name:>12}: median {:>6.2} ms, {ratio:.2}× hello-world",
+            ms(time)
+        ));
+    }
+    section.line(format!("worst ratio {worst:.2}× (goal < 1.5×)"));
+    section
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub async fn memory_and_size(options: &Options) -> Section {
+    let mut section =
+        Section::new("5. Memory and size: the sender on ten 240 KiB events; stripped binaries");
+    let table = unique("bench-rss");
+    let (dynamo, _) = aws_clients(None).await;
+    let store = DynamoStore::new(dynamo, &table);
+    store.ensure_table().await.expect("table");
+    let receiver = TestReceiver::start().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    store
+        .save(
+            &sample_subscription(now, SubscriptionStatus::Active, &receiver.url("/big")),
+            None,
+        )
+        .await
+        .expect("seed");
+    let blob = "x".repeat(240 * 1024 - 64);
+    let records: Vec<_> = (0..10)
+        .map(|i| {
+            let task = DeliveryTask {
+                subscription_id: SAMPLE_SUB.into(),
+                payload: TaskPayload::Event {
+                    event: Event {
+                        id: format!("evt_big{i}"),
+                        account: "acme".into(),
+                        topic: "door.request.allowed".into(),
+                        timestamp_ms: now,
+                        data: json!({"blob": blob}),
+                        labels: Default::default(),
+                        sensitive: Default::default(),
+                    },
+                },
+            };
+            json!({
+                "messageId": format!("m{i}"), "receiptHandle": format!("r{i}"),
+                "body": serde_json::to_string(&task).unwrap(),
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:deliveries", "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    let event = json!({"Records": records}).to_string();
+    let emulator = RuntimeEmulator::start(event).await;
+    let answer = emulator
+        .invoke_path(&options.binary("sender"), &lambda_env(&table))
+        .await;
+    assert!(
+        answer.body["batchItemFailures"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "{}",
+        answer.body
+    );
+    assert_eq!(receiver.received().len(), 10, "all ten delivered");
+    section.line(format!(
+        "sender, batch of 10 × 240 KiB delivered: peak RSS {:.1} MB (goal ≤ 40 MB), {:.0} ms from exec to answer",
+        answer.peak_rss_kib as f64 / 1024.0,
+        ms(answer.answered)
+    ));
+    for name in FUNCTIONS.iter().chain(&["webhook-hub", "hello-lambda"]) {
+        let size = std::fs::metadata(options.binary(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        section.line(format!("{name:>12}: {:>5.1} MB", size as f64 / 1e6));
+    }
+    section
+}

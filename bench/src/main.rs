@@ -1,0 +1,134 @@
+//! `bench`: the figures a user choosing between webhook-hub, Svix or a home-made sender asks
+//! for, each printed beside its reference measured in the same run, written to `BENCHMARKS.md`.
+//!
+//! `cargo run --release -p bench` (or `scripts/bench`, which builds, starts moto and installs
+//! wrk) measures the release binaries; `--smoke` runs every figure briefly on whatever binaries
+//! are built, so the test command keeps the benchmarks from rotting.
+
+mod cold;
+mod cost;
+mod fanout;
+mod signing;
+mod throughput;
+
+use std::path::PathBuf;
+
+/// How the run is set up.
+pub struct Options {
+    /// Short runs, no goals checked, nothing written.
+    pub smoke: bool,
+    /// Where the built binaries are.
+    pub bin_dir: PathBuf,
+}
+
+impl Options {
+    /// A built binary.
+    pub fn binary(&self, name: &str) -> PathBuf {
+        let path = self.bin_dir.join(name);
+        assert!(path.exists(), "{} is not built", path.display());
+        path
+    }
+}
+
+/// One figure: a title and its lines.
+pub struct Section {
+    title: &'static str,
+    lines: Vec<String>,
+}
+
+impl Section {
+    fn new(title: &'static str) -> Self {
+        println!("\n## {title}");
+        Section {
+            title,
+            lines: vec![],
+        }
+    }
+
+    /// Adds a line and prints it as it comes.
+    fn line(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        println!("{text}");
+        self.lines.push(text);
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!(
+        "{cores} cores ({cpu}), {:.0} GiB",
+        mem_kb as f64 / 1024.0 / 1024.0
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let profile = if smoke { "debug" } else { "release" };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin_dir = std::env::var("HUB_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target").join(profile));
+    let options = Options { smoke, bin_dir };
+    assert!(
+        std::env::var("AWS_ENDPOINT_URL").is_ok(),
+        "AWS_ENDPOINT_URL must point at moto_server (scripts/bench starts one)"
+    );
+    println!(
+        "# webhook-hub benchmarks{}\n\nmachine: {}",
+        if smoke { " (smoke)" } else { "" },
+        machine()
+    );
+
+    let sections = vec![
+        cold::cold_init(&options).await,
+        throughput::delivery_throughput(&options).await,
+        signing::signing(&options),
+        fanout::fan_out(&options).await,
+        cold::memory_and_size(&options).await,
+        cost::cost_per_million(&options).await,
+    ];
+    if smoke {
+        println!("\nbench smoke: {} figures ran", sections.len());
+        return;
+    }
+    let mut doc = format!(
+        "# Benchmarks\n\nMeasured by `scripts/bench` (`cargo run --release -p bench` against moto and wrk) on {}; \
+         every figure beside its reference measured in the same run.\n\nMachine: {}\n",
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default(),
+        machine()
+    );
+    for section in &sections {
+        doc.push_str(&format!(
+            "\n## {}\n\n```\n{}\n```\n",
+            section.title,
+            section.lines.join("\n")
+        ));
+    }
+    std::fs::write(root.join("BENCHMARKS.md"), doc).expect("BENCHMARKS.md is writable");
+    println!("\nwrote BENCHMARKS.md");
+}
