@@ -9,6 +9,7 @@ use hub::adapters::CallCounter;
 use hub::adapters::dynamodb::DynamoStore;
 use hub::adapters::sqs::SqsQueue;
 use hub::model::{Event, SubscriptionStatus};
+use hub::ports::{OutgoingMessage, Queue, ReceivedMessage};
 use hub::runtime::{aws_clients, memory_hub};
 use hub_tests::{sample_subscription, unique};
 
@@ -41,18 +42,29 @@ pub async fn fan_out(options: &Options) -> Section {
         })
         .collect();
     store.import(&subs).await.expect("seed");
-    let deliveries = SqsQueue::ensure(
-        sqs,
-        &format!("{name}-deliveries"),
-        Duration::from_secs(180),
-        7,
-    )
-    .await
-    .expect("queue");
+    // moto's SQS gets slower with every message a queue holds (22 ms per batch when empty, +33 ms
+    // per 200 messages), so 10,000 messages cannot go through it in a sensible time: the full run
+    // applies the SQS adapter's own batching rule to what fan-out queued; the smoke run sends
+    // its 200 through moto, where the SDK interceptor counts the calls.
+    let capture = Arc::new(CapturingQueue::default());
+    let deliveries: Arc<dyn Queue> = if options.smoke {
+        Arc::new(
+            SqsQueue::ensure(
+                sqs,
+                &format!("{name}-deliveries"),
+                Duration::from_secs(180),
+                7,
+            )
+            .await
+            .expect("queue"),
+        )
+    } else {
+        capture.clone()
+    };
     let (memory, _) = memory_hub(Default::default());
     let hub = Hub {
         store: Arc::new(store),
-        deliveries: Arc::new(deliveries),
+        deliveries,
         ..memory
     };
     let event = Event {
@@ -74,7 +86,8 @@ pub async fn fan_out(options: &Options) -> Section {
     let elapsed = started.elapsed();
     let queries = counter.count("Query") - queries;
     let items = counter.items_read() - items;
-    let batches = counter.count("SendMessageBatch") - batches;
+    let batches = counter.count("SendMessageBatch") - batches
+        + capture.batches.load(std::sync::atomic::Ordering::Relaxed);
     let entry_bytes = serde_json::to_string(&hub::model::TopicEntry::of(&subs[0]))
         .unwrap()
         .len()
@@ -87,9 +100,39 @@ pub async fn fan_out(options: &Options) -> Section {
         "DynamoDB: {queries} Query pages over 4 patterns, {items} items (~{entry_bytes} B each, ~{:.0} KB per full page; DynamoDB pages at 1 MB)",
         items as f64 * entry_bytes as f64 / 1000.0 / (queries.saturating_sub(3)).max(1) as f64
     ));
+    let how = if options.smoke {
+        "sent to moto, counted by the SDK interceptor"
+    } else {
+        "the SQS adapter's batching rule applied to the messages fan-out queued"
+    };
     section.line(format!(
-        "SQS: {batches} SendMessageBatch calls of ≤ 10 (goal ≤ {})",
+        "SQS: {batches} SendMessageBatch calls of ≤ 10 ({how}; goal ≤ {})",
         subscribers / 10 + 1
     ));
     section
+}
+
+/// Counts the `SendMessageBatch` calls the SQS adapter would make for what it is given.
+#[derive(Default)]
+struct CapturingQueue {
+    batches: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Queue for CapturingQueue {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> hub::Result<()> {
+        let calls = hub::adapters::sqs::batches(&messages).len() as u64;
+        self.batches
+            .fetch_add(calls, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    async fn receive(&self, _max: usize, _wait: Duration) -> hub::Result<Vec<ReceivedMessage>> {
+        Ok(vec![])
+    }
+    async fn ack(&self, _receipt: &str) -> hub::Result<()> {
+        Ok(())
+    }
+    async fn postpone(&self, _receipt: &str, _delay: Duration) -> hub::Result<()> {
+        Ok(())
+    }
 }

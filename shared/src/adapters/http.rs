@@ -89,9 +89,11 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Sends webhook requests over HTTP(S).
+/// Sends webhook requests over HTTP(S). The client (and its TLS roots) is built on the first
+/// delivery, so the functions that never deliver do not pay for it at cold start.
 pub struct HttpTransport {
-    client: reqwest::Client,
+    client: std::sync::OnceLock<reqwest::Client>,
+    resolver: GuardedResolver,
     allow_private_targets: bool,
     budget: Duration,
 }
@@ -110,20 +112,28 @@ impl HttpTransport {
         budget: Duration,
         resolver: GuardedResolver,
     ) -> Self {
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(budget)
-            .timeout(budget)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true);
-        builder = builder.dns_resolver(resolver);
         HttpTransport {
-            client: builder.build().expect("the HTTP client builds"),
+            client: std::sync::OnceLock::new(),
+            resolver,
             allow_private_targets,
             budget,
         }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .connect_timeout(self.budget)
+                .timeout(self.budget)
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .tcp_nodelay(true)
+                .dns_resolver(self.resolver.clone())
+                .build()
+                .expect("the HTTP client builds")
+        })
     }
 
     async fn attempt(
@@ -132,7 +142,7 @@ impl HttpTransport {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> Result<(u16, Option<Duration>), String> {
-        let mut request = self.client.post(url).body(body);
+        let mut request = self.client().post(url).body(body);
         for (name, value) in headers {
             request = request.header(name, value);
         }

@@ -17,6 +17,25 @@ use crate::ports::{OutgoingMessage, Queue, ReceivedMessage};
 /// Largest batch SQS takes in one `SendMessageBatch`.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
+/// How `send` packs messages into `SendMessageBatch` calls: at most 10 entries and 256 KiB each.
+pub fn batches(messages: &[OutgoingMessage]) -> Vec<std::ops::Range<usize>> {
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < messages.len() {
+        let (mut end, mut bytes) = (start, 0);
+        while end < messages.len()
+            && end - start < 10
+            && (end == start || bytes + messages[end].body.len() <= MAX_BATCH_BYTES)
+        {
+            bytes += messages[end].body.len();
+            end += 1;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
+}
+
 /// One SQS queue.
 #[derive(Clone)]
 pub struct SqsQueue {
@@ -130,19 +149,8 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
-        let mut start = 0;
-        while start < messages.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < messages.len()
-                && end - start < 10
-                && (end == start || bytes + messages[end].body.len() <= MAX_BATCH_BYTES)
-            {
-                bytes += messages[end].body.len();
-                end += 1;
-            }
-            self.send_batch(&messages[start..end]).await?;
-            start = end;
+        for range in batches(&messages) {
+            self.send_batch(&messages[range]).await?;
         }
         Ok(())
     }

@@ -1,0 +1,50 @@
+# Shared by scripts/test and scripts/bench: the Python tools and a moto_server on loopback.
+# Source it from the repository root; it sets `venv`, `log_dir` and the AWS environment.
+
+venv=${HUB_VENV:-$PWD/.venv}
+log_dir=$(mktemp -d)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+free_port() {
+  "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Installs scripts/requirements-test.txt into the venv (created if missing).
+ensure_python_tools() {
+  step "Python tools (moto, cfn-lint, sam, schemathesis) in $venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+}
+
+# Installs wrk from Debian's packages if it is missing.
+ensure_wrk() {
+  if ! command -v wrk >/dev/null 2>&1; then
+    step "wrk (Debian package)"
+    if ! apt-get install -y -q wrk >/dev/null 2>&1; then
+      apt-get update -q >/dev/null 2>&1
+      apt-get install -y -q wrk >/dev/null
+    fi
+  fi
+}
+
+# Starts moto_server on a free loopback port, exports the AWS environment pointing at it, and
+# stops it (and anything in `extra_pids`) on exit.
+start_moto() {
+  step "moto_server on loopback"
+  local port
+  port=$(free_port)
+  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log_dir/moto.log" 2>&1 &
+  moto_pid=$!
+  trap 'for p in ${extra_pids:-} $moto_pid; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$log_dir"' EXIT
+  for _ in $(seq 1 100); do
+    if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/')" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+  export SAM_CLI_TELEMETRY=0
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+  unset AWS_PROFILE AWS_SESSION_TOKEN
+}
