@@ -577,20 +577,7 @@ mod scenarios {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Memory).await } )*
-        }
-        mod aws {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Aws).await } )*
-        }
-    };
-}
-
-on_both_backends!(
+hub_tests::on_both_backends!(
     whole_path,
     resubscribe_refreshes,
     isolation,

@@ -373,20 +373,7 @@ mod scenarios {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Memory).await } )*
-        }
-        mod aws {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Aws).await } )*
-        }
-    };
-}
-
-on_both_backends!(receivers_that_fail, continuous_failure_disables);
+hub_tests::on_both_backends!(receivers_that_fail, continuous_failure_disables);
 
 /// At least once: the hub is killed (SIGKILL) while deliveries are in flight; a new process on
 /// the same table and queues delivers every event, duplicates carrying the same `webhook-id`.

@@ -226,20 +226,7 @@ mod scenarios {
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Memory).await } )*
-        }
-        mod aws {
-            use super::*;
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { scenarios::$name(Backend::Aws).await } )*
-        }
-    };
-}
-
-on_both_backends!(
+hub_tests::on_both_backends!(
     short_lease_lapses_everywhere,
     pending_lapses_after_a_day,
     refresh_extends_the_lease,

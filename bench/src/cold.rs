@@ -8,7 +8,9 @@ use hub::adapters::dynamodb::DynamoStore;
 use hub::model::{DeliveryTask, Event, SubscriptionStatus, TaskPayload};
 use hub::ports::Store;
 use hub::runtime::aws_clients;
-use hub_tests::{RuntimeEmulator, SAMPLE_SUB, TestReceiver, sample_subscription, unique};
+use hub_tests::{
+    RuntimeEmulator, SAMPLE_SUB, TestReceiver, lambda_env, sample_subscription, unique,
+};
 use serde_json::json;
 
 use crate::{Options, Section};
@@ -24,28 +26,6 @@ pub const FUNCTIONS: [&str; 8] = [
     "sender",
     "sweeper",
 ];
-
-/// What a function reads at init, as the template passes it (queue URLs: no lookups at init).
-fn lambda_env(table: &str) -> Vec<(&'static str, String)> {
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    vec![
-        ("AWS_ENDPOINT_URL", endpoint.clone()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("HUB_TABLE", table.into()),
-        (
-            "HUB_EVENTS_QUEUE",
-            format!("{endpoint}/123456789012/{table}-events"),
-        ),
-        (
-            "HUB_DELIVERIES_QUEUE",
-            format!("{endpoint}/123456789012/{table}-deliveries"),
-        ),
-        ("HUB_ALLOW_PRIVATE_TARGETS", "1".into()),
-        ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
-    ]
-}
 
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();

@@ -137,6 +137,19 @@ pub async fn cost_per_million(options: &Options) -> Section {
     let write_total = puts * write_units(400) + updates * write_units(sub_item_bytes);
     let dynamo = read_units * DDB_READ + write_total * DDB_WRITE;
     let total = api + lambda_requests + lambda_compute + sqs + dynamo;
+    // The same counts at 10 subscribers per event: the per-event shares (API Gateway, publish,
+    // the events queue, fan-out and its queries) divide by 10; one fan-out batch per event.
+    let per_event = api
+        + (1.0 + 0.1) * LAMBDA_REQUEST
+        + (0.128 * publish_ms / 1000.0 + 0.256 * fanout_batch_ms / 1000.0 / 10.0) * LAMBDA_GB_S
+        + (diff(&c0, &c1, "SendMessageBatch") / n + (1.0 + 1.0) / 10.0 + 1.0) * SQS_REQUEST
+        + queries * 0.5 * DDB_READ;
+    let per_delivery_only = 0.1 * LAMBDA_REQUEST
+        + 0.512 * sender_batch_ms / 1000.0 / 10.0 * LAMBDA_GB_S
+        + ((1.0 + 1.0) / 10.0 + per(&c4, "ChangeMessageVisibility")) * SQS_REQUEST
+        + gets * (sub_item_bytes.div_ceil(4096) as f64) * DDB_READ
+        + write_total * DDB_WRITE;
+    let total_fanout_10 = per_event / 10.0 + per_delivery_only;
     let line = |what: &str, per_delivery: f64, detail: String| {
         format!(
             "{what:<22} ${:>6.3} per million  {detail}",
@@ -175,6 +188,14 @@ pub async fn cost_per_million(options: &Options) -> Section {
         "{queries:.1} Query + {gets:.1} GetItem ({read_units:.2} RRU at $0.125/M), {puts:.1} PutItem + {updates:.1} UpdateItem ({write_total:.1} WRU at $0.625/M)"
     )));
     section.line(line("total", total, "(goal ≤ $0.50)".into()));
+    section.line(line(
+        "total at fan-out 10",
+        total_fanout_10,
+        format!(
+            "per-event shares / 10; of which the attempt log + odometer writes ${:.3}/M",
+            write_total * DDB_WRITE * 1e6
+        ),
+    ));
     let parts = [
         ("API Gateway", api),
         ("Lambda", lambda_requests + lambda_compute),

@@ -43,14 +43,60 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+/// A Standard Webhooks signer keyed once: each signature then clones the keyed HMAC state
+/// instead of hashing the key again (two SHA-256 blocks saved per message).
+#[derive(Clone)]
+pub struct Signer {
+    keyed: Hmac<Sha256>,
+}
+
+impl Signer {
+    /// A signer for `secret` (see [`key_bytes`]).
+    pub fn new(secret: &str) -> Self {
+        Signer {
+            keyed: <Hmac<Sha256> as KeyInit>::new_from_slice(&key_bytes(secret))
+                .expect("HMAC takes any key size"),
+        }
+    }
+
+    /// `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`.
+    pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = self.keyed.clone();
+        let mut ts = itoa_buffer();
+        mac.update(msg_id.as_bytes());
+        mac.update(b".");
+        mac.update(format_i64(&mut ts, timestamp));
+        mac.update(b".");
+        mac.update(body);
+        let mut out = String::with_capacity(47);
+        out.push_str("v1,");
+        B64.encode_string(mac.finalize().into_bytes(), &mut out);
+        out
+    }
+}
+
+fn itoa_buffer() -> [u8; 20] {
+    [0; 20]
+}
+
+/// Formats `n` (non-negative Unix seconds) into `buf` without allocating.
+fn format_i64(buf: &mut [u8; 20], n: i64) -> &[u8] {
+    let mut v = n.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
 /// One Standard Webhooks signature, `v1,<base64>`.
 pub fn standard_signature(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let ts = timestamp.to_string();
-    let digest = hmac_sha256(
-        &key_bytes(secret),
-        &[msg_id.as_bytes(), b".", ts.as_bytes(), b".", body],
-    );
-    format!("v1,{}", B64.encode(digest))
+    Signer::new(secret).sign(msg_id, timestamp, body)
 }
 
 /// The `webhook-signature` header value: one signature per secret, space-separated (several

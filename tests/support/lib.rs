@@ -1001,3 +1001,45 @@ pub fn sample_subscription(
     }))
     .unwrap()
 }
+
+/// Runs each named scenario of the calling file's `scenarios` module as two tests, `memory::…`
+/// and `aws::…`: the same suite against each backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { scenarios::$name($crate::Backend::Memory).await } )*
+        }
+        mod aws {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { scenarios::$name($crate::Backend::Aws).await } )*
+        }
+    };
+}
+
+/// The environment a function binary reads in Lambda (as the template passes it), pointed at
+/// the emulator in `AWS_ENDPOINT_URL` and the resources named `name` (queue URLs: no lookup at
+/// init).
+pub fn lambda_env(name: &str) -> Vec<(&'static str, String)> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("HUB_TABLE", name.into()),
+        (
+            "HUB_EVENTS_QUEUE",
+            format!("{endpoint}/123456789012/{name}-events"),
+        ),
+        (
+            "HUB_DELIVERIES_QUEUE",
+            format!("{endpoint}/123456789012/{name}-deliveries"),
+        ),
+        ("HUB_ALLOW_PRIVATE_TARGETS", "1".into()),
+        ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
+    ]
+}
