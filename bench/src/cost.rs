@@ -13,7 +13,7 @@ use hub::adapters::sqs::SqsQueue;
 use hub::auth::Caller;
 use hub::model::SubscriptionStatus;
 use hub::ports::Store;
-use hub::runtime::consume::{deliver_message, fan_out_message};
+use hub::runtime::consume::{consume, queue_of};
 use hub::runtime::lambda::QueueRole;
 use hub::runtime::{aws_clients, memory_hub};
 use hub::service::events::PublishRequest;
@@ -224,22 +224,17 @@ async fn run_batches(
     count: usize,
     counter: &CallCounter,
 ) -> (f64, Calls) {
-    let queue = match role {
-        QueueRole::Events => hub.events.clone(),
-        QueueRole::Deliveries => hub.deliveries.clone(),
-    };
+    let queue = queue_of(hub, role);
     let (mut total_ms, mut batches, mut done) = (0.0, 0, 0);
     let mut calls = Calls::new();
     while done < count {
         let msgs = queue.receive(10, Duration::from_secs(1)).await.unwrap();
         let before = counter.snapshot();
         let started = Instant::now();
-        let results = futures::future::join_all(msgs.iter().map(|m| async move {
-            match role {
-                QueueRole::Events => fan_out_message(hub, m).await,
-                QueueRole::Deliveries => deliver_message(hub, m).await,
-            }
-        }))
+        let results = futures::future::join_all(
+            msgs.iter()
+                .map(|m| async move { consume(hub, role, m).await }),
+        )
         .await;
         total_ms += started.elapsed().as_secs_f64() * 1000.0;
         for (op, n) in counter.snapshot() {

@@ -141,6 +141,15 @@ pub fn scheme_header(
     }
 }
 
+/// Lower-case hex SHA-256 of `bytes`: how confirmation tokens are stored and callback URLs keyed.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A fresh hub-generated secret: `whsec_` and 32 random bytes in base64.
 pub fn generate_secret() -> String {
     let bytes: [u8; 32] = rand::random();

@@ -468,19 +468,10 @@ impl TestReceiver {
 
     /// Waits until at least `n` requests arrived (panics after `timeout`).
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let seen = self.received();
-            if seen.len() >= n {
-                return seen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} requests within {timeout:?}, got {}: {seen:#?}",
-                seen.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_until(timeout, &format!("{n} requests"), |seen| {
+            (seen.len() >= n).then(|| seen.to_vec())
+        })
+        .await
     }
 
     /// Waits for the first request matching `pred`.
@@ -489,15 +480,29 @@ impl TestReceiver {
         timeout: Duration,
         pred: impl Fn(&Received) -> bool,
     ) -> Received {
+        self.wait_until(timeout, "a matching request", |seen| {
+            seen.iter().find(|r| pred(r)).cloned()
+        })
+        .await
+    }
+
+    /// Polls what arrived until `check` finds what it wants; panics with `what` after `timeout`.
+    async fn wait_until<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&[Received]) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(found) = self.received().into_iter().find(|r| pred(r)) {
+            let seen = self.received();
+            if let Some(found) = check(&seen) {
                 return found;
             }
             assert!(
                 Instant::now() < deadline,
-                "no matching request within {timeout:?}; got {:#?}",
-                self.received()
+                "expected {what} within {timeout:?}, got {}: {seen:#?}",
+                seen.len()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -985,11 +990,7 @@ pub fn sample_subscription(
     status: hub::model::SubscriptionStatus,
     callback_url: &str,
 ) -> hub::model::Subscription {
-    use sha2::Digest;
-    let token_hash: String = sha2::Sha256::digest(SAMPLE_TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token_hash = hub::signing::sha256_hex(SAMPLE_TOKEN.as_bytes());
     serde_json::from_value(json!({
         "id": SAMPLE_SUB, "account": "acme", "owner": "acme", "callback_url": callback_url,
         "topics": ["door.request.allowed"], "status": status, "name": null, "user_data": null,

@@ -22,7 +22,6 @@ use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest, ReturnValue,
     ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
 };
-use sha2::{Digest, Sha256};
 
 use super::aws_error;
 use crate::error::{HubError, Result};
@@ -74,10 +73,7 @@ fn sub_pk(id: &str) -> String {
 }
 
 fn callback_pk(account: &str, url: &str) -> String {
-    let digest: String = Sha256::digest(url.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::signing::sha256_hex(url.as_bytes());
     format!("CB#{account}#{digest}")
 }
 

@@ -3,10 +3,28 @@
 
 use std::time::Duration;
 
+use super::lambda::QueueRole;
 use crate::hub::Hub;
 use crate::model::{DeliveryTask, Event};
 use crate::ports::ReceivedMessage;
 use crate::service::delivery::Verdict;
+
+/// The queue a consumer role reads.
+pub fn queue_of(hub: &Hub, role: QueueRole) -> std::sync::Arc<dyn crate::ports::Queue> {
+    match role {
+        QueueRole::Events => hub.events.clone(),
+        QueueRole::Deliveries => hub.deliveries.clone(),
+    }
+}
+
+/// Processes one message of `role`'s queue; `true` when it may be removed. The Lambda handlers
+/// and the embedded pollers both go through here.
+pub async fn consume(hub: &Hub, role: QueueRole, msg: &ReceivedMessage) -> bool {
+    match role {
+        QueueRole::Events => fan_out_message(hub, msg).await,
+        QueueRole::Deliveries => deliver_message(hub, msg).await,
+    }
+}
 
 /// Fans out one events-queue message; `true` when it may be removed.
 pub async fn fan_out_message(hub: &Hub, msg: &ReceivedMessage) -> bool {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::consume::{deliver_message, fan_out_message};
+use super::consume::{consume, queue_of};
 use super::lambda::QueueRole;
 use crate::hub::Hub;
 use crate::ports::{Queue, ReceivedMessage};
@@ -103,10 +103,7 @@ fn lane_key(body: &str) -> String {
 }
 
 async fn process(hub: &Hub, queue: &Arc<dyn Queue>, role: QueueRole, msg: &ReceivedMessage) {
-    let done = match role {
-        QueueRole::Events => fan_out_message(hub, msg).await,
-        QueueRole::Deliveries => deliver_message(hub, msg).await,
-    };
+    let done = consume(hub, role, msg).await;
     if done && let Err(err) = queue.ack(&msg.receipt).await {
         tracing::warn!(error = %err, message_id = %msg.id, "ack failed; the message will come back");
     }
@@ -119,10 +116,7 @@ pub async fn poll(
     concurrency: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let queue = match role {
-        QueueRole::Events => hub.events.clone(),
-        QueueRole::Deliveries => hub.deliveries.clone(),
-    };
+    let queue = queue_of(&hub, role);
     let slots = Arc::new(Semaphore::new(concurrency));
     let lanes = Arc::new(Lanes::default());
     let keeper = tokio::spawn(keep_parked_hidden(

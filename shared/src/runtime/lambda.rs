@@ -5,7 +5,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_http::{Body, Request};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-use super::consume::{deliver_message, fan_out_message};
+use super::consume::consume;
 use super::{AwsResources, aws_hub, env_var, init_logging, settings_from_env};
 use crate::api::lambda::{api_request, jwt_caller};
 use crate::api::{Operation, function_operations, handle};
@@ -56,10 +56,7 @@ pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatc
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1),
         };
-        let done = match role {
-            QueueRole::Events => fan_out_message(hub, &msg).await,
-            QueueRole::Deliveries => deliver_message(hub, &msg).await,
-        };
+        let done = consume(hub, role, &msg).await;
         (!done).then_some(msg.id)
     });
     let failed = futures::future::join_all(work).await;

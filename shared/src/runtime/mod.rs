@@ -13,7 +13,7 @@ use crate::adapters::http::HttpTransport;
 use crate::adapters::memory::{MemoryQueue, MemoryStore};
 use crate::adapters::sqs::SqsQueue;
 use crate::clock::SystemClock;
-use crate::error::{HubError, Result};
+use crate::error::Result;
 use crate::hub::{Hub, Settings};
 use crate::retry::{RetrySchedule, parse_duration};
 
@@ -210,10 +210,4 @@ pub fn init_logging() {
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(std::io::stdout)
         .try_init();
-}
-
-impl From<lambda_runtime::Error> for HubError {
-    fn from(err: lambda_runtime::Error) -> Self {
-        HubError::backend(err)
-    }
 }

@@ -113,11 +113,7 @@ impl Hub {
             TaskPayload::Notice { event } => (sub.status == SubscriptionStatus::Active)
                 .then(|| (event.id.clone(), event_body(event, sub))),
             TaskPayload::Confirmation { message_id, token } => {
-                use sha2::Digest;
-                let hash: String = sha2::Sha256::digest(token.as_bytes())
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect();
+                let hash = crate::signing::sha256_hex(token.as_bytes());
                 let current = sub.status == SubscriptionStatus::Pending
                     && sub.confirm_token_sha256.as_deref() == Some(hash.as_str());
                 current.then(|| {

@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
 use crate::error::{HubError, Result};
@@ -13,7 +12,7 @@ use crate::model::{
     RetiringSecret, Subscription, SubscriptionStatus, TaskPayload, new_id,
 };
 use crate::ports::{OutgoingMessage, Page};
-use crate::signing::{SignatureScheme, generate_secret};
+use crate::signing::{SignatureScheme, generate_secret, sha256_hex};
 use crate::validate;
 
 /// The body of `POST /v1/subscriptions`.
@@ -92,13 +91,6 @@ pub struct Subscribed {
     pub created: bool,
 }
 
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn random_token() -> String {
     let bytes: [u8; 24] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -135,7 +127,7 @@ impl Hub {
         let token = random_token();
         sub.status = SubscriptionStatus::Pending;
         sub.confirmed_at_ms = None;
-        sub.confirm_token_sha256 = Some(sha256_hex(&token));
+        sub.confirm_token_sha256 = Some(sha256_hex(token.as_bytes()));
         sub.pending_until_ms = Some(self.now_ms() + PENDING_LIFETIME_MS);
         DeliveryTask {
             subscription_id: sub.id.clone(),
@@ -269,7 +261,7 @@ impl Hub {
             _ => return Err(HubError::NotFound("subscription")),
         };
         let matches = sub.confirm_token_sha256.as_deref().is_some_and(|stored| {
-            constant_time_eq(stored.as_bytes(), sha256_hex(token).as_bytes())
+            constant_time_eq(stored.as_bytes(), sha256_hex(token.as_bytes()).as_bytes())
         });
         if !matches {
             return Err(HubError::invalid(
