@@ -289,7 +289,9 @@ mod scenarios {
                 std::time::Instant::now() < deadline,
                 "dead letters expected, got {dead:#?}"
             );
-            let got = hub.call("POST", "/_test/dead-letters", None, None).await;
+            let got = hub
+                .call("POST", "/_test/dead-letters", Some(KEY_A), None)
+                .await;
             for body in got.body["messages"].as_array().cloned().unwrap_or_default() {
                 dead.push(serde_json::from_str(body.as_str().unwrap()).unwrap());
             }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use aws_lambda_events::event::sqs::SqsEvent;
 use hub::api::function_operations;
 use hub::model::SubscriptionStatus;
-use hub::runtime::lambda::{QueueRole, api_handler, sqs_handler, sweep_handler};
+use hub::runtime::consume::QueueRole;
+use hub::runtime::lambda::{api_handler, sqs_handler, sweep_handler};
 use hub::runtime::memory_hub;
 use hub::{Hub, Settings};
 use hub_tests::{SAMPLE_SUB, event_sample, sample_subscription};
@@ -129,10 +130,11 @@ async fn fanout_sample_queues_one_delivery_per_match() {
 }
 
 #[tokio::test]
-async fn sender_sample_reports_exactly_the_failed_message() {
-    // The first message's subscription answers nothing (connection refused) and is retried; the
-    // second names no subscription and is dropped as done.
-    let hub = memory_hub(Settings {
+async fn sender_sample_queues_the_retry_and_reports_only_what_it_could_not_settle() {
+    // The first message's subscription answers nothing (connection refused): its retry goes on
+    // the queue as a new message carrying the attempt count; the second names no subscription
+    // and is dropped as done. Nothing is reported failed.
+    let mut hub = memory_hub(Settings {
         allow_private_targets: true,
         ..Settings::default()
     })
@@ -146,15 +148,31 @@ async fn sender_sample_reports_exactly_the_failed_message() {
     let event: SqsEvent = serde_json::from_str(&event_sample("sender")).unwrap();
     let first_id = event.records[0].message_id.clone().unwrap();
     let response = sqs_handler(&hub, QueueRole::Deliveries, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    let log = hub.store.attempts(SAMPLE_SUB, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].error.as_deref(), Some("connect"));
+    let retry = hub
+        .deliveries
+        .receive(10, std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(retry.len(), 0, "the retry waits for its delay (5 s)");
+
+    // When the retry cannot be queued, exactly that message is reported, to come back.
+    let flaky = std::sync::Arc::new(hub_tests::FlakyQueue::wrap(hub.deliveries.clone()));
+    flaky
+        .fail_send
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    hub.deliveries = flaky;
+    let event: SqsEvent = serde_json::from_str(&event_sample("sender")).unwrap();
+    let response = sqs_handler(&hub, QueueRole::Deliveries, event).await;
     let failed: Vec<_> = response
         .batch_item_failures
         .iter()
         .map(|f| f.item_identifier.clone())
         .collect();
     assert_eq!(failed, vec![first_id]);
-    let log = hub.store.attempts(SAMPLE_SUB, 10).await.unwrap();
-    assert_eq!(log.len(), 1);
-    assert_eq!(log[0].error.as_deref(), Some("connect"));
 }
 
 #[tokio::test]

@@ -124,9 +124,9 @@ pub async fn memory_and_size(options: &Options) -> Section {
     let blob = "x".repeat(240 * 1024 - 64);
     let records: Vec<_> = (0..10)
         .map(|i| {
-            let task = DeliveryTask {
-                subscription_id: SAMPLE_SUB.into(),
-                payload: TaskPayload::Event {
+            let task = DeliveryTask::new(
+                SAMPLE_SUB,
+                TaskPayload::Event {
                     event: Event {
                         id: format!("evt_big{i}"),
                         account: "acme".into(),
@@ -137,7 +137,7 @@ pub async fn memory_and_size(options: &Options) -> Section {
                         sensitive: Default::default(),
                     },
                 },
-            };
+            );
             json!({
                 "messageId": format!("m{i}"), "receiptHandle": format!("r{i}"),
                 "body": serde_json::to_string(&task).unwrap(),

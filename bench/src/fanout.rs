@@ -135,4 +135,7 @@ impl Queue for CapturingQueue {
     async fn postpone(&self, _receipt: &str, _delay: Duration) -> hub::Result<()> {
         Ok(())
     }
+    async fn dead_letter(&self, _body: String) -> hub::Result<()> {
+        Ok(())
+    }
 }

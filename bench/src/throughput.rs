@@ -293,8 +293,8 @@ pub async fn delivery_throughput(options: &Options) -> Section {
 async fn sender_alone(count: usize, body: &str) -> (f64, f64) {
     use hub::model::{DeliveryTask, Event, SubscriptionStatus, TaskPayload};
     use hub::ports::OutgoingMessage;
+    use hub::runtime::consume::QueueRole;
     use hub::runtime::embedded::{DELIVERY_CONCURRENCY, poll};
-    use hub::runtime::lambda::QueueRole;
     let (hook, counts) = counting_receiver().await;
     let (hub, _) = hub::runtime::memory_hub(hub::Settings {
         allow_private_targets: true,
@@ -306,9 +306,9 @@ async fn sender_alone(count: usize, body: &str) -> (f64, f64) {
     let data: Value = serde_json::from_str::<Value>(body).unwrap()["data"].clone();
     let messages = (0..count)
         .map(|i| {
-            let task = DeliveryTask {
-                subscription_id: sub.id.clone(),
-                payload: TaskPayload::Event {
+            let task = DeliveryTask::new(
+                sub.id.clone(),
+                TaskPayload::Event {
                     event: Event {
                         id: format!("evt_alone{i}"),
                         account: "acme".into(),
@@ -319,7 +319,7 @@ async fn sender_alone(count: usize, body: &str) -> (f64, f64) {
                         sensitive: Default::default(),
                     },
                 },
-            };
+            );
             OutgoingMessage {
                 body: serde_json::to_string(&task).unwrap(),
                 delay: Duration::ZERO,

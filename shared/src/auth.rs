@@ -34,18 +34,30 @@ impl Caller {
 
     /// Fails unless the caller's `topic:<pattern>` scopes (if it has any) cover `pattern`.
     pub fn require_topic(&self, pattern: &str) -> Result<()> {
-        let Some(scopes) = &self.scopes else {
-            return Ok(());
-        };
-        let allowed: Vec<&str> = scopes
-            .iter()
-            .filter_map(|s| s.strip_prefix("topic:"))
-            .collect();
-        if allowed.is_empty() || allowed.iter().any(|a| pattern_covers(a, pattern)) {
+        if self.covers(pattern) {
             Ok(())
         } else {
             Err(HubError::InsufficientScope(format!("topic:{pattern}")))
         }
+    }
+
+    /// Whether the caller's `topic:` scopes (if it has any) cover `pattern`.
+    fn covers(&self, pattern: &str) -> bool {
+        let Some(scopes) = &self.scopes else {
+            return true;
+        };
+        let mut allowed = scopes
+            .iter()
+            .filter_map(|s| s.strip_prefix("topic:"))
+            .peekable();
+        allowed.peek().is_none() || allowed.any(|a| pattern_covers(a, pattern))
+    }
+
+    /// Whether the caller may act on (read, change, delete, rotate) a subscription with these
+    /// topics: a topic-limited caller only on subscriptions whose every topic its scopes cover,
+    /// so it can never redirect, read or remove another topic's deliveries.
+    pub fn may_act_on(&self, topics: &[String]) -> bool {
+        topics.iter().all(|t| self.covers(t))
     }
 }
 
@@ -95,5 +107,16 @@ mod tests {
         assert!(c.require_topic("*").is_err());
         assert!(c.require_topic("doorbell.ring").is_err());
         caller(&["webhooks:subscribe"]).require_topic("*").unwrap();
+    }
+
+    #[test]
+    fn topic_limited_callers_act_only_on_covered_subscriptions() {
+        let c = caller(&["webhooks:subscribe", "topic:door.*"]);
+        assert!(c.may_act_on(&["door.opened".into(), "door.*".into()]));
+        assert!(!c.may_act_on(&["door.opened".into(), "billing.*".into()]));
+        assert!(!c.may_act_on(&["*".into()]));
+        assert!(caller(&["webhooks:subscribe"]).may_act_on(&["*".into()]));
+        let all = Caller { scopes: None, ..c };
+        assert!(all.may_act_on(&["billing.*".into()]));
     }
 }

@@ -23,6 +23,8 @@ pub struct Settings {
     /// Whether callback host names are looked up in DNS (off in the embedded test mode, so that
     /// fuzzed callbacks never make the hub send a query off the machine).
     pub resolve_names: bool,
+    /// Most subscriptions one account may hold (fan-out reads each matching one per event).
+    pub max_subscriptions_per_account: usize,
 }
 
 impl Default for Settings {
@@ -34,6 +36,7 @@ impl Default for Settings {
             disable_after: Duration::from_secs(24 * 3600),
             attempt_timeout: Duration::from_secs(5),
             resolve_names: true,
+            max_subscriptions_per_account: 1000,
         }
     }
 }

@@ -17,6 +17,8 @@ pub const MIN_LEASE_SECS: i64 = 60;
 pub const PENDING_LIFETIME_MS: i64 = 24 * 3600 * 1000;
 /// How long a rotated-out secret keeps signing beside the new one.
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
+/// How many rotated-out secrets may sign at once (rotations within one overlap).
+pub const MAX_RETIRING_SECRETS: usize = 3;
 
 /// Where a subscription stands in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,8 +119,9 @@ pub struct Subscription {
     pub pending_until_ms: Option<i64>,
     /// The signing secret.
     pub secret: String,
-    /// A rotated-out secret still signing during the overlap.
-    pub retiring_secret: Option<RetiringSecret>,
+    /// Rotated-out secrets still signing during their overlap, oldest first.
+    #[serde(default, alias = "retiring_secret", deserialize_with = "one_or_many")]
+    pub retiring_secrets: Vec<RetiringSecret>,
     /// Credentials presented to the receiver.
     pub receiver_auth: Option<ReceiverAuth>,
     /// Extra signature header the receiver expects.
@@ -170,16 +173,29 @@ impl Subscription {
         self.lapses_at_ms() <= now_ms
     }
 
-    /// The secrets that sign a delivery at `now_ms`: the current one, and a retiring one during
-    /// the rotation overlap.
+    /// The secrets that sign a delivery at `now_ms`: the current one, and every rotated-out one
+    /// whose overlap has not ended.
     pub fn signing_secrets(&self, now_ms: i64) -> Vec<&str> {
         let mut secrets = vec![self.secret.as_str()];
-        if let Some(old) = &self.retiring_secret
-            && old.until_ms > now_ms
-        {
-            secrets.push(old.secret.as_str());
-        }
+        secrets.extend(
+            self.retiring_secrets
+                .iter()
+                .rev()
+                .filter(|old| old.until_ms > now_ms)
+                .map(|old| old.secret.as_str()),
+        );
         secrets
+    }
+
+    /// The one secret a single-signature legacy header (`X-Logi-Verify`, `X-PDK-SIGNATURE`) is
+    /// made with at `now_ms`: the oldest secret still in its overlap, else the current one. Such
+    /// receivers hold one secret, so they keep verifying with the one they have until the
+    /// overlap ends, then switch (see docs/design.md, "Secret rotation").
+    pub fn legacy_secret(&self, now_ms: i64) -> &str {
+        self.retiring_secrets
+            .iter()
+            .find(|old| old.until_ms > now_ms)
+            .map_or(self.secret.as_str(), |old| old.secret.as_str())
     }
 
     /// Whether an event's labels satisfy this subscription's filter: every key of the filter must
@@ -287,6 +303,57 @@ pub struct DeliveryTask {
     pub subscription_id: String,
     /// What to deliver.
     pub payload: TaskPayload,
+    /// Real attempts made so far. The message carries its own count, so a receive that made no
+    /// attempt (a throttled or crashed consumer, a store error) never uses up an attempt.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts_made: u32,
+    /// Not to be attempted before this time (Unix ms): the retry schedule's next slot, or a
+    /// receiver's `Retry-After`. A message that arrives earlier is hidden again until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+}
+
+impl DeliveryTask {
+    /// A first attempt of `payload` for `subscription_id`.
+    pub fn new(subscription_id: impl Into<String>, payload: TaskPayload) -> Self {
+        DeliveryTask {
+            subscription_id: subscription_id.into(),
+            payload,
+            attempts_made: 0,
+            not_before_ms: None,
+        }
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Accepts a list, one object (the older single `retiring_secret`) or `null`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RetiringSecret>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<RetiringSecret>),
+        One(RetiringSecret),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        Some(OneOrMany::Many(list)) => list,
+        Some(OneOrMany::One(one)) => vec![one],
+        None => vec![],
+    })
+}
+
+/// A message body for a queue: JSON in which the two characters SQS refuses in a message
+/// (U+FFFE and U+FFFF, which serde_json writes raw) are escaped. JSON strings are the only
+/// place they can occur, so the escaped text decodes to the same value.
+pub fn queue_json<T: Serialize>(value: &T) -> String {
+    let text = serde_json::to_string(value).expect("model types serialize");
+    if !text.contains(['\u{fffe}', '\u{ffff}']) {
+        return text;
+    }
+    text.replace('\u{fffe}', "\\ufffe")
+        .replace('\u{ffff}', "\\uffff")
 }
 
 /// The kinds of delivery.

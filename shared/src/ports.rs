@@ -44,21 +44,28 @@ pub trait Store: Send + Sync {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>>;
-    /// The topic entries of `account` under any of `patterns` (one query per pattern).
-    async fn topic_entries(&self, account: &str, patterns: &[String]) -> Result<Vec<TopicEntry>>;
-    /// Claims an idempotency key until `expires_at_ms`; `false` when already claimed.
-    async fn claim_event_key(
+    /// How many subscriptions `account` holds (lapsed ones not yet swept included).
+    async fn count_subscriptions(&self, account: &str) -> Result<usize>;
+    /// One page (at most `limit`) of the topic entries of `account` under `pattern`, in
+    /// subscription-id order after `cursor`: fan-out reads them page by page.
+    async fn topic_entries(
         &self,
         account: &str,
-        key: &str,
-        now_ms: i64,
-        expires_at_ms: i64,
-    ) -> Result<bool>;
-    /// Gives up a claim (the event could not be queued).
-    async fn release_event_key(&self, account: &str, key: &str) -> Result<()>;
-    /// Removes a subscription the sweeper found lapsed, with its topic entries and callback
-    /// index, unless it changed since (a refresh): `false` then. Its delivery log is left to TTL.
-    async fn remove_lapsed(&self, sub: &Subscription) -> Result<bool>;
+        pattern: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TopicEntry>>;
+    /// Claims a producer's idempotency key for `claim.event_id` (see [`KeyClaim`]).
+    async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome>;
+    /// Marks a claim as queued: from now on the key answers [`ClaimOutcome::Queued`].
+    async fn mark_event_key_queued(&self, account: &str, key: &str, event_id: &str) -> Result<()>;
+    /// Gives up a claim that is still `event_id`'s and not queued (the event could not be queued).
+    async fn release_event_key(&self, account: &str, key: &str, event_id: &str) -> Result<()>;
+    /// Removes a subscription with its topic entries and callback index unless it changed since
+    /// `sub` was read (its version moved on): `false` then. The sweeper removes lapsed
+    /// subscriptions with it, the sender those whose receiver answered `410`. Its delivery log
+    /// is left to TTL.
+    async fn remove_if_unchanged(&self, sub: &Subscription) -> Result<bool>;
     /// Subscriptions whose [`Subscription::sweep_at_ms`] has come by `now_ms`, found through an
     /// index by time bucket: the cost grows with what is due, not with the table.
     async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>>;
@@ -77,6 +84,40 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<i64>>;
 }
 
+/// A producer's idempotency key being claimed by a publish.
+#[derive(Debug, Clone)]
+pub struct KeyClaim {
+    /// The publishing account.
+    pub account: String,
+    /// The producer's `id`.
+    pub key: String,
+    /// The event id this publish would queue.
+    pub event_id: String,
+    /// Now, Unix ms.
+    pub now_ms: i64,
+    /// Until when an unqueued claim holds; after that it counts as abandoned and may be re-taken.
+    pub claim_until_ms: i64,
+    /// Until when a queued key drops repeats (the idempotency window).
+    pub window_until_ms: i64,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The key is ours: queue the event, then mark the key queued.
+    Claimed,
+    /// Another publish holds the key and has not queued its event yet: retry after this long.
+    InFlight {
+        /// How long until that claim is queued or abandoned, ms.
+        retry_after_ms: i64,
+    },
+    /// An event was queued under this key within the window: a repeat.
+    Queued {
+        /// The id of the queued event.
+        event_id: String,
+    },
+}
+
 /// A message to enqueue.
 #[derive(Debug, Clone)]
 pub struct OutgoingMessage {
@@ -85,6 +126,13 @@ pub struct OutgoingMessage {
     /// Delay before it becomes visible (SQS caps it at 15 min).
     pub delay: Duration,
 }
+
+/// The longest a received message can be hidden in one go: SQS allows 12 h from the receive, less
+/// a margin for the time spent since.
+pub const MAX_HIDE: Duration = Duration::from_secs(12 * 3600 - 300);
+
+/// The longest delay SQS gives a message when it is sent.
+pub const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 
 /// A message received from a queue by a poller.
 #[derive(Debug, Clone)]
@@ -109,8 +157,11 @@ pub trait Queue: Send + Sync {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
     /// Removes a processed message.
     async fn ack(&self, receipt: &str) -> Result<()>;
-    /// Makes a message visible again after `delay` (a retry), counting toward the dead-letter limit.
+    /// Hides a received message for `delay` more (at most [`MAX_HIDE`]); it comes back then.
     async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()>;
+    /// Puts a message body on this queue's dead-letter queue (an exhausted or unreadable
+    /// message, kept for inspection and redrive).
+    async fn dead_letter(&self, body: String) -> Result<()>;
 }
 
 /// The outcome of one HTTP delivery attempt.

@@ -19,6 +19,9 @@ impl Default for RetrySchedule {
     }
 }
 
+/// The longest duration any setting takes (100 years): keeps every sum with a clock in range.
+const MAX_DURATION_MS: u64 = 100 * 365 * 86_400_000;
+
 /// Parses `90`, `500ms`, `5s`, `5m`, `2h` or `1d`.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let text = text.trim();
@@ -32,12 +35,12 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             format!("`{text}` is not a duration like 5s, 5m, 2h"),
         )
     })?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
+    let factor: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => {
             return Err(HubError::invalid(
                 "invalid_duration",
@@ -45,7 +48,15 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             ));
         }
     };
-    Ok(Duration::from_millis(ms))
+    n.checked_mul(factor)
+        .filter(|ms| *ms <= MAX_DURATION_MS)
+        .map(Duration::from_millis)
+        .ok_or_else(|| {
+            HubError::invalid(
+                "invalid_duration",
+                format!("`{text}` is longer than 100 years"),
+            )
+        })
 }
 
 impl RetrySchedule {
@@ -86,17 +97,14 @@ impl RetrySchedule {
     }
 
     /// How long to wait after failed attempt number `attempt` (1-based), jittered, or `None` when
-    /// it was the last. A receiver's `Retry-After` replaces the delay, held within the schedule's
-    /// shortest and longest delays.
+    /// it was the last. A receiver's `Retry-After` is a floor: the wait is the longer of the
+    /// schedule's delay and the ask, never shorter than asked. Nothing here caps it; the sender
+    /// drops a retry that would land after the subscription's lease.
     pub fn next_delay(&self, attempt: u32, retry_after: Option<Duration>) -> Option<Duration> {
         let nominal = *self.delays.get(attempt.checked_sub(1)? as usize)?;
-        if let Some(asked) = retry_after {
-            let lo = self.delays.iter().min().copied().unwrap_or_default();
-            let hi = self.delays.iter().max().copied().unwrap_or_default();
-            return Some(asked.clamp(lo, hi));
-        }
         let factor = 1.0 + self.jitter * (rand::random::<f64>() * 2.0 - 1.0);
-        Some(nominal.mul_f64(factor))
+        let scheduled = nominal.mul_f64(factor);
+        Some(retry_after.map_or(scheduled, |asked| asked.max(scheduled)))
     }
 }
 
@@ -136,11 +144,12 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_held_within_bounds() {
-        let s = RetrySchedule::parse("5s,5m,10h").unwrap();
+    fn retry_after_is_a_floor() {
+        let s = RetrySchedule::parse("5s,5m,10h").unwrap().with_jitter(0.0);
         assert_eq!(
             s.next_delay(1, Some(Duration::from_secs(1))),
-            Some(Duration::from_secs(5))
+            Some(Duration::from_secs(5)),
+            "a shorter ask keeps the schedule's delay"
         );
         assert_eq!(
             s.next_delay(1, Some(Duration::from_secs(120))),
@@ -148,8 +157,32 @@ mod tests {
         );
         assert_eq!(
             s.next_delay(1, Some(Duration::from_secs(86_400))),
-            Some(Duration::from_secs(36_000))
+            Some(Duration::from_secs(86_400)),
+            "longer than the longest delay: still honoured (the lease is the only cap)"
         );
+        let short = RetrySchedule::parse("1s").unwrap();
+        for _ in 0..100 {
+            assert!(
+                short.next_delay(1, Some(Duration::from_secs(3))).unwrap()
+                    >= Duration::from_secs(3)
+            );
+        }
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_overflowed() {
+        for text in [
+            "18446744073709551615h",
+            "99999999999999999d",
+            "213503982334601d",
+        ] {
+            assert_eq!(
+                parse_duration(text).unwrap_err().code(),
+                "invalid_duration",
+                "{text}"
+            );
+        }
+        assert!(RetrySchedule::parse("99999999999999999999h").is_err());
     }
 
     #[test]

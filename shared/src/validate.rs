@@ -243,31 +243,170 @@ pub fn client_secret(secret: &str) -> Result<()> {
     Ok(())
 }
 
-/// A label filter: non-empty keys, each with at least one accepted value.
+/// Most keys in a subscription's label filter.
+pub const MAX_FILTER_KEYS: usize = 20;
+/// Most accepted values for one key of a label filter.
+pub const MAX_FILTER_VALUES: usize = 100;
+/// Largest label filter, serialized: it is copied into every topic entry, which every publish
+/// to those topics reads back.
+pub const MAX_FILTER_BYTES: usize = 4096;
+/// Longest label key.
+pub const MAX_LABEL_KEY_LEN: usize = 128;
+/// Longest label value.
+pub const MAX_LABEL_VALUE_LEN: usize = 256;
+/// Most labels on one event.
+pub const MAX_EVENT_LABELS: usize = 50;
+/// Most sensitive-field pointers on one event.
+pub const MAX_SENSITIVE_POINTERS: usize = 100;
+/// Deepest nesting of an event's `data`: the delivery task wraps `data` a few levels deeper, and
+/// every JSON reader on the way (the hub's own included) has a depth limit.
+pub const MAX_DATA_DEPTH: usize = 64;
+/// Longest `receiver_auth` user name and header name.
+pub const MAX_AUTH_NAME_LEN: usize = 256;
+/// Longest `receiver_auth` password, token or header value.
+pub const MAX_AUTH_VALUE_LEN: usize = 4096;
+/// Headers `receiver_auth` may not set: the hub's own, and HTTP's hop-by-hop and framing headers
+/// (they would change how the request is carried, not what it says).
+pub const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "host",
+    "user-agent",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// A label filter: 1–20 keys of 1–128 characters, each with 1–100 accepted values of 1–256
+/// characters, 4 KiB at most in all.
 pub fn label_filter(filter: &LabelFilter) -> Result<()> {
+    let bad = || {
+        Err(HubError::invalid(
+            "invalid_labels",
+            format!(
+                "a label filter has at most {MAX_FILTER_KEYS} keys of 1-{MAX_LABEL_KEY_LEN} characters, \
+                 each with 1-{MAX_FILTER_VALUES} values of 1-{MAX_LABEL_VALUE_LEN} characters, \
+                 {MAX_FILTER_BYTES} bytes in all"
+            ),
+        ))
+    };
+    if filter.len() > MAX_FILTER_KEYS {
+        return bad();
+    }
     for (key, values) in filter {
-        if key.is_empty() || key.len() > 128 || values.is_empty() || values.len() > 100 {
-            return Err(HubError::invalid(
-                "invalid_labels",
-                "each label filter key needs 1-128 characters and 1-100 accepted values",
-            ));
+        if key.is_empty()
+            || key.chars().count() > MAX_LABEL_KEY_LEN
+            || values.is_empty()
+            || values.len() > MAX_FILTER_VALUES
+            || values
+                .iter()
+                .any(|v| v.is_empty() || v.chars().count() > MAX_LABEL_VALUE_LEN)
+        {
+            return bad();
         }
+    }
+    if serde_json::to_vec(filter).map_or(usize::MAX, |v| v.len()) > MAX_FILTER_BYTES {
+        return bad();
     }
     Ok(())
 }
 
-/// Receiver credentials: non-empty, header names that HTTP accepts and the hub does not own.
+/// An event's labels: at most 50, keys 1–128 and values up to 256 characters.
+pub fn event_labels(labels: &std::collections::BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_EVENT_LABELS
+        || labels.iter().any(|(k, v)| {
+            k.is_empty()
+                || k.chars().count() > MAX_LABEL_KEY_LEN
+                || v.chars().count() > MAX_LABEL_VALUE_LEN
+        })
+    {
+        return Err(HubError::invalid(
+            "invalid_labels",
+            format!(
+                "at most {MAX_EVENT_LABELS} labels, keys 1-{MAX_LABEL_KEY_LEN} and values up to \
+                 {MAX_LABEL_VALUE_LEN} characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An event's sensitive fields: at most 100 JSON pointers (starting with `/`, up to 512
+/// characters) mapped to level 1 or 2.
+pub fn sensitive(pointers: &std::collections::BTreeMap<String, u8>) -> Result<()> {
+    let ok = pointers.len() <= MAX_SENSITIVE_POINTERS
+        && pointers
+            .iter()
+            .all(|(p, level)| p.starts_with('/') && p.len() <= 512 && (1..=2).contains(level));
+    if ok {
+        Ok(())
+    } else {
+        Err(HubError::invalid(
+            "invalid_sensitive",
+            format!(
+                "sensitive maps at most {MAX_SENSITIVE_POINTERS} JSON pointers (starting with /) \
+                 to level 1 or 2"
+            ),
+        ))
+    }
+}
+
+/// How deeply a JSON value nests (a scalar is 0, `[1]` is 1).
+pub fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, level)) = stack.pop() {
+        deepest = deepest.max(level);
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, level + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// An event's `data`: nested at most 64 levels.
+pub fn event_data(data: &Value) -> Result<()> {
+    if depth(data) > MAX_DATA_DEPTH {
+        return Err(HubError::invalid(
+            "invalid_data",
+            format!("data is nested deeper than {MAX_DATA_DEPTH} levels"),
+        ));
+    }
+    Ok(())
+}
+
+/// Receiver credentials: non-empty, bounded, header names that HTTP accepts and the hub does not
+/// own, no hop-by-hop or framing headers.
 pub fn receiver_auth(auth: &ReceiverAuth) -> Result<()> {
     let bad = |msg: &str| Err(HubError::invalid("invalid_receiver_auth", msg.to_string()));
+    let too_long = |name: &str, value: &str| {
+        name.chars().count() > MAX_AUTH_NAME_LEN || value.chars().count() > MAX_AUTH_VALUE_LEN
+    };
     match auth {
         ReceiverAuth::Basic { user, password } => {
             if user.is_empty() || user.contains(':') || password.is_empty() {
                 return bad("basic auth needs a user without ':' and a password");
             }
+            if too_long(user, password) {
+                return bad("basic auth: user up to 256, password up to 4096 characters");
+            }
         }
         ReceiverAuth::Bearer { token } => {
             if token.is_empty() || http::HeaderValue::from_str(token).is_err() {
                 return bad("bearer auth needs a token of visible ASCII characters");
+            }
+            if too_long("", token) {
+                return bad("bearer auth: the token is up to 4096 characters");
             }
         }
         ReceiverAuth::Header { name, value } => {
@@ -276,12 +415,15 @@ pub fn receiver_auth(auth: &ReceiverAuth) -> Result<()> {
                 || http::HeaderValue::from_str(value).is_err()
                 || value.is_empty()
                 || lower.starts_with("webhook-")
-                || ["content-type", "content-length", "host", "user-agent"]
-                    .contains(&lower.as_str())
+                || RESERVED_HEADERS.contains(&lower.as_str())
             {
                 return bad(
-                    "header auth needs a valid header name the hub does not set, and a value",
+                    "header auth needs a valid header name the hub does not set (no hop-by-hop \
+                     or framing header), and a value",
                 );
+            }
+            if too_long(name, value) {
+                return bad("header auth: name up to 256, value up to 4096 characters");
             }
         }
     }

@@ -17,6 +17,9 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+mod inprocess;
+pub use inprocess::*;
+
 /// Which backend the hub process runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -268,7 +271,7 @@ impl HubProcess {
             .call(
                 "POST",
                 &format!("/_test/clock/advance?ms={}", by.as_millis()),
-                None,
+                Some(KEY_A),
                 None,
             )
             .await;
@@ -277,7 +280,9 @@ impl HubProcess {
 
     /// Runs a sweep now.
     pub async fn sweep(&self) -> Value {
-        self.call("POST", "/_test/sweep", None, None).await.body
+        self.call("POST", "/_test/sweep", Some(KEY_A), None)
+            .await
+            .body
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

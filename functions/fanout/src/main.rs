@@ -1,6 +1,6 @@
 //! The `fanout` Lambda function: events queue → one delivery task per matching subscription.
 
-use hub::runtime::lambda::QueueRole;
+use hub::runtime::consume::QueueRole;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

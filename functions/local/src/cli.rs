@@ -25,7 +25,11 @@ options (each also read from HUB_<OPTION>, e.g. HUB_LISTEN):
   --retry-schedule LIST         delays between attempts (default 5s,5m,30m,2h,5h,10h)
   --sweep-interval DURATION     how often lapsed subscriptions are swept (default 60s)
   --disable-after DURATION      failing this long disables a subscription (default 24h)
-  --attempt-timeout DURATION    budget of one delivery attempt (default 5s)";
+  --attempt-timeout DURATION    budget of one delivery attempt (default 5s)
+  --max-subscriptions-per-account N
+                                most subscriptions one account may hold (default 1000)
+  --test-control                test hooks under /_test/ (an API key needed; loopback --listen
+                                only; never in production)";
 
 /// Which adapters back the embedded mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +53,7 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     pub disable_after: Duration,
     pub attempt_timeout: Duration,
+    pub max_subscriptions_per_account: usize,
     /// Test hooks (`POST /_test/clock/advance?ms=N`, `POST /_test/sweep`): never in production.
     pub test_control: bool,
 }
@@ -70,6 +75,7 @@ const VALUE_FLAGS: &[&str] = &[
     "sweep-interval",
     "disable-after",
     "attempt-timeout",
+    "max-subscriptions-per-account",
 ];
 const BOOL_FLAGS: &[&str] = &["allow-private-targets", "create-resources", "test-control"];
 
@@ -199,6 +205,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if sweep_interval.is_zero() {
         return Err("--sweep-interval must be positive".into());
     }
+    let test_control = flag("test-control");
+    if test_control && !listen.ip().is_loopback() {
+        return Err(format!(
+            "--test-control moves the clock and reads dead letters: it only runs on a loopback \
+             --listen address, not {listen}"
+        ));
+    }
+    let max_subscriptions_per_account =
+        match value("max-subscriptions-per-account") {
+            Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                format!("--max-subscriptions-per-account `{n}`: a positive integer")
+            })?,
+            None => 1000,
+        };
     Ok(Command::Serve(Box::new(ServeOptions {
         listen,
         public_url: value("public-url").map(|u| u.trim_end_matches('/').to_string()),
@@ -210,7 +230,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         sweep_interval,
         disable_after: duration("disable-after", "24h")?,
         attempt_timeout: duration("attempt-timeout", "5s")?,
-        test_control: flag("test-control"),
+        max_subscriptions_per_account,
+        test_control,
     })))
 }
 
@@ -259,6 +280,32 @@ mod tests {
         assert_eq!(o.retry_schedule.max_attempts(), 3);
         assert_eq!(o.sweep_interval, Duration::from_secs(2));
         assert!(parse(&args(&["serve", "--bogus"])).is_err());
+        assert!(
+            parse(&args(&[
+                "serve",
+                "--listen",
+                "0.0.0.0:3000",
+                "--test-control"
+            ]))
+            .unwrap_err()
+            .contains("loopback")
+        );
+        assert!(
+            parse(&args(&[
+                "serve",
+                "--retry-schedule",
+                "99999999999999999999h"
+            ]))
+            .is_err()
+        );
+        assert!(
+            parse(&args(&[
+                "serve",
+                "--disable-after",
+                "18446744073709551615d"
+            ]))
+            .is_err()
+        );
         assert!(parse(&args(&["serve", "--backend", "redis"])).is_err());
     }
 }

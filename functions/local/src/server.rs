@@ -45,14 +45,33 @@ fn request_id() -> String {
     format!("req_{id:016x}")
 }
 
+/// How long a request body may take to arrive once its headers are in.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
 async fn answer(
     app: Arc<App>,
     req: hyper::Request<Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
+    let path = parts.uri.path().to_string();
+    let caller = bearer(&parts.headers)
+        .and_then(|key| app.keys.get(key))
+        .cloned();
+    // Authenticate on the headers, before reading a byte of the body: only the confirmation
+    // link (a GET whose token is the capability) needs no key.
+    let open_route = matches!(
+        hub::api::route(&parts.method, &path),
+        Ok((Operation::Confirm, _)) | Err(_)
+    ) && !path.starts_with("/_test/");
+    if caller.is_none() && !open_route {
+        return Ok(error_response(&HubError::Unauthorized).map(Full::new));
+    }
+    let limited = Limited::new(body, MAX_BODY_BYTES).collect();
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, limited).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) => {
             let err = if err
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -63,18 +82,25 @@ async fn answer(
             };
             return Ok(error_response(&err).map(Full::new));
         }
+        Err(_) => {
+            let err = HubError::RequestTimeout(BODY_READ_TIMEOUT.as_secs());
+            let mut response = error_response(&err).map(Full::new);
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Ok(response);
+        }
     };
-    if app.test_control && parts.uri.path().starts_with("/_test/") {
-        return Ok(test_control(&app, parts.uri.path(), parts.uri.query())
+    if app.test_control && path.starts_with("/_test/") {
+        let caller = caller.expect("authenticated above");
+        return Ok(test_control(&app, &caller, &path, parts.uri.query())
             .await
             .map(Full::new));
     }
-    let caller = bearer(&parts.headers)
-        .and_then(|key| app.keys.get(key))
-        .cloned();
     let request = ApiRequest {
         method: parts.method,
-        path: parts.uri.path().to_string(),
+        path,
         query: parts.uri.query().map(str::to_string),
         body,
         request_id: request_id(),
@@ -84,13 +110,28 @@ async fn answer(
         .map(Full::new))
 }
 
-/// Test hooks, only with `--test-control`: move the clock, run a sweep now.
-async fn test_control(app: &App, path: &str, query: Option<&str>) -> http::Response<Bytes> {
+/// The longest jump of the test clock, either way (10 years).
+const MAX_CLOCK_JUMP_MS: i64 = 10 * 365 * 86_400_000;
+
+/// Test hooks, only with `--test-control` and an API key: move the clock, run a sweep now, read
+/// the caller's own dead letters.
+async fn test_control(
+    app: &App,
+    caller: &Caller,
+    path: &str,
+    query: Option<&str>,
+) -> http::Response<Bytes> {
     match path {
         "/_test/clock/advance" => {
-            let ms = url_param(query, "ms")
+            let Some(ms) = url_param(query, "ms")
                 .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0);
+                .filter(|ms| ms.abs() <= MAX_CLOCK_JUMP_MS)
+            else {
+                return error_response(&HubError::invalid(
+                    "invalid_ms",
+                    "`ms` is an integer of at most ten years in milliseconds",
+                ));
+            };
             app.clock.advance(ms);
             respond(
                 200,
@@ -103,7 +144,16 @@ async fn test_control(app: &App, path: &str, query: Option<&str>) -> http::Respo
             };
             match queue.receive(10, Duration::from_secs(1)).await {
                 Ok(messages) => {
-                    let bodies: Vec<&str> = messages.iter().map(|m| m.body.as_str()).collect();
+                    let mut bodies = Vec::new();
+                    for message in &messages {
+                        if dead_letter_account(&app.hub, &message.body)
+                            .await
+                            .as_deref()
+                            == Some(caller.account.as_str())
+                        {
+                            bodies.push(message.body.as_str());
+                        }
+                    }
                     respond(200, Some(&serde_json::json!({"messages": bodies})))
                 }
                 Err(err) => error_response(&err),
@@ -117,6 +167,23 @@ async fn test_control(app: &App, path: &str, query: Option<&str>) -> http::Respo
             Err(err) => error_response(&err),
         },
         _ => error_response(&HubError::NotFound("route")),
+    }
+}
+
+/// The account a dead-lettered delivery task belongs to: its event's, or its subscription's.
+async fn dead_letter_account(hub: &Hub, body: &str) -> Option<String> {
+    let task: hub::model::DeliveryTask = serde_json::from_str(body).ok()?;
+    match task.payload {
+        hub::model::TaskPayload::Event { event } | hub::model::TaskPayload::Notice { event } => {
+            Some(event.account)
+        }
+        hub::model::TaskPayload::Confirmation { .. } => hub
+            .store
+            .get(&task.subscription_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|sub| sub.account),
     }
 }
 
@@ -155,6 +222,7 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         disable_after: opts.disable_after,
         attempt_timeout: opts.attempt_timeout,
         resolve_names: !opts.test_control,
+        max_subscriptions_per_account: opts.max_subscriptions_per_account,
     };
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Memory => {
@@ -202,10 +270,28 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     let graceful = GracefulShutdown::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut accept_backoff = Duration::ZERO;
     loop {
+        let slot = tokio::select! {
+            slot = connections.clone().acquire_owned() => slot.expect("semaphore open"),
+            _ = &mut signal => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => {
+                        accept_backoff = Duration::ZERO;
+                        stream
+                    }
+                    Err(err) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        accept_backoff = (accept_backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                        tracing::warn!(error = %err, backoff_ms = accept_backoff.as_millis() as u64, "accept failed");
+                        tokio::time::sleep(accept_backoff).await;
+                        continue;
+                    }
+                };
                 let app = app.clone();
                 let conn = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
@@ -214,6 +300,7 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     let _ = conn.await;
+                    drop(slot);
                 });
             }
             _ = &mut signal => break,

@@ -1,7 +1,7 @@
 //! The `sender` Lambda function: deliveries queue → one signed attempt per message, retries by
 //! message visibility, partial batch failures.
 
-use hub::runtime::lambda::QueueRole;
+use hub::runtime::consume::QueueRole;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

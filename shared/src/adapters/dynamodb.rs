@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::{
 use super::aws_error;
 use crate::error::{HubError, Result};
 use crate::model::{AttemptRecord, Subscription, TopicEntry};
-use crate::ports::{Page, Store};
+use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 
 /// Index of subscriptions by account, in creation order.
 pub const ACCOUNT_INDEX: &str = "by_account";
@@ -72,13 +72,45 @@ fn sub_pk(id: &str) -> String {
     format!("SUB#{id}")
 }
 
+/// An account as part of a composite key: `%` and `#` escaped, so `#` separates key parts
+/// unambiguously whatever the account is called (account `a#b` with key `c` never meets
+/// account `a` with key `b#c`).
+fn account_part(account: &str) -> std::borrow::Cow<'_, str> {
+    if account.contains(['%', '#']) {
+        account.replace('%', "%25").replace('#', "%23").into()
+    } else {
+        account.into()
+    }
+}
+
 fn callback_pk(account: &str, url: &str) -> String {
     let digest = crate::signing::sha256_hex(url.as_bytes());
-    format!("CB#{account}#{digest}")
+    format!("CB#{}#{digest}", account_part(account))
 }
 
 fn topic_pk(account: &str, pattern: &str) -> String {
-    format!("T#{account}#{pattern}")
+    format!("T#{}#{pattern}", account_part(account))
+}
+
+fn event_key_pk(account: &str, key: &str) -> String {
+    format!("EVK#{}#{key}", account_part(account))
+}
+
+fn account_gsi_pk(account: &str) -> String {
+    format!("ACC#{account}")
+}
+
+/// Whether an SDK error is DynamoDB refusing a condition (a conditional write, or a transaction
+/// cancelled by one).
+fn is_condition_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| {
+            code == "ConditionalCheckFailedException" || code == "TransactionCanceledException"
+        })
 }
 
 fn bucket_number(ms: i64) -> i64 {
@@ -100,7 +132,7 @@ fn subscription_attributes(sub: &Subscription) -> Result<Vec<(&'static str, Attr
             "sweep_bucket",
             s(format!("B#{}", bucket_number(sub.sweep_at_ms()))),
         ),
-        ("gsi1pk", s(format!("ACC#{}", sub.account))),
+        ("gsi1pk", s(account_gsi_pk(&sub.account))),
         ("gsi1sk", s(sub.id.clone())),
     ];
     if let Some(since) = sub.failing_since_ms {
@@ -109,7 +141,8 @@ fn subscription_attributes(sub: &Subscription) -> Result<Vec<(&'static str, Attr
     Ok(attributes)
 }
 
-/// The items that find a subscription: its callback index and one fan-out entry per pattern.
+/// The items that find a subscription: its callback index (first) and one fan-out entry per
+/// pattern.
 fn index_items(sub: &Subscription) -> Result<Vec<Item>> {
     let expires = n(ttl_secs(sub.lapses_at_ms()));
     let mut callback = key(callback_pk(&sub.account, &sub.callback_url), "CB");
@@ -428,12 +461,23 @@ impl Store for DynamoStore {
             .build()
             .map_err(HubError::backend)?;
         let mut items = vec![TransactWriteItem::builder().update(update).build()];
-        for item in index_items(sub)? {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .build()
-                .map_err(HubError::backend)?;
+        for (i, item) in index_items(sub)?.into_iter().enumerate() {
+            let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+            if i == 0 {
+                // The callback index: only if free, ours, or left over by a lapsed subscription.
+                put = put
+                    .condition_expression(
+                        "attribute_not_exists(pk) OR #sub = :id OR #expires < :now",
+                    )
+                    .expression_attribute_names("#sub", "sub_id")
+                    .expression_attribute_names("#expires", "expires_at")
+                    .expression_attribute_values(":id", s(sub.id.clone()))
+                    .expression_attribute_values(
+                        ":now",
+                        n(time::OffsetDateTime::now_utc().unix_timestamp()),
+                    );
+            }
+            let put = put.build().map_err(HubError::backend)?;
             items.push(TransactWriteItem::builder().put(put).build());
         }
         let written = self
@@ -443,10 +487,7 @@ impl Store for DynamoStore {
             .send()
             .await;
         if let Err(err) = written {
-            let cancelled = err
-                .as_service_error()
-                .is_some_and(|e| e.is_transaction_canceled_exception());
-            return Err(if cancelled {
+            return Err(if is_condition_failed(&err) {
                 HubError::Conflict
             } else {
                 aws_error(err)
@@ -485,10 +526,11 @@ impl Store for DynamoStore {
                 .filter_map(|item| Some(key(get_s(&item, "pk")?.to_string(), get_s(&item, "sk")?))),
         );
         keys.push(key(sub_pk(&sub.id), "SUB"));
-        self.batch_delete(keys).await?;
+        // The callback index goes first: a crash half-way leaves no index pointing nowhere.
         for s_ in std::iter::once(sub).chain(stored.as_ref()) {
             self.delete_callback_index(s_).await?;
         }
+        self.batch_delete(keys).await?;
         Ok(())
     }
 
@@ -498,26 +540,34 @@ impl Store for DynamoStore {
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>> {
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ACCOUNT_INDEX)
-            .expression_attribute_values(":acc", s(format!("ACC#{account}")))
-            .limit(limit as i32 + 1);
-        let query = match cursor.filter(|c| !c.is_empty()) {
-            Some(cursor) => query
-                .key_condition_expression("gsi1pk = :acc AND gsi1sk > :cursor")
-                .expression_attribute_values(":cursor", s(cursor)),
-            None => query.key_condition_expression("gsi1pk = :acc"),
-        };
-        let out = query.send().await.map_err(aws_error)?;
-        let mut items = out
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(Self::subscription_from)
-            .collect::<Result<Vec<_>>>()?;
+        // A query page stops at 1 MB whatever its `Limit`: keep reading until there is one
+        // item more than the page needs (so `next_cursor` is known) or nothing is left.
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACCOUNT_INDEX)
+                .expression_attribute_values(":acc", s(account_gsi_pk(account)))
+                .limit((limit + 1 - items.len()) as i32)
+                .set_exclusive_start_key(start.take());
+            let query = match cursor.filter(|c| !c.is_empty()) {
+                Some(cursor) => query
+                    .key_condition_expression("gsi1pk = :acc AND gsi1sk > :cursor")
+                    .expression_attribute_values(":cursor", s(cursor)),
+                None => query.key_condition_expression("gsi1pk = :acc"),
+            };
+            let out = query.send().await.map_err(aws_error)?;
+            for item in out.items.unwrap_or_default() {
+                items.push(Self::subscription_from(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() && items.len() <= limit => start = Some(next),
+                _ => break,
+            }
+        }
         let next_cursor = (items.len() > limit).then(|| {
             items.truncate(limit);
             items.last().map(|s| s.id.clone()).unwrap_or_default()
@@ -525,55 +575,171 @@ impl Store for DynamoStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn topic_entries(&self, account: &str, patterns: &[String]) -> Result<Vec<TopicEntry>> {
-        let queries = patterns
-            .iter()
-            .map(|p| self.query_partition(topic_pk(account, p), None));
-        let mut entries = Vec::new();
-        for items in futures::future::try_join_all(queries).await? {
-            for item in items {
-                if let Some(entry) = get_s(&item, "entry") {
-                    entries.push(serde_json::from_str(entry).map_err(HubError::backend)?);
-                }
+    async fn count_subscriptions(&self, account: &str) -> Result<usize> {
+        let mut count = 0;
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(ACCOUNT_INDEX)
+                .key_condition_expression("gsi1pk = :acc")
+                .expression_attribute_values(":acc", s(account_gsi_pk(account)))
+                .select(aws_sdk_dynamodb::types::Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            count += out.count as usize;
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(count),
             }
         }
-        Ok(entries)
     }
 
-    async fn claim_event_key(
+    async fn topic_entries(
         &self,
         account: &str,
-        key_: &str,
-        now_ms: i64,
-        expires_at_ms: i64,
-    ) -> Result<bool> {
-        let mut item = key(format!("EVK#{account}#{key_}"), "EVK");
-        item.insert("until_ms".into(), n(expires_at_ms));
-        item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
+        pattern: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TopicEntry>> {
+        let pk = topic_pk(account, pattern);
+        let mut entries = Vec::new();
+        let mut start = cursor.map(|c| key(pk.clone(), c));
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .limit((limit + 1 - entries.len()) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for item in out.items.unwrap_or_default() {
+                if let Some(entry) = get_s(&item, "entry") {
+                    entries.push(
+                        serde_json::from_str::<TopicEntry>(entry).map_err(HubError::backend)?,
+                    );
+                }
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() && entries.len() <= limit => start = Some(next),
+                _ => break,
+            }
+        }
+        let next_cursor = (entries.len() > limit).then(|| {
+            entries.truncate(limit);
+            entries
+                .last()
+                .map(|e| e.subscription_id.clone())
+                .unwrap_or_default()
+        });
+        Ok(Page {
+            items: entries,
+            next_cursor,
+        })
+    }
+
+    async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome> {
+        let pk = event_key_pk(&claim.account, &claim.key);
+        let mut item = key(pk.clone(), "EVK");
+        item.insert("event_id".into(), s(claim.event_id.clone()));
+        item.insert("state".into(), s("claimed"));
+        item.insert("claim_until_ms".into(), n(claim.claim_until_ms));
+        item.insert("until_ms".into(), n(claim.window_until_ms));
+        item.insert("expires_at".into(), n(ttl_secs(claim.window_until_ms)));
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk) OR #until <= :now")
+            .condition_expression(
+                "attribute_not_exists(pk) OR #until <= :now \
+                 OR (#state = :claimed AND #claim_until <= :now)",
+            )
             .expression_attribute_names("#until", "until_ms")
-            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#claim_until", "claim_until_ms")
+            .expression_attribute_values(":now", n(claim.now_ms))
+            .expression_attribute_values(":claimed", s("claimed"))
             .send()
             .await;
         match put {
-            Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Ok(_) => return Ok(ClaimOutcome::Claimed),
+            Err(err) if is_condition_failed(&err) => {}
+            Err(err) => return Err(aws_error(err)),
+        }
+        let held = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, "EVK")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws_error)?
+            .item
+            .unwrap_or_default();
+        Ok(match (get_s(&held, "state"), get_s(&held, "event_id")) {
+            (Some("queued"), Some(event_id)) => ClaimOutcome::Queued {
+                event_id: event_id.to_string(),
+            },
+            _ => ClaimOutcome::InFlight {
+                retry_after_ms: get_n(&held, "claim_until_ms")
+                    .map_or(1000, |until| (until - claim.now_ms).max(1000)),
+            },
+        })
+    }
+
+    async fn mark_event_key_queued(&self, account: &str, key_: &str, event_id: &str) -> Result<()> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(event_key_pk(account, key_), "EVK")))
+            .update_expression("SET #state = :queued")
+            .condition_expression("#event = :id")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_names("#event", "event_id")
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":id", s(event_id))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(()),
+            // Taken over by a later publish meanwhile: its event is the key's now.
+            Err(err) if is_condition_failed(&err) => Ok(()),
             Err(err) => Err(aws_error(err)),
         }
     }
 
-    async fn remove_lapsed(&self, sub: &Subscription) -> Result<bool> {
+    async fn release_event_key(&self, account: &str, key_: &str, event_id: &str) -> Result<()> {
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(event_key_pk(account, key_), "EVK")))
+            .condition_expression("#event = :id AND #state = :claimed")
+            .expression_attribute_names("#event", "event_id")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":id", s(event_id))
+            .expression_attribute_values(":claimed", s("claimed"))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(()),
+            Err(err) if is_condition_failed(&err) => Ok(()),
+            Err(err) => Err(aws_error(err)),
+        }
+    }
+
+    async fn remove_if_unchanged(&self, sub: &Subscription) -> Result<bool> {
         let deleted = self
             .client
             .delete_item()
@@ -586,13 +752,7 @@ impl Store for DynamoStore {
             .await;
         match deleted {
             Ok(_) => {}
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                return Ok(false);
-            }
+            Err(err) if is_condition_failed(&err) => return Ok(false),
             Err(err) => return Err(aws_error(err)),
         }
         let entries = sub
@@ -635,11 +795,6 @@ impl Store for DynamoStore {
             }
         }
         Ok(due)
-    }
-
-    async fn release_event_key(&self, account: &str, key_: &str) -> Result<()> {
-        self.batch_delete(vec![key(format!("EVK#{account}#{key_}"), "EVK")])
-            .await
     }
 
     async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
@@ -714,13 +869,7 @@ impl Store for DynamoStore {
                 .attributes
                 .as_ref()
                 .and_then(|a| get_n(a, "failing_since"))),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(None)
-            }
+            Err(err) if is_condition_failed(&err) => Ok(None),
             Err(err) => Err(aws_error(err)),
         }
     }
@@ -744,13 +893,7 @@ impl DynamoStore {
             .await;
         match deleted {
             Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(err) if is_condition_failed(&err) => Ok(()),
             Err(err) => Err(aws_error(err)),
         }
     }

@@ -12,16 +12,28 @@ use tokio::time::Instant;
 
 use crate::error::{HubError, Result};
 use crate::model::{AttemptRecord, Subscription, TopicEntry};
-use crate::ports::{OutgoingMessage, Page, Queue, ReceivedMessage, Store};
+use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage, Page, Queue, ReceivedMessage, Store};
 
 #[derive(Default)]
 struct StoreState {
     subscriptions: BTreeMap<String, Subscription>,
     by_callback: HashMap<(String, String), String>,
     topics: HashMap<(String, String), BTreeSet<String>>,
-    event_keys: HashMap<(String, String), i64>,
+    event_keys: HashMap<(String, String), KeyState>,
+    claims_since_prune: usize,
     attempts: HashMap<String, Vec<AttemptRecord>>,
 }
+
+/// An idempotency key: claimed by one publish, then queued.
+struct KeyState {
+    event_id: String,
+    queued: bool,
+    claim_until_ms: i64,
+    window_until_ms: i64,
+}
+
+/// Expired idempotency keys are dropped after this many claims.
+const PRUNE_EVERY_CLAIMS: usize = 1024;
 
 /// Keeps the last this many attempts per subscription.
 const ATTEMPT_LOG_LEN: usize = 100;
@@ -33,6 +45,11 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// How many idempotency keys it holds (expired ones are pruned as claims come in).
+    pub fn event_key_count(&self) -> usize {
+        self.lock().event_keys.len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, StoreState> {
         self.state
             .lock()
@@ -77,6 +94,14 @@ impl Store for MemoryStore {
         let mut state = self.lock();
         let stored_version = state.subscriptions.get(&sub.id).map(|s| s.version);
         if stored_version != previous.map(|p| p.version) {
+            return Err(HubError::Conflict);
+        }
+        let callback_key = (sub.account.clone(), sub.callback_url.clone());
+        if let Some(holder) = state.by_callback.get(&callback_key)
+            && holder != &sub.id
+            && state.subscriptions.contains_key(holder)
+        {
+            // Another subscription holds this callback: one subscription per callback.
             return Err(HubError::Conflict);
         }
         let odometer = state
@@ -135,41 +160,98 @@ impl Store for MemoryStore {
         Ok(Page { items, next_cursor })
     }
 
-    async fn topic_entries(&self, account: &str, patterns: &[String]) -> Result<Vec<TopicEntry>> {
+    async fn count_subscriptions(&self, account: &str) -> Result<usize> {
         let state = self.lock();
-        let mut entries = Vec::new();
-        for pattern in patterns {
-            if let Some(ids) = state.topics.get(&(account.to_string(), pattern.clone())) {
-                entries.extend(
-                    ids.iter()
-                        .filter_map(|id| state.subscriptions.get(id))
-                        .map(TopicEntry::of),
-                );
-            }
-        }
-        Ok(entries)
+        Ok(state
+            .subscriptions
+            .values()
+            .filter(|s| s.account == account)
+            .count())
     }
 
-    async fn claim_event_key(
+    async fn topic_entries(
         &self,
         account: &str,
-        key: &str,
-        now_ms: i64,
-        expires_at_ms: i64,
-    ) -> Result<bool> {
-        let mut state = self.lock();
-        let slot = state
-            .event_keys
-            .entry((account.to_string(), key.to_string()))
-            .or_insert(0);
-        if *slot > now_ms {
-            return Ok(false);
-        }
-        *slot = expires_at_ms;
-        Ok(true)
+        pattern: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TopicEntry>> {
+        let state = self.lock();
+        let Some(ids) = state
+            .topics
+            .get(&(account.to_string(), pattern.to_string()))
+        else {
+            return Ok(Page {
+                items: vec![],
+                next_cursor: None,
+            });
+        };
+        let start = cursor.unwrap_or("").to_string();
+        let mut items: Vec<TopicEntry> = ids
+            .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+            .filter_map(|id| state.subscriptions.get(id))
+            .take(limit + 1)
+            .map(TopicEntry::of)
+            .collect();
+        let next_cursor = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items
+                .last()
+                .map(|e| e.subscription_id.clone())
+                .unwrap_or_default()
+        });
+        Ok(Page { items, next_cursor })
     }
 
-    async fn remove_lapsed(&self, sub: &Subscription) -> Result<bool> {
+    async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome> {
+        let mut state = self.lock();
+        state.claims_since_prune += 1;
+        if state.claims_since_prune >= PRUNE_EVERY_CLAIMS {
+            state.claims_since_prune = 0;
+            let now = claim.now_ms;
+            state.event_keys.retain(|_, k| k.window_until_ms > now);
+        }
+        let slot = (claim.account.clone(), claim.key.clone());
+        if let Some(held) = state.event_keys.get(&slot)
+            && held.window_until_ms > claim.now_ms
+        {
+            if held.queued {
+                return Ok(ClaimOutcome::Queued {
+                    event_id: held.event_id.clone(),
+                });
+            }
+            if held.claim_until_ms > claim.now_ms {
+                return Ok(ClaimOutcome::InFlight {
+                    retry_after_ms: held.claim_until_ms - claim.now_ms,
+                });
+            }
+            // An abandoned claim: taken over below.
+        }
+        state.event_keys.insert(
+            slot,
+            KeyState {
+                event_id: claim.event_id.clone(),
+                queued: false,
+                claim_until_ms: claim.claim_until_ms,
+                window_until_ms: claim.window_until_ms,
+            },
+        );
+        Ok(ClaimOutcome::Claimed)
+    }
+
+    async fn mark_event_key_queued(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(held) = state
+            .event_keys
+            .get_mut(&(account.to_string(), key.to_string()))
+            && held.event_id == event_id
+        {
+            held.queued = true;
+        }
+        Ok(())
+    }
+
+    async fn remove_if_unchanged(&self, sub: &Subscription) -> Result<bool> {
         let mut state = self.lock();
         if state.subscriptions.get(&sub.id).map(|s| s.version) != Some(sub.version) {
             return Ok(false);
@@ -191,10 +273,16 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn release_event_key(&self, account: &str, key: &str) -> Result<()> {
-        self.lock()
+    async fn release_event_key(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
+        let mut state = self.lock();
+        let slot = (account.to_string(), key.to_string());
+        if state
             .event_keys
-            .remove(&(account.to_string(), key.to_string()));
+            .get(&slot)
+            .is_some_and(|held| held.event_id == event_id && !held.queued)
+        {
+            state.event_keys.remove(&slot);
+        }
         Ok(())
     }
 
@@ -439,6 +527,16 @@ impl Queue for MemoryQueue {
     async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
         self.reschedule(receipt, Some(delay));
         Ok(())
+    }
+
+    async fn dead_letter(&self, body: String) -> Result<()> {
+        match &self.dead_letters {
+            Some(dlq) => {
+                dlq.push(body, Duration::ZERO, 0);
+                Ok(())
+            }
+            None => Err(HubError::backend("this queue has no dead-letter queue")),
+        }
     }
 }
 

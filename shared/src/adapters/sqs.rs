@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::{
 
 use super::aws_error;
 use crate::error::{HubError, Result};
-use crate::ports::{OutgoingMessage, Queue, ReceivedMessage};
+use crate::ports::{MAX_HIDE, OutgoingMessage, Queue, ReceivedMessage};
 
 /// Largest batch SQS takes in one `SendMessageBatch`.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -41,6 +41,9 @@ pub fn batches(messages: &[OutgoingMessage]) -> Vec<std::ops::Range<usize>> {
 pub struct SqsQueue {
     client: Client,
     url: String,
+    /// Its dead-letter queue's URL, found from its redrive policy the first time one is needed
+    /// (no call at cold start).
+    dead_letter_url: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl SqsQueue {
@@ -59,7 +62,53 @@ impl SqsQueue {
                 .unwrap_or_default()
                 .to_string()
         };
-        Ok(SqsQueue { client, url })
+        Ok(SqsQueue::at(client, url))
+    }
+
+    fn at(client: Client, url: String) -> Self {
+        SqsQueue {
+            client,
+            url,
+            dead_letter_url: Default::default(),
+        }
+    }
+
+    /// The dead-letter queue named by this queue's redrive policy.
+    async fn dead_letter_url(&self) -> Result<&str> {
+        self.dead_letter_url
+            .get_or_try_init(|| async {
+                let policy = self
+                    .client
+                    .get_queue_attributes()
+                    .queue_url(&self.url)
+                    .attribute_names(QueueAttributeName::RedrivePolicy)
+                    .send()
+                    .await
+                    .map_err(aws_error)?
+                    .attributes
+                    .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy))
+                    .ok_or_else(|| HubError::backend("the queue has no redrive policy"))?;
+                let arn = serde_json::from_str::<serde_json::Value>(&policy)
+                    .ok()
+                    .and_then(|p| p["deadLetterTargetArn"].as_str().map(str::to_string))
+                    .ok_or_else(|| HubError::backend("unreadable redrive policy"))?;
+                // arn:aws:sqs:<region>:<account>:<name>
+                let mut parts = arn.rsplit(':');
+                let (name, owner) = (parts.next().unwrap_or_default(), parts.next());
+                let url = self
+                    .client
+                    .get_queue_url()
+                    .queue_name(name)
+                    .set_queue_owner_aws_account_id(owner.map(str::to_string))
+                    .send()
+                    .await
+                    .map_err(aws_error)?
+                    .queue_url
+                    .unwrap_or_default();
+                Ok::<_, HubError>(url)
+            })
+            .await
+            .map(String::as_str)
     }
 
     /// Creates the queue `name` (if missing) with a dead-letter queue `{name}-dlq` that takes a
@@ -105,7 +154,9 @@ impl SqsQueue {
             .map_err(aws_error)?
             .queue_url
             .unwrap_or_default();
-        Ok(SqsQueue { client, url })
+        let queue = SqsQueue::at(client, url);
+        let _ = queue.dead_letter_url.set(dlq_url);
+        Ok(queue)
     }
 
     /// The queue URL.
@@ -133,14 +184,40 @@ impl SqsQueue {
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(aws_error)?;
+            .map_err(|err| {
+                // The input itself refused (too long, invalid content) is not worth retrying.
+                use aws_sdk_sqs::error::ProvideErrorMetadata;
+                let refused = err
+                    .as_service_error()
+                    .and_then(|e| e.code())
+                    .is_some_and(|c| {
+                        [
+                            "BatchRequestTooLong",
+                            "InvalidMessageContents",
+                            "AWS.SimpleQueueService.BatchRequestTooLong",
+                            "AWS.SimpleQueueService.InvalidMessageContents",
+                        ]
+                        .contains(&c)
+                    });
+                if refused {
+                    HubError::Rejected("the message was refused by the queue".into())
+                } else {
+                    aws_error(err)
+                }
+            })?;
         if let Some(failed) = out.failed().first() {
-            return Err(HubError::backend(format!(
+            let detail = format!(
                 "SQS refused {} of {} messages: {}",
                 out.failed().len(),
                 batch.len(),
                 failed.message().unwrap_or(failed.code())
-            )));
+            );
+            return Err(if failed.sender_fault() {
+                tracing::warn!(error = %detail, "queue refused the input");
+                HubError::Rejected("the message was refused by the queue".into())
+            } else {
+                HubError::backend(detail)
+            });
         }
         Ok(())
     }
@@ -200,7 +277,19 @@ impl Queue for SqsQueue {
             .change_message_visibility()
             .queue_url(&self.url)
             .receipt_handle(receipt)
-            .visibility_timeout((delay.as_millis().div_ceil(1000) as u64).min(43_200) as i32)
+            .visibility_timeout(delay.min(MAX_HIDE).as_millis().div_ceil(1000) as i32)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, body: String) -> Result<()> {
+        let url = self.dead_letter_url().await?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
             .send()
             .await
             .map_err(aws_error)?;

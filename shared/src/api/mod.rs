@@ -215,13 +215,22 @@ pub fn respond(status: u16, body: Option<&Value>) -> http::Response<Bytes> {
 pub fn error_response(err: &HubError) -> http::Response<Bytes> {
     let mut response = respond(
         err.status(),
-        Some(&json!({"code": err.code(), "message": err.to_string()})),
+        Some(&json!({"code": err.code(), "message": err.public_message()})),
     );
-    if matches!(err, HubError::Unauthorized) {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
+    match err {
+        HubError::Unauthorized => {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        HubError::InProgress { retry_after_secs } => {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                http::HeaderValue::from(*retry_after_secs),
+            );
+        }
+        _ => {}
     }
     response
 }
@@ -243,8 +252,14 @@ pub async fn handle(
     let response = match result {
         Ok((status, body)) => respond(status, body.as_ref()),
         Err(err) => {
-            if let HubError::Backend(detail) = &err {
-                tracing::error!(request_id = %req.request_id, error = %detail, "backend failure");
+            match &err {
+                HubError::Backend(detail) => {
+                    tracing::error!(request_id = %req.request_id, error = %detail, "backend failure")
+                }
+                HubError::Rejected(detail) => {
+                    tracing::warn!(request_id = %req.request_id, error = %detail, "input refused by a backing service")
+                }
+                _ => {}
             }
             error_response(&err)
         }
@@ -336,8 +351,8 @@ async fn dispatch(
             Ok((200, Some(json!({"data": data}))))
         }
         Operation::Secret => {
-            let sub = hub.get_subscription(&caller, &id).await?;
-            Ok((200, Some(json!({"secret": sub.secret}))))
+            let secret = hub.subscription_secret(&caller, &id).await?;
+            Ok((200, Some(json!({"secret": secret}))))
         }
         Operation::RotateSecret => {
             #[derive(serde::Deserialize, Default)]

@@ -3,11 +3,19 @@
 
 use std::time::Duration;
 
-use super::lambda::QueueRole;
 use crate::hub::Hub;
-use crate::model::{DeliveryTask, Event};
-use crate::ports::ReceivedMessage;
+use crate::model::{DeliveryTask, Event, queue_json};
+use crate::ports::{MAX_HIDE, MAX_SEND_DELAY, OutgoingMessage, ReceivedMessage};
 use crate::service::delivery::Verdict;
+
+/// Which queue a consumer reads: an SQS-triggered function's, or an embedded poller's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueRole {
+    /// The events queue: fan-out.
+    Events,
+    /// The deliveries queue: the sender.
+    Deliveries,
+}
 
 /// The queue a consumer role reads.
 pub fn queue_of(hub: &Hub, role: QueueRole) -> std::sync::Arc<dyn crate::ports::Queue> {
@@ -31,8 +39,8 @@ pub async fn fan_out_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
     let event: Event = match serde_json::from_str(&msg.body) {
         Ok(event) => event,
         Err(err) => {
-            tracing::error!(message_id = %msg.id, error = %err, "unreadable events message: left to the dead-letter queue");
-            return false;
+            tracing::error!(message_id = %msg.id, error = %err, "unreadable events message: to the dead-letter queue");
+            return hub.events.dead_letter(msg.body.clone()).await.is_ok();
         }
     };
     match hub.fan_out(&event).await {
@@ -44,32 +52,70 @@ pub async fn fan_out_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
     }
 }
 
-/// Makes one delivery attempt for a deliveries-queue message and settles its visibility;
-/// `true` when it may be removed. A retry hides the message for the schedule's delay (SQS keeps
-/// counting receives, which is the attempt number); an exhausted one is made visible at once so
-/// the queue's redrive moves it to the dead-letter queue.
+/// Makes one delivery attempt for a deliveries-queue message; `true` when it may be removed.
+///
+/// The message carries its own attempt count and earliest time ([`DeliveryTask`]): a retry is
+/// a new message with the count raised and the schedule's delay (sent delayed by at most SQS's
+/// 15 min, then hidden again on arrival until its time), and an exhausted or unreadable one goes
+/// to the dead-letter queue explicitly. So receives that made no attempt (a store error, a
+/// throttled or crashed consumer) never use up an attempt, and no delay ever needs a
+/// visibility beyond SQS's 12 h limit.
 pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
     let task: DeliveryTask = match serde_json::from_str(&msg.body) {
         Ok(task) => task,
         Err(err) => {
-            tracing::error!(message_id = %msg.id, error = %err, "unreadable delivery message: left to the dead-letter queue");
-            return false;
+            tracing::error!(message_id = %msg.id, error = %err, "unreadable delivery message: to the dead-letter queue");
+            return hub.deliveries.dead_letter(msg.body.clone()).await.is_ok();
         }
     };
-    let verdict = match hub.deliver(&task, msg.receive_count).await {
+    let now = hub.now_ms();
+    if let Some(not_before) = task.not_before_ms
+        && not_before > now + EARLY_TOLERANCE_MS
+    {
+        let wait = Duration::from_millis((not_before - now) as u64).min(MAX_HIDE);
+        if let Err(err) = hub.deliveries.postpone(&msg.receipt, wait).await {
+            tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not hide an early message; it comes back after the visibility timeout");
+        }
+        return false;
+    }
+    let verdict = match hub.deliver(&task).await {
         Ok(verdict) => verdict,
         Err(err) => {
-            tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back");
+            tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back (no attempt counted)");
             return false;
         }
     };
-    let hide_for = match verdict {
-        Verdict::Done => return true,
-        Verdict::RetryIn(delay) => delay,
-        Verdict::Exhausted => Duration::ZERO,
+    let subscription_id = task.subscription_id.clone();
+    let attempted = DeliveryTask {
+        attempts_made: task.attempts_made.saturating_add(1),
+        ..task
     };
-    if let Err(err) = hub.deliveries.postpone(&msg.receipt, hide_for).await {
-        tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not schedule the retry; the queue's visibility timeout will");
+    let settled = match verdict {
+        Verdict::Done => return true,
+        Verdict::RetryIn(delay) => {
+            let retry = DeliveryTask {
+                not_before_ms: Some(now + delay.as_millis() as i64),
+                ..attempted
+            };
+            hub.deliveries
+                .send(vec![OutgoingMessage {
+                    body: queue_json(&retry),
+                    delay: delay.min(MAX_SEND_DELAY),
+                }])
+                .await
+        }
+        Verdict::Exhausted => hub.deliveries.dead_letter(queue_json(&attempted)).await,
+    };
+    match settled {
+        Ok(()) => true,
+        Err(err) => {
+            // The message comes back after the visibility timeout and the attempt is made again
+            // under the same number: a duplicate at worst, never a loss.
+            tracing::warn!(subscription_id = %subscription_id, error = %err, "could not queue the retry or dead letter");
+            false
+        }
     }
-    false
 }
+
+/// A message that arrives this little before its time is attempted at once.
+const EARLY_TOLERANCE_MS: i64 = 500;

@@ -14,8 +14,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::consume::{consume, queue_of};
-use super::lambda::QueueRole;
+use super::consume::{QueueRole, consume, queue_of};
 use crate::hub::Hub;
 use crate::ports::{Queue, ReceivedMessage};
 

@@ -5,21 +5,12 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_http::{Body, Request};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-use super::consume::consume;
+use super::consume::{QueueRole, consume};
 use super::{AwsResources, aws_hub, env_var, init_logging, settings_from_env};
 use crate::api::lambda::{api_request, jwt_caller};
 use crate::api::{Operation, function_operations, handle};
 use crate::hub::Hub;
 use crate::ports::ReceivedMessage;
-
-/// Which queue an SQS-triggered function consumes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueRole {
-    /// The events queue: fan-out.
-    Events,
-    /// The deliveries queue: the sender.
-    Deliveries,
-}
 
 async fn hub_from_env() -> Result<Hub, Error> {
     init_logging();

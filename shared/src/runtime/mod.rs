@@ -19,6 +19,13 @@ use crate::retry::{RetrySchedule, parse_duration};
 
 /// Visibility timeout of the queues: 6× the consumers' 30 s timeout.
 pub const QUEUE_VISIBILITY: Duration = Duration::from_secs(180);
+/// Receives after which the deliveries queue's redrive moves a message to its dead-letter
+/// queue. Attempts are counted in the message itself, so this only guards against a message
+/// that can never be processed: enough for a 7-day `Retry-After` hidden 12 h at a time (15
+/// receives) plus store outages. `template.yaml` sets the same.
+pub const DELIVERY_RECEIVE_LIMIT: u32 = 30;
+/// Receives after which the events queue's redrive moves a message to its dead-letter queue.
+pub const EVENTS_RECEIVE_LIMIT: u32 = 5;
 
 /// Names of the AWS resources, from `HUB_TABLE`, `HUB_EVENTS_QUEUE`, `HUB_DELIVERIES_QUEUE`.
 #[derive(Debug, Clone)]
@@ -61,15 +68,24 @@ pub fn truthy(value: &str) -> bool {
     )
 }
 
-/// Settings from `HUB_PUBLIC_URL`, `HUB_ALLOW_PRIVATE_TARGETS`, `HUB_RETRY_SCHEDULE`,
-/// `HUB_DISABLE_AFTER` and `HUB_ATTEMPT_TIMEOUT`.
+/// Settings of the Lambda functions from `HUB_PUBLIC_URL`, `HUB_RETRY_SCHEDULE`,
+/// `HUB_DISABLE_AFTER`, `HUB_ATTEMPT_TIMEOUT` and `HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT`.
+///
+/// Nothing here can lift the SSRF guard: `HUB_ALLOW_PRIVATE_TARGETS` is read by
+/// `webhook-hub serve` alone (one stray variable must not let a deployed function reach the
+/// Runtime API, the instance metadata or the VPC).
 pub fn settings_from_env() -> Result<Settings> {
     let mut settings = Settings::default();
     if let Some(url) = env_var("HUB_PUBLIC_URL") {
         settings.public_url = url.trim_end_matches('/').to_string();
     }
-    if let Some(flag) = env_var("HUB_ALLOW_PRIVATE_TARGETS") {
-        settings.allow_private_targets = truthy(&flag);
+    if let Some(limit) = env_var("HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT") {
+        settings.max_subscriptions_per_account = limit.parse().map_err(|_| {
+            crate::HubError::invalid(
+                "invalid_setting",
+                "HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT is a positive integer",
+            )
+        })?;
     }
     if let Some(schedule) = env_var("HUB_RETRY_SCHEDULE") {
         settings.retry = RetrySchedule::parse(&schedule)?;
@@ -106,7 +122,6 @@ pub async fn aws_clients(
 pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool) -> Result<Hub> {
     let (dynamo, sqs) = aws_clients(None).await;
     let store = DynamoStore::new(dynamo, &resources.table);
-    let max_receives = settings.retry.max_attempts();
     let (events, deliveries) = if create {
         store.ensure_table().await?;
         let visibility = match env_var("HUB_QUEUE_VISIBILITY") {
@@ -114,8 +129,20 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources, create: bool)
             None => QUEUE_VISIBILITY,
         };
         (
-            SqsQueue::ensure(sqs.clone(), &resources.events_queue, visibility, 5).await?,
-            SqsQueue::ensure(sqs, &resources.deliveries_queue, visibility, max_receives).await?,
+            SqsQueue::ensure(
+                sqs.clone(),
+                &resources.events_queue,
+                visibility,
+                EVENTS_RECEIVE_LIMIT,
+            )
+            .await?,
+            SqsQueue::ensure(
+                sqs,
+                &resources.deliveries_queue,
+                visibility,
+                DELIVERY_RECEIVE_LIMIT,
+            )
+            .await?,
         )
     } else {
         (
@@ -154,10 +181,14 @@ pub struct MemoryQueues {
 pub fn memory_hub(settings: Settings) -> (Hub, MemoryQueues) {
     let events_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
     let deliveries_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
-    let events = MemoryQueue::new(QUEUE_VISIBILITY, 5, Some(events_dead.clone()));
+    let events = MemoryQueue::new(
+        QUEUE_VISIBILITY,
+        EVENTS_RECEIVE_LIMIT,
+        Some(events_dead.clone()),
+    );
     let deliveries = MemoryQueue::new(
         QUEUE_VISIBILITY,
-        settings.retry.max_attempts(),
+        DELIVERY_RECEIVE_LIMIT,
         Some(deliveries_dead.clone()),
     );
     let hub = assemble(

@@ -29,13 +29,33 @@ pub enum Verdict {
     Exhausted,
 }
 
-/// Removes the value a JSON pointer (RFC 6901) designates, if present.
-pub fn remove_pointer(root: &mut Value, pointer: &str) {
-    let tokens: Vec<String> = pointer
+/// The reference tokens of a JSON pointer (RFC 6901), unescaped.
+fn pointer_tokens(pointer: &str) -> Vec<String> {
+    pointer
         .split('/')
         .skip(1)
         .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect();
+        .collect()
+}
+
+/// Orders two token paths so that removing in this order never shifts a later one: array
+/// indices compare as numbers (`10` after `2`), and [`remove_pointers`] walks the order
+/// backwards, so a higher index or a deeper path goes first.
+fn path_order(a: &[String], b: &[String]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        let order = match (x.parse::<usize>(), y.parse::<usize>()) {
+            (Ok(i), Ok(j)) => i.cmp(&j),
+            _ => x.cmp(y),
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Removes the value at a token path, if present.
+fn remove_path(root: &mut Value, tokens: &[String]) {
     let Some((last, parents)) = tokens.split_last() else {
         return;
     };
@@ -67,6 +87,18 @@ pub fn remove_pointer(root: &mut Value, pointer: &str) {
     }
 }
 
+/// Removes every value the JSON pointers designate in the document as it was given: each pointer
+/// names an element of the original, so removals go from the highest array index and deepest
+/// path down and never shift one another.
+pub fn remove_pointers<'a>(root: &mut Value, pointers: impl IntoIterator<Item = &'a str>) {
+    let mut paths: Vec<Vec<String>> = pointers.into_iter().map(pointer_tokens).collect();
+    paths.sort_by(|a, b| path_order(a, b));
+    paths.dedup();
+    for path in paths.iter().rev() {
+        remove_path(root, path);
+    }
+}
+
 /// The JSON body delivered for an event: the envelope, with every sensitive field at or below the
 /// subscription's secrecy level removed.
 pub fn event_body(event: &Event, sub: &Subscription) -> Value {
@@ -79,11 +111,14 @@ pub fn event_body(event: &Event, sub: &Subscription) -> Value {
         "data": event.data,
         "user_data": sub.user_data,
     });
-    for (pointer, level) in &event.sensitive {
-        if *level <= sub.secrecy_level {
-            remove_pointer(&mut body, pointer);
-        }
-    }
+    remove_pointers(
+        &mut body,
+        event
+            .sensitive
+            .iter()
+            .filter(|(_, level)| **level <= sub.secrecy_level)
+            .map(|(pointer, _)| pointer.as_str()),
+    );
     body
 }
 
@@ -151,7 +186,9 @@ impl Hub {
             ("content-type".to_string(), "application/json".to_string()),
             ("user-agent".to_string(), USER_AGENT.to_string()),
         ];
-        if let Some((name, value)) = scheme_header(sub.signature_scheme, &sub.secret, body) {
+        if let Some((name, value)) =
+            scheme_header(sub.signature_scheme, sub.legacy_secret(now), body)
+        {
             headers.push((name.to_string(), value));
         }
         match &sub.receiver_auth {
@@ -172,8 +209,10 @@ impl Hub {
         headers
     }
 
-    /// Processes one delivery message on its `attempt`-th receipt (1-based).
-    pub async fn deliver(&self, task: &DeliveryTask, attempt: u32) -> Result<Verdict> {
+    /// Makes the next attempt of a delivery task (its attempt number is
+    /// `task.attempts_made + 1`) and decides what comes next.
+    pub async fn deliver(&self, task: &DeliveryTask) -> Result<Verdict> {
+        let attempt = task.attempts_made.saturating_add(1);
         let now = self.now_ms();
         let sub = match self.store.get(&task.subscription_id).await? {
             Some(sub) if !sub.is_expired(now) => sub,
@@ -219,8 +258,13 @@ impl Hub {
             return Ok(Verdict::Done);
         }
         if outcome.status == Some(410) {
-            self.store.delete(&sub).await?;
-            tracing::info!(subscription_id = %sub.id, account = %sub.account, "receiver answered 410 Gone: subscription deleted");
+            // Only the subscription as attempted: one that moved to a new callback meanwhile
+            // is not the old receiver's to remove.
+            if self.store.remove_if_unchanged(&sub).await? {
+                tracing::info!(subscription_id = %sub.id, account = %sub.account, "receiver answered 410 Gone: subscription deleted");
+            } else {
+                tracing::info!(subscription_id = %sub.id, "410 Gone from a callback the subscription changed during the attempt: left alone");
+            }
             return Ok(Verdict::Done);
         }
         if counts {
@@ -242,7 +286,9 @@ impl Hub {
     }
 
     /// Turns an active subscription `disabled` once its deliveries have failed without a success
-    /// for longer than the configured time.
+    /// for longer than the configured time: only the subscription as attempted (a save
+    /// conditional on its version), so a change made during the attempt (a new callback, a
+    /// pause) is never overwritten by a verdict about the old one.
     async fn disable_if_failing_too_long(
         &self,
         sub: &Subscription,
@@ -255,18 +301,16 @@ impl Hub {
         {
             return;
         }
-        let Ok(Some(current)) = self.store.get(&sub.id).await else {
-            return;
-        };
-        let mut disabled = current.clone();
+        let mut disabled = sub.clone();
         disabled.status = SubscriptionStatus::Disabled;
+        disabled.failing_since_ms = Some(since);
         disabled.version += 1;
-        match self.store.save(&disabled, Some(&current)).await {
+        match self.store.save(&disabled, Some(sub)).await {
             Ok(()) => {
                 tracing::warn!(subscription_id = %sub.id, account = %sub.account, "subscription disabled after continuous failure")
             }
             Err(err) => {
-                tracing::warn!(subscription_id = %sub.id, error = %err, "could not disable subscription")
+                tracing::info!(subscription_id = %sub.id, error = %err, "not disabled: the subscription changed during the attempt")
             }
         }
     }
@@ -279,11 +323,30 @@ mod tests {
     #[test]
     fn removes_pointed_fields() {
         let mut v = json!({"data": {"pin": 1234, "name": "Ann", "list": [1, 2, 3], "a/b": 1}});
-        remove_pointer(&mut v, "/data/pin");
-        remove_pointer(&mut v, "/data/list/1");
-        remove_pointer(&mut v, "/data/a~1b");
-        remove_pointer(&mut v, "/data/missing/deeper");
+        remove_pointers(
+            &mut v,
+            [
+                "/data/pin",
+                "/data/list/1",
+                "/data/a~1b",
+                "/data/missing/deeper",
+            ],
+        );
         assert_eq!(v, json!({"data": {"name": "Ann", "list": [1, 3]}}));
+    }
+
+    #[test]
+    fn array_pointers_name_elements_of_the_original() {
+        let mut v = json!({"pins": ["a", "b", "c"]});
+        remove_pointers(&mut v, ["/pins/0", "/pins/1"]);
+        assert_eq!(v, json!({"pins": ["c"]}));
+        let list: Vec<usize> = (0..12).collect();
+        let mut v = json!({"l": list});
+        remove_pointers(&mut v, ["/l/10", "/l/2"]);
+        assert_eq!(v, json!({"l": [0, 1, 3, 4, 5, 6, 7, 8, 9, 11]}));
+        let mut v = json!({"a": [{"x": 1, "y": 2}, {"x": 3}]});
+        remove_pointers(&mut v, ["/a/0/x", "/a/1", "/a/0/y"]);
+        assert_eq!(v, json!({"a": [{}]}));
     }
 }
 
@@ -371,25 +434,33 @@ mod decision_tests {
             labels: Default::default(),
             sensitive: Default::default(),
         };
-        let task = DeliveryTask {
-            subscription_id: sub.id.clone(),
-            payload: TaskPayload::Event { event },
-        };
+        let task = DeliveryTask::new(sub.id.clone(), TaskPayload::Event { event });
         (hub, transport, clock, task)
+    }
+
+    /// The task as its `n`-th attempt.
+    fn attempt(task: &DeliveryTask, n: u32) -> DeliveryTask {
+        DeliveryTask {
+            attempts_made: n - 1,
+            ..task.clone()
+        }
     }
 
     #[tokio::test]
     async fn failures_follow_the_schedule_then_exhaust() {
         let (hub, transport, _, task) = hub_with(500, "5s,5m", 604_800).await;
         assert_eq!(
-            hub.deliver(&task, 1).await.unwrap(),
+            hub.deliver(&attempt(&task, 1)).await.unwrap(),
             Verdict::RetryIn(Duration::from_secs(5))
         );
         assert_eq!(
-            hub.deliver(&task, 2).await.unwrap(),
+            hub.deliver(&attempt(&task, 2)).await.unwrap(),
             Verdict::RetryIn(Duration::from_secs(300))
         );
-        assert_eq!(hub.deliver(&task, 3).await.unwrap(), Verdict::Exhausted);
+        assert_eq!(
+            hub.deliver(&attempt(&task, 3)).await.unwrap(),
+            Verdict::Exhausted
+        );
         assert_eq!(*transport.calls.lock().unwrap(), 3);
     }
 
@@ -397,14 +468,20 @@ mod decision_tests {
     async fn never_retries_past_the_lease() {
         // A 60 s lease and a 5 min retry: the retry would land after the lease, so it is dropped.
         let (hub, _, _, task) = hub_with(500, "5m", 60).await;
-        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            hub.deliver(&attempt(&task, 1)).await.unwrap(),
+            Verdict::Done
+        );
     }
 
     #[tokio::test]
     async fn lapsed_paused_or_deleted_subscriptions_are_not_called() {
         let (hub, transport, clock, task) = hub_with(200, "5s", 60).await;
         clock.advance(61_000);
-        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            hub.deliver(&attempt(&task, 1)).await.unwrap(),
+            Verdict::Done
+        );
         assert_eq!(
             *transport.calls.lock().unwrap(),
             0,
@@ -417,9 +494,15 @@ mod decision_tests {
         paused.status = SubscriptionStatus::Paused;
         paused.version += 1;
         hub.store.save(&paused, Some(&sub)).await.unwrap();
-        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            hub.deliver(&attempt(&task, 1)).await.unwrap(),
+            Verdict::Done
+        );
         hub.store.delete(&paused).await.unwrap();
-        assert_eq!(hub.deliver(&task, 2).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            hub.deliver(&attempt(&task, 2)).await.unwrap(),
+            Verdict::Done
+        );
         assert_eq!(
             *transport.calls.lock().unwrap(),
             0,
@@ -430,7 +513,10 @@ mod decision_tests {
     #[tokio::test]
     async fn success_counts_and_gone_deletes() {
         let (hub, _, _, task) = hub_with(204, "5s", 600).await;
-        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            hub.deliver(&attempt(&task, 1)).await.unwrap(),
+            Verdict::Done
+        );
         assert_eq!(
             hub.store
                 .get(&task.subscription_id)
@@ -442,7 +528,10 @@ mod decision_tests {
         );
 
         let (hub, _, _, task) = hub_with(410, "5s", 600).await;
-        assert_eq!(hub.deliver(&task, 1).await.unwrap(), Verdict::Done);
+        assert_eq!(
+            hub.deliver(&attempt(&task, 1)).await.unwrap(),
+            Verdict::Done
+        );
         assert!(
             hub.store
                 .get(&task.subscription_id)

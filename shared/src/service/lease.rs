@@ -4,7 +4,8 @@
 
 use crate::error::Result;
 use crate::hub::Hub;
-use crate::model::{DeliveryTask, Event, Subscription, TaskPayload, new_id};
+use crate::model::{DeliveryTask, Event, Subscription, TaskPayload};
+use crate::signing::sha256_hex;
 
 /// Topic of the notice sent before a lease ends.
 pub const EXPIRING_TOPIC: &str = "subscription.expiring";
@@ -26,7 +27,7 @@ impl Hub {
         let mut report = SweepReport::default();
         for sub in self.store.due_for_sweep(now).await? {
             if sub.is_expired(now) {
-                if !self.store.remove_lapsed(&sub).await? {
+                if !self.store.remove_if_unchanged(&sub).await? {
                     continue; // refreshed meanwhile
                 }
                 tracing::info!(subscription_id = %sub.id, account = %sub.account, status = ?sub.status, "subscription.expired");
@@ -38,7 +39,9 @@ impl Hub {
         Ok(report)
     }
 
-    /// Queues the `subscription.expiring` notice once per lease, if the subscription wants it.
+    /// Queues the `subscription.expiring` notice once per lease, if the subscription wants it:
+    /// queued first, then marked sent, so a crash between the two repeats the notice (with the
+    /// same `webhook-id`, derived from the lease) rather than losing it.
     async fn send_expiry_notice(&self, due: &Subscription, now: i64) -> Result<bool> {
         // The index copy may be stale or partial: decide on the stored subscription.
         let Some(sub) = self.store.get(&due.id).await? else {
@@ -47,15 +50,9 @@ impl Hub {
         if sub.notice_at_ms().is_none_or(|at| at > now) || sub.is_expired(now) {
             return Ok(false);
         }
-        let mut marked = sub.clone();
-        marked.expiry_notice_sent = true;
-        marked.version += 1;
-        if self.store.save(&marked, Some(&sub)).await.is_err() {
-            // Changed meanwhile: the next sweep looks again.
-            return Ok(false);
-        }
+        let lease_key = format!("{}\0{}", sub.id, sub.expires_at_ms);
         let event = Event {
-            id: new_id("evt_", now),
+            id: format!("evt_{}", &sha256_hex(lease_key.as_bytes())[..28]),
             account: sub.account.clone(),
             topic: EXPIRING_TOPIC.to_string(),
             timestamp_ms: now,
@@ -63,11 +60,19 @@ impl Hub {
             labels: Default::default(),
             sensitive: Default::default(),
         };
-        self.enqueue_delivery(&DeliveryTask {
-            subscription_id: sub.id.clone(),
-            payload: TaskPayload::Notice { event },
-        })
+        self.enqueue_delivery(&DeliveryTask::new(
+            sub.id.clone(),
+            TaskPayload::Notice { event },
+        ))
         .await?;
+        let mut marked = sub.clone();
+        marked.expiry_notice_sent = true;
+        marked.version += 1;
+        if let Err(err) = self.store.save(&marked, Some(&sub)).await {
+            // Changed meanwhile (or the store failed): the next sweep decides again, and may
+            // queue the notice once more under the same id.
+            tracing::info!(subscription_id = %sub.id, error = %err, "expiry notice queued but not marked");
+        }
         Ok(true)
     }
 }

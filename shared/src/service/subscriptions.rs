@@ -8,8 +8,9 @@ use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
 use crate::error::{HubError, Result};
 use crate::hub::Hub;
 use crate::model::{
-    DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS, ReceiverAuth,
-    RetiringSecret, Subscription, SubscriptionStatus, TaskPayload, new_id,
+    DeliveryTask, LabelFilter, MAX_RETIRING_SECRETS, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS,
+    ReceiverAuth, RetiringSecret, Subscription, SubscriptionStatus, TaskPayload, new_id,
+    queue_json,
 };
 use crate::ports::{OutgoingMessage, Page};
 use crate::signing::{SignatureScheme, generate_secret, sha256_hex};
@@ -113,10 +114,19 @@ pub fn uuid_v4() -> String {
 }
 
 impl Hub {
-    /// A subscription of the caller's account that has not lapsed, or `404`.
+    /// A subscription of the caller's account that has not lapsed, or `404`; `403` when the
+    /// caller's topic scopes do not cover every one of its topics.
     async fn owned(&self, caller: &Caller, id: &str) -> Result<Subscription> {
         match self.store.get(id).await? {
-            Some(sub) if sub.account == caller.account && !sub.is_expired(self.now_ms()) => Ok(sub),
+            Some(sub) if sub.account == caller.account && !sub.is_expired(self.now_ms()) => {
+                if !caller.may_act_on(&sub.topics) {
+                    return Err(HubError::InsufficientScope(format!(
+                        "topic:{}",
+                        sub.topics.join(" topic:")
+                    )));
+                }
+                Ok(sub)
+            }
             _ => Err(HubError::NotFound("subscription")),
         }
     }
@@ -129,21 +139,20 @@ impl Hub {
         sub.confirmed_at_ms = None;
         sub.confirm_token_sha256 = Some(sha256_hex(token.as_bytes()));
         sub.pending_until_ms = Some(self.now_ms() + PENDING_LIFETIME_MS);
-        DeliveryTask {
-            subscription_id: sub.id.clone(),
-            payload: TaskPayload::Confirmation {
+        DeliveryTask::new(
+            sub.id.clone(),
+            TaskPayload::Confirmation {
                 message_id: uuid_v4(),
                 token,
             },
-        }
+        )
     }
 
     /// Puts a task on the deliveries queue.
     pub async fn enqueue_delivery(&self, task: &DeliveryTask) -> Result<()> {
-        let body = serde_json::to_string(task).map_err(HubError::backend)?;
         self.deliveries
             .send(vec![OutgoingMessage {
-                body,
+                body: queue_json(task),
                 delay: std::time::Duration::ZERO,
             }])
             .await
@@ -151,10 +160,22 @@ impl Hub {
 
     /// `POST /v1/subscriptions`: a new pending subscription, or a refresh of the caller's live
     /// subscription with the same callback (same id, same confirmed state, new lease and settings).
+    /// Two subscribes of one callback at once make one subscription: the callback index is
+    /// written only if free, and the loser refreshes the winner's subscription (`200`).
     pub async fn subscribe(&self, caller: &Caller, req: SubscribeRequest) -> Result<Subscribed> {
+        let mut tries = 0;
+        loop {
+            match self.subscribe_once(caller, &req).await {
+                Err(HubError::Conflict) if tries < 3 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn subscribe_once(&self, caller: &Caller, req: &SubscribeRequest) -> Result<Subscribed> {
         caller.require(SCOPE_SUBSCRIBE)?;
         let url = validate::callback_url(&req.callback_url, self.settings.allow_private_targets)?;
-        let topics = validate::topics(req.topics, req.topic)?;
+        let topics = validate::topics(req.topics.clone(), req.topic.clone())?;
         topics.iter().try_for_each(|t| caller.require_topic(t))?;
         let lease_ms = validate::lease_secs(req.expires)? * 1000;
         if let Some(name) = &req.name {
@@ -189,6 +210,12 @@ impl Hub {
             // A lapsed lease starts over: clear its leftovers before the new one takes the callback.
             self.store.delete(&lapsed).await?;
         }
+        if previous.is_none() {
+            let limit = self.settings.max_subscriptions_per_account;
+            if self.store.count_subscriptions(&caller.account).await? >= limit {
+                return Err(HubError::SubscriptionLimit(limit));
+            }
+        }
 
         let mut sub = match &previous {
             Some(prev) => prev.clone(),
@@ -208,7 +235,7 @@ impl Hub {
                 confirmed_at_ms: None,
                 pending_until_ms: None,
                 secret: generate_secret(),
-                retiring_secret: None,
+                retiring_secrets: vec![],
                 receiver_auth: None,
                 signature_scheme: SignatureScheme::Standard,
                 secrecy_level: 1,
@@ -223,16 +250,16 @@ impl Hub {
         sub.topics = topics;
         sub.expires_at_ms = now + lease_ms;
         sub.lease_ms = lease_ms;
-        sub.name = req.name;
-        sub.user_data = req.user_data;
-        sub.labels = req.labels.unwrap_or_default();
-        sub.receiver_auth = req.receiver_auth;
+        sub.name = req.name.clone();
+        sub.user_data = req.user_data.clone();
+        sub.labels = req.labels.clone().unwrap_or_default();
+        sub.receiver_auth = req.receiver_auth.clone();
         sub.signature_scheme = req.signature_scheme.unwrap_or_default();
         sub.secrecy_level = secrecy_level;
         sub.expiry_notice = req.expiry_notice.unwrap_or(true);
         sub.expiry_notice_sent = false;
-        if let Some(secret) = req.client_secret {
-            sub.secret = secret;
+        if let Some(secret) = &req.client_secret {
+            sub.secret = secret.clone();
         }
         if sub.status == SubscriptionStatus::Disabled {
             // Subscribing again is the owner's answer to a disabled subscription.
@@ -282,10 +309,17 @@ impl Hub {
         Ok(confirmed)
     }
 
-    /// `GET /v1/subscriptions/{id}` (and `/secret`, which shows the same subscription's secret).
+    /// `GET /v1/subscriptions/{id}`.
     pub async fn get_subscription(&self, caller: &Caller, id: &str) -> Result<Subscription> {
         caller.require(SCOPE_READ)?;
         self.owned(caller, id).await
+    }
+
+    /// `GET /v1/subscriptions/{id}/secret`: the signing secret forges deliveries, so it takes the
+    /// scope that could have set it (`webhooks:subscribe`), not `webhooks:read`.
+    pub async fn subscription_secret(&self, caller: &Caller, id: &str) -> Result<String> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        Ok(self.owned(caller, id).await?.secret)
     }
 
     /// `GET /v1/subscriptions`: live subscriptions in creation order, `limit` 1–100 (default 50).
@@ -299,7 +333,8 @@ impl Hub {
         let limit = page_limit(limit)?;
         let mut page = self.store.list(&caller.account, limit, cursor).await?;
         let now = self.now_ms();
-        page.items.retain(|sub| !sub.is_expired(now));
+        page.items
+            .retain(|sub| !sub.is_expired(now) && caller.may_act_on(&sub.topics));
         Ok(page)
     }
 
@@ -412,7 +447,11 @@ impl Hub {
                 .store
                 .list(&caller.account, 100, cursor.as_deref())
                 .await?;
-            mine.extend(page.items.into_iter().filter(|s| s.owner == caller.owner));
+            mine.extend(
+                page.items
+                    .into_iter()
+                    .filter(|s| s.owner == caller.owner && caller.may_act_on(&s.topics)),
+            );
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break,
@@ -425,7 +464,8 @@ impl Hub {
     }
 
     /// `POST /v1/subscriptions/{id}/secret/rotate`: a new secret (given or generated); the old one
-    /// keeps signing beside it for 24 h.
+    /// keeps signing beside it for 24 h, and so does every earlier one still in its overlap (at
+    /// most [`MAX_RETIRING_SECRETS`]).
     pub async fn rotate_secret(
         &self,
         caller: &Caller,
@@ -437,10 +477,16 @@ impl Hub {
         if let Some(secret) = &new_secret {
             validate::client_secret(secret)?;
         }
+        let now = self.now_ms();
         let mut sub = previous.clone();
-        sub.retiring_secret = Some(RetiringSecret {
-            secret: std::mem::replace(&mut sub.secret, new_secret.unwrap_or_else(generate_secret)),
-            until_ms: self.now_ms() + ROTATION_OVERLAP_MS,
+        sub.retiring_secrets.retain(|old| old.until_ms > now);
+        if sub.retiring_secrets.len() >= MAX_RETIRING_SECRETS {
+            return Err(HubError::TooManyRotations(MAX_RETIRING_SECRETS));
+        }
+        let old = std::mem::replace(&mut sub.secret, new_secret.unwrap_or_else(generate_secret));
+        sub.retiring_secrets.push(RetiringSecret {
+            secret: old,
+            until_ms: now + ROTATION_OVERLAP_MS,
         });
         sub.version += 1;
         self.store.save(&sub, Some(&previous)).await?;

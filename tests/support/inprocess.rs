@@ -1,0 +1,354 @@
+//! A hub built in the test process on either backend, with ports that fail on command: for the
+//! scenarios whose trigger is a failure (a queue that refuses a send, a store that errs once), or
+//! whose evidence is what went onto a queue.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use hub::adapters::dynamodb::DynamoStore;
+use hub::adapters::http::HttpTransport;
+use hub::adapters::memory::{MemoryQueue, MemoryStore};
+use hub::adapters::sqs::SqsQueue;
+use hub::clock::SystemClock;
+use hub::model::{AttemptRecord, Subscription, TopicEntry};
+use hub::ports::{ClaimOutcome, KeyClaim, OutgoingMessage, Page, Queue, ReceivedMessage, Store};
+use hub::runtime::consume::{QueueRole, consume};
+use hub::{Hub, HubError, Result, Settings};
+
+use crate::{Backend, unique};
+
+/// A hub in this process, its ports wrapped so a test can make them fail and see what was sent.
+pub struct InProcess {
+    /// The hub (its store, queues and clock are the wrappers below).
+    pub hub: Hub,
+    /// The clock the hub reads.
+    pub clock: Arc<SystemClock>,
+    /// The store, failing on command.
+    pub store: Arc<FlakyStore>,
+    /// The events queue, failing on command and recording what it is sent.
+    pub events: Arc<FlakyQueue>,
+    /// The deliveries queue, likewise.
+    pub deliveries: Arc<FlakyQueue>,
+    /// The deliveries queue's dead-letter queue.
+    pub deliveries_dead: Arc<dyn Queue>,
+}
+
+/// The store, the events and deliveries queues, and the deliveries' dead-letter queue.
+type Ports = (
+    Arc<dyn Store>,
+    Arc<dyn Queue>,
+    Arc<dyn Queue>,
+    Arc<dyn Queue>,
+);
+
+/// How long a received message stays hidden in the in-process queues: short, so a message whose
+/// processing failed comes back within the test.
+pub const IN_PROCESS_VISIBILITY: Duration = Duration::from_secs(1);
+
+impl InProcess {
+    /// A hub on `backend` (fresh table and queues on moto for `Aws`), private targets allowed.
+    pub async fn start(backend: Backend, settings: Settings) -> InProcess {
+        let settings = Settings {
+            allow_private_targets: true,
+            ..settings
+        };
+        let (store, events, deliveries, deliveries_dead): Ports = match backend {
+            Backend::Memory => {
+                let dead = Arc::new(MemoryQueue::new(IN_PROCESS_VISIBILITY, u32::MAX, None));
+                let events_dead = Arc::new(MemoryQueue::new(IN_PROCESS_VISIBILITY, u32::MAX, None));
+                (
+                    Arc::new(MemoryStore::default()),
+                    Arc::new(MemoryQueue::new(
+                        IN_PROCESS_VISIBILITY,
+                        5,
+                        Some(events_dead),
+                    )),
+                    Arc::new(MemoryQueue::new(
+                        IN_PROCESS_VISIBILITY,
+                        30,
+                        Some(dead.clone()),
+                    )),
+                    dead,
+                )
+            }
+            Backend::Aws => {
+                let name = unique("inproc");
+                let (dynamo, sqs) = hub::runtime::aws_clients(None).await;
+                let store = DynamoStore::new(dynamo, &name);
+                store.ensure_table().await.expect("table");
+                let events = SqsQueue::ensure(
+                    sqs.clone(),
+                    &format!("{name}-events"),
+                    IN_PROCESS_VISIBILITY,
+                    5,
+                )
+                .await
+                .expect("events queue");
+                let deliveries = SqsQueue::ensure(
+                    sqs.clone(),
+                    &format!("{name}-deliveries"),
+                    IN_PROCESS_VISIBILITY,
+                    30,
+                )
+                .await
+                .expect("deliveries queue");
+                let dead = SqsQueue::open(sqs, &format!("{name}-deliveries-dlq"))
+                    .await
+                    .expect("dead-letter queue");
+                (
+                    Arc::new(store),
+                    Arc::new(events),
+                    Arc::new(deliveries),
+                    Arc::new(dead),
+                )
+            }
+        };
+        let store = Arc::new(FlakyStore::new(store));
+        let events = Arc::new(FlakyQueue::wrap(events));
+        let deliveries = Arc::new(FlakyQueue::wrap(deliveries));
+        let clock = Arc::new(SystemClock::default());
+        let hub = Hub {
+            store: store.clone(),
+            events: events.clone(),
+            deliveries: deliveries.clone(),
+            transport: Arc::new(HttpTransport::new(
+                true,
+                settings.attempt_timeout,
+                settings.resolve_names,
+            )),
+            clock: clock.clone(),
+            settings: Arc::new(settings),
+        };
+        InProcess {
+            hub,
+            clock,
+            store,
+            events,
+            deliveries,
+            deliveries_dead,
+        }
+    }
+
+    /// Receives and processes messages of `role`'s queue, acknowledging what is done, until
+    /// nothing has arrived for `idle`.
+    pub async fn drain(&self, role: QueueRole, idle: Duration) {
+        let queue: Arc<dyn Queue> = match role {
+            QueueRole::Events => self.events.clone(),
+            QueueRole::Deliveries => self.deliveries.clone(),
+        };
+        let mut quiet_since = std::time::Instant::now();
+        while quiet_since.elapsed() < idle {
+            let batch = queue
+                .receive(10, Duration::from_millis(500))
+                .await
+                .expect("receive");
+            if !batch.is_empty() {
+                quiet_since = std::time::Instant::now();
+            }
+            for msg in batch {
+                if consume(&self.hub, role, &msg).await {
+                    queue.ack(&msg.receipt).await.expect("ack");
+                }
+            }
+        }
+    }
+
+    /// Every message now on the deliveries dead-letter queue (received and left there).
+    pub async fn dead_letters(&self) -> Vec<serde_json::Value> {
+        let mut bodies = Vec::new();
+        loop {
+            let batch = self
+                .deliveries_dead
+                .receive(10, Duration::from_millis(300))
+                .await
+                .expect("receive dead letters");
+            if batch.is_empty() {
+                return bodies;
+            }
+            for msg in batch {
+                bodies.push(serde_json::from_str(&msg.body).expect("JSON dead letter"));
+                let _ = self
+                    .deliveries_dead
+                    .postpone(&msg.receipt, Duration::from_secs(60))
+                    .await;
+            }
+        }
+    }
+}
+
+/// A [`Store`] that fails the next `n` calls of a kind when told to, and otherwise passes every
+/// call through.
+pub struct FlakyStore {
+    inner: Arc<dyn Store>,
+    /// Failures still to inject into `get`.
+    pub fail_get: AtomicUsize,
+    /// Failures still to inject into `save`.
+    pub fail_save: AtomicUsize,
+    /// Accounts whose topic-entry reads fail.
+    pub poisoned_accounts: Mutex<Vec<String>>,
+}
+
+impl FlakyStore {
+    fn new(inner: Arc<dyn Store>) -> Self {
+        FlakyStore {
+            inner,
+            fail_get: AtomicUsize::new(0),
+            fail_save: AtomicUsize::new(0),
+            poisoned_accounts: Mutex::new(vec![]),
+        }
+    }
+
+    /// The store under the wrapper.
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+}
+
+/// Takes one injected failure, if any are left.
+fn inject(counter: &AtomicUsize, what: &str) -> Result<()> {
+    match counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+        Ok(_) => Err(HubError::backend(format!("injected {what} failure"))),
+        Err(_) => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn get(&self, id: &str) -> Result<Option<Subscription>> {
+        inject(&self.fail_get, "get")?;
+        self.inner.get(id).await
+    }
+    async fn find_by_callback(&self, account: &str, url: &str) -> Result<Option<Subscription>> {
+        self.inner.find_by_callback(account, url).await
+    }
+    async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
+        inject(&self.fail_save, "save")?;
+        self.inner.save(sub, previous).await
+    }
+    async fn delete(&self, sub: &Subscription) -> Result<()> {
+        self.inner.delete(sub).await
+    }
+    async fn list(
+        &self,
+        account: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>> {
+        self.inner.list(account, limit, cursor).await
+    }
+    async fn count_subscriptions(&self, account: &str) -> Result<usize> {
+        self.inner.count_subscriptions(account).await
+    }
+    async fn topic_entries(
+        &self,
+        account: &str,
+        pattern: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TopicEntry>> {
+        if self
+            .poisoned_accounts
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a == account)
+        {
+            return Err(HubError::backend("injected topic-entry failure"));
+        }
+        self.inner
+            .topic_entries(account, pattern, cursor, limit)
+            .await
+    }
+    async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome> {
+        self.inner.claim_event_key(claim).await
+    }
+    async fn mark_event_key_queued(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
+        self.inner
+            .mark_event_key_queued(account, key, event_id)
+            .await
+    }
+    async fn release_event_key(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
+        self.inner.release_event_key(account, key, event_id).await
+    }
+    async fn remove_if_unchanged(&self, sub: &Subscription) -> Result<bool> {
+        self.inner.remove_if_unchanged(sub).await
+    }
+    async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
+        self.inner.due_for_sweep(now_ms).await
+    }
+    async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
+        self.inner.record_attempt(attempt, expires_at_ms).await
+    }
+    async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
+        self.inner.attempts(subscription_id, limit).await
+    }
+    async fn record_outcome(&self, id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>> {
+        self.inner.record_outcome(id, delivered, now_ms).await
+    }
+}
+
+/// A [`Queue`] that fails the next `n` sends when told to and records every send and postpone.
+pub struct FlakyQueue {
+    inner: Arc<dyn Queue>,
+    /// Failures still to inject into `send`.
+    pub fail_send: AtomicUsize,
+    /// Every successful send, in order.
+    pub sent: Mutex<VecDeque<Vec<OutgoingMessage>>>,
+    /// Every postpone's delay, in order.
+    pub postponed: Mutex<Vec<Duration>>,
+}
+
+impl FlakyQueue {
+    /// `inner`, failing on command.
+    pub fn wrap(inner: Arc<dyn Queue>) -> Self {
+        FlakyQueue {
+            inner,
+            fail_send: AtomicUsize::new(0),
+            sent: Mutex::new(VecDeque::new()),
+            postponed: Mutex::new(vec![]),
+        }
+    }
+
+    /// The sizes of the sends so far.
+    pub fn send_sizes(&self) -> Vec<usize> {
+        self.sent.lock().unwrap().iter().map(Vec::len).collect()
+    }
+
+    /// Every message body sent so far.
+    pub fn bodies(&self) -> Vec<serde_json::Value> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(|m| serde_json::from_str(&m.body).expect("JSON message"))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Queue for FlakyQueue {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        inject(&self.fail_send, "send")?;
+        self.inner.send(messages.clone()).await?;
+        self.sent.lock().unwrap().push_back(messages);
+        Ok(())
+    }
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        self.inner.receive(max, wait).await
+    }
+    async fn ack(&self, receipt: &str) -> Result<()> {
+        self.inner.ack(receipt).await
+    }
+    async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
+        self.inner.postpone(receipt, delay).await?;
+        self.postponed.lock().unwrap().push(delay);
+        Ok(())
+    }
+    async fn dead_letter(&self, body: String) -> Result<()> {
+        self.inner.dead_letter(body).await
+    }
+}
