@@ -189,6 +189,9 @@ pub struct FlakyStore {
     pub fail_save: AtomicUsize,
     /// Accounts whose topic-entry reads fail.
     pub poisoned_accounts: Mutex<Vec<String>>,
+    /// Callback lookups still to answer "none" (as a concurrent request that looked before
+    /// another one saved would see).
+    pub blind_finds: AtomicUsize,
 }
 
 impl FlakyStore {
@@ -198,6 +201,7 @@ impl FlakyStore {
             fail_get: AtomicUsize::new(0),
             fail_save: AtomicUsize::new(0),
             poisoned_accounts: Mutex::new(vec![]),
+            blind_finds: AtomicUsize::new(0),
         }
     }
 
@@ -222,6 +226,9 @@ impl Store for FlakyStore {
         self.inner.get(id).await
     }
     async fn find_by_callback(&self, account: &str, url: &str) -> Result<Option<Subscription>> {
+        if inject(&self.blind_finds, "find").is_err() {
+            return Ok(None);
+        }
         self.inner.find_by_callback(account, url).await
     }
     async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
@@ -351,4 +358,26 @@ impl Queue for FlakyQueue {
     async fn dead_letter(&self, body: String) -> Result<()> {
         self.inner.dead_letter(body).await
     }
+}
+
+/// An active, confirmed subscription of `account` to `topics`, as the store holds one: for
+/// seeding in-process hubs without the API.
+pub fn active_subscription(
+    n: usize,
+    account: &str,
+    topics: &[&str],
+    callback_url: &str,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Subscription {
+    serde_json::from_value(serde_json::json!({
+        "id": format!("sub_{:012x}{:016x}", now_ms, n), "account": account, "owner": account,
+        "callback_url": callback_url, "topics": topics, "status": "active", "name": null,
+        "user_data": null, "labels": {}, "created_at_ms": now_ms,
+        "expires_at_ms": now_ms + lease_ms, "lease_ms": lease_ms, "confirmed_at_ms": now_ms,
+        "pending_until_ms": null, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "receiver_auth": null, "signature_scheme": "standard", "secrecy_level": 1,
+        "expiry_notice": true, "confirm_token_sha256": null, "version": 1
+    }))
+    .expect("a valid subscription")
 }

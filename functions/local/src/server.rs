@@ -125,7 +125,7 @@ async fn test_control(
         "/_test/clock/advance" => {
             let Some(ms) = url_param(query, "ms")
                 .and_then(|v| v.parse::<i64>().ok())
-                .filter(|ms| ms.abs() <= MAX_CLOCK_JUMP_MS)
+                .filter(|ms| ms.unsigned_abs() <= MAX_CLOCK_JUMP_MS as u64)
             else {
                 return error_response(&HubError::invalid(
                     "invalid_ms",

@@ -544,6 +544,34 @@ impl Queue for MemoryQueue {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn expired_idempotency_keys_are_pruned() {
+        let store = MemoryStore::default();
+        let claim = |i: usize, now_ms: i64| KeyClaim {
+            account: "acme".into(),
+            key: format!("k{i}"),
+            event_id: format!("evt_{i}"),
+            now_ms,
+            claim_until_ms: now_ms + 30_000,
+            window_until_ms: now_ms + 86_400_000,
+        };
+        for i in 0..5000 {
+            store.claim_event_key(&claim(i, 0)).await.unwrap();
+        }
+        assert_eq!(store.event_key_count(), 5000);
+        for i in 0..PRUNE_EVERY_CLAIMS {
+            store
+                .claim_event_key(&claim(10_000 + i, 86_400_001))
+                .await
+                .unwrap();
+        }
+        assert!(
+            store.event_key_count() <= PRUNE_EVERY_CLAIMS,
+            "the 5,000 expired keys are gone: {}",
+            store.event_key_count()
+        );
+    }
+
     fn msg(body: &str) -> OutgoingMessage {
         OutgoingMessage {
             body: body.into(),

@@ -388,6 +388,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_become_http_in_one_place() {
+        let busy = error_response(&HubError::InProgress {
+            retry_after_secs: 7,
+        });
+        assert_eq!(busy.status(), 409);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "7");
+        let body: Value = serde_json::from_slice(busy.body()).unwrap();
+        assert_eq!(body["code"], "in_progress");
+
+        let down = error_response(&HubError::backend(
+            "arn:aws:sqs:us-east-1:123456789012:webhook-hub-events does not exist",
+        ));
+        assert_eq!(down.status(), 503);
+        let body: Value = serde_json::from_slice(down.body()).unwrap();
+        assert_eq!(body["code"], "backend_unavailable");
+        assert!(!body["message"].as_str().unwrap().contains("arn:"));
+        assert_eq!(
+            error_response(&HubError::Rejected("x".into())).status(),
+            400
+        );
+    }
+
+    #[test]
     fn routes_every_operation() {
         assert_eq!(
             route(&Method::POST, "/v1/subscriptions").unwrap().0,

@@ -117,5 +117,5 @@ pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
     }
 }
 
-/// A message that arrives this little before its time is attempted at once.
-const EARLY_TOLERANCE_MS: i64 = 500;
+/// How early a message may be attempted: never before its time (a `Retry-After` is a floor).
+const EARLY_TOLERANCE_MS: i64 = 0;

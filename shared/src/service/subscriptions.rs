@@ -84,6 +84,9 @@ pub struct UpdateRequest {
     pub expiry_notice: Option<bool>,
 }
 
+/// How often subscribe starts over after losing a race for its callback.
+const SUBSCRIBE_TRIES: u32 = 8;
+
 /// What subscribe did.
 pub struct Subscribed {
     /// The subscription as saved.
@@ -166,7 +169,12 @@ impl Hub {
         let mut tries = 0;
         loop {
             match self.subscribe_once(caller, &req).await {
-                Err(HubError::Conflict) if tries < 3 => tries += 1,
+                Err(HubError::Conflict) if tries < SUBSCRIBE_TRIES => {
+                    tries += 1;
+                    // Racing subscribes of one callback refresh one another: spread them out.
+                    let pause = rand::random_range(5..=25 * tries as u64);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
                 other => return other,
             }
         }
