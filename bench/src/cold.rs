@@ -106,9 +106,18 @@ pub async fn memory_and_size(options: &Options) -> Section {
     let mut section =
         Section::new("5. Memory and size: the sender on ten 240 KiB events; stripped binaries");
     let table = unique("bench-rss");
-    let (dynamo, _) = aws_clients(None).await;
+    let (dynamo, sqs) = aws_clients(None).await;
     let store = DynamoStore::new(dynamo, &table);
     store.ensure_table().await.expect("table");
+    // Where the sender queues the retries of the refused attempts.
+    hub::adapters::sqs::SqsQueue::ensure(
+        sqs,
+        &format!("{table}-deliveries"),
+        Duration::from_secs(180),
+        30,
+    )
+    .await
+    .expect("deliveries queue");
     let receiver = TestReceiver::start().await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -158,9 +167,16 @@ pub async fn memory_and_size(options: &Options) -> Section {
         "{}",
         answer.body
     );
-    assert_eq!(receiver.received().len(), 10, "all ten delivered");
+    // A deployed sender keeps its SSRF guard whatever its environment says, and this machine
+    // has no public receiver: each body is built and signed, and the attempt is refused at
+    // connect time (its retry queued), so the figure holds everything but the socket buffers.
+    assert_eq!(
+        receiver.received().len(),
+        0,
+        "the Lambda sender reached loopback"
+    );
     section.line(format!(
-        "sender, batch of 10 × 240 KiB delivered: peak RSS {:.1} MB (goal ≤ 40 MB), {:.0} ms from exec to answer",
+        "sender, batch of 10 × 240 KiB built, signed and refused at connect (loopback receiver; the Lambda guard holds): peak RSS {:.1} MB (goal ≤ 40 MB), {:.0} ms from exec to answer",
         answer.peak_rss_kib as f64 / 1024.0,
         ms(answer.answered)
     ));
