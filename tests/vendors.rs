@@ -1,4 +1,4 @@
-//! Each source vendor's contract (SPEC §1, §6), subscribed the way that vendor's API does and
+//! Each source vendor's contract (docs/design.md, the README), subscribed the way that vendor's API does and
 //! verified the way its receivers do; then labels, secrecy levels, secret rotation, scopes,
 //! owners, and a grep of the logs for every secret used.
 

@@ -130,24 +130,26 @@ pub fn scheme_header(
             let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&key_bytes(secret))
                 .expect("HMAC takes any key size");
             mac.update(body);
-            let hex = mac
-                .finalize()
-                .into_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            Some(("x-pdk-signature", hex))
+            Some(("x-pdk-signature", hex(&mac.finalize().into_bytes())))
         }
     }
+}
+
+/// Lower-case hex of `bytes`: the one hex encoder of the hub (digests, tokens, ids, keys).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// Lower-case hex SHA-256 of `bytes`: how confirmation tokens are stored and callback URLs keyed.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(bytes))
 }
 
 /// A fresh hub-generated secret: `whsec_` and 32 random bytes in base64.

@@ -1,4 +1,4 @@
-//! Validation rules of the API (SPEC §3 and §6), each failing with its own stable code.
+//! Validation rules of the API, each failing with its own stable code.
 
 use std::net::IpAddr;
 

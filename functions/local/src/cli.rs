@@ -1,4 +1,4 @@
-//! The command line of `webhook-hub` (SPEC §7). Every flag can also come from `HUB_<FLAG>`
+//! The command line of `webhook-hub`. Every flag can also come from `HUB_<FLAG>`
 //! (`--retry-schedule` from `HUB_RETRY_SCHEDULE`); the command line wins.
 
 use std::net::SocketAddr;
@@ -102,10 +102,7 @@ pub fn parse_api_key(spec: &str) -> Result<(String, Caller), String> {
             "--api-key `{spec}`: key and account must not be empty"
         ));
     }
-    let digest: String = Sha256::digest(key.as_bytes())[..4]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = hub::signing::hex(&Sha256::digest(key.as_bytes())[..4]);
     let caller = Caller {
         account: account.to_string(),
         owner: format!("{account}:{digest}"),

@@ -20,7 +20,10 @@ use hub::auth::Caller;
 use hub::clock::SystemClock;
 use hub::ports::Queue;
 use hub::runtime::embedded::start_workers;
-use hub::runtime::{AwsResources, aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub};
+use hub::runtime::{
+    AwsResources, aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub, provision_aws,
+    queue_visibility_from_env,
+};
 use hub::{Hub, HubError, Settings};
 
 use crate::cli::{Backend, ServeOptions, parse_api_key};
@@ -231,7 +234,13 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         }
         Backend::Aws => {
             let resources = AwsResources::from_env();
-            let hub = aws_hub(settings, &resources, opts.create_resources)
+            if opts.create_resources {
+                let visibility = queue_visibility_from_env().map_err(|e| e.to_string())?;
+                provision_aws(&resources, visibility)
+                    .await
+                    .map_err(|e| format!("creating the AWS resources: {e}"))?;
+            }
+            let hub = aws_hub(settings, &resources)
                 .await
                 .map_err(|e| format!("AWS backend: {e}"))?;
             let dead = aws_deliveries_dead_letters(&resources).await.ok();
@@ -244,9 +253,7 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     let mut keys: HashMap<String, Caller> = opts.api_keys.iter().cloned().collect();
     if keys.is_empty() {
         let random: [u8; 16] = rand::random();
-        let key: String = std::iter::once("whk_".to_string())
-            .chain(random.iter().map(|b| format!("{b:02x}")))
-            .collect();
+        let key = format!("whk_{}", hub::signing::hex(&random));
         let (key, caller) = parse_api_key(&format!("{key}=default")).expect("generated key parses");
         println!("webhook-hub: no --api-key given; generated API key for account `default`: {key}");
         keys.insert(key, caller);

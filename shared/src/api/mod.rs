@@ -1,4 +1,4 @@
-//! The HTTP API (SPEC §3): routing, JSON in and out, the error mapping and the security headers.
+//! The HTTP API: routing, JSON in and out, the error mapping and the security headers.
 //! Lambda ([`lambda`]) and the embedded server both hand their requests to [`handle`].
 
 pub mod lambda;
@@ -19,7 +19,7 @@ use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
-/// Headers on every API response (SPEC §6).
+/// Headers on every API response.
 pub const SECURITY_HEADERS: [(&str, &str); 6] = [
     (
         "strict-transport-security",

@@ -5,8 +5,9 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_http::{Body, Request};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
+use super::config::{AwsResources, account_claim_from_env, init_logging, settings_from_env};
 use super::consume::{QueueRole, consume};
-use super::{AwsResources, aws_hub, env_var, init_logging, settings_from_env};
+use super::wiring::aws_hub;
 use crate::api::lambda::{api_request, jwt_caller};
 use crate::api::{Operation, function_operations, handle};
 use crate::hub::Hub;
@@ -15,7 +16,7 @@ use crate::ports::ReceivedMessage;
 async fn hub_from_env() -> Result<Hub, Error> {
     init_logging();
     let settings = settings_from_env()?;
-    Ok(aws_hub(settings, &AwsResources::from_env(), false).await?)
+    Ok(aws_hub(settings, &AwsResources::from_env()).await?)
 }
 
 /// Answers one API Gateway request with the operations `ops`.
@@ -70,7 +71,7 @@ pub async fn serve_api(function: &str) -> Result<(), Error> {
     let ops =
         function_operations(function).ok_or_else(|| format!("no API function named {function}"))?;
     let hub = hub_from_env().await?;
-    let claim = env_var("HUB_ACCOUNT_CLAIM").unwrap_or_else(|| "sub".to_string());
+    let claim = account_claim_from_env();
     let (hub, claim) = (&hub, claim.as_str());
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(api_handler(hub, ops, claim, req).await)

@@ -13,7 +13,7 @@ use crate::model::{
     queue_json,
 };
 use crate::ports::{OutgoingMessage, Page};
-use crate::signing::{SignatureScheme, generate_secret, sha256_hex};
+use crate::signing::{SignatureScheme, generate_secret, hex, sha256_hex};
 use crate::validate;
 
 /// The body of `POST /v1/subscriptions`.
@@ -97,7 +97,7 @@ pub struct Subscribed {
 
 fn random_token() -> String {
     let bytes: [u8; 24] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&bytes)
 }
 
 /// A random RFC 4122 version-4 UUID.
@@ -105,7 +105,7 @@ pub fn uuid_v4() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

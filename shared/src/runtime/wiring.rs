@@ -1,0 +1,148 @@
+//! Wiring: the composition roots that build a [`Hub`] from its adapters, on AWS or in memory,
+//! and the provisioning step that creates the AWS resources.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::{AwsResources, QUEUE_VISIBILITY};
+use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::http::HttpTransport;
+use crate::adapters::memory::{MemoryQueue, MemoryStore};
+use crate::adapters::sqs::SqsQueue;
+use crate::clock::SystemClock;
+use crate::error::Result;
+use crate::hub::{Hub, Settings};
+
+/// Receives after which the deliveries queue's redrive moves a message to its dead-letter
+/// queue. Attempts are counted in the message itself, so this only guards against a message
+/// that can never be processed: enough for a 7-day `Retry-After` hidden 12 h at a time (15
+/// receives) plus store outages. `template.yaml` sets the same.
+pub const DELIVERY_RECEIVE_LIMIT: u32 = 30;
+/// Receives after which the events queue's redrive moves a message to its dead-letter queue.
+pub const EVENTS_RECEIVE_LIMIT: u32 = 5;
+
+/// DynamoDB and SQS clients from the standard AWS environment, counting their calls into
+/// `counter` when one is given (benchmarks and cost tests).
+pub async fn aws_clients(
+    counter: Option<&crate::adapters::CallCounter>,
+) -> (aws_sdk_dynamodb::Client, aws_sdk_sqs::Client) {
+    let config = aws_config::load_from_env().await;
+    let mut dynamo = aws_sdk_dynamodb::config::Builder::from(&config);
+    let mut sqs = aws_sdk_sqs::config::Builder::from(&config);
+    if let Some(counter) = counter {
+        dynamo = dynamo.interceptor(counter.clone());
+        sqs = sqs.interceptor(counter.clone());
+    }
+    (
+        aws_sdk_dynamodb::Client::from_conf(dynamo.build()),
+        aws_sdk_sqs::Client::from_conf(sqs.build()),
+    )
+}
+
+/// Creates whatever is missing of the table and the queues (with their dead-letter queues) with
+/// the keys, indexes, TTL and redrive `template.yaml` declares: a step of its own, for emulators
+/// and first runs (`webhook-hub serve --create-resources`), never done by a deployed function.
+pub async fn provision_aws(resources: &AwsResources, queue_visibility: Duration) -> Result<()> {
+    let (dynamo, sqs) = aws_clients(None).await;
+    DynamoStore::new(dynamo, &resources.table)
+        .ensure_table()
+        .await?;
+    SqsQueue::ensure(
+        sqs.clone(),
+        &resources.events_queue,
+        queue_visibility,
+        EVENTS_RECEIVE_LIMIT,
+    )
+    .await?;
+    SqsQueue::ensure(
+        sqs,
+        &resources.deliveries_queue,
+        queue_visibility,
+        DELIVERY_RECEIVE_LIMIT,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A hub on the DynamoDB table and SQS queues `resources` names.
+pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub> {
+    let (dynamo, sqs) = aws_clients(None).await;
+    let store = DynamoStore::new(dynamo, &resources.table);
+    let events = SqsQueue::open(sqs.clone(), &resources.events_queue).await?;
+    let deliveries = SqsQueue::open(sqs, &resources.deliveries_queue).await?;
+    Ok(assemble(
+        settings,
+        Arc::new(store),
+        Arc::new(events),
+        Arc::new(deliveries),
+    ))
+}
+
+/// The dead-letter queue of the deliveries queue, as `SqsQueue::ensure` names it.
+pub async fn aws_deliveries_dead_letters(resources: &AwsResources) -> Result<SqsQueue> {
+    let config = aws_config::load_from_env().await;
+    let name = resources
+        .deliveries_queue
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    SqsQueue::open(aws_sdk_sqs::Client::new(&config), &format!("{name}-dlq")).await
+}
+
+/// The in-memory queues of the embedded mode, with their dead-letter queues.
+pub struct MemoryQueues {
+    /// Dead letters of the events queue.
+    pub events_dead: Arc<MemoryQueue>,
+    /// Dead letters of the deliveries queue.
+    pub deliveries_dead: Arc<MemoryQueue>,
+}
+
+/// A hub entirely in process memory.
+pub fn memory_hub(settings: Settings) -> (Hub, MemoryQueues) {
+    let events_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
+    let deliveries_dead = Arc::new(MemoryQueue::new(QUEUE_VISIBILITY, u32::MAX, None));
+    let events = MemoryQueue::new(
+        QUEUE_VISIBILITY,
+        EVENTS_RECEIVE_LIMIT,
+        Some(events_dead.clone()),
+    );
+    let deliveries = MemoryQueue::new(
+        QUEUE_VISIBILITY,
+        DELIVERY_RECEIVE_LIMIT,
+        Some(deliveries_dead.clone()),
+    );
+    let hub = assemble(
+        settings,
+        Arc::new(MemoryStore::default()),
+        Arc::new(events),
+        Arc::new(deliveries),
+    );
+    (
+        hub,
+        MemoryQueues {
+            events_dead,
+            deliveries_dead,
+        },
+    )
+}
+
+fn assemble(
+    settings: Settings,
+    store: Arc<dyn crate::ports::Store>,
+    events: Arc<dyn crate::ports::Queue>,
+    deliveries: Arc<dyn crate::ports::Queue>,
+) -> Hub {
+    let transport = HttpTransport::new(
+        settings.allow_private_targets,
+        settings.attempt_timeout,
+        settings.resolve_names,
+    );
+    Hub {
+        store,
+        events,
+        deliveries,
+        transport: Arc::new(transport),
+        clock: Arc::new(SystemClock::default()),
+        settings: Arc::new(settings),
+    }
+}
