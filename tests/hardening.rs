@@ -44,7 +44,7 @@ fn event(id: &str, account: &str, topic: &str, now: i64) -> Event {
     Event {
         id: id.into(),
         account: account.into(),
-        topic: topic.into(),
+        topic: hub::topic::Topic::parse(topic).unwrap(),
         timestamp_ms: now,
         data: json!({"n": 1}),
         labels: BTreeMap::new(),

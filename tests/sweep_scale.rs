@@ -38,7 +38,12 @@ async fn all_entries(store: &DynamoStore, pattern: &str) -> Vec<hub::model::Topi
     let mut cursor: Option<String> = None;
     loop {
         let page = store
-            .topic_entries("acme", pattern, cursor.as_deref(), 20_000)
+            .topic_entries(
+                "acme",
+                &hub::topic::Pattern::parse(pattern).unwrap(),
+                cursor.as_deref(),
+                20_000,
+            )
             .await
             .unwrap();
         entries.extend(page.items);

@@ -139,7 +139,7 @@ pub async fn memory_and_size(options: &Options) -> Section {
                     event: Event {
                         id: format!("evt_big{i}"),
                         account: "acme".into(),
-                        topic: "door.request.allowed".into(),
+                        topic: hub::topic::Topic::parse("door.request.allowed").unwrap(),
                         timestamp_ms: now,
                         data: json!({"blob": blob}),
                         labels: Default::default(),

@@ -36,7 +36,7 @@ pub async fn fan_out(options: &Options) -> Section {
                 &format!("https://hooks.example.com/{i}"),
             );
             sub.id = format!("sub_{now:012x}{i:016x}");
-            sub.topics = vec!["door.*".into()];
+            sub.topics = vec![hub::topic::Pattern::parse("door.*").unwrap()];
             sub.expires_at_ms = now + 604_800_000;
             sub
         })
@@ -70,7 +70,7 @@ pub async fn fan_out(options: &Options) -> Section {
     let event = Event {
         id: "evt_fanout".into(),
         account: "acme".into(),
-        topic: "door.request.allowed".into(),
+        topic: hub::topic::Topic::parse("door.request.allowed").unwrap(),
         timestamp_ms: now,
         data: serde_json::json!({"door": "4711"}),
         labels: Default::default(),

@@ -312,7 +312,7 @@ async fn sender_alone(count: usize, body: &str) -> (f64, f64) {
                     event: Event {
                         id: format!("evt_alone{i}"),
                         account: "acme".into(),
-                        topic: "door.request.allowed".into(),
+                        topic: hub::topic::Topic::parse("door.request.allowed").unwrap(),
                         timestamp_ms: now,
                         data: data.clone(),
                         labels: Default::default(),

@@ -2,6 +2,7 @@
 //! an embedded-mode API key or a JWT authorizer's claims.
 
 use crate::error::{HubError, Result};
+use crate::topic::Pattern;
 
 /// Scope to create, change and delete subscriptions.
 pub const SCOPE_SUBSCRIBE: &str = "webhooks:subscribe";
@@ -33,7 +34,7 @@ impl Caller {
     }
 
     /// Fails unless the caller's `topic:<pattern>` scopes (if it has any) cover `pattern`.
-    pub fn require_topic(&self, pattern: &str) -> Result<()> {
+    pub fn require_topic(&self, pattern: &Pattern) -> Result<()> {
         if self.covers(pattern) {
             Ok(())
         } else {
@@ -42,7 +43,7 @@ impl Caller {
     }
 
     /// Whether the caller's `topic:` scopes (if it has any) cover `pattern`.
-    fn covers(&self, pattern: &str) -> bool {
+    fn covers(&self, pattern: &Pattern) -> bool {
         let Some(scopes) = &self.scopes else {
             return true;
         };
@@ -50,27 +51,16 @@ impl Caller {
             .iter()
             .filter_map(|s| s.strip_prefix("topic:"))
             .peekable();
-        allowed.peek().is_none() || allowed.any(|a| pattern_covers(a, pattern))
+        // A scope that is no valid pattern covers nothing.
+        allowed.peek().is_none()
+            || allowed.any(|a| Pattern::parse(a).is_ok_and(|a| a.covers_pattern(pattern)))
     }
 
     /// Whether the caller may act on (read, change, delete, rotate) a subscription with these
     /// topics: a topic-limited caller only on subscriptions whose every topic its scopes cover,
     /// so it can never redirect, read or remove another topic's deliveries.
-    pub fn may_act_on(&self, topics: &[String]) -> bool {
+    pub fn may_act_on(&self, topics: &[Pattern]) -> bool {
         topics.iter().all(|t| self.covers(t))
-    }
-}
-
-/// Whether every topic `inner` matches is also matched by `outer`.
-pub fn pattern_covers(outer: &str, inner: &str) -> bool {
-    if outer == "*" || outer == inner {
-        return true;
-    }
-    match outer.strip_suffix(".*") {
-        Some(prefix) => inner
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.')),
-        None => false,
     }
 }
 
@@ -98,25 +88,31 @@ mod tests {
         all.require(SCOPE_PUBLISH).unwrap();
     }
 
+    fn p(text: &str) -> Pattern {
+        Pattern::parse(text).unwrap()
+    }
+
     #[test]
     fn topic_scopes_cover_patterns() {
         let c = caller(&["webhooks:subscribe", "topic:door.*"]);
-        c.require_topic("door.request.allowed").unwrap();
-        c.require_topic("door.request.*").unwrap();
-        c.require_topic("door.*").unwrap();
-        assert!(c.require_topic("*").is_err());
-        assert!(c.require_topic("doorbell.ring").is_err());
-        caller(&["webhooks:subscribe"]).require_topic("*").unwrap();
+        c.require_topic(&p("door.request.allowed")).unwrap();
+        c.require_topic(&p("door.request.*")).unwrap();
+        c.require_topic(&p("door.*")).unwrap();
+        assert!(c.require_topic(&p("*")).is_err());
+        assert!(c.require_topic(&p("doorbell.ring")).is_err());
+        caller(&["webhooks:subscribe"])
+            .require_topic(&p("*"))
+            .unwrap();
     }
 
     #[test]
     fn topic_limited_callers_act_only_on_covered_subscriptions() {
         let c = caller(&["webhooks:subscribe", "topic:door.*"]);
-        assert!(c.may_act_on(&["door.opened".into(), "door.*".into()]));
-        assert!(!c.may_act_on(&["door.opened".into(), "billing.*".into()]));
-        assert!(!c.may_act_on(&["*".into()]));
-        assert!(caller(&["webhooks:subscribe"]).may_act_on(&["*".into()]));
+        assert!(c.may_act_on(&[p("door.opened"), p("door.*")]));
+        assert!(!c.may_act_on(&[p("door.opened"), p("billing.*")]));
+        assert!(!c.may_act_on(&[p("*")]));
+        assert!(caller(&["webhooks:subscribe"]).may_act_on(&[p("*")]));
         let all = Caller { scopes: None, ..c };
-        assert!(all.may_act_on(&["billing.*".into()]));
+        assert!(all.may_act_on(&[p("billing.*")]));
     }
 }

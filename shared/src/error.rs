@@ -3,14 +3,124 @@
 
 use thiserror::Error;
 
+/// Declares [`ErrorCode`]: each variant with its wire name.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $wire:literal,)*) => {
+        /// Every stable `code` the API answers with: the contract's list of errors.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the contract.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $wire,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not JSON, or not the JSON the operation takes.
+    InvalidJson = "invalid_json",
+    /// The request body could not be read.
+    InvalidBody = "invalid_body",
+    /// A topic or pattern breaks the topic grammar.
+    InvalidTopic = "invalid_topic",
+    /// The topic list is empty, too long, or given twice.
+    InvalidTopics = "invalid_topics",
+    /// No topic was given.
+    MissingTopics = "missing_topics",
+    /// The callback URL is malformed or too long.
+    InvalidCallbackUrl = "invalid_callback_url",
+    /// The callback URL is not `https`.
+    WebhookUnsupportedProtocol = "WebhookUnsupportedProtocol",
+    /// The callback URL points at a non-public address.
+    ForbiddenTarget = "forbidden_target",
+    /// Another subscription of the account uses this callback URL.
+    DuplicateCallbackUrl = "duplicate_callback_url",
+    /// The lease is outside 60 s to 7 days.
+    InvalidExpires = "invalid_expires",
+    /// The name is too long.
+    InvalidName = "invalid_name",
+    /// `user_data` is too large.
+    InvalidUserData = "invalid_user_data",
+    /// The client secret has the wrong form.
+    InvalidClientSecret = "invalid_client_secret",
+    /// A label filter or event labels break their bounds.
+    InvalidLabels = "invalid_labels",
+    /// Receiver credentials are empty, too long, or set a reserved header.
+    InvalidReceiverAuth = "invalid_receiver_auth",
+    /// The secrecy level is not 0, 1 or 2.
+    InvalidSecrecyLevel = "invalid_secrecy_level",
+    /// The sensitive-field map is malformed.
+    InvalidSensitive = "invalid_sensitive",
+    /// The event data nests too deeply.
+    InvalidData = "invalid_data",
+    /// The producer id is empty or too long.
+    InvalidEventId = "invalid_event_id",
+    /// A page size is not a number from 1 to 100.
+    InvalidLimit = "invalid_limit",
+    /// The confirmation token does not match.
+    InvalidToken = "invalid_token",
+    /// The confirmation link has no token.
+    MissingToken = "missing_token",
+    /// Bulk removal was asked without `owner=me`.
+    MissingOwner = "missing_owner",
+    /// A duration setting does not parse.
+    InvalidDuration = "invalid_duration",
+    /// A retry schedule is too long or a delay too large.
+    InvalidRetrySchedule = "invalid_retry_schedule",
+    /// A setting from the environment does not parse.
+    InvalidSetting = "invalid_setting",
+    /// A test-clock jump is not a number of at most ten years.
+    InvalidMs = "invalid_ms",
+    /// No or an unknown bearer token.
+    Unauthorized = "unauthorized",
+    /// The token lacks a scope the operation needs.
+    InsufficientScope = "insufficient_scope",
+    /// No such thing in the caller's account.
+    NotFound = "not_found",
+    /// The route exists, not with this method.
+    MethodNotAllowed = "method_not_allowed",
+    /// A concurrent change won; retrying is safe.
+    Conflict = "conflict",
+    /// The body or the event is too large.
+    PayloadTooLarge = "payload_too_large",
+    /// An event with this id is still being queued; retry after `Retry-After`.
+    InProgress = "in_progress",
+    /// The account holds as many subscriptions as it may.
+    SubscriptionLimitReached = "subscription_limit_reached",
+    /// Too many rotated-out secrets still sign.
+    TooManyRotations = "too_many_rotations",
+    /// The request body did not arrive in time.
+    RequestTimeout = "request_timeout",
+    /// A backing service refused the input itself.
+    Rejected = "rejected",
+    /// A backing service failed; retry later.
+    BackendUnavailable = "backend_unavailable",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Everything that can go wrong in the hub, from bad input to a storage outage.
 #[derive(Debug, Error)]
 pub enum HubError {
     /// The request is malformed or a field breaks a validation rule.
     #[error("{message}")]
     Invalid {
-        /// Stable machine-readable code, e.g. `invalid_topic`.
-        code: &'static str,
+        /// Stable machine-readable code, e.g. [`ErrorCode::InvalidTopic`].
+        code: ErrorCode,
         /// What is wrong, for a human.
         message: String,
     },
@@ -68,7 +178,7 @@ pub enum HubError {
 
 impl HubError {
     /// Shorthand for a validation failure.
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         HubError::Invalid {
             code,
             message: message.into(),
@@ -99,22 +209,29 @@ impl HubError {
     }
 
     /// The stable JSON `code` of this error.
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            HubError::Invalid { code, .. } => code,
-            HubError::Unauthorized => "unauthorized",
-            HubError::InsufficientScope(_) => "insufficient_scope",
-            HubError::NotFound(_) => "not_found",
-            HubError::MethodNotAllowed => "method_not_allowed",
-            HubError::Conflict => "conflict",
-            HubError::PayloadTooLarge(_) | HubError::EventTooLarge { .. } => "payload_too_large",
-            HubError::InProgress { .. } => "in_progress",
-            HubError::SubscriptionLimit(_) => "subscription_limit_reached",
-            HubError::TooManyRotations(_) => "too_many_rotations",
-            HubError::RequestTimeout(_) => "request_timeout",
-            HubError::Rejected(_) => "rejected",
-            HubError::Backend(_) => "backend_unavailable",
+            HubError::Invalid { code, .. } => *code,
+            HubError::Unauthorized => ErrorCode::Unauthorized,
+            HubError::InsufficientScope(_) => ErrorCode::InsufficientScope,
+            HubError::NotFound(_) => ErrorCode::NotFound,
+            HubError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            HubError::Conflict => ErrorCode::Conflict,
+            HubError::PayloadTooLarge(_) | HubError::EventTooLarge { .. } => {
+                ErrorCode::PayloadTooLarge
+            }
+            HubError::InProgress { .. } => ErrorCode::InProgress,
+            HubError::SubscriptionLimit(_) => ErrorCode::SubscriptionLimitReached,
+            HubError::TooManyRotations(_) => ErrorCode::TooManyRotations,
+            HubError::RequestTimeout(_) => ErrorCode::RequestTimeout,
+            HubError::Rejected(_) => ErrorCode::Rejected,
+            HubError::Backend(_) => ErrorCode::BackendUnavailable,
         }
+    }
+
+    /// The stable JSON `code` of this error, as text.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }
 

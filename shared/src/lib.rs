@@ -1,6 +1,6 @@
 //! webhook-hub's core, shared by every Lambda function and the embedded mode.
 //!
-//! - [`model`], [`validate`], [`signing`], [`retry`], [`ssrf`]: pure domain logic.
+//! - [`topic`], [`model`], [`validate`], [`signing`], [`retry`], [`ssrf`]: pure domain logic.
 //! - [`service`]: what the API and the queue consumers do, written once against the [`ports`].
 //! - [`adapters`]: the ports on AWS (DynamoDB, SQS), in memory, and over HTTP.
 //! - [`api`]: the HTTP API router, error mapping and security headers, shared by Lambda and
@@ -20,7 +20,8 @@ pub mod runtime;
 pub mod service;
 pub mod signing;
 pub mod ssrf;
+pub mod topic;
 pub mod validate;
 
-pub use error::{HubError, Result};
+pub use error::{ErrorCode, HubError, Result};
 pub use hub::{Hub, Settings};

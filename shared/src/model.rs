@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::clock::{rfc3339, seconds_ts};
 use crate::signing::SignatureScheme;
+use crate::topic::{Pattern, Topic};
 
 /// The longest lease, and the default one: 7 days.
 pub const MAX_LEASE_SECS: i64 = 604_800;
@@ -96,7 +97,7 @@ pub struct Subscription {
     /// Where deliveries go.
     pub callback_url: String,
     /// Topic patterns it listens to.
-    pub topics: Vec<String>,
+    pub topics: Vec<Pattern>,
     /// Life-cycle state.
     pub status: SubscriptionStatus,
     /// Optional display name.
@@ -283,7 +284,7 @@ pub struct Event {
     /// The publishing account.
     pub account: String,
     /// The topic.
-    pub topic: String,
+    pub topic: Topic,
     /// Publication time, Unix ms.
     pub timestamp_ms: i64,
     /// The payload.
@@ -379,6 +380,51 @@ pub enum TaskPayload {
     },
 }
 
+/// Why an attempt did not deliver: the closed set the delivery log and the attempt log lines
+/// show, under these wire names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptError {
+    /// The attempt's budget (DNS, connect, TLS, response) ran out.
+    Timeout,
+    /// No connection could be made.
+    Connect,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The callback resolves only to addresses deliveries may not reach (or is not `https`).
+    ForbiddenTarget,
+    /// The response body could not be read.
+    Body,
+    /// Any other failure of the HTTP exchange.
+    Transport,
+    /// The stored callback URL does not parse.
+    InvalidUrl,
+    /// The receiver answered, with a status that is not 2xx.
+    HttpStatus,
+}
+
+impl AttemptError {
+    /// The wire name (`forbidden_target`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptError::Timeout => "timeout",
+            AttemptError::Connect => "connect",
+            AttemptError::Tls => "tls",
+            AttemptError::ForbiddenTarget => "forbidden_target",
+            AttemptError::Body => "body",
+            AttemptError::Transport => "transport",
+            AttemptError::InvalidUrl => "invalid_url",
+            AttemptError::HttpStatus => "http_status",
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One delivery attempt, as the delivery log shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -394,8 +440,8 @@ pub struct AttemptRecord {
     pub latency_ms: u64,
     /// The receiver's status code, if it answered.
     pub status_code: Option<u16>,
-    /// The error kind, if it failed (`timeout`, `connect`, `http_status`, …).
-    pub error: Option<String>,
+    /// Why it failed, if it did.
+    pub error: Option<AttemptError>,
     /// Whether it counted as delivered.
     pub delivered: bool,
 }

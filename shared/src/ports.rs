@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::model::{AttemptRecord, Subscription, TopicEntry};
+use crate::model::{AttemptError, AttemptRecord, Subscription, TopicEntry};
+use crate::topic::Pattern;
 
 /// One page of a listing.
 #[derive(Debug, Default)]
@@ -51,7 +52,7 @@ pub trait Store: Send + Sync {
     async fn topic_entries(
         &self,
         account: &str,
-        pattern: &str,
+        pattern: &Pattern,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<TopicEntry>>;
@@ -171,9 +172,8 @@ pub struct TransportOutcome {
     pub status: Option<u16>,
     /// `Retry-After` of a 429 or 503, when given in seconds or as an HTTP date.
     pub retry_after: Option<Duration>,
-    /// The error kind when there was no (complete) answer: `timeout`, `connect`, `tls`,
-    /// `forbidden_target`, `body`.
-    pub error: Option<String>,
+    /// Why there was no (complete) answer, if there was none.
+    pub error: Option<AttemptError>,
     /// Wall time of the attempt.
     pub latency: Duration,
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::{HubError, Result};
+use crate::error::{ErrorCode, HubError, Result};
 
 /// Delays between attempts. Attempt 1 is immediate; attempt `n + 1` waits `delays[n - 1]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +31,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().map_err(|_| {
         HubError::invalid(
-            "invalid_duration",
+            ErrorCode::InvalidDuration,
             format!("`{text}` is not a duration like 5s, 5m, 2h"),
         )
     })?;
@@ -43,7 +43,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         "d" => 86_400_000,
         _ => {
             return Err(HubError::invalid(
-                "invalid_duration",
+                ErrorCode::InvalidDuration,
                 format!("unknown unit in `{text}`"),
             ));
         }
@@ -53,7 +53,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
         .map(Duration::from_millis)
         .ok_or_else(|| {
             HubError::invalid(
-                "invalid_duration",
+                ErrorCode::InvalidDuration,
                 format!("`{text}` is longer than 100 years"),
             )
         })
@@ -70,7 +70,7 @@ impl RetrySchedule {
             .collect::<Result<Vec<_>>>()?;
         if delays.len() > 20 || delays.iter().any(|d| *d > Duration::from_secs(12 * 3600)) {
             return Err(HubError::invalid(
-                "invalid_retry_schedule",
+                ErrorCode::InvalidRetrySchedule,
                 "at most 20 retries, each at most 12h",
             ));
         }

@@ -16,6 +16,7 @@ use hub::clock::SystemClock;
 use hub::model::{AttemptRecord, Subscription, TopicEntry};
 use hub::ports::{ClaimOutcome, KeyClaim, OutgoingMessage, Page, Queue, ReceivedMessage, Store};
 use hub::runtime::consume::{QueueRole, consume};
+use hub::topic::Pattern;
 use hub::{Hub, HubError, Result, Settings};
 
 use crate::{Backend, unique};
@@ -252,7 +253,7 @@ impl Store for FlakyStore {
     async fn topic_entries(
         &self,
         account: &str,
-        pattern: &str,
+        pattern: &Pattern,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<TopicEntry>> {

@@ -24,7 +24,7 @@ use hub::runtime::{
     AwsResources, aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub, provision_aws,
     queue_visibility_from_env,
 };
-use hub::{Hub, HubError, Settings};
+use hub::{ErrorCode, Hub, HubError, Settings};
 
 use crate::cli::{Backend, ServeOptions, parse_api_key};
 
@@ -81,7 +81,7 @@ async fn answer(
             {
                 HubError::PayloadTooLarge(MAX_BODY_BYTES)
             } else {
-                HubError::invalid("invalid_body", "the request body could not be read")
+                HubError::invalid(ErrorCode::InvalidBody, "the request body could not be read")
             };
             return Ok(error_response(&err).map(Full::new));
         }
@@ -131,7 +131,7 @@ async fn test_control(
                 .filter(|ms| ms.unsigned_abs() <= MAX_CLOCK_JUMP_MS as u64)
             else {
                 return error_response(&HubError::invalid(
-                    "invalid_ms",
+                    ErrorCode::InvalidMs,
                     "`ms` is an integer of at most ten years in milliseconds",
                 ));
             };

@@ -2,5 +2,5 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    hub::runtime::lambda::serve_api("subscribe").await
+    hub::runtime::lambda::serve_api(hub::api::ApiFunction::Subscribe).await
 }

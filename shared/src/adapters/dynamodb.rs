@@ -27,6 +27,7 @@ use super::aws_error;
 use crate::error::{HubError, Result};
 use crate::model::{AttemptRecord, Subscription, TopicEntry};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
+use crate::topic::Pattern;
 
 /// Index of subscriptions by account, in creation order.
 pub const ACCOUNT_INDEX: &str = "by_account";
@@ -88,7 +89,7 @@ fn callback_pk(account: &str, url: &str) -> String {
     format!("CB#{}#{digest}", account_part(account))
 }
 
-fn topic_pk(account: &str, pattern: &str) -> String {
+fn topic_pk(account: &str, pattern: &Pattern) -> String {
     format!("T#{}#{pattern}", account_part(account))
 }
 
@@ -602,7 +603,7 @@ impl Store for DynamoStore {
     async fn topic_entries(
         &self,
         account: &str,
-        pattern: &str,
+        pattern: &Pattern,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<TopicEntry>> {

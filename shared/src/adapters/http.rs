@@ -12,17 +12,34 @@ use bytes::Bytes;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
+use crate::model::AttemptError;
 use crate::ports::{Transport, TransportOutcome};
 use crate::ssrf;
 
 /// Only this much of a response body is read.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Error text that marks a refused target in reqwest's error chain.
-const REFUSED: &str = "refused: the name resolves only to non-public addresses";
+/// Why the resolver gave no address: found again in reqwest's error chain by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolveRefusal {
+    /// Every address of the name is one deliveries may not reach.
+    OnlyNonPublic,
+    /// Names are not looked up in this mode (test control).
+    NoDns,
+}
 
-/// Error text of a name looked up while DNS is off.
-const NO_DNS: &str = "refused: names are not resolved in this mode";
+impl std::fmt::Display for ResolveRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResolveRefusal::OnlyNonPublic => {
+                "refused: the name resolves only to non-public addresses"
+            }
+            ResolveRefusal::NoDns => "refused: names are not resolved in this mode",
+        })
+    }
+}
+
+impl std::error::Error for ResolveRefusal {}
 
 /// The transport's resolver: with `guard`, it drops every non-public address; without
 /// `use_dns`, only `localhost` and `overrides` resolve (test mode: no lookups leave the
@@ -74,7 +91,7 @@ impl Resolve for GuardedResolver {
                     .await?
                     .map(|a| a.ip())
                     .collect(),
-                None => return Err(NO_DNS.into()),
+                None => return Err(Box::new(ResolveRefusal::NoDns) as _),
             };
             let public: Vec<SocketAddr> = candidates
                 .into_iter()
@@ -82,7 +99,7 @@ impl Resolve for GuardedResolver {
                 .map(|ip| SocketAddr::new(ip, 0))
                 .collect();
             if public.is_empty() {
-                return Err(REFUSED.into());
+                return Err(Box::new(ResolveRefusal::OnlyNonPublic) as _);
             }
             Ok(Box::new(public.into_iter()) as Addrs)
         })
@@ -141,7 +158,7 @@ impl HttpTransport {
         url: Url,
         headers: Vec<(String, String)>,
         body: Bytes,
-    ) -> Result<(u16, Option<Duration>), String> {
+    ) -> Result<(u16, Option<Duration>), AttemptError> {
         let mut request = self.client().post(url).body(body);
         for (name, value) in headers {
             request = request.header(name, value);
@@ -177,29 +194,30 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// The error kind of a failed request: `forbidden_target`, `tls`, `timeout`, `connect` or `body`.
-fn classify(err: &reqwest::Error) -> String {
-    let mut chain = String::new();
-    let mut source: Option<&dyn std::error::Error> = Some(err);
+/// Why a request failed, from its error chain: a refusal of the resolver is found by type; TLS
+/// failures by rustls's error type or, for the ones hyper-rustls wraps in `io::Error`, by name.
+fn classify(err: &reqwest::Error) -> AttemptError {
+    let mut tls = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        chain.push_str(&e.to_string());
-        chain.push(' ');
+        if e.downcast_ref::<ResolveRefusal>().is_some() {
+            return AttemptError::ForbiddenTarget;
+        }
+        let text = e.to_string();
+        tls |= text.contains("certificate") || text.contains("tls") || text.contains("TLS");
         source = e.source();
     }
-    let kind = if chain.contains(REFUSED) || chain.contains(NO_DNS) {
-        "forbidden_target"
-    } else if err.is_timeout() {
-        "timeout"
-    } else if chain.contains("certificate") || chain.contains("tls") || chain.contains("TLS") {
-        "tls"
+    if err.is_timeout() {
+        AttemptError::Timeout
+    } else if tls {
+        AttemptError::Tls
     } else if err.is_connect() {
-        "connect"
+        AttemptError::Connect
     } else if err.is_body() || err.is_decode() {
-        "body"
+        AttemptError::Body
     } else {
-        "transport"
-    };
-    kind.to_string()
+        AttemptError::Transport
+    }
 }
 
 #[async_trait]
@@ -211,14 +229,14 @@ impl Transport for HttpTransport {
         body: Bytes,
     ) -> TransportOutcome {
         let started = Instant::now();
-        let fail = |error: &str| TransportOutcome {
+        let fail = |error: AttemptError| TransportOutcome {
             status: None,
             retry_after: None,
-            error: Some(error.to_string()),
+            error: Some(error),
             latency: started.elapsed(),
         };
         let Ok(url) = Url::parse(url) else {
-            return fail("invalid_url");
+            return fail(AttemptError::InvalidUrl);
         };
         if !self.allow_private_targets {
             let literal = match url.host() {
@@ -227,7 +245,7 @@ impl Transport for HttpTransport {
                 _ => None,
             };
             if literal.is_some_and(ssrf::is_forbidden) || url.scheme() != "https" {
-                return fail("forbidden_target");
+                return fail(AttemptError::ForbiddenTarget);
             }
         }
         match tokio::time::timeout(self.budget, self.attempt(url, headers, body)).await {
@@ -237,8 +255,8 @@ impl Transport for HttpTransport {
                 error: None,
                 latency: started.elapsed(),
             },
-            Ok(Err(kind)) => fail(&kind),
-            Err(_) => fail("timeout"),
+            Ok(Err(kind)) => fail(kind),
+            Err(_) => fail(AttemptError::Timeout),
         }
     }
 }
@@ -303,7 +321,7 @@ mod tests {
                     Bytes::new(),
                 )
                 .await;
-            assert_eq!(outcome.error.as_deref(), Some("forbidden_target"), "{ip}");
+            assert_eq!(outcome.error, Some(AttemptError::ForbiddenTarget), "{ip}");
             assert_eq!(outcome.status, None);
         }
         for literal in [
@@ -320,8 +338,8 @@ mod tests {
         ] {
             let outcome = transport.post(literal, vec![], Bytes::new()).await;
             assert_eq!(
-                outcome.error.as_deref(),
-                Some("forbidden_target"),
+                outcome.error,
+                Some(AttemptError::ForbiddenTarget),
                 "{literal}"
             );
         }

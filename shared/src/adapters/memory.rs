@@ -13,12 +13,13 @@ use tokio::time::Instant;
 use crate::error::{HubError, Result};
 use crate::model::{AttemptRecord, Subscription, TopicEntry};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage, Page, Queue, ReceivedMessage, Store};
+use crate::topic::Pattern;
 
 #[derive(Default)]
 struct StoreState {
     subscriptions: BTreeMap<String, Subscription>,
     by_callback: HashMap<(String, String), String>,
-    topics: HashMap<(String, String), BTreeSet<String>>,
+    topics: HashMap<(String, Pattern), BTreeSet<String>>,
     event_keys: HashMap<(String, String), KeyState>,
     claims_since_prune: usize,
     attempts: HashMap<String, Vec<AttemptRecord>>,
@@ -172,15 +173,12 @@ impl Store for MemoryStore {
     async fn topic_entries(
         &self,
         account: &str,
-        pattern: &str,
+        pattern: &Pattern,
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<TopicEntry>> {
         let state = self.lock();
-        let Some(ids) = state
-            .topics
-            .get(&(account.to_string(), pattern.to_string()))
-        else {
+        let Some(ids) = state.topics.get(&(account.to_string(), pattern.clone())) else {
             return Ok(Page {
                 items: vec![],
                 next_cursor: None,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::error::{HubError, Result};
+use crate::error::{ErrorCode, HubError, Result};
 use crate::hub::Hub;
 use crate::service::events::PublishRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
@@ -76,17 +76,54 @@ impl Operation {
     ];
 }
 
-/// The operations each API Lambda function serves, by function name (as in `template.yaml`).
-pub fn function_operations(function: &str) -> Option<&'static [Operation]> {
-    use Operation::*;
-    Some(match function {
-        "subscribe" => &[Subscribe],
-        "confirm" => &[Confirm],
-        "unsubscribe" => &[Unsubscribe, UnsubscribeOwn],
-        "manage" => &[List, Get, Update, Deliveries, Secret, RotateSecret],
-        "publish" => &[Publish],
-        _ => return None,
-    })
+/// The API Lambda functions: each serves a subset of the operations (as `template.yaml` routes
+/// them), and its `main.rs` names it here, so a typo does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiFunction {
+    /// `POST /v1/subscriptions`.
+    Subscribe,
+    /// The confirmation link.
+    Confirm,
+    /// Removal, one or all of the caller's own.
+    Unsubscribe,
+    /// Reads, updates, delivery logs, secrets.
+    Manage,
+    /// `POST /v1/events`.
+    Publish,
+}
+
+impl ApiFunction {
+    /// Every API function.
+    pub const ALL: &'static [ApiFunction] = &[
+        ApiFunction::Subscribe,
+        ApiFunction::Confirm,
+        ApiFunction::Unsubscribe,
+        ApiFunction::Manage,
+        ApiFunction::Publish,
+    ];
+
+    /// Its name, as its crate under `functions/` and its sample under `events/` are named.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiFunction::Subscribe => "subscribe",
+            ApiFunction::Confirm => "confirm",
+            ApiFunction::Unsubscribe => "unsubscribe",
+            ApiFunction::Manage => "manage",
+            ApiFunction::Publish => "publish",
+        }
+    }
+
+    /// The operations it serves.
+    pub fn operations(self) -> &'static [Operation] {
+        use Operation::*;
+        match self {
+            ApiFunction::Subscribe => &[Subscribe],
+            ApiFunction::Confirm => &[Confirm],
+            ApiFunction::Unsubscribe => &[Unsubscribe, UnsubscribeOwn],
+            ApiFunction::Manage => &[List, Get, Update, Deliveries, Secret, RotateSecret],
+            ApiFunction::Publish => &[Publish],
+        }
+    }
 }
 
 /// A request as the router sees it, whichever server received it.
@@ -175,7 +212,7 @@ fn query_usize(query: Option<&str>, name: &str) -> Result<Option<usize>> {
         .map(|v| {
             v.parse().map_err(|_| {
                 HubError::invalid(
-                    "invalid_limit",
+                    ErrorCode::InvalidLimit,
                     format!("`{name}` must be a positive integer"),
                 )
             })
@@ -186,12 +223,12 @@ fn query_usize(query: Option<&str>, name: &str) -> Result<Option<usize>> {
 fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(HubError::invalid(
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "the request needs a JSON body",
         ));
     }
     serde_json::from_slice(body)
-        .map_err(|e| HubError::invalid("invalid_json", format!("invalid JSON body: {e}")))
+        .map_err(|e| HubError::invalid(ErrorCode::InvalidJson, format!("invalid JSON body: {e}")))
 }
 
 /// A JSON response with the security headers.
@@ -288,7 +325,10 @@ async fn dispatch(
     let id = id.unwrap_or_default();
     if op == Operation::Confirm {
         let token = query_param(query, "token").ok_or_else(|| {
-            HubError::invalid("missing_token", "the `token` query parameter is required")
+            HubError::invalid(
+                ErrorCode::MissingToken,
+                "the `token` query parameter is required",
+            )
         })?;
         let sub = hub.confirm(&id, &token).await?;
         return Ok((200, Some(sub.resource())));
@@ -322,7 +362,7 @@ async fn dispatch(
         Operation::UnsubscribeOwn => {
             if query_param(query, "owner").as_deref() != Some("me") {
                 return Err(HubError::invalid(
-                    "missing_owner",
+                    ErrorCode::MissingOwner,
                     "bulk removal takes `owner=me`",
                 ));
             }

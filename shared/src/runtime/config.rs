@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{ErrorCode, Result};
 use crate::hub::Settings;
 use crate::retry::{RetrySchedule, parse_duration};
 
@@ -64,7 +64,7 @@ pub fn settings_from_env() -> Result<Settings> {
     if let Some(limit) = env_var("HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT") {
         settings.max_subscriptions_per_account = limit.parse().map_err(|_| {
             crate::HubError::invalid(
-                "invalid_setting",
+                ErrorCode::InvalidSetting,
                 "HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT is a positive integer",
             )
         })?;

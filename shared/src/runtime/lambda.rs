@@ -9,7 +9,7 @@ use super::config::{AwsResources, account_claim_from_env, init_logging, settings
 use super::consume::{QueueRole, consume};
 use super::wiring::aws_hub;
 use crate::api::lambda::{api_request, jwt_caller};
-use crate::api::{Operation, function_operations, handle};
+use crate::api::{ApiFunction, Operation, handle};
 use crate::hub::Hub;
 use crate::ports::ReceivedMessage;
 
@@ -65,11 +65,10 @@ pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatc
     response
 }
 
-/// Runs the API function `function` (see [`function_operations`]), with the account claim from
-/// `HUB_ACCOUNT_CLAIM` (default `sub`).
-pub async fn serve_api(function: &str) -> Result<(), Error> {
-    let ops =
-        function_operations(function).ok_or_else(|| format!("no API function named {function}"))?;
+/// Runs the API function `function`, with the account claim from `HUB_ACCOUNT_CLAIM` (default
+/// `sub`).
+pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
+    let ops = function.operations();
     let hub = hub_from_env().await?;
     let claim = account_claim_from_env();
     let (hub, claim) = (&hub, claim.as_str());

@@ -6,12 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::auth::pattern_covers;
 use crate::clock::{rfc3339, seconds_ts};
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::model::{
-    AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription, SubscriptionStatus, TaskPayload,
+    AttemptError, AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription,
+    SubscriptionStatus, TaskPayload,
 };
 use crate::signing::{scheme_header, signature_header};
 
@@ -141,7 +141,7 @@ impl Hub {
         match &task.payload {
             TaskPayload::Event { event } => {
                 let wanted = sub.status == SubscriptionStatus::Active
-                    && sub.topics.iter().any(|p| pattern_covers(p, &event.topic))
+                    && sub.topics.iter().any(|p| p.covers(&event.topic))
                     && sub.accepts_labels(&event.labels);
                 wanted.then(|| (event.id.clone(), event_body(event, sub)))
             }
@@ -238,13 +238,12 @@ impl Hub {
             status_code: outcome.status,
             error: outcome
                 .error
-                .clone()
-                .or_else(|| (!delivered).then(|| "http_status".to_string())),
+                .or_else(|| (!delivered).then_some(AttemptError::HttpStatus)),
             delivered,
         };
         tracing::info!(
             subscription_id = %sub.id, account = %sub.account, event_id = %message_id, attempt,
-            status_code = outcome.status, error = record.error.as_deref(), latency_ms = record.latency_ms,
+            status_code = outcome.status, error = record.error.map(AttemptError::as_str), latency_ms = record.latency_ms,
             delivered, "delivery attempt"
         );
         self.store
@@ -428,7 +427,7 @@ mod decision_tests {
         let event = Event {
             id: "evt_1".into(),
             account: "acme".into(),
-            topic: "door.opened".into(),
+            topic: crate::topic::Topic::parse("door.opened").unwrap(),
             timestamp_ms: hub.now_ms(),
             data: json!({}),
             labels: Default::default(),

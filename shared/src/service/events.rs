@@ -8,10 +8,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Caller, SCOPE_PUBLISH};
-use crate::error::{HubError, Result};
+use crate::error::{ErrorCode, HubError, Result};
 use crate::hub::Hub;
 use crate::model::{DeliveryTask, Event, TaskPayload, new_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
+use crate::topic::Topic;
 use crate::validate;
 
 /// How long a producer's event `id` is remembered to drop repeats.
@@ -51,7 +52,7 @@ pub struct Published {
     /// The event id (`evt_…`).
     pub id: String,
     /// The topic.
-    pub topic: String,
+    pub topic: Topic,
     /// `true` when this was a repeat of an `id` queued within 24 h (not queued again).
     pub duplicate: bool,
 }
@@ -82,7 +83,7 @@ impl Hub {
     /// request answers `409 in_progress` (retry), never "duplicate".
     pub async fn publish(&self, caller: &Caller, req: PublishRequest) -> Result<Published> {
         caller.require(SCOPE_PUBLISH)?;
-        validate::topic(&req.topic)?;
+        let topic = Topic::parse(&req.topic)?;
         if serde_json::to_vec(&req.data).map_or(usize::MAX, |v| v.len()) > MAX_EVENT_DATA_BYTES {
             return Err(HubError::PayloadTooLarge(MAX_EVENT_DATA_BYTES));
         }
@@ -93,7 +94,7 @@ impl Hub {
             && (key.is_empty() || key.len() > 128)
         {
             return Err(HubError::invalid(
-                "invalid_event_id",
+                ErrorCode::InvalidEventId,
                 "id is 1 to 128 characters",
             ));
         }
@@ -101,7 +102,7 @@ impl Hub {
         let event = Event {
             id: new_id("evt_", now),
             account: caller.account.clone(),
-            topic: req.topic,
+            topic,
             timestamp_ms: now,
             data: req.data,
             labels: req.labels,
@@ -184,7 +185,7 @@ impl Hub {
         let mut seen = HashSet::new();
         let mut batch = Vec::with_capacity(FANOUT_BATCH);
         let mut count = 0;
-        for pattern in validate::patterns_matching(&event.topic) {
+        for pattern in event.topic.patterns() {
             let mut cursor: Option<String> = None;
             loop {
                 let page = self
@@ -227,7 +228,7 @@ mod tests {
         let event = Event {
             id: "evt_1".into(),
             account: "a\"b".into(),
-            topic: "door.opened".into(),
+            topic: Topic::parse("door.opened").unwrap(),
             timestamp_ms: 1,
             data: serde_json::json!({"x": "\u{ffff}", "n": [1, {"y": null}]}),
             labels: BTreeMap::from([("k".into(), "v".into())]),

@@ -6,6 +6,7 @@ use crate::error::Result;
 use crate::hub::Hub;
 use crate::model::{DeliveryTask, Event, Subscription, TaskPayload};
 use crate::signing::sha256_hex;
+use crate::topic::Topic;
 
 /// Topic of the notice sent before a lease ends.
 pub const EXPIRING_TOPIC: &str = "subscription.expiring";
@@ -54,7 +55,7 @@ impl Hub {
         let event = Event {
             id: format!("evt_{}", &sha256_hex(lease_key.as_bytes())[..28]),
             account: sub.account.clone(),
-            topic: EXPIRING_TOPIC.to_string(),
+            topic: Topic::parse(EXPIRING_TOPIC)?,
             timestamp_ms: now,
             data: serde_json::json!({"id": sub.id, "validity_ts": crate::clock::seconds_ts(sub.expires_at_ms)}),
             labels: Default::default(),

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
-use crate::error::{HubError, Result};
+use crate::error::{ErrorCode, HubError, Result};
 use crate::hub::Hub;
 use crate::model::{
     DeliveryTask, LabelFilter, MAX_RETIRING_SECRETS, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS,
@@ -125,7 +125,11 @@ impl Hub {
                 if !caller.may_act_on(&sub.topics) {
                     return Err(HubError::InsufficientScope(format!(
                         "topic:{}",
-                        sub.topics.join(" topic:")
+                        sub.topics
+                            .iter()
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" topic:")
                     )));
                 }
                 Ok(sub)
@@ -300,7 +304,7 @@ impl Hub {
         });
         if !matches {
             return Err(HubError::invalid(
-                "invalid_token",
+                ErrorCode::InvalidToken,
                 "the confirmation token does not match",
             ));
         }
@@ -419,7 +423,7 @@ impl Hub {
                     && !other.is_expired(self.now_ms())
                 {
                     return Err(HubError::invalid(
-                        "duplicate_callback_url",
+                        ErrorCode::DuplicateCallbackUrl,
                         format!("subscription {} already uses this callback_url", other.id),
                     ));
                 }
@@ -522,7 +526,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize> {
         Ok(limit)
     } else {
         Err(HubError::invalid(
-            "invalid_limit",
+            ErrorCode::InvalidLimit,
             "limit is between 1 and 100",
         ))
     }
