@@ -63,3 +63,155 @@ fn every_lambda_function_serves_only_its_routes() {
         "each operation is served by exactly one API function"
     );
 }
+
+/// The document as JSON.
+fn document() -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml")).unwrap();
+    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("openapi.yaml parses");
+    serde_json::to_value(yaml).unwrap()
+}
+
+/// A schema's required fields and properties, following `$ref` and merging `allOf`.
+fn fields(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return fields(doc, &doc["components"]["schemas"][name]);
+    }
+    let (mut required, mut properties) = (BTreeSet::new(), BTreeSet::new());
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (r, p) = fields(doc, part);
+        required.extend(r);
+        properties.extend(p);
+    }
+    required.extend(
+        schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| f.as_str().unwrap().to_string()),
+    );
+    properties.extend(
+        schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone()),
+    );
+    (required, properties)
+}
+
+/// Every field a response type writes is documented, and every documented required field is
+/// written.
+fn conforms(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    body: &serde_json::Value,
+    what: &str,
+) {
+    let (required, properties) = fields(doc, schema);
+    let written: BTreeSet<String> = body.as_object().unwrap().keys().cloned().collect();
+    let missing: Vec<_> = required.difference(&written).collect();
+    let undocumented: Vec<_> = written.difference(&properties).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: required but not written: {missing:?}"
+    );
+    assert!(
+        undocumented.is_empty(),
+        "{what}: written but not documented: {undocumented:?}"
+    );
+}
+
+#[test]
+fn response_types_match_the_document() {
+    use hub::api::resources::*;
+    use hub::model::{AttemptRecord, ReceiverAuth, Subscription};
+    let doc = document();
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    let mut sub = Subscription::new_pending(
+        "sub_1".into(),
+        "acme".into(),
+        "acme:1".into(),
+        "https://example.com/hook".into(),
+        1_800_000_000_000,
+    );
+    sub.receiver_auth = Some(ReceiverAuth::Bearer { token: "t".into() });
+    let out = SubscriptionOut::from(&sub);
+    conforms(
+        &doc,
+        &schema("Subscription"),
+        &to_json(&out),
+        "Subscription",
+    );
+    let created = CreatedSubscriptionOut {
+        subscription: out.clone(),
+        secret: sub.secret.clone(),
+    };
+    conforms(
+        &doc,
+        &schema("CreatedSubscription"),
+        &to_json(&created),
+        "CreatedSubscription",
+    );
+    let page = SubscriptionPageOut {
+        data: vec![out],
+        next_cursor: None,
+    };
+    conforms(
+        &doc,
+        &schema("SubscriptionPage"),
+        &to_json(&page),
+        "SubscriptionPage",
+    );
+    conforms(
+        &doc,
+        &schema("Secret"),
+        &to_json(&SecretOut { secret: "s".into() }),
+        "Secret",
+    );
+    let attempt = AttemptOut::from(&AttemptRecord {
+        subscription_id: "sub_1".into(),
+        message_id: "evt_1".into(),
+        attempt: 1,
+        started_at_ms: 1_800_000_000_000,
+        latency_ms: 3,
+        status_code: None,
+        error: Some(hub::model::AttemptError::Timeout),
+        delivered: false,
+    });
+    conforms(&doc, &schema("Attempt"), &to_json(&attempt), "Attempt");
+    let response = |path: &str, method: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+            .clone()
+    };
+    let log = AttemptPageOut {
+        data: vec![attempt],
+    };
+    conforms(
+        &doc,
+        &response("/v1/subscriptions/{id}/deliveries", "get", "200"),
+        &to_json(&log),
+        "deliveries",
+    );
+    let published = PublishedOut {
+        id: "evt_1".into(),
+        topic: hub::topic::Topic::parse("door.opened").unwrap(),
+        duplicate: false,
+    };
+    conforms(
+        &doc,
+        &response("/v1/events", "post", "202"),
+        &to_json(&published),
+        "publish",
+    );
+    conforms(
+        &doc,
+        &response("/v1/subscriptions", "delete", "200"),
+        &to_json(&DeletedOut { deleted: 2 }),
+        "bulk delete",
+    );
+}

@@ -13,23 +13,30 @@ use hub::runtime::aws_clients;
 use hub::runtime::memory_hub;
 use hub::{Hub, Settings};
 use hub_tests::unique;
-use serde_json::json;
 
 const LIVE: usize = 10_000;
 const EXPIRED: usize = 100;
 const TOPIC: &str = "door.request.allowed";
 
 fn subscription(i: usize, now: i64, expires_at_ms: i64) -> Subscription {
-    serde_json::from_value(json!({
-        "id": format!("sub_{:012x}{:016x}", now, i), "account": "acme", "owner": "acme",
-        "callback_url": format!("https://hooks.example.com/{i}"), "topics": [TOPIC, "door.*"],
-        "status": "active", "name": null, "user_data": null, "labels": {},
-        "created_at_ms": now, "expires_at_ms": expires_at_ms, "lease_ms": 604_800_000,
-        "confirmed_at_ms": now, "pending_until_ms": null, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "retiring_secret": null, "receiver_auth": null, "signature_scheme": "standard",
-        "secrecy_level": 1, "expiry_notice": false, "confirm_token_sha256": null, "version": 1
-    }))
-    .unwrap()
+    let mut sub = Subscription::new_pending(
+        format!("sub_{:012x}{:016x}", now, i),
+        "acme".into(),
+        "acme".into(),
+        format!("https://hooks.example.com/{i}"),
+        now,
+    );
+    sub.topics = [TOPIC, "door.*"]
+        .iter()
+        .map(|t| hub::topic::Pattern::parse(t).unwrap())
+        .collect();
+    sub.status = hub::model::SubscriptionStatus::Active;
+    sub.expires_at_ms = expires_at_ms;
+    sub.lease_ms = 604_800_000;
+    sub.confirmed_at_ms = Some(now);
+    sub.expiry_notice = false;
+    sub.version = 1;
+    sub
 }
 
 /// Every topic entry of account `acme` under `pattern`, page by page.

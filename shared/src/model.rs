@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::clock::{rfc3339, seconds_ts};
 use crate::signing::SignatureScheme;
 use crate::topic::{Pattern, Topic};
 
@@ -85,7 +84,7 @@ pub struct RetiringSecret {
     pub until_ms: i64,
 }
 
-/// A subscription as stored. Its public face is [`Subscription::resource`].
+/// A subscription as stored. Its public face is `api::resources::SubscriptionOut`.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Subscription {
     /// `sub_…`, time-ordered.
@@ -147,6 +146,45 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A new subscription waiting for its confirmation, with the defaults of a subscribe that
+    /// sets nothing else: no topics yet, a fresh `whsec_` secret, the standard scheme, secrecy
+    /// level 1, the expiry notice on, a lease ending now (the caller sets the real one).
+    pub fn new_pending(
+        id: String,
+        account: String,
+        owner: String,
+        callback_url: String,
+        now_ms: i64,
+    ) -> Self {
+        Subscription {
+            id,
+            account,
+            owner,
+            callback_url,
+            topics: vec![],
+            status: SubscriptionStatus::Pending,
+            name: None,
+            user_data: None,
+            labels: LabelFilter::new(),
+            created_at_ms: now_ms,
+            expires_at_ms: now_ms,
+            lease_ms: 0,
+            confirmed_at_ms: None,
+            pending_until_ms: None,
+            secret: crate::signing::generate_secret(),
+            retiring_secrets: vec![],
+            receiver_auth: None,
+            signature_scheme: SignatureScheme::Standard,
+            secrecy_level: 1,
+            expiry_notice: true,
+            expiry_notice_sent: false,
+            confirm_token_sha256: None,
+            version: 0,
+            odometer: 0,
+            failing_since_ms: None,
+        }
+    }
+
     /// When it stops existing: the lease end, or earlier while it waits for confirmation.
     pub fn lapses_at_ms(&self) -> i64 {
         match (self.status, self.pending_until_ms) {
@@ -203,34 +241,6 @@ impl Subscription {
     /// hold one of its values.
     pub fn accepts_labels(&self, labels: &BTreeMap<String, String>) -> bool {
         labels_match(&self.labels, labels)
-    }
-
-    /// The public JSON resource (never the secret nor `receiver_auth`).
-    pub fn resource(&self) -> Value {
-        serde_json::json!({
-            "id": self.id,
-            "account": self.account,
-            "owner": self.owner,
-            "callback_url": self.callback_url,
-            "topics": self.topics,
-            "status": self.status,
-            "name": self.name,
-            "user_data": self.user_data,
-            "labels": self.labels,
-            "signature_scheme": self.signature_scheme,
-            "secrecy_level": self.secrecy_level,
-            "expiry_notice": self.expiry_notice,
-            "receiver_auth": self.receiver_auth.as_ref().map(|auth| match auth {
-                ReceiverAuth::Basic { .. } => "basic",
-                ReceiverAuth::Bearer { .. } => "bearer",
-                ReceiverAuth::Header { .. } => "header",
-            }),
-            "validity_ts": seconds_ts(self.expires_at_ms),
-            "expires_at": rfc3339(self.expires_at_ms),
-            "created_at": rfc3339(self.created_at_ms),
-            "confirmed_at": self.confirmed_at_ms.map(rfc3339),
-            "odometer": self.odometer,
-        })
     }
 }
 
@@ -444,21 +454,6 @@ pub struct AttemptRecord {
     pub error: Option<AttemptError>,
     /// Whether it counted as delivered.
     pub delivered: bool,
-}
-
-impl AttemptRecord {
-    /// The public JSON form of an attempt.
-    pub fn resource(&self) -> Value {
-        serde_json::json!({
-            "message_id": self.message_id,
-            "attempt": self.attempt,
-            "timestamp": rfc3339(self.started_at_ms),
-            "status_code": self.status_code,
-            "latency_ms": self.latency_ms,
-            "error": self.error,
-            "delivered": self.delivered,
-        })
-    }
 }
 
 /// A time-ordered id with a prefix: 12 hex digits of Unix ms, then 16 random hex digits.

@@ -371,14 +371,18 @@ pub fn active_subscription(
     now_ms: i64,
     lease_ms: i64,
 ) -> Subscription {
-    serde_json::from_value(serde_json::json!({
-        "id": format!("sub_{:012x}{:016x}", now_ms, n), "account": account, "owner": account,
-        "callback_url": callback_url, "topics": topics, "status": "active", "name": null,
-        "user_data": null, "labels": {}, "created_at_ms": now_ms,
-        "expires_at_ms": now_ms + lease_ms, "lease_ms": lease_ms, "confirmed_at_ms": now_ms,
-        "pending_until_ms": null, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "receiver_auth": null, "signature_scheme": "standard", "secrecy_level": 1,
-        "expiry_notice": true, "confirm_token_sha256": null, "version": 1
-    }))
-    .expect("a valid subscription")
+    let mut sub = Subscription::new_pending(
+        format!("sub_{:012x}{:016x}", now_ms, n),
+        account.into(),
+        account.into(),
+        callback_url.into(),
+        now_ms,
+    );
+    sub.topics = topics.iter().map(|t| Pattern::parse(t).unwrap()).collect();
+    sub.status = hub::model::SubscriptionStatus::Active;
+    sub.expires_at_ms = now_ms + lease_ms;
+    sub.lease_ms = lease_ms;
+    sub.confirmed_at_ms = Some(now_ms);
+    sub.version = 1;
+    sub
 }

@@ -995,17 +995,28 @@ pub fn sample_subscription(
     status: hub::model::SubscriptionStatus,
     callback_url: &str,
 ) -> hub::model::Subscription {
-    let token_hash = hub::signing::sha256_hex(SAMPLE_TOKEN.as_bytes());
-    serde_json::from_value(json!({
-        "id": SAMPLE_SUB, "account": "acme", "owner": "acme", "callback_url": callback_url,
-        "topics": ["door.request.allowed"], "status": status, "name": null, "user_data": null,
-        "labels": {}, "created_at_ms": now_ms, "expires_at_ms": now_ms + 3_600_000, "lease_ms": 3_600_000,
-        "confirmed_at_ms": null, "pending_until_ms": now_ms + 3_600_000,
-        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "retiring_secret": null, "receiver_auth": null,
-        "signature_scheme": "standard", "secrecy_level": 1, "expiry_notice": true,
-        "confirm_token_sha256": token_hash, "version": 1
-    }))
-    .unwrap()
+    let mut sub = hub::model::Subscription::new_pending(
+        SAMPLE_SUB.into(),
+        "acme".into(),
+        "acme".into(),
+        callback_url.into(),
+        now_ms,
+    );
+    sub.topics = vec![hub::topic::Pattern::parse("door.request.allowed").unwrap()];
+    sub.status = status;
+    sub.expires_at_ms = now_ms + 3_600_000;
+    sub.lease_ms = 3_600_000;
+    sub.pending_until_ms = Some(now_ms + 3_600_000);
+    sub.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
+    // The token's hash as the hub stores it, computed here without the hub's helpers.
+    sub.confirm_token_sha256 = Some(
+        <sha2::Sha256 as sha2::Digest>::digest(SAMPLE_TOKEN.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    );
+    sub.version = 1;
+    sub
 }
 
 /// Runs each named scenario of the calling file's `scenarios` module as two tests, `memory::…`

@@ -1,90 +1,97 @@
-//! The command line of `webhook-hub`. Every flag can also come from `HUB_<FLAG>`
-//! (`--retry-schedule` from `HUB_RETRY_SCHEDULE`); the command line wins.
+//! The command line of `webhook-hub`, declared with clap: every `serve` option can also come
+//! from `HUB_<OPTION>` (`--retry-schedule` from `HUB_RETRY_SCHEDULE`); the command line wins.
+//! The settings the Lambda functions share are declared once, in the core's
+//! `runtime::config::HubArgs`, and flattened in here.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use hub::auth::Caller;
-use hub::retry::{RetrySchedule, parse_duration};
-use hub::runtime::truthy;
+use hub::runtime::config::{HubArgs, parse_duration_arg};
 use sha2::{Digest, Sha256};
 
-/// Usage text.
-pub const USAGE: &str = "\
-usage: webhook-hub serve [options]
+/// `webhook-hub`: every function of the hub in one process, for one machine.
+#[derive(Debug, Parser)]
+#[command(name = "webhook-hub", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
 
-options (each also read from HUB_<OPTION>, e.g. HUB_LISTEN):
-  --listen ADDR                 address to serve the API on (default 127.0.0.1:3000)
-  --public-url URL              base of confirmation links (default http://<listen>)
-  --api-key KEY=ACCOUNT[:SCOPE,SCOPE...]
-                                an API key and its account (repeatable; no scopes = all);
-                                with none, one is generated and printed
-  --backend memory|aws          embedded store and queues, or DynamoDB + SQS (default memory)
-  --create-resources            with --backend aws: create the table and queues if missing
-  --allow-private-targets       allow http and loopback/private callbacks (development only)
-  --retry-schedule LIST         delays between attempts (default 5s,5m,30m,2h,5h,10h)
-  --sweep-interval DURATION     how often lapsed subscriptions are swept (default 60s)
-  --disable-after DURATION      failing this long disables a subscription (default 24h)
-  --attempt-timeout DURATION    budget of one delivery attempt (default 5s)
-  --max-subscriptions-per-account N
-                                most subscriptions one account may hold (default 1000)
-  --test-control                test hooks under /_test/ (an API key needed; loopback --listen
-                                only; never in production)";
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API, the fan-out, the sender and the sweeper in this process
+    Serve(Box<ServeOptions>),
+}
 
 /// Which adapters back the embedded mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// In process memory.
+    /// In process memory (tests and throw-away runs: a restart forgets everything)
     Memory,
-    /// DynamoDB and SQS from the standard AWS environment.
+    /// DynamoDB and SQS from the standard AWS environment
     Aws,
 }
 
 /// Everything `serve` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeOptions {
+    /// Address to serve the API on
+    #[arg(long, env = "HUB_LISTEN", default_value = "127.0.0.1:3000")]
     pub listen: SocketAddr,
-    pub public_url: Option<String>,
+    /// An API key and its account, KEY=ACCOUNT[:SCOPE,SCOPE...] (repeatable; no scopes = all;
+    /// HUB_API_KEY takes several, space-separated); with none, one is generated and printed
+    #[arg(long = "api-key", env = "HUB_API_KEY", hide_env_values = true, value_delimiter = ' ', value_parser = parse_api_key)]
     pub api_keys: Vec<(String, Caller)>,
+    /// Embedded store and queues, or DynamoDB + SQS
+    #[arg(long, env = "HUB_BACKEND", value_enum, default_value = "memory")]
     pub backend: Backend,
+    /// With --backend aws: create the table and queues if missing (emulators, first runs)
+    #[arg(long, env = "HUB_CREATE_RESOURCES")]
     pub create_resources: bool,
+    /// Allow http and loopback/private callbacks (development only)
+    #[arg(long, env = "HUB_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
-    pub retry_schedule: RetrySchedule,
+    /// How often lapsed subscriptions are swept
+    #[arg(long, env = "HUB_SWEEP_INTERVAL", default_value = "60s", value_parser = positive_duration)]
     pub sweep_interval: Duration,
-    pub disable_after: Duration,
-    pub attempt_timeout: Duration,
-    pub max_subscriptions_per_account: usize,
-    /// Test hooks (`POST /_test/clock/advance?ms=N`, `POST /_test/sweep`): never in production.
+    /// Test hooks under /_test/ (an API key needed; loopback --listen only; never in production)
+    #[arg(long, env = "HUB_TEST_CONTROL")]
     pub test_control: bool,
+    #[command(flatten)]
+    pub hub: HubArgs,
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    Serve(Box<ServeOptions>),
-    Help,
-    Version,
+impl ServeOptions {
+    /// Checks what one option alone cannot: the test hooks listen on loopback only.
+    pub fn check(&self) -> Result<(), String> {
+        if self.test_control && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "--test-control moves the clock and reads dead letters: it only runs on a \
+                 loopback --listen address, not {}",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
 }
 
-const VALUE_FLAGS: &[&str] = &[
-    "listen",
-    "public-url",
-    "api-key",
-    "backend",
-    "retry-schedule",
-    "sweep-interval",
-    "disable-after",
-    "attempt-timeout",
-    "max-subscriptions-per-account",
-];
-const BOOL_FLAGS: &[&str] = &["allow-private-targets", "create-resources", "test-control"];
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_arg(text)?;
+    if duration.is_zero() {
+        return Err("must be positive".into());
+    }
+    Ok(duration)
+}
 
 /// Parses `KEY=ACCOUNT[:SCOPE,SCOPE…]`. The owner is the account plus a short hash of the key, so
 /// two keys of one account are two owners.
 pub fn parse_api_key(spec: &str) -> Result<(String, Caller), String> {
     let (key, rest) = spec
         .split_once('=')
-        .ok_or_else(|| format!("--api-key `{spec}`: expected KEY=ACCOUNT[:SCOPES]"))?;
+        .ok_or_else(|| format!("`{spec}`: expected KEY=ACCOUNT[:SCOPES]"))?;
     let (account, scopes) = match rest.split_once(':') {
         Some((account, scopes)) => {
             let list: Vec<String> = scopes
@@ -98,9 +105,7 @@ pub fn parse_api_key(spec: &str) -> Result<(String, Caller), String> {
         None => (rest, None),
     };
     if key.is_empty() || account.is_empty() {
-        return Err(format!(
-            "--api-key `{spec}`: key and account must not be empty"
-        ));
+        return Err(format!("`{spec}`: key and account must not be empty"));
     }
     let digest = hub::signing::hex(&Sha256::digest(key.as_bytes())[..4]);
     let caller = Caller {
@@ -111,133 +116,29 @@ pub fn parse_api_key(spec: &str) -> Result<(String, Caller), String> {
     Ok((key.to_string(), caller))
 }
 
-/// Parses the arguments after the program name.
-pub fn parse(args: &[String]) -> Result<Command, String> {
-    match args.first().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => return Ok(Command::Help),
-        Some("-V" | "--version" | "version") => return Ok(Command::Version),
-        Some("serve") => {}
-        Some(other) => return Err(format!("unknown command `{other}`")),
-    }
-    let mut values: Vec<(String, String)> = Vec::new();
-    let mut flags: Vec<String> = Vec::new();
-    let mut rest = args[1..].iter();
-    while let Some(arg) = rest.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help);
-        }
-        let Some(name) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument `{arg}`"));
-        };
-        let (name, inline) = match name.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (name, None),
-        };
-        if VALUE_FLAGS.contains(&name) {
-            let value = match inline {
-                Some(v) => v,
-                None => rest
-                    .next()
-                    .cloned()
-                    .ok_or_else(|| format!("--{name} needs a value"))?,
-            };
-            values.push((name.to_string(), value));
-        } else if BOOL_FLAGS.contains(&name) {
-            if inline.as_deref().is_none_or(truthy) {
-                flags.push(name.to_string());
-            }
-        } else {
-            return Err(format!("unknown option --{name}"));
-        }
-    }
-    let env_name = |flag: &str| format!("HUB_{}", flag.to_ascii_uppercase().replace('-', "_"));
-    let value = |flag: &str| -> Option<String> {
-        values
-            .iter()
-            .rev()
-            .find(|(n, _)| n == flag)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(env_name(flag)).ok().filter(|v| !v.is_empty()))
-    };
-    let flag = |name: &str| {
-        flags.iter().any(|f| f == name) || std::env::var(env_name(name)).is_ok_and(|v| truthy(&v))
-    };
-
-    let listen: SocketAddr = value("listen")
-        .unwrap_or_else(|| "127.0.0.1:3000".into())
-        .parse()
-        .map_err(|e| format!("--listen: {e}"))?;
-    let mut key_specs: Vec<String> = values
-        .iter()
-        .filter(|(n, _)| n == "api-key")
-        .map(|(_, v)| v.clone())
-        .collect();
-    if key_specs.is_empty()
-        && let Ok(env) = std::env::var("HUB_API_KEY")
-    {
-        key_specs = env
-            .split([' ', ';', '\n'])
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-    }
-    let api_keys = key_specs
-        .iter()
-        .map(|s| parse_api_key(s))
-        .collect::<Result<Vec<_>, _>>()?;
-    let backend = match value("backend").as_deref().unwrap_or("memory") {
-        "memory" => Backend::Memory,
-        "aws" => Backend::Aws,
-        other => return Err(format!("--backend `{other}`: expected memory or aws")),
-    };
-    let duration = |name: &str, default: &str| -> Result<Duration, String> {
-        parse_duration(&value(name).unwrap_or_else(|| default.into()))
-            .map_err(|e| format!("--{name}: {e}"))
-    };
-    let retry_schedule = match value("retry-schedule") {
-        Some(list) => RetrySchedule::parse(&list).map_err(|e| format!("--retry-schedule: {e}"))?,
-        None => RetrySchedule::default(),
-    };
-    let sweep_interval = duration("sweep-interval", "60s")?;
-    if sweep_interval.is_zero() {
-        return Err("--sweep-interval must be positive".into());
-    }
-    let test_control = flag("test-control");
-    if test_control && !listen.ip().is_loopback() {
-        return Err(format!(
-            "--test-control moves the clock and reads dead letters: it only runs on a loopback \
-             --listen address, not {listen}"
-        ));
-    }
-    let max_subscriptions_per_account =
-        match value("max-subscriptions-per-account") {
-            Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                format!("--max-subscriptions-per-account `{n}`: a positive integer")
-            })?,
-            None => 1000,
-        };
-    Ok(Command::Serve(Box::new(ServeOptions {
-        listen,
-        public_url: value("public-url").map(|u| u.trim_end_matches('/').to_string()),
-        api_keys,
-        backend,
-        create_resources: flag("create-resources"),
-        allow_private_targets: flag("allow-private-targets"),
-        retry_schedule,
-        sweep_interval,
-        disable_after: duration("disable-after", "24h")?,
-        attempt_timeout: duration("attempt-timeout", "5s")?,
-        max_subscriptions_per_account,
-        test_control,
-    })))
+/// Parses a command line (program name first), checked.
+pub fn parse<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(
+    args: I,
+) -> Result<Cli, clap::Error> {
+    let cli = Cli::try_parse_from(args)?;
+    let Command::Serve(options) = &cli.command;
+    options
+        .check()
+        .map_err(|msg| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, msg))?;
+    Ok(cli)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn serve(list: &[&str]) -> Result<Box<ServeOptions>, String> {
+        let args = std::iter::once("webhook-hub").chain(list.iter().copied());
+        parse(args)
+            .map(|cli| match cli.command {
+                Command::Serve(options) => options,
+            })
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -256,7 +157,7 @@ mod tests {
 
     #[test]
     fn parses_serve_flags() {
-        let Command::Serve(o) = parse(&args(&[
+        let o = serve(&[
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -268,41 +169,22 @@ mod tests {
             "1s,2s",
             "--sweep-interval",
             "2s",
-        ]))
-        .unwrap() else {
-            panic!("expected serve")
-        };
+        ])
+        .unwrap();
         assert_eq!(o.api_keys.len(), 2);
         assert!(o.allow_private_targets);
-        assert_eq!(o.retry_schedule.max_attempts(), 3);
+        assert_eq!(o.hub.retry_schedule.max_attempts(), 3);
         assert_eq!(o.sweep_interval, Duration::from_secs(2));
-        assert!(parse(&args(&["serve", "--bogus"])).is_err());
+        assert!(serve(&["serve", "--bogus"]).is_err());
+        assert!(serve(&["serve", "--backend", "redis"]).is_err());
         assert!(
-            parse(&args(&[
-                "serve",
-                "--listen",
-                "0.0.0.0:3000",
-                "--test-control"
-            ]))
-            .unwrap_err()
-            .contains("loopback")
+            serve(&["serve", "--listen", "0.0.0.0:3000", "--test-control"])
+                .unwrap_err()
+                .contains("loopback")
         );
-        assert!(
-            parse(&args(&[
-                "serve",
-                "--retry-schedule",
-                "99999999999999999999h"
-            ]))
-            .is_err()
-        );
-        assert!(
-            parse(&args(&[
-                "serve",
-                "--disable-after",
-                "18446744073709551615d"
-            ]))
-            .is_err()
-        );
-        assert!(parse(&args(&["serve", "--backend", "redis"])).is_err());
+        assert!(serve(&["serve", "--retry-schedule", "99999999999999999999h"]).is_err());
+        assert!(serve(&["serve", "--disable-after", "18446744073709551615d"]).is_err());
+        assert!(serve(&["serve", "--sweep-interval", "0s"]).is_err());
+        assert!(serve(&["serve", "--max-subscriptions-per-account", "0"]).is_err());
     }
 }

@@ -20,10 +20,7 @@ use hub::auth::Caller;
 use hub::clock::SystemClock;
 use hub::ports::Queue;
 use hub::runtime::embedded::start_workers;
-use hub::runtime::{
-    AwsResources, aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub, provision_aws,
-    queue_visibility_from_env,
-};
+use hub::runtime::{aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub, provision_aws};
 use hub::{ErrorCode, Hub, HubError, Settings};
 
 use crate::cli::{Backend, ServeOptions, parse_api_key};
@@ -216,16 +213,14 @@ async fn shutdown_signal() {
 pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     init_logging();
     let settings = Settings {
-        public_url: opts
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", opts.listen)),
+        public_url: match &opts.hub.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", opts.listen),
+        },
+        // Only here may the SSRF guard be lifted, and only by the command line or HUB_*.
         allow_private_targets: opts.allow_private_targets,
-        retry: opts.retry_schedule.clone(),
-        disable_after: opts.disable_after,
-        attempt_timeout: opts.attempt_timeout,
         resolve_names: !opts.test_control,
-        max_subscriptions_per_account: opts.max_subscriptions_per_account,
+        ..opts.hub.settings()
     };
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Memory => {
@@ -233,17 +228,16 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
             (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
         }
         Backend::Aws => {
-            let resources = AwsResources::from_env();
+            let resources = &opts.hub.aws;
             if opts.create_resources {
-                let visibility = queue_visibility_from_env().map_err(|e| e.to_string())?;
-                provision_aws(&resources, visibility)
+                provision_aws(resources, resources.queue_visibility)
                     .await
                     .map_err(|e| format!("creating the AWS resources: {e}"))?;
             }
-            let hub = aws_hub(settings, &resources)
+            let hub = aws_hub(settings, resources)
                 .await
                 .map_err(|e| format!("AWS backend: {e}"))?;
-            let dead = aws_deliveries_dead_letters(&resources).await.ok();
+            let dead = aws_deliveries_dead_letters(resources).await.ok();
             (hub, dead.map(|q| Arc::new(q) as Arc<dyn Queue>))
         }
     };

@@ -2,6 +2,7 @@
 //! Lambda ([`lambda`]) and the embedded server both hand their requests to [`handle`].
 
 pub mod lambda;
+pub mod resources;
 
 use std::time::Instant;
 
@@ -15,6 +16,10 @@ use crate::error::{ErrorCode, HubError, Result};
 use crate::hub::Hub;
 use crate::service::events::PublishRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
+use resources::{
+    AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, PublishedOut, SecretOut,
+    SubscriptionOut, SubscriptionPageOut, to_json,
+};
 
 /// Largest request body the API reads.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -331,7 +336,7 @@ async fn dispatch(
             )
         })?;
         let sub = hub.confirm(&id, &token).await?;
-        return Ok((200, Some(sub.resource())));
+        return Ok((200, Some(to_json(&SubscriptionOut::from(&sub)))));
     }
     let caller = caller.ok_or(HubError::Unauthorized)?;
     match op {
@@ -339,11 +344,16 @@ async fn dispatch(
             let done = hub
                 .subscribe(&caller, json_body::<SubscribeRequest>(&req.body)?)
                 .await?;
-            let mut body = done.subscription.resource();
-            if done.created {
-                body["secret"] = json!(done.subscription.secret);
-            }
-            Ok((if done.created { 201 } else { 200 }, Some(body)))
+            let subscription = SubscriptionOut::from(&done.subscription);
+            Ok(if done.created {
+                let created = CreatedSubscriptionOut {
+                    subscription,
+                    secret: done.subscription.secret,
+                };
+                (201, Some(to_json(&created)))
+            } else {
+                (200, Some(to_json(&subscription)))
+            })
         }
         Operation::List => {
             let page = hub
@@ -353,11 +363,11 @@ async fn dispatch(
                     query_param(query, "cursor").as_deref(),
                 )
                 .await?;
-            let data: Vec<Value> = page.items.iter().map(|s| s.resource()).collect();
-            Ok((
-                200,
-                Some(json!({"data": data, "next_cursor": page.next_cursor})),
-            ))
+            let body = SubscriptionPageOut {
+                data: page.items.iter().map(SubscriptionOut::from).collect(),
+                next_cursor: page.next_cursor,
+            };
+            Ok((200, Some(to_json(&body))))
         }
         Operation::UnsubscribeOwn => {
             if query_param(query, "owner").as_deref() != Some("me") {
@@ -367,17 +377,17 @@ async fn dispatch(
                 ));
             }
             let deleted = hub.unsubscribe_all_of_owner(&caller).await?;
-            Ok((200, Some(json!({"deleted": deleted}))))
+            Ok((200, Some(to_json(&DeletedOut { deleted }))))
         }
-        Operation::Get => Ok((
-            200,
-            Some(hub.get_subscription(&caller, &id).await?.resource()),
-        )),
+        Operation::Get => {
+            let sub = hub.get_subscription(&caller, &id).await?;
+            Ok((200, Some(to_json(&SubscriptionOut::from(&sub)))))
+        }
         Operation::Update => {
             let sub = hub
                 .update_subscription(&caller, &id, json_body::<UpdateRequest>(&req.body)?)
                 .await?;
-            Ok((200, Some(sub.resource())))
+            Ok((200, Some(to_json(&SubscriptionOut::from(&sub)))))
         }
         Operation::Unsubscribe => {
             hub.unsubscribe(&caller, &id).await?;
@@ -387,12 +397,14 @@ async fn dispatch(
             let attempts = hub
                 .deliveries_of(&caller, &id, query_usize(query, "limit")?)
                 .await?;
-            let data: Vec<Value> = attempts.iter().map(|a| a.resource()).collect();
-            Ok((200, Some(json!({"data": data}))))
+            let body = AttemptPageOut {
+                data: attempts.iter().map(AttemptOut::from).collect(),
+            };
+            Ok((200, Some(to_json(&body))))
         }
         Operation::Secret => {
             let secret = hub.subscription_secret(&caller, &id).await?;
-            Ok((200, Some(json!({"secret": secret}))))
+            Ok((200, Some(to_json(&SecretOut { secret }))))
         }
         Operation::RotateSecret => {
             #[derive(serde::Deserialize, Default)]
@@ -406,18 +418,18 @@ async fn dispatch(
                 json_body(&req.body)?
             };
             let sub = hub.rotate_secret(&caller, &id, body.secret).await?;
-            Ok((200, Some(json!({"secret": sub.secret}))))
+            Ok((200, Some(to_json(&SecretOut { secret: sub.secret }))))
         }
         Operation::Publish => {
             let published = hub
                 .publish(&caller, json_body::<PublishRequest>(&req.body)?)
                 .await?;
-            Ok((
-                202,
-                Some(
-                    json!({"id": published.id, "topic": published.topic, "duplicate": published.duplicate}),
-                ),
-            ))
+            let body = PublishedOut {
+                id: published.id,
+                topic: published.topic,
+                duplicate: published.duplicate,
+            };
+            Ok((202, Some(to_json(&body))))
         }
         Operation::Confirm => unreachable!("answered above"),
     }

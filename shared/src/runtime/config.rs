@@ -9,87 +9,110 @@ use crate::retry::{RetrySchedule, parse_duration};
 
 /// Visibility timeout of the queues: 6× the consumers' 30 s timeout.
 pub const QUEUE_VISIBILITY: Duration = Duration::from_secs(180);
-/// Names of the AWS resources, from `HUB_TABLE`, `HUB_EVENTS_QUEUE`, `HUB_DELIVERIES_QUEUE`.
-#[derive(Debug, Clone)]
-pub struct AwsResources {
-    /// The DynamoDB table.
-    pub table: String,
-    /// The events queue (name or URL).
-    pub events_queue: String,
-    /// The deliveries queue (name or URL).
-    pub deliveries_queue: String,
+/// The settings every process of the hub reads (the Lambda functions from the environment,
+/// `webhook-hub serve` from its command line first): each is declared once, here, with its
+/// variable and default.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HubArgs {
+    /// Base of confirmation links (default: http://<listen> for serve)
+    #[arg(long, env = "HUB_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Delays between delivery attempts, each at most 12h (±20 % jitter)
+    #[arg(long, env = "HUB_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h", value_parser = parse_schedule)]
+    pub retry_schedule: RetrySchedule,
+    /// Continuous failure this long disables a subscription
+    #[arg(long, env = "HUB_DISABLE_AFTER", default_value = "24h", value_parser = parse_duration_arg)]
+    pub disable_after: Duration,
+    /// Budget of one delivery attempt: DNS, connect, TLS, response
+    #[arg(long, env = "HUB_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration_arg)]
+    pub attempt_timeout: Duration,
+    /// Most subscriptions one account may hold
+    #[arg(long, env = "HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscriptions_per_account: u32,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub aws: AwsResources,
 }
 
-impl AwsResources {
-    /// From the environment, with the documented defaults.
-    pub fn from_env() -> Self {
-        let var = |name: &str, default: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| default.to_string())
-        };
-        AwsResources {
-            table: var("HUB_TABLE", "webhook-hub"),
-            events_queue: var("HUB_EVENTS_QUEUE", "webhook-hub-events"),
-            deliveries_queue: var("HUB_DELIVERIES_QUEUE", "webhook-hub-deliveries"),
+impl HubArgs {
+    /// The hub's settings, with the SSRF guard on and names resolved (only `serve` may change
+    /// either).
+    pub fn settings(&self) -> Settings {
+        let defaults = Settings::default();
+        Settings {
+            public_url: self
+                .public_url
+                .as_deref()
+                .map_or(defaults.public_url.clone(), |u| {
+                    u.trim_end_matches('/').to_string()
+                }),
+            allow_private_targets: false,
+            retry: self.retry_schedule.clone(),
+            disable_after: self.disable_after,
+            attempt_timeout: self.attempt_timeout,
+            resolve_names: true,
+            max_subscriptions_per_account: self.max_subscriptions_per_account as usize,
         }
     }
+}
+
+/// Names of the AWS resources and how provisioning makes the queues.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsResources {
+    /// The DynamoDB table (with --backend aws)
+    #[arg(long, env = "HUB_TABLE", default_value = "webhook-hub")]
+    pub table: String,
+    /// The events queue, name or URL (with --backend aws)
+    #[arg(long, env = "HUB_EVENTS_QUEUE", default_value = "webhook-hub-events")]
+    pub events_queue: String,
+    /// The deliveries queue, name or URL (with --backend aws)
+    #[arg(
+        long,
+        env = "HUB_DELIVERIES_QUEUE",
+        default_value = "webhook-hub-deliveries"
+    )]
+    pub deliveries_queue: String,
+    /// Visibility of the queues --create-resources makes
+    #[arg(long, env = "HUB_QUEUE_VISIBILITY", default_value = "180s", value_parser = parse_duration_arg)]
+    pub queue_visibility: Duration,
+}
+
+/// What a Lambda function reads from its environment: the hub's settings and, for the API
+/// functions, the JWT claim that names the account. Nothing here can lift the SSRF guard:
+/// `HUB_ALLOW_PRIVATE_TARGETS` is read by `webhook-hub serve` alone (one stray variable must not
+/// let a deployed function reach the Runtime API, the instance metadata or the VPC).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "webhook-hub-function")]
+pub struct LambdaConfig {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub hub: HubArgs,
+    /// The JWT claim that names the account
+    #[arg(long, env = "HUB_ACCOUNT_CLAIM", default_value = "sub")]
+    pub account_claim: String,
+}
+
+impl LambdaConfig {
+    /// From the environment (a function has no command line).
+    pub fn from_env() -> Result<Self> {
+        <Self as clap::Parser>::try_parse_from(["webhook-hub-function"])
+            .map_err(|err| crate::HubError::invalid(ErrorCode::InvalidSetting, err.to_string()))
+    }
+}
+
+/// A retry schedule argument.
+fn parse_schedule(text: &str) -> std::result::Result<RetrySchedule, String> {
+    RetrySchedule::parse(text).map_err(|e| e.to_string())
+}
+
+/// A duration argument (`500ms`, `5s`, `5m`, `2h`, `1d`).
+pub fn parse_duration_arg(text: &str) -> std::result::Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Reads an environment variable, treating empty as unset.
 pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// Parses a boolean flag value (`1`, `true`, `yes`, `on`).
-pub fn truthy(value: &str) -> bool {
-    matches!(
-        value.to_ascii_lowercase().as_str(),
-        "1" | "true" | "yes" | "on"
-    )
-}
-
-/// Settings of the Lambda functions from `HUB_PUBLIC_URL`, `HUB_RETRY_SCHEDULE`,
-/// `HUB_DISABLE_AFTER`, `HUB_ATTEMPT_TIMEOUT` and `HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT`.
-///
-/// Nothing here can lift the SSRF guard: `HUB_ALLOW_PRIVATE_TARGETS` is read by
-/// `webhook-hub serve` alone (one stray variable must not let a deployed function reach the
-/// Runtime API, the instance metadata or the VPC).
-pub fn settings_from_env() -> Result<Settings> {
-    let mut settings = Settings::default();
-    if let Some(url) = env_var("HUB_PUBLIC_URL") {
-        settings.public_url = url.trim_end_matches('/').to_string();
-    }
-    if let Some(limit) = env_var("HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT") {
-        settings.max_subscriptions_per_account = limit.parse().map_err(|_| {
-            crate::HubError::invalid(
-                ErrorCode::InvalidSetting,
-                "HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT is a positive integer",
-            )
-        })?;
-    }
-    if let Some(schedule) = env_var("HUB_RETRY_SCHEDULE") {
-        settings.retry = RetrySchedule::parse(&schedule)?;
-    }
-    if let Some(after) = env_var("HUB_DISABLE_AFTER") {
-        settings.disable_after = parse_duration(&after)?;
-    }
-    if let Some(timeout) = env_var("HUB_ATTEMPT_TIMEOUT") {
-        settings.attempt_timeout = parse_duration(&timeout)?;
-    }
-    Ok(settings)
-}
-
-/// The JWT claim that names the account, from `HUB_ACCOUNT_CLAIM` (default `sub`).
-pub fn account_claim_from_env() -> String {
-    env_var("HUB_ACCOUNT_CLAIM").unwrap_or_else(|| "sub".to_string())
-}
-
-/// Visibility of queues that provisioning creates, from `HUB_QUEUE_VISIBILITY` (default 180 s,
-/// as in `template.yaml`).
-pub fn queue_visibility_from_env() -> Result<Duration> {
-    env_var("HUB_QUEUE_VISIBILITY").map_or(Ok(QUEUE_VISIBILITY), |text| parse_duration(&text))
 }
 
 /// JSON logs to stdout, filtered by `RUST_LOG` or `AWS_LAMBDA_LOG_LEVEL` (default `info`).

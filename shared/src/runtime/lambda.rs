@@ -5,7 +5,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use lambda_http::{Body, Request};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
-use super::config::{AwsResources, account_claim_from_env, init_logging, settings_from_env};
+use super::config::{LambdaConfig, init_logging};
 use super::consume::{QueueRole, consume};
 use super::wiring::aws_hub;
 use crate::api::lambda::{api_request, jwt_caller};
@@ -13,10 +13,11 @@ use crate::api::{ApiFunction, Operation, handle};
 use crate::hub::Hub;
 use crate::ports::ReceivedMessage;
 
-async fn hub_from_env() -> Result<Hub, Error> {
+async fn hub_from_env() -> Result<(Hub, LambdaConfig), Error> {
     init_logging();
-    let settings = settings_from_env()?;
-    Ok(aws_hub(settings, &AwsResources::from_env()).await?)
+    let config = LambdaConfig::from_env()?;
+    let hub = aws_hub(config.hub.settings(), &config.hub.aws).await?;
+    Ok((hub, config))
 }
 
 /// Answers one API Gateway request with the operations `ops`.
@@ -69,8 +70,8 @@ pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatc
 /// `sub`).
 pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
     let ops = function.operations();
-    let hub = hub_from_env().await?;
-    let claim = account_claim_from_env();
+    let (hub, config) = hub_from_env().await?;
+    let claim = config.account_claim;
     let (hub, claim) = (&hub, claim.as_str());
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(api_handler(hub, ops, claim, req).await)
@@ -80,7 +81,7 @@ pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
 
 /// Runs an SQS-triggered function with partial batch failures.
 pub async fn serve_queue(role: QueueRole) -> Result<(), Error> {
-    let hub = hub_from_env().await?;
+    let (hub, _) = hub_from_env().await?;
     let hub = &hub;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, Error>(sqs_handler(hub, role, event.payload).await)
@@ -96,7 +97,7 @@ pub async fn sweep_handler(hub: &Hub) -> Result<serde_json::Value, Error> {
 
 /// Runs the sweeper on its schedule's invocations.
 pub async fn serve_sweeper() -> Result<(), Error> {
-    let hub = hub_from_env().await?;
+    let (hub, _) = hub_from_env().await?;
     let hub = &hub;
     lambda_runtime::run(service_fn(
         move |_event: LambdaEvent<serde_json::Value>| async move { sweep_handler(hub).await },

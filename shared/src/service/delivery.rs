@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::api::resources::SubscriptionOut;
 use crate::clock::{rfc3339, seconds_ts};
 use crate::error::Result;
 use crate::hub::Hub;
@@ -159,7 +160,7 @@ impl Hub {
                             "message": message_id,
                             "sent_ts": seconds_ts(now),
                             "confirmation_url": self.confirmation_url(&sub.id, token),
-                            "subscription": sub.resource(),
+                            "subscription": SubscriptionOut::from(sub),
                         }),
                     )
                 })

@@ -231,33 +231,13 @@ impl Hub {
 
         let mut sub = match &previous {
             Some(prev) => prev.clone(),
-            None => Subscription {
-                id: new_id("sub_", now),
-                account: caller.account.clone(),
-                owner: caller.owner.clone(),
-                callback_url: callback_url.clone(),
-                topics: vec![],
-                status: SubscriptionStatus::Pending,
-                name: None,
-                user_data: None,
-                labels: LabelFilter::new(),
-                created_at_ms: now,
-                expires_at_ms: now,
-                lease_ms: 0,
-                confirmed_at_ms: None,
-                pending_until_ms: None,
-                secret: generate_secret(),
-                retiring_secrets: vec![],
-                receiver_auth: None,
-                signature_scheme: SignatureScheme::Standard,
-                secrecy_level: 1,
-                expiry_notice: true,
-                expiry_notice_sent: false,
-                confirm_token_sha256: None,
-                version: 0,
-                odometer: 0,
-                failing_since_ms: None,
-            },
+            None => Subscription::new_pending(
+                new_id("sub_", now),
+                caller.account.clone(),
+                caller.owner.clone(),
+                callback_url.clone(),
+                now,
+            ),
         };
         sub.topics = topics;
         sub.expires_at_ms = now + lease_ms;

@@ -1,0 +1,191 @@
+//! The public contract's response bodies, one type each (as `openapi.yaml` names them):
+//! what a client reads is decided here and only here, never by the model's storage shape.
+//! `tests/openapi.rs` checks every one against the document.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::clock::{rfc3339, seconds_ts};
+use crate::model::{AttemptError, AttemptRecord, ReceiverAuth, Subscription, SubscriptionStatus};
+use crate::signing::SignatureScheme;
+use crate::topic::{Pattern, Topic};
+
+/// The kind of receiver credentials a subscription presents; the credentials themselves are
+/// never returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiverAuthKind {
+    /// HTTP Basic.
+    Basic,
+    /// A bearer token.
+    Bearer,
+    /// A named header.
+    Header,
+}
+
+impl From<&ReceiverAuth> for ReceiverAuthKind {
+    fn from(auth: &ReceiverAuth) -> Self {
+        match auth {
+            ReceiverAuth::Basic { .. } => ReceiverAuthKind::Basic,
+            ReceiverAuth::Bearer { .. } => ReceiverAuthKind::Bearer,
+            ReceiverAuth::Header { .. } => ReceiverAuthKind::Header,
+        }
+    }
+}
+
+/// `Subscription`: a subscription as every read shows it (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionOut {
+    /// `sub_…`.
+    pub id: String,
+    /// Its account.
+    pub account: String,
+    /// The subject of the token that created it.
+    pub owner: String,
+    /// Where deliveries go.
+    pub callback_url: String,
+    /// Its topic patterns.
+    pub topics: Vec<Pattern>,
+    /// Its state.
+    pub status: SubscriptionStatus,
+    /// Display name.
+    pub name: Option<String>,
+    /// Echoed in every delivery.
+    pub user_data: Option<Value>,
+    /// Label filter.
+    pub labels: BTreeMap<String, Vec<String>>,
+    /// Extra signature header.
+    pub signature_scheme: SignatureScheme,
+    /// Which sensitive fields are removed.
+    pub secrecy_level: u8,
+    /// Whether `subscription.expiring` is sent.
+    pub expiry_notice: bool,
+    /// The kind of receiver credentials, if any.
+    pub receiver_auth: Option<ReceiverAuthKind>,
+    /// Lease end, Unix seconds with three decimals.
+    pub validity_ts: f64,
+    /// Lease end.
+    pub expires_at: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Confirmation time.
+    pub confirmed_at: Option<String>,
+    /// Delivered events.
+    pub odometer: u64,
+}
+
+impl From<&Subscription> for SubscriptionOut {
+    fn from(sub: &Subscription) -> Self {
+        SubscriptionOut {
+            id: sub.id.clone(),
+            account: sub.account.clone(),
+            owner: sub.owner.clone(),
+            callback_url: sub.callback_url.clone(),
+            topics: sub.topics.clone(),
+            status: sub.status,
+            name: sub.name.clone(),
+            user_data: sub.user_data.clone(),
+            labels: sub.labels.clone(),
+            signature_scheme: sub.signature_scheme,
+            secrecy_level: sub.secrecy_level,
+            expiry_notice: sub.expiry_notice,
+            receiver_auth: sub.receiver_auth.as_ref().map(ReceiverAuthKind::from),
+            validity_ts: seconds_ts(sub.expires_at_ms),
+            expires_at: rfc3339(sub.expires_at_ms),
+            created_at: rfc3339(sub.created_at_ms),
+            confirmed_at: sub.confirmed_at_ms.map(rfc3339),
+            odometer: sub.odometer,
+        }
+    }
+}
+
+/// `CreatedSubscription`: the create response, the one time the secret is shown unasked.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedSubscriptionOut {
+    /// The subscription.
+    #[serde(flatten)]
+    pub subscription: SubscriptionOut,
+    /// Its signing secret.
+    pub secret: String,
+}
+
+/// `SubscriptionPage`: one page of a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubscriptionPageOut {
+    /// The subscriptions.
+    pub data: Vec<SubscriptionOut>,
+    /// Where the next page starts, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// `Attempt`: one delivery attempt of the delivery log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptOut {
+    /// The `webhook-id` delivered.
+    pub message_id: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// When it started.
+    pub timestamp: String,
+    /// The receiver's status, if it answered.
+    pub status_code: Option<u16>,
+    /// How long it took.
+    pub latency_ms: u64,
+    /// Why it failed, if it did.
+    pub error: Option<AttemptError>,
+    /// Whether it counted as delivered.
+    pub delivered: bool,
+}
+
+impl From<&AttemptRecord> for AttemptOut {
+    fn from(record: &AttemptRecord) -> Self {
+        AttemptOut {
+            message_id: record.message_id.clone(),
+            attempt: record.attempt,
+            timestamp: rfc3339(record.started_at_ms),
+            status_code: record.status_code,
+            latency_ms: record.latency_ms,
+            error: record.error,
+            delivered: record.delivered,
+        }
+    }
+}
+
+/// The delivery log: `{"data": [Attempt…]}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptPageOut {
+    /// The attempts, newest first.
+    pub data: Vec<AttemptOut>,
+}
+
+/// `Secret`: a subscription's signing secret (read, or new after a rotation).
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretOut {
+    /// The secret.
+    pub secret: String,
+}
+
+/// The answer to removing every subscription of the caller's own.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeletedOut {
+    /// How many were removed.
+    pub deleted: usize,
+}
+
+/// The answer to a publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishedOut {
+    /// The event id (`evt_…`), the `webhook-id` of its deliveries.
+    pub id: String,
+    /// Its topic.
+    pub topic: Topic,
+    /// Whether this repeated an `id` already queued within 24 h.
+    pub duplicate: bool,
+}
+
+/// Any response body as JSON.
+pub fn to_json(body: &impl Serialize) -> Value {
+    serde_json::to_value(body).expect("response types serialize")
+}
