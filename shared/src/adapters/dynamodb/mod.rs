@@ -1,6 +1,7 @@
 //! The DynamoDB adapter of the [`Store`] port: one on-demand table, keys `pk`/`sk`, TTL on
-//! `expires_at` (epoch seconds) on every item, and two sparse indexes (`by_account` for listing,
-//! `by_expiry` for the sweeper).
+//! `expires_at` (epoch seconds) on every item, and two sparse indexes (`by_account` for listing
+//! and counting, `by_sweep_time` for the sweeper). Accounts in composite keys have `%` and `#`
+//! escaped.
 //!
 //! | item | pk | sk |
 //! |---|---|---|
@@ -11,154 +12,35 @@
 //! | event idempotency key | `EVK#{account}#{key}` | `EVK` |
 //!
 //! Fan-out is one `Query` per pattern matching the topic; nothing ever scans.
+//!
+//! [`keys`] holds the layout, [`provision`] makes the table; this file is the store.
 
-use std::collections::HashMap;
+mod keys;
+mod provision;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, PutRequest, ReturnValue,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update, WriteRequest,
+    DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
 };
 
+use self::keys::*;
 use super::aws_error;
 use crate::error::{HubError, Result};
 use crate::model::{AttemptRecord, Subscription, TopicEntry};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
 
+pub use self::keys::SWEEP_BUCKET_SECS;
+
 /// Index of subscriptions by account, in creation order.
 pub const ACCOUNT_INDEX: &str = "by_account";
 /// Index of subscriptions by the day the sweeper next has to look at them, for the sweeper.
 pub const SWEEP_INDEX: &str = "by_sweep_time";
-/// Width of one sweeper time bucket.
-pub const SWEEP_BUCKET_SECS: i64 = 86_400;
 /// How many buckets back a sweep looks: a 7-day lease plus a day; older leftovers are TTL's.
 pub const SWEEP_LOOKBACK_BUCKETS: i64 = 9;
-
-type Item = HashMap<String, AttributeValue>;
-
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn n(value: i64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn key(pk: String, sk: impl Into<String>) -> Item {
-    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
-}
-
-fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
-}
-
-fn get_n(item: &Item, name: &str) -> Option<i64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
-}
-
-/// Epoch seconds for the TTL attribute, rounded up so TTL never fires early.
-fn ttl_secs(ms: i64) -> i64 {
-    (ms + 999).div_euclid(1000)
-}
-
-fn sub_pk(id: &str) -> String {
-    format!("SUB#{id}")
-}
-
-/// An account as part of a composite key: `%` and `#` escaped, so `#` separates key parts
-/// unambiguously whatever the account is called (account `a#b` with key `c` never meets
-/// account `a` with key `b#c`).
-fn account_part(account: &str) -> std::borrow::Cow<'_, str> {
-    if account.contains(['%', '#']) {
-        account.replace('%', "%25").replace('#', "%23").into()
-    } else {
-        account.into()
-    }
-}
-
-fn callback_pk(account: &str, url: &str) -> String {
-    let digest = crate::signing::sha256_hex(url.as_bytes());
-    format!("CB#{}#{digest}", account_part(account))
-}
-
-fn topic_pk(account: &str, pattern: &Pattern) -> String {
-    format!("T#{}#{pattern}", account_part(account))
-}
-
-fn event_key_pk(account: &str, key: &str) -> String {
-    format!("EVK#{}#{key}", account_part(account))
-}
-
-fn account_gsi_pk(account: &str) -> String {
-    format!("ACC#{account}")
-}
-
-/// Whether an SDK error is DynamoDB refusing a condition (a conditional write, or a transaction
-/// cancelled by one).
-fn is_condition_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    err.as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| {
-            code == "ConditionalCheckFailedException" || code == "TransactionCanceledException"
-        })
-}
-
-fn bucket_number(ms: i64) -> i64 {
-    ms.div_euclid(1000 * SWEEP_BUCKET_SECS)
-}
-
-/// The attributes of a subscription's own item besides its key and the store-maintained
-/// counters (`odometer`, `failing_since`), as `save` sets them and `import` writes them.
-fn subscription_attributes(sub: &Subscription) -> Result<Vec<(&'static str, AttributeValue)>> {
-    let mut attributes = vec![
-        (
-            "doc",
-            s(serde_json::to_string(sub).map_err(HubError::backend)?),
-        ),
-        ("version", n(sub.version as i64)),
-        ("expires_at", n(ttl_secs(sub.lapses_at_ms()))),
-        ("sweep_at", n(sub.sweep_at_ms())),
-        (
-            "sweep_bucket",
-            s(format!("B#{}", bucket_number(sub.sweep_at_ms()))),
-        ),
-        ("gsi1pk", s(account_gsi_pk(&sub.account))),
-        ("gsi1sk", s(sub.id.clone())),
-    ];
-    if let Some(since) = sub.failing_since_ms {
-        attributes.push(("failing_since", n(since)));
-    }
-    Ok(attributes)
-}
-
-/// The items that find a subscription: its callback index (first) and one fan-out entry per
-/// pattern.
-fn index_items(sub: &Subscription) -> Result<Vec<Item>> {
-    let expires = n(ttl_secs(sub.lapses_at_ms()));
-    let mut callback = key(callback_pk(&sub.account, &sub.callback_url), "CB");
-    callback.insert("sub_id".into(), s(sub.id.clone()));
-    callback.insert("expires_at".into(), expires.clone());
-    let entry = serde_json::to_string(&TopicEntry::of(sub)).map_err(HubError::backend)?;
-    let mut items = vec![callback];
-    for pattern in &sub.topics {
-        let mut item = key(topic_pk(&sub.account, pattern), sub.id.clone());
-        item.insert("entry".into(), s(entry.clone()));
-        item.insert("expires_at".into(), expires.clone());
-        items.push(item);
-    }
-    Ok(items)
-}
 
 /// A [`Store`] on one DynamoDB table.
 #[derive(Clone)]
@@ -176,111 +58,6 @@ impl DynamoStore {
         }
     }
 
-    /// Creates the table (if missing) with the keys, indexes and TTL `template.yaml` declares.
-    pub async fn ensure_table(&self) -> Result<()> {
-        let attr = |name: &str, kind: ScalarAttributeType| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(kind)
-                .build()
-                .map_err(HubError::backend)
-        };
-        let key_el = |name: &str, kind: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .map_err(HubError::backend)
-        };
-        let index = |name: &str,
-                     hash: &str,
-                     range: &str,
-                     projection: ProjectionType|
-         -> Result<GlobalSecondaryIndex> {
-            GlobalSecondaryIndex::builder()
-                .index_name(name)
-                .key_schema(key_el(hash, KeyType::Hash)?)
-                .key_schema(key_el(range, KeyType::Range)?)
-                .projection(if projection == ProjectionType::Include {
-                    Projection::builder()
-                        .projection_type(projection)
-                        .non_key_attributes("doc")
-                        .build()
-                } else {
-                    Projection::builder().projection_type(projection).build()
-                })
-                .build()
-                .map_err(HubError::backend)
-        };
-        let created = self
-            .client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
-            .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
-            .attribute_definitions(attr("gsi1pk", ScalarAttributeType::S)?)
-            .attribute_definitions(attr("gsi1sk", ScalarAttributeType::S)?)
-            .attribute_definitions(attr("sweep_bucket", ScalarAttributeType::S)?)
-            .attribute_definitions(attr("sweep_at", ScalarAttributeType::N)?)
-            .key_schema(key_el("pk", KeyType::Hash)?)
-            .key_schema(key_el("sk", KeyType::Range)?)
-            .global_secondary_indexes(index(
-                ACCOUNT_INDEX,
-                "gsi1pk",
-                "gsi1sk",
-                ProjectionType::All,
-            )?)
-            .global_secondary_indexes(index(
-                SWEEP_INDEX,
-                "sweep_bucket",
-                "sweep_at",
-                ProjectionType::Include,
-            )?)
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
-            {
-                return Ok(());
-            }
-            Err(err) => return Err(aws_error(err)),
-        }
-        for _ in 0..100 {
-            let status = self
-                .client
-                .describe_table()
-                .table_name(&self.table)
-                .send()
-                .await
-                .map_err(aws_error)?
-                .table
-                .and_then(|t| t.table_status);
-            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        self.client
-            .update_time_to_live()
-            .table_name(&self.table)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name("expires_at")
-                    .enabled(true)
-                    .build()
-                    .map_err(HubError::backend)?,
-            )
-            .send()
-            .await
-            .map_err(aws_error)?;
-        Ok(())
-    }
-
     fn subscription_from(item: &Item) -> Result<Subscription> {
         let doc =
             get_s(item, "doc").ok_or_else(|| HubError::backend("subscription item without doc"))?;
@@ -288,37 +65,6 @@ impl DynamoStore {
         sub.odometer = get_n(item, "odometer").unwrap_or(0) as u64;
         sub.failing_since_ms = get_n(item, "failing_since");
         Ok(sub)
-    }
-
-    /// Writes subscriptions with their indexes in batches, without version checks: a bulk
-    /// import for migrations and restores (and for seeding large tables in tests).
-    pub async fn import(&self, subs: &[Subscription]) -> Result<()> {
-        let mut items = Vec::new();
-        for sub in subs {
-            let mut item = key(sub_pk(&sub.id), "SUB");
-            item.extend(
-                subscription_attributes(sub)?
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v)),
-            );
-            item.insert("odometer".into(), n(sub.odometer as i64));
-            items.push(item);
-            items.extend(index_items(sub)?);
-        }
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| {
-                    PutRequest::builder()
-                        .set_item(Some(item.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(HubError::backend)
-                })
-                .collect::<Result<_>>()?;
-            self.write_batch(&mut requests).await?;
-        }
-        Ok(())
     }
 
     /// Deletes items by key in batches of 25, retrying what DynamoDB leaves unprocessed.
@@ -369,28 +115,23 @@ impl DynamoStore {
 
     /// Every item of one partition (all pages), optionally under a sort-key prefix.
     async fn query_partition(&self, pk: String, sk_prefix: Option<&str>) -> Result<Vec<Item>> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk));
+        let query = match sk_prefix {
+            Some(prefix) => query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => query.key_condition_expression("pk = :pk"),
+        };
+        let mut pages = query.into_paginator().send();
         let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let mut query = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .set_exclusive_start_key(start.take());
-            query = match sk_prefix {
-                Some(prefix) => query
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":prefix", s(prefix)),
-                None => query.key_condition_expression("pk = :pk"),
-            };
-            let out = query.send().await.map_err(aws_error)?;
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => return Ok(items),
-            }
+        while let Some(page) = pages.next().await {
+            items.extend(page.map_err(aws_error)?.items.unwrap_or_default());
         }
+        Ok(items)
     }
 }
 
@@ -577,27 +318,21 @@ impl Store for DynamoStore {
     }
 
     async fn count_subscriptions(&self, account: &str) -> Result<usize> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACCOUNT_INDEX)
+            .key_condition_expression("gsi1pk = :acc")
+            .expression_attribute_values(":acc", s(account_gsi_pk(account)))
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .into_paginator()
+            .send();
         let mut count = 0;
-        let mut start: Option<Item> = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(ACCOUNT_INDEX)
-                .key_condition_expression("gsi1pk = :acc")
-                .expression_attribute_values(":acc", s(account_gsi_pk(account)))
-                .select(aws_sdk_dynamodb::types::Select::Count)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(aws_error)?;
-            count += out.count as usize;
-            match out.last_evaluated_key {
-                Some(next) if !next.is_empty() => start = Some(next),
-                _ => return Ok(count),
-            }
+        while let Some(page) = pages.next().await {
+            count += page.map_err(aws_error)?.count as usize;
         }
+        Ok(count)
     }
 
     async fn topic_entries(
@@ -770,28 +505,21 @@ impl Store for DynamoStore {
         let last = bucket_number(now_ms);
         let mut due = Vec::new();
         for bucket in (last - SWEEP_LOOKBACK_BUCKETS + 1)..=last {
-            let mut start: Option<Item> = None;
-            loop {
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(SWEEP_INDEX)
-                    .key_condition_expression("#bucket = :b AND #at <= :now")
-                    .expression_attribute_names("#bucket", "sweep_bucket")
-                    .expression_attribute_names("#at", "sweep_at")
-                    .expression_attribute_values(":b", s(format!("B#{bucket}")))
-                    .expression_attribute_values(":now", n(now_ms))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(aws_error)?;
-                for item in out.items.unwrap_or_default() {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(SWEEP_INDEX)
+                .key_condition_expression("#bucket = :b AND #at <= :now")
+                .expression_attribute_names("#bucket", "sweep_bucket")
+                .expression_attribute_names("#at", "sweep_at")
+                .expression_attribute_values(":b", s(format!("B#{bucket}")))
+                .expression_attribute_values(":now", n(now_ms))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for item in page.map_err(aws_error)?.items.unwrap_or_default() {
                     due.push(Self::subscription_from(&item)?);
-                }
-                match out.last_evaluated_key {
-                    Some(next) if !next.is_empty() => start = Some(next),
-                    _ => break,
                 }
             }
         }

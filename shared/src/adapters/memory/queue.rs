@@ -1,0 +1,275 @@
+//! The in-memory [`Queue`] with SQS semantics: a received message is hidden for the
+//! visibility timeout and comes back unless acknowledged; past `max_receives` it moves to the
+//! dead-letter queue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::{HubError, Result};
+use crate::ports::{OutgoingMessage, Queue, ReceivedMessage};
+
+struct QueuedMessage {
+    id: String,
+    body: String,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt: u64,
+}
+
+#[derive(Default)]
+struct QueueState {
+    next_seq: u64,
+    /// Ordered by (visible_at, seq).
+    waiting: BTreeMap<(Instant, u64), QueuedMessage>,
+    /// receipt → key in `waiting` for received (in-flight) messages.
+    in_flight: HashMap<u64, (Instant, u64)>,
+}
+
+/// A [`Queue`] in process memory with SQS semantics: a received message is hidden for the
+/// visibility timeout and comes back unless acknowledged; past `max_receives` it moves to the
+/// dead-letter queue.
+pub struct MemoryQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+    visibility: Duration,
+    max_receives: u32,
+    dead_letters: Option<Arc<MemoryQueue>>,
+}
+
+impl MemoryQueue {
+    /// A queue whose messages move to `dead_letters` after `max_receives` receives.
+    pub fn new(
+        visibility: Duration,
+        max_receives: u32,
+        dead_letters: Option<Arc<MemoryQueue>>,
+    ) -> Self {
+        MemoryQueue {
+            state: Mutex::new(QueueState::default()),
+            notify: Notify::new(),
+            visibility,
+            max_receives,
+            dead_letters,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many messages it holds, visible or not.
+    pub fn len(&self) -> usize {
+        self.lock().waiting.len()
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bodies it holds (for the dead-letter queue's inspection).
+    pub fn bodies(&self) -> Vec<String> {
+        self.lock()
+            .waiting
+            .values()
+            .map(|m| m.body.clone())
+            .collect()
+    }
+
+    fn push(&self, body: String, delay: Duration, receive_count: u32) {
+        let mut state = self.lock();
+        state.next_seq += 1;
+        let seq = state.next_seq;
+        let visible_at = Instant::now() + delay;
+        state.waiting.insert(
+            (visible_at, seq),
+            QueuedMessage {
+                id: format!("m-{seq}"),
+                body,
+                receive_count,
+                visible_at,
+                receipt: 0,
+            },
+        );
+        drop(state);
+        self.notify.notify_waiters();
+    }
+
+    /// Takes what is visible now; `Err(next_visible_at)` when nothing is.
+    fn take_visible(
+        &self,
+        max: usize,
+    ) -> std::result::Result<Vec<ReceivedMessage>, Option<Instant>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let mut taken = Vec::new();
+        let mut dead = Vec::new();
+        while taken.len() < max {
+            let Some((&key, _)) = state.waiting.first_key_value() else {
+                break;
+            };
+            if key.0 > now {
+                break;
+            }
+            let mut msg = state.waiting.remove(&key).expect("key just seen");
+            if msg.receipt != 0 {
+                state.in_flight.remove(&msg.receipt);
+            }
+            if msg.receive_count >= self.max_receives && self.dead_letters.is_some() {
+                dead.push(msg.body);
+                continue;
+            }
+            msg.receive_count += 1;
+            state.next_seq += 1;
+            let seq = state.next_seq;
+            msg.receipt = seq;
+            msg.visible_at = now + self.visibility;
+            taken.push(ReceivedMessage {
+                id: msg.id.clone(),
+                receipt: seq.to_string(),
+                body: msg.body.clone(),
+                receive_count: msg.receive_count,
+            });
+            let new_key = (msg.visible_at, seq);
+            state.in_flight.insert(seq, new_key);
+            state.waiting.insert(new_key, msg);
+        }
+        let next = state.waiting.first_key_value().map(|(k, _)| k.0);
+        drop(state);
+        if let Some(dlq) = &self.dead_letters {
+            for body in dead {
+                dlq.push(body, Duration::ZERO, 0);
+            }
+        }
+        if taken.is_empty() {
+            Err(next)
+        } else {
+            Ok(taken)
+        }
+    }
+
+    fn reschedule(&self, receipt: &str, delay: Option<Duration>) {
+        let Ok(receipt) = receipt.parse::<u64>() else {
+            return;
+        };
+        let mut state = self.lock();
+        let Some(key) = state.in_flight.remove(&receipt) else {
+            return;
+        };
+        let Some(mut msg) = state.waiting.remove(&key) else {
+            return;
+        };
+        if let Some(delay) = delay {
+            msg.visible_at = Instant::now() + delay;
+            let new_key = (msg.visible_at, key.1);
+            state.in_flight.insert(receipt, new_key);
+            state.waiting.insert(new_key, msg);
+            drop(state);
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for MemoryQueue {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        for message in messages {
+            self.push(message.body, message.delay, 0);
+        }
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.notify.notified();
+            match self.take_visible(max) {
+                Ok(batch) => return Ok(batch),
+                Err(next) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(vec![]);
+                    }
+                    let until = next.map_or(deadline, |n| n.min(deadline));
+                    let _ =
+                        tokio::time::timeout(until.saturating_duration_since(now), notified).await;
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, receipt: &str) -> Result<()> {
+        self.reschedule(receipt, None);
+        Ok(())
+    }
+
+    async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
+        self.reschedule(receipt, Some(delay));
+        Ok(())
+    }
+
+    async fn dead_letter(&self, body: String) -> Result<()> {
+        match &self.dead_letters {
+            Some(dlq) => {
+                dlq.push(body, Duration::ZERO, 0);
+                Ok(())
+            }
+            None => Err(HubError::backend("this queue has no dead-letter queue")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: &str) -> OutgoingMessage {
+        OutgoingMessage {
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    #[tokio::test]
+    async fn unacknowledged_messages_come_back_then_die() {
+        let dlq = Arc::new(MemoryQueue::new(Duration::from_secs(30), u32::MAX, None));
+        let q = MemoryQueue::new(Duration::from_millis(20), 2, Some(dlq.clone()));
+        q.send(vec![msg("a")]).await.unwrap();
+        let first = q.receive(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(first[0].receive_count, 1);
+        let second = q.receive(10, Duration::from_millis(200)).await.unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        assert_eq!(second[0].id, first[0].id);
+        let third = q.receive(10, Duration::from_millis(100)).await.unwrap();
+        assert!(third.is_empty());
+        assert_eq!(dlq.bodies(), vec!["a".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn acknowledged_messages_are_gone_and_postponed_ones_wait() {
+        let q = MemoryQueue::new(Duration::from_secs(30), 5, None);
+        q.send(vec![msg("a"), msg("b")]).await.unwrap();
+        let got = q.receive(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(got.len(), 2);
+        q.ack(&got[0].receipt).await.unwrap();
+        q.postpone(&got[1].receipt, Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert!(
+            q.receive(10, Duration::from_millis(10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = q.receive(10, Duration::from_millis(500)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].body, "b");
+        assert_eq!(again[0].receive_count, 2);
+    }
+}
