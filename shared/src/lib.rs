@@ -1,5 +1,7 @@
-//! webhook-hub's core, shared by every Lambda function and the embedded mode.
+//! webhook-hub's core (`hub`, in `shared/`), shared by every Lambda function and the embedded
+//! mode.
 //!
+//! - [`context`]: the [`Hub`] every service call gets (ports and settings).
 //! - [`topic`], [`model`], [`validate`], [`signing`], [`retry`], [`ssrf`]: pure domain logic.
 //! - [`service`]: what the API and the queue consumers do, written once against the [`ports`].
 //! - [`adapters`]: the ports on AWS (DynamoDB, SQS), in memory, and over HTTP.
@@ -11,8 +13,8 @@ pub mod adapters;
 pub mod api;
 pub mod auth;
 pub mod clock;
+pub mod context;
 pub mod error;
-pub mod hub;
 pub mod model;
 pub mod ports;
 pub mod retry;
@@ -23,5 +25,5 @@ pub mod ssrf;
 pub mod topic;
 pub mod validate;
 
+pub use context::{Hub, Settings};
 pub use error::{ErrorCode, HubError, Result};
-pub use hub::{Hub, Settings};

@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::hub::Hub;
 use crate::service::events::PublishRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
 use resources::{

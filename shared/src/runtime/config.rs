@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::context::Settings;
 use crate::error::{ErrorCode, Result};
-use crate::hub::Settings;
 use crate::retry::{RetrySchedule, parse_duration};
 
 /// Visibility timeout of the queues: 6× the consumers' 30 s timeout.

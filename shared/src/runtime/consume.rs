@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::hub::Hub;
+use crate::context::Hub;
 use crate::model::{DeliveryTask, Event, queue_json};
 use crate::ports::{MAX_HIDE, MAX_SEND_DELAY, OutgoingMessage, ReceivedMessage};
 use crate::service::delivery::Verdict;

@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use super::consume::{QueueRole, consume, queue_of};
-use crate::hub::Hub;
+use crate::context::Hub;
 use crate::ports::{Queue, ReceivedMessage};
 
 /// How many messages the deliveries poller works on at once.

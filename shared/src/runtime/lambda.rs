@@ -10,7 +10,7 @@ use super::consume::{QueueRole, consume};
 use super::wiring::aws_hub;
 use crate::api::lambda::{api_request, jwt_caller};
 use crate::api::{ApiFunction, Operation, handle};
-use crate::hub::Hub;
+use crate::context::Hub;
 use crate::ports::ReceivedMessage;
 
 async fn hub_from_env() -> Result<(Hub, LambdaConfig), Error> {

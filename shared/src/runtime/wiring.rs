@@ -10,8 +10,8 @@ use crate::adapters::http::HttpTransport;
 use crate::adapters::memory::{MemoryQueue, MemoryStore};
 use crate::adapters::sqs::SqsQueue;
 use crate::clock::SystemClock;
+use crate::context::{Hub, Settings};
 use crate::error::Result;
-use crate::hub::{Hub, Settings};
 
 /// Receives after which the deliveries queue's redrive moves a message to its dead-letter
 /// queue. Attempts are counted in the message itself, so this only guards against a message

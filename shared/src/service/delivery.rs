@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::api::resources::SubscriptionOut;
 use crate::clock::{rfc3339, seconds_ts};
+use crate::context::Hub;
 use crate::error::Result;
-use crate::hub::Hub;
 use crate::model::{
     AttemptError, AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription,
     SubscriptionStatus, TaskPayload,

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Caller, SCOPE_PUBLISH};
+use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::hub::Hub;
 use crate::model::{DeliveryTask, Event, TaskPayload, new_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
 use crate::topic::Topic;

@@ -2,8 +2,8 @@
 //! 24 h) with all their items, and sends each active subscription one `subscription.expiring`
 //! notice when a tenth of its lease (at most 24 h) remains.
 
+use crate::context::Hub;
 use crate::error::Result;
-use crate::hub::Hub;
 use crate::model::{DeliveryTask, Event, Subscription, TaskPayload};
 use crate::signing::sha256_hex;
 use crate::topic::Topic;

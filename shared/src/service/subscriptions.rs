@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
+use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::hub::Hub;
 use crate::model::{
     DeliveryTask, LabelFilter, MAX_RETIRING_SECRETS, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS,
     ReceiverAuth, RetiringSecret, Subscription, SubscriptionStatus, TaskPayload, new_id,

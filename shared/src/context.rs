@@ -1,4 +1,5 @@
-//! The hub: the ports wired together with the settings, handed once to every service call.
+//! The context every service call gets: the [`Hub`] (the ports wired together) and its
+//! [`Settings`].
 
 use std::sync::Arc;
 use std::time::Duration;
