@@ -534,8 +534,7 @@ mod scenarios {
             .await;
 
         // The receiver sees a request before the hub records its outcome: wait for the record.
-        let deadline = std::time::Instant::now() + WAIT;
-        let attempts = loop {
+        let attempts = eventually(WAIT, "three attempts and an odometer of 2", || async {
             let log = hub
                 .call(
                     "GET",
@@ -550,11 +549,9 @@ mod scenarios {
                 .await
                 .body["odometer"]
                 .clone();
-            if (attempts.len() >= 3 && odometer == 2) || std::time::Instant::now() > deadline {
-                break attempts;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            (attempts.len() >= 3 && odometer == 2).then_some(attempts)
+        })
+        .await;
         assert!(
             attempts.len() >= 3,
             "confirmation and two events: {attempts:?}"

@@ -51,18 +51,11 @@ async fn wait_attempts_of(
     n: usize,
     within: Duration,
 ) -> Vec<Value> {
-    let deadline = std::time::Instant::now() + within;
-    loop {
+    eventually(within, &format!("{id}: {n} {prefix} attempts"), || async {
         let attempts = attempts_of(hub, id, prefix).await;
-        if attempts.len() >= n {
-            return attempts;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{id}: {n} attempts expected within {within:?}, got {attempts:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        (attempts.len() >= n).then_some(attempts)
+    })
+    .await
 }
 
 mod scenarios {

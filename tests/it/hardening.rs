@@ -68,15 +68,10 @@ fn logi_verifies(secret: &str, received: &Received) -> bool {
 
 /// Waits until the hub's log holds `line`.
 async fn log_line(hub: &HubProcess, line: &str) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !hub.log().contains(line) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the log never said `{line}`:\n{}",
-            hub.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, &format!("the log to say `{line}`"), || async {
+        hub.log().contains(line).then_some(())
+    })
+    .await
 }
 
 async fn status_of(hub: &HubProcess, id: &str) -> (u16, Value) {

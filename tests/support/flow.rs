@@ -1,0 +1,71 @@
+//! The steps most scenarios take: subscribe (and confirm), publish, pick deliveries.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::*;
+
+/// How long the suites wait for a delivery.
+pub const WAIT: Duration = Duration::from_secs(15);
+/// How long the suites watch for deliveries that must not come.
+pub const QUIET: Duration = Duration::from_millis(1500);
+
+/// Subscribes `path` on `receiver`, waits for the confirmation, follows its link. Returns the
+/// create response (with `secret`).
+pub async fn subscribe_confirmed(
+    hub: &HubProcess,
+    receiver: &TestReceiver,
+    key: &str,
+    path: &str,
+    extra: Value,
+) -> Value {
+    let created = subscribe_pending(hub, receiver, key, path, extra).await;
+    let confirmation = receiver
+        .wait_for_match(WAIT, |r| {
+            r.path == path && r.json()["type"] == "Confirmation"
+        })
+        .await;
+    let url = confirmation.json()["confirmation_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let confirmed = hub.call("GET", &url, None, None).await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+    assert_eq!(confirmed.body["status"], "active");
+    created
+}
+
+/// Subscribes `path` on `receiver` (topic `door.request.allowed` unless `extra` says otherwise); expects 201.
+pub async fn subscribe_pending(
+    hub: &HubProcess,
+    receiver: &TestReceiver,
+    key: &str,
+    path: &str,
+    extra: Value,
+) -> Value {
+    let mut body = json!({"callback_url": receiver.url(path), "topics": ["door.request.allowed"]});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    let created = hub
+        .call("POST", "/v1/subscriptions", Some(key), Some(body))
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    created.body
+}
+
+/// Publishes an event; expects 202.
+pub async fn publish(hub: &HubProcess, key: &str, body: Value) -> Value {
+    let answer = hub.call("POST", "/v1/events", Some(key), Some(body)).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    answer.body
+}
+
+/// The non-confirmation requests a path received.
+pub fn events_at<'a>(received: &'a [Received], path: &str) -> Vec<&'a Received> {
+    received
+        .iter()
+        .filter(|r| r.path == path && r.json()["type"] != "Confirmation")
+        .collect()
+}

@@ -1,0 +1,304 @@
+//! A `webhook-hub serve` process on either backend, and its API client.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Which backend the hub process runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `--backend memory`.
+    Memory,
+    /// `--backend aws` against the emulator at `AWS_ENDPOINT_URL`.
+    Aws,
+}
+
+/// The API keys every hub process in the tests accepts.
+pub const KEY_A: &str = "key-acme";
+/// A second key of the first account (another owner).
+pub const KEY_A2: &str = "key-acme-2";
+/// A key of another account.
+pub const KEY_B: &str = "key-beta";
+
+pub(crate) fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of a built binary of the workspace (`HUB_TARGET_DIR` or `target/debug`).
+pub fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var("HUB_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join("target/debug"));
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo build --workspace` first (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `webhook-hub serve`; killed on drop.
+pub struct HubProcess {
+    child: Child,
+    /// Base URL of its API.
+    pub url: String,
+    /// Its log file.
+    pub log_path: PathBuf,
+    /// A client for the API.
+    pub http: reqwest::Client,
+}
+
+/// A JSON answer of the API.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Parsed body (`Null` when empty).
+    pub body: Value,
+    /// Response headers.
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    let n: u32 = rand_u32();
+    format!("{prefix}-{}-{n:08x}", std::process::id())
+}
+
+fn rand_u32() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    nanos.wrapping_mul(2654435761)
+        ^ COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_mul(40503)
+}
+
+impl HubProcess {
+    /// Starts the hub on `backend` with the test keys, private targets allowed, test hooks on,
+    /// and `extra` arguments; waits until it answers.
+    pub async fn start(backend: Backend, extra: &[&str]) -> HubProcess {
+        Self::start_on(backend, &unique("wh"), extra, &[]).await
+    }
+
+    /// The same on the AWS resources named `name` (table `name`, queues `name-events`,
+    /// `name-deliveries`), with extra environment variables.
+    pub async fn start_on(
+        backend: Backend,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> HubProcess {
+        Self::launch(backend, name, true, extra, env).await
+    }
+
+    /// A hub as production runs it: `https` callbacks only, no private targets.
+    pub async fn start_strict(backend: Backend) -> HubProcess {
+        Self::launch(backend, &unique("strict"), false, &[], &[]).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        name: &str,
+        allow_private: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> HubProcess {
+        let port = free_port();
+        let log_path = std::env::temp_dir().join(format!("{}.log", unique("webhook-hub")));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(binary("webhook-hub"));
+        cmd.arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--api-key", &format!("{KEY_A}=acme")])
+            .args(["--api-key", &format!("{KEY_A2}=acme")])
+            .args(["--api-key", &format!("{KEY_B}=beta")])
+            .args(["--test-control", "--sweep-interval", "1h"])
+            .args(extra)
+            .env_remove("HUB_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if backend == Backend::Aws {
+            let endpoint = std::env::var("AWS_ENDPOINT_URL")
+                .expect("AWS_ENDPOINT_URL must point at moto_server for the aws suite (the README's test command starts one)");
+            cmd.args(["--backend", "aws", "--create-resources"])
+                .env("AWS_ENDPOINT_URL", endpoint)
+                .env("HUB_TABLE", name)
+                .env("HUB_EVENTS_QUEUE", format!("{name}-events"))
+                .env("HUB_DELIVERIES_QUEUE", format!("{name}-deliveries"));
+            for (var, default) in [
+                ("AWS_ACCESS_KEY_ID", "test"),
+                ("AWS_SECRET_ACCESS_KEY", "test"),
+                ("AWS_REGION", "us-east-1"),
+            ] {
+                if std::env::var(var).is_err() {
+                    cmd.env(var, default);
+                }
+            }
+        }
+        if allow_private {
+            cmd.arg("--allow-private-targets");
+        }
+        cmd.envs(env.iter().copied())
+            .env_remove("HUB_ALLOW_PRIVATE_TARGETS");
+        let child = cmd.spawn().expect("webhook-hub starts");
+        let hub = HubProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log_path,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "webhook-hub did not listen in 30 s; log:\n{}",
+                hub.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        hub
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends a request; `key` is the bearer token, `body` a JSON body.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let url = if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.url)
+        };
+        let mut req = self.http.request(method.parse().unwrap(), url);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.expect("the hub answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// Sends a raw body.
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: &'static str,
+    ) -> Answer {
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .body(body);
+        if let Some(key) = key {
+            req = req
+                .bearer_auth(key)
+                .header("content-type", "application/json");
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        Answer {
+            status,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            headers,
+        }
+    }
+
+    /// Moves the hub's clock forward.
+    pub async fn advance_clock(&self, by: Duration) {
+        let a = self
+            .call(
+                "POST",
+                &format!("/_test/clock/advance?ms={}", by.as_millis()),
+                Some(KEY_A),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 200);
+    }
+
+    /// Runs a sweep now.
+    pub async fn sweep(&self) -> Value {
+        self.call("POST", "/_test/sweep", Some(KEY_A), None)
+            .await
+            .body
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the process with SIGINT and waits for it.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "webhook-hub did not stop on SIGINT"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
