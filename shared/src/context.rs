@@ -26,6 +26,8 @@ pub struct Settings {
     pub resolve_names: bool,
     /// Most subscriptions one account may hold (fan-out reads each matching one per event).
     pub max_subscriptions_per_account: usize,
+    /// Topic entries fan-out reads per store page (its memory holds one page and one batch).
+    pub fanout_page: usize,
 }
 
 impl Default for Settings {
@@ -38,6 +40,7 @@ impl Default for Settings {
             attempt_timeout: Duration::from_secs(5),
             resolve_names: true,
             max_subscriptions_per_account: 1000,
+            fanout_page: crate::service::events::FANOUT_PAGE,
         }
     }
 }

@@ -125,11 +125,15 @@ mod scenarios {
         assert_eq!(p.events.bodies().len(), 2, "both keys queued exactly once");
     }
 
-    /// 2. Fan-out sends page by page in batches of at most ten (past one store page of
+    /// 2. Fan-out sends page by page in batches of at most ten (past two store pages of 50
     ///    entries), deduplicates a subscription matched twice, and a failing event is reported
     ///    alone.
     pub async fn fan_out_streams_and_isolates_failures(backend: Backend) {
-        let p = InProcess::start(backend, Settings::default()).await;
+        let settings = Settings {
+            fanout_page: 50,
+            ..Settings::default()
+        };
+        let p = InProcess::start(backend, settings).await;
         let now = p.hub.now_ms();
         const SUBSCRIBERS: usize = 130;
         for i in 0..SUBSCRIBERS {

@@ -21,8 +21,21 @@ pub use verify::*;
 use std::time::{Duration, Instant};
 
 /// Polls `check` until it finds what it wants; panics with `what` after `timeout`. The one wait
-/// loop of the suites: every "eventually" goes through it.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+/// loop of the suites: every "eventually" goes through it (or through [`within`]).
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match within(timeout, check).await {
+        Some(found) => found,
+        None => panic!("expected {what} within {timeout:?}"),
+    }
+}
+
+/// Polls `check` until it finds what it wants, or `None` after `timeout` (for callers that
+/// report what they saw instead).
+pub async fn within<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -30,12 +43,11 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(found) = check().await {
-            return found;
+            return Some(found);
         }
-        assert!(
-            Instant::now() < deadline,
-            "expected {what} within {timeout:?}"
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

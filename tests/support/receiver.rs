@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
-use crate::eventually;
+use crate::within;
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
@@ -192,11 +192,26 @@ impl TestReceiver {
         what: &str,
         check: impl Fn(&[Received]) -> Option<T>,
     ) -> T {
-        eventually(timeout, what, || {
+        let found = within(timeout, || {
             let found = check(&self.received());
             async move { found }
         })
-        .await
+        .await;
+        found.unwrap_or_else(|| {
+            let seen = self.received();
+            panic!(
+                "expected {what} within {timeout:?}, got {}: {:#?}",
+                seen.len(),
+                seen.iter()
+                    .map(|r| format!(
+                        "{} {} {}",
+                        r.path,
+                        r.header("webhook-id"),
+                        String::from_utf8_lossy(&r.body)
+                    ))
+                    .collect::<Vec<_>>()
+            )
+        })
     }
 }
 

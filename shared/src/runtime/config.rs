@@ -52,6 +52,7 @@ impl HubArgs {
             attempt_timeout: self.attempt_timeout,
             resolve_names: true,
             max_subscriptions_per_account: self.max_subscriptions_per_account as usize,
+            fanout_page: defaults.fanout_page,
         }
     }
 }

@@ -24,8 +24,10 @@ pub const CLAIM_LEASE_MS: i64 = 30_000;
 pub const MAX_EVENT_DATA_BYTES: usize = 240 * 1024;
 /// Largest message a queue carries (SQS: 256 KiB); the delivery task of every event must fit.
 pub const MAX_QUEUE_MESSAGE_BYTES: usize = 256 * 1024;
-/// Topic entries read per store page during fan-out.
-pub const FANOUT_PAGE: usize = 100;
+/// Topic entries read per store page during fan-out, by default: about 200 KB of entries, well
+/// under DynamoDB's 1 MB page (so one query per page), and ten times what one batch of tasks
+/// costs in memory at the largest event.
+pub const FANOUT_PAGE: usize = 1000;
 /// Delivery tasks sent per queue call during fan-out (the SQS batch size).
 pub const FANOUT_BATCH: usize = 10;
 
@@ -190,7 +192,12 @@ impl Hub {
             loop {
                 let page = self
                     .store
-                    .topic_entries(&event.account, &pattern, cursor.as_deref(), FANOUT_PAGE)
+                    .topic_entries(
+                        &event.account,
+                        &pattern,
+                        cursor.as_deref(),
+                        self.settings.fanout_page,
+                    )
                     .await?;
                 for entry in page.items {
                     if entry.wants(event, now) && seen.insert(entry.subscription_id.clone()) {
