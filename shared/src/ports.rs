@@ -19,6 +19,22 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page rule every store follows: read one item more than `limit`; if it came, the page
+    /// is cut to `limit` and the next one starts after its last item (`cursor_of`).
+    pub fn from_overfetch(
+        mut items: Vec<T>,
+        limit: usize,
+        cursor_of: impl Fn(&T) -> String,
+    ) -> Self {
+        let next_cursor = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            items.last().map(&cursor_of).unwrap_or_default()
+        });
+        Page { items, next_cursor }
+    }
+}
+
 /// Storage of subscriptions, their fan-out entries, event ids and delivery logs.
 ///
 /// Adapters store what they are given; the services decide what an expired item means.

@@ -111,13 +111,18 @@ mod scenarios {
                 .status,
             404
         );
-        publish(
+        let after = publish(
             &hub,
             KEY_A,
             json!({"topic": "door.request.allowed", "data": {}}),
         )
         .await;
-        assert_quiet(&receiver, 2, QUIET).await;
+        assert_eq!(
+            fanned_out(&hub, after["id"].as_str().unwrap()).await,
+            0,
+            "nothing queued for the deleted subscription"
+        );
+        assert_eq!(receiver.received().len(), 2);
     }
 
     /// Re-POST of the same callback refreshes: 201 then 200, same id, later lease, new settings.
@@ -192,27 +197,34 @@ mod scenarios {
             .wait_for_match(WAIT, |r| r.path == "/pending")
             .await;
 
-        publish(
+        let one = publish(
             &hub,
             KEY_A,
             json!({"topic": "door.request.allowed", "data": {"n": 1}}),
         )
         .await;
-        publish(
+        let two = publish(
             &hub,
             KEY_A,
             json!({"topic": "door.closed", "data": {"n": 2}}),
         )
         .await;
+        // The hub's decisions: /exact, /wild and /all for the first; /wild and /all for the
+        // second. Once those five have arrived, nothing else is on its way.
+        assert_eq!(fanned_out(&hub, one["id"].as_str().unwrap()).await, 3);
+        assert_eq!(fanned_out(&hub, two["id"].as_str().unwrap()).await, 2);
+        let before = receiver.received().len();
         receiver
-            .wait_for_match(WAIT, |r| r.path == "/all" && r.json()["data"]["n"] == 2)
+            .wait_until_events(WAIT, |seen| {
+                ["/exact", "/wild", "/all"]
+                    .iter()
+                    .map(|p| events_at(seen, p).len())
+                    .sum::<usize>()
+                    >= 5
+            })
             .await;
-        receiver
-            .wait_for_match(WAIT, |r| r.path == "/wild" && r.json()["data"]["n"] == 2)
-            .await;
-        receiver.wait_for_match(WAIT, |r| r.path == "/exact").await;
-        tokio::time::sleep(QUIET).await;
         let seen = receiver.received();
+        assert!(seen.len() >= before);
         assert_eq!(events_at(&seen, "/exact").len(), 1, "exact topic only");
         assert_eq!(
             events_at(&seen, "/wild").len(),
@@ -495,13 +507,22 @@ mod scenarios {
             )
             .await;
         assert_eq!(paused.body["status"], "paused");
-        publish(
+        let while_paused = publish(
             &hub,
             KEY_A,
             json!({"topic": "door.request.allowed", "data": {"k": 2}}),
         )
         .await;
-        tokio::time::sleep(QUIET).await;
+        assert_eq!(
+            fanned_out(&hub, while_paused["id"].as_str().unwrap()).await,
+            0,
+            "nothing queued for the paused subscription"
+        );
+        assert_eq!(
+            fanned_out(&hub, first["id"].as_str().unwrap()).await,
+            1,
+            "the repeated id reached the one subscription"
+        );
         assert_eq!(
             events_at(&receiver.received(), "/m").len(),
             1,

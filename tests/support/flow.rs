@@ -9,8 +9,6 @@ use crate::*;
 /// How long the suites wait for a delivery: generous, since moto on a loaded 2-core machine can
 /// take many seconds per call (a wait that succeeds returns as soon as it can).
 pub const WAIT: Duration = Duration::from_secs(30);
-/// How long the suites watch for deliveries that must not come.
-pub const QUIET: Duration = Duration::from_millis(1500);
 
 /// Subscribes `path` on `receiver`, waits for the confirmation, follows its link. Returns the
 /// create response (with `secret`).
@@ -69,4 +67,19 @@ pub fn events_at<'a>(received: &'a [Received], path: &str) -> Vec<&'a Received> 
         .iter()
         .filter(|r| r.path == path && r.json()["type"] != "Confirmation")
         .collect()
+}
+
+/// How many deliveries fan-out queued for `event_id`: the hub's own recorded decision (its
+/// `fanned out` log line), waited for. Asserting on it, not on a quiet receiver, is what shows
+/// that nothing was sent to a subscription that should get nothing: no wall-clock window.
+pub async fn fanned_out(hub: &HubProcess, event_id: &str) -> u64 {
+    crate::eventually(WAIT, &format!("the fan-out of {event_id}"), || async {
+        hub.log().lines().find_map(|line| {
+            let entry: Value = serde_json::from_str(line).ok()?;
+            (entry["message"] == "fanned out" && entry["event_id"] == event_id)
+                .then(|| entry["deliveries"].as_u64())
+                .flatten()
+        })
+    })
+    .await
 }

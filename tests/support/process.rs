@@ -29,17 +29,29 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a built binary of the workspace (`HUB_TARGET_DIR` or `target/debug`).
+/// Path of a built binary of the workspace. Unless `HUB_TARGET_DIR` names a directory of
+/// binaries to test (an older build, say), the first call builds the workspace's binaries
+/// (`cargo build --workspace --bins`, a no-op when they are fresh), so a bare `cargo test` never
+/// tests a stale `webhook-hub` or Lambda binary.
 pub fn binary(name: &str) -> PathBuf {
-    let dir = std::env::var("HUB_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join("target/debug"));
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let dir = match std::env::var("HUB_TARGET_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => {
+            BUILT.get_or_init(|| {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let status = Command::new(cargo)
+                    .args(["build", "--quiet", "--workspace", "--bins"])
+                    .current_dir(workspace_root())
+                    .status()
+                    .expect("cargo runs");
+                assert!(status.success(), "building the workspace's binaries failed");
+            });
+            workspace_root().join("target/debug")
+        }
+    };
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built: run `cargo build --workspace` first (the README's test command does)",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built", path.display());
     path
 }
 

@@ -399,13 +399,15 @@ impl Hub {
             let url =
                 validate::callback_url(&raw, self.settings.allow_private_targets)?.to_string();
             if url != sub.callback_url {
-                if let Some(other) = self.store.find_by_callback(&caller.account, &url).await?
-                    && !other.is_expired(self.now_ms())
-                {
-                    return Err(HubError::invalid(
-                        ErrorCode::DuplicateCallbackUrl,
-                        format!("subscription {} already uses this callback_url", other.id),
-                    ));
+                if let Some(other) = self.store.find_by_callback(&caller.account, &url).await? {
+                    if !other.is_expired(self.now_ms()) {
+                        return Err(HubError::invalid(
+                            ErrorCode::DuplicateCallbackUrl,
+                            format!("subscription {} already uses this callback_url", other.id),
+                        ));
+                    }
+                    // A lapsed holder gives the callback up, as on subscribe.
+                    self.store.delete(&other).await?;
                 }
                 sub.callback_url = url;
                 confirmation = Some(self.begin_confirmation(&mut sub));

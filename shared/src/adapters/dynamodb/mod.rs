@@ -310,11 +310,7 @@ impl Store for DynamoStore {
                 _ => break,
             }
         }
-        let next_cursor = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items.last().map(|s| s.id.clone()).unwrap_or_default()
-        });
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit, |s| s.id.clone()))
     }
 
     async fn count_subscriptions(&self, account: &str) -> Result<usize> {
@@ -369,17 +365,9 @@ impl Store for DynamoStore {
                 _ => break,
             }
         }
-        let next_cursor = (entries.len() > limit).then(|| {
-            entries.truncate(limit);
-            entries
-                .last()
-                .map(|e| e.subscription_id.clone())
-                .unwrap_or_default()
-        });
-        Ok(Page {
-            items: entries,
-            next_cursor,
-        })
+        Ok(Page::from_overfetch(entries, limit, |e| {
+            e.subscription_id.clone()
+        }))
     }
 
     async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome> {

@@ -143,18 +143,14 @@ impl Store for MemoryStore {
     ) -> Result<Page<Subscription>> {
         let state = self.lock();
         let start = cursor.unwrap_or("");
-        let mut items: Vec<Subscription> = state
+        let items: Vec<Subscription> = state
             .subscriptions
             .range::<str, _>((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
             .filter(|(_, s)| s.account == account)
             .take(limit + 1)
             .map(|(_, s)| s.clone())
             .collect();
-        let next_cursor = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items.last().map(|s| s.id.clone()).unwrap_or_default()
-        });
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit, |s| s.id.clone()))
     }
 
     async fn count_subscriptions(&self, account: &str) -> Result<usize> {
@@ -181,20 +177,15 @@ impl Store for MemoryStore {
             });
         };
         let start = cursor.unwrap_or("").to_string();
-        let mut items: Vec<TopicEntry> = ids
+        let items: Vec<TopicEntry> = ids
             .range((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
             .filter_map(|id| state.subscriptions.get(id))
             .take(limit + 1)
             .map(TopicEntry::of)
             .collect();
-        let next_cursor = (items.len() > limit).then(|| {
-            items.truncate(limit);
-            items
-                .last()
-                .map(|e| e.subscription_id.clone())
-                .unwrap_or_default()
-        });
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_overfetch(items, limit, |e| {
+            e.subscription_id.clone()
+        }))
     }
 
     async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome> {
