@@ -44,6 +44,20 @@ mod scenarios {
                 .starts_with("webhook-hub/")
         );
 
+        let wrong = format!("/v1/subscriptions/{id}/confirm?token=wrong");
+        let early = hub.call("GET", &wrong, None, None).await;
+        assert_eq!(
+            (early.status, early.body["code"].as_str()),
+            (400, Some("invalid_token")),
+            "a wrong token before activation"
+        );
+        assert_eq!(
+            hub.call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+                .await
+                .body["status"],
+            "pending",
+            "and it activates nothing"
+        );
         let confirmed = hub
             .call(
                 "GET",
@@ -55,16 +69,12 @@ mod scenarios {
         assert_eq!(confirmed.status, 200);
         assert_eq!(confirmed.body["status"], "active");
         assert!(confirmed.body["confirmed_at"].is_string());
-        let bad = hub
-            .call(
-                "GET",
-                &format!("/v1/subscriptions/{id}/confirm?token=wrong"),
-                None,
-                None,
-            )
-            .await;
-        assert!(bad.status >= 400 && bad.status < 500);
-        assert!(bad.body["code"].is_string());
+        let late = hub.call("GET", &wrong, None, None).await;
+        assert_eq!(
+            (late.status, late.body["code"].as_str()),
+            (400, Some("invalid_token")),
+            "a wrong token after activation"
+        );
 
         let published = publish(
             &hub,
