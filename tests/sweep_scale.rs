@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hub::adapters::CallCounter;
-use hub::adapters::dynamodb::{DynamoStore, SWEEP_LOOKBACK_BUCKETS};
+use hub::adapters::dynamodb::DynamoStore;
 use hub::model::Subscription;
 use hub::ports::Store;
 use hub::runtime::aws_clients;
@@ -108,7 +108,9 @@ async fn aws_sweep_reads_only_what_expired() {
         "the sweep read only the expired items"
     );
     assert!(
-        queries <= SWEEP_LOOKBACK_BUCKETS as u64 + 1,
+        // Expected independently of the code under test: a 7-day lease plus a day of margin
+        // in daily buckets is at most 9 index queries (and one more if a page splits).
+        queries <= 10,
         "one query per time bucket: {queries}"
     );
 

@@ -7,8 +7,10 @@ use std::time::Duration;
 use hub::adapters::dynamodb::DynamoStore;
 use hub::adapters::sqs::SqsQueue;
 use hub::model::SubscriptionStatus;
+use hub::ports::Queue;
 use hub::ports::Store;
 use hub_tests::*;
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_every_function_binary_answers_its_sample() {
@@ -81,7 +83,25 @@ async fn aws_every_function_binary_answers_its_sample() {
             "manage" | "confirm" => assert_eq!(status, Some(200), "{function}: {}", answer.body),
             "publish" => assert_eq!(status, Some(202), "{}", answer.body),
             "unsubscribe" => assert_eq!(status, Some(204), "{}", answer.body),
-            "fanout" => assert!(failures.is_empty(), "{}", answer.body),
+            "fanout" => {
+                assert!(failures.is_empty(), "{}", answer.body);
+                // What fan-out did, not only what it reported: the task for the sample's
+                // subscription is on the deliveries queue.
+                let deliveries = SqsQueue::open(sqs.clone(), &format!("{name}-deliveries"))
+                    .await
+                    .unwrap();
+                let queued = deliveries
+                    .receive(10, Duration::from_secs(1))
+                    .await
+                    .unwrap();
+                let tasks: Vec<Value> = queued
+                    .iter()
+                    .map(|m| serde_json::from_str(&m.body).unwrap())
+                    .filter(|t: &Value| t["payload"]["kind"] == "event")
+                    .collect();
+                assert_eq!(tasks.len(), 1, "{tasks:?}");
+                assert_eq!(tasks[0]["subscription_id"], SAMPLE_SUB);
+            }
             "sender" => {
                 assert!(failures.is_empty(), "the retry was queued: {}", answer.body);
                 let log = store.attempts(SAMPLE_SUB, 10).await.unwrap();

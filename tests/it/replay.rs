@@ -171,11 +171,24 @@ async fn sender_sample_queues_the_retry_and_reports_only_what_it_could_not_settl
 
 #[tokio::test]
 async fn sweeper_sample_runs_a_sweep() {
+    // A subscription whose lease ended a minute ago, due for the sweep; the sample is the
+    // Scheduler's event as the function receives it.
     let hub = hub();
-    let event: Value = serde_json::from_str(&event_sample("sweeper")).unwrap();
-    assert_eq!(event["source"], "aws.scheduler");
+    let now = hub.now_ms();
+    let mut lapsed = sample_subscription(
+        now - 3_600_000,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/lapsed",
+    );
+    lapsed.expires_at_ms = now - 60_000;
+    hub.store.save(&lapsed, None).await.unwrap();
+    let event: aws_lambda_events::event::eventbridge::EventBridgeEvent<Value> =
+        serde_json::from_str(&event_sample("sweeper")).expect("an EventBridge Scheduler event");
+    assert_eq!(event.source, "aws.scheduler");
     let answer = sweep_handler(&hub).await.unwrap();
-    assert_eq!(answer["removed"], 0);
+    assert_eq!(answer["removed"], 1, "{answer}");
+    assert!(hub.store.get(SAMPLE_SUB).await.unwrap().is_none());
+    assert_eq!(sweep_handler(&hub).await.unwrap()["removed"], 0);
 }
 
 #[test]

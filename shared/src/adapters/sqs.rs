@@ -296,3 +296,32 @@ impl Queue for SqsQueue {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(sizes: &[usize]) -> Vec<OutgoingMessage> {
+        sizes
+            .iter()
+            .map(|n| OutgoingMessage {
+                body: "x".repeat(*n),
+                delay: Duration::ZERO,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_hold_ten_messages_and_256_kib() {
+        // 25 small messages: 10 + 10 + 5.
+        assert_eq!(batches(&messages(&[10; 25])), [0..10, 10..20, 20..25]);
+        // 100 KiB each: two fit in 256 KiB, a third does not.
+        assert_eq!(batches(&messages(&[100 * 1024; 5])), [0..2, 2..4, 4..5]);
+        // One message of the largest size travels alone.
+        assert_eq!(
+            batches(&messages(&[10, 256 * 1024, 10])),
+            [0..1, 1..2, 2..3]
+        );
+        assert!(batches(&[]).is_empty());
+    }
+}
