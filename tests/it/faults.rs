@@ -219,6 +219,8 @@ mod scenarios {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Deleted, and its message settled: that one attempt is all there will ever be.
+        assert_eq!(events_at(&receiver.received(), "/gone").len(), 1);
         // 429 with Retry-After: 2 → the next try about 2 s later, then delivered.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while events_at(&receiver.received(), "/429").len() < 2 {
@@ -299,6 +301,11 @@ mod scenarios {
                 .all(|d| d["payload"]["event"]["id"] == event_id.as_str()
                     && d["payload"]["event"]["data"] == json!({"x": 1}))
         );
+        // Both messages are dead letters now, so no attempt can follow: exactly three each.
+        for path in ["/500", "/503"] {
+            assert_eq!(events_at(&receiver.received(), path).len(), 3, "{path}");
+        }
+        assert!(dead.iter().all(|d| d["attempts_made"] == 3), "{dead:#?}");
     }
 
     /// Deliveries that keep failing past `--disable-after` disable the subscription; an update
