@@ -69,8 +69,9 @@ pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
         }
     };
     let now = hub.now_ms();
+    // Never attempted before its time (a receiver's `Retry-After` is a floor).
     if let Some(not_before) = task.not_before_ms
-        && not_before > now + EARLY_TOLERANCE_MS
+        && not_before > now
     {
         let wait = Duration::from_millis((not_before - now) as u64).min(MAX_HIDE);
         if let Err(err) = hub.deliveries.postpone(&msg.receipt, wait).await {
@@ -116,6 +117,3 @@ pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
         }
     }
 }
-
-/// How early a message may be attempted: never before its time (a `Retry-After` is a floor).
-const EARLY_TOLERANCE_MS: i64 = 0;

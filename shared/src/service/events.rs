@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::auth::{Caller, SCOPE_PUBLISH};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::model::{DeliveryTask, Event, TaskPayload, new_id, queue_json};
+use crate::model::{Event, new_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
 use crate::topic::Topic;
 use crate::validate;
@@ -59,18 +59,16 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// The size of the largest delivery task `event` can become: what the deliveries queue must
-/// carry for it.
-pub fn delivery_task_bytes(event: &Event) -> usize {
-    let widest = DeliveryTask {
-        subscription_id: new_id("sub_", i64::MAX),
-        payload: TaskPayload::Event {
-            event: event.clone(),
-        },
-        attempts_made: u32::MAX,
-        not_before_ms: Some(i64::MAX),
-    };
-    queue_json(&widest).len()
+/// A subscription id as long as any (`sub_`, 12 hex digits of time, 16 random).
+const WIDEST_SUBSCRIPTION_ID: &str = "sub_0000000000000000000000000000";
+/// What a retry adds to a task body at the most (the task's last two fields, widest).
+const WIDEST_RETRY_FIELDS: &str =
+    r#","attempts_made":4294967295,"not_before_ms":9223372036854775807"#;
+
+/// The size of the largest delivery task an event can become (its queue JSON given): what the
+/// deliveries queue must carry for it, retries included.
+pub fn delivery_task_bytes(event_json: &str) -> usize {
+    event_task_body(WIDEST_SUBSCRIPTION_ID, event_json).len() + WIDEST_RETRY_FIELDS.len()
 }
 
 /// The deliveries-queue body of `event` for one subscription, built around the event's JSON
@@ -110,7 +108,8 @@ impl Hub {
             labels: req.labels,
             sensitive: req.sensitive,
         };
-        let size = delivery_task_bytes(&event);
+        let event_json = queue_json(&event);
+        let size = delivery_task_bytes(&event_json);
         if size > MAX_QUEUE_MESSAGE_BYTES {
             return Err(HubError::EventTooLarge {
                 size,
@@ -145,7 +144,7 @@ impl Hub {
         let sent = self
             .events
             .send(vec![OutgoingMessage {
-                body: queue_json(&event),
+                body: event_json,
                 delay: std::time::Duration::ZERO,
             }])
             .await;
@@ -229,6 +228,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{DeliveryTask, TaskPayload};
 
     #[test]
     fn the_hand_built_task_body_is_the_serialized_task() {
@@ -253,5 +253,15 @@ mod tests {
         );
         let back: DeliveryTask = serde_json::from_str(&queue_json(&task)).unwrap();
         assert_eq!(back, task);
+        let widest = DeliveryTask {
+            subscription_id: new_id("sub_", i64::MAX),
+            attempts_made: u32::MAX,
+            not_before_ms: Some(i64::MAX),
+            ..task
+        };
+        assert_eq!(
+            delivery_task_bytes(&queue_json(&event)),
+            queue_json(&widest).len()
+        );
     }
 }

@@ -77,6 +77,22 @@ pub(super) fn account_gsi_pk(account: &str) -> String {
 
 /// Whether an SDK error is DynamoDB refusing a condition (a conditional write, or a transaction
 /// cancelled by one).
+/// The outcome of a conditional write: `true` when it was made, `false` when its condition did
+/// not hold (someone else's state won), an error for anything else.
+pub(super) fn condition_held<T, E, R>(
+    written: std::result::Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+) -> Result<bool>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match written {
+        Ok(_) => Ok(true),
+        Err(err) if is_condition_failed(&err) => Ok(false),
+        Err(err) => Err(crate::adapters::aws_error(err)),
+    }
+}
+
 pub(super) fn is_condition_failed<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,

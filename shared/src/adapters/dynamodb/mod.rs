@@ -394,10 +394,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":claimed", s("claimed"))
             .send()
             .await;
-        match put {
-            Ok(_) => return Ok(ClaimOutcome::Claimed),
-            Err(err) if is_condition_failed(&err) => {}
-            Err(err) => return Err(aws_error(err)),
+        if condition_held(put)? {
+            return Ok(ClaimOutcome::Claimed);
         }
         let held = self
             .client
@@ -435,12 +433,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":id", s(event_id))
             .send()
             .await;
-        match updated {
-            Ok(_) => Ok(()),
-            // Taken over by a later publish meanwhile: its event is the key's now.
-            Err(err) if is_condition_failed(&err) => Ok(()),
-            Err(err) => Err(aws_error(err)),
-        }
+        // Not held: taken over by a later publish meanwhile, whose event is the key's now.
+        condition_held(updated).map(drop)
     }
 
     async fn release_event_key(&self, account: &str, key_: &str, event_id: &str) -> Result<()> {
@@ -456,11 +450,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":claimed", s("claimed"))
             .send()
             .await;
-        match deleted {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failed(&err) => Ok(()),
-            Err(err) => Err(aws_error(err)),
-        }
+        condition_held(deleted).map(drop)
     }
 
     async fn remove_if_unchanged(&self, sub: &Subscription) -> Result<bool> {
@@ -474,10 +464,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":v", n(sub.version as i64))
             .send()
             .await;
-        match deleted {
-            Ok(_) => {}
-            Err(err) if is_condition_failed(&err) => return Ok(false),
-            Err(err) => return Err(aws_error(err)),
+        if !condition_held(deleted)? {
+            return Ok(false);
         }
         let entries = sub
             .topics
@@ -608,10 +596,6 @@ impl DynamoStore {
             .expression_attribute_values(":id", s(sub.id.clone()))
             .send()
             .await;
-        match deleted {
-            Ok(_) => Ok(()),
-            Err(err) if is_condition_failed(&err) => Ok(()),
-            Err(err) => Err(aws_error(err)),
-        }
+        condition_held(deleted).map(drop)
     }
 }
