@@ -99,6 +99,12 @@ pub trait Store: Send + Sync {
         delivered: bool,
         now_ms: i64,
     ) -> Result<Option<i64>>;
+    /// Drops what has outlived its window (idempotency keys, delivery logs) and gives the space
+    /// back, for stores that have no TTL of their own; the sweeper calls it after each sweep.
+    /// DynamoDB's TTL and the memory store's own pruning need nothing here.
+    async fn prune(&self, _now_ms: i64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A producer's idempotency key being claimed by a publish.

@@ -618,7 +618,7 @@ mod scenarios {
     }
 }
 
-hub_tests::on_both_backends!(
+hub_tests::on_every_backend!(
     whole_path,
     resubscribe_refreshes,
     isolation,

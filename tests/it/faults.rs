@@ -375,7 +375,7 @@ mod scenarios {
     }
 }
 
-hub_tests::on_both_backends!(receivers_that_fail, continuous_failure_disables);
+hub_tests::on_every_backend!(receivers_that_fail, continuous_failure_disables);
 
 /// At least once: the hub is killed (SIGKILL) while deliveries are in flight; a new process on
 /// the same table and queues delivers every event, duplicates carrying the same `webhook-id`.

@@ -1011,7 +1011,7 @@ mod scenarios {
     }
 }
 
-hub_tests::on_both_backends!(
+hub_tests::on_every_backend!(
     keyed_publish_means_queued,
     fan_out_streams_and_isolates_failures,
     subscription_limit_per_account,

@@ -229,7 +229,7 @@ mod scenarios {
     }
 }
 
-hub_tests::on_both_backends!(
+hub_tests::on_every_backend!(
     short_lease_lapses_everywhere,
     pending_lapses_after_a_day,
     refresh_extends_the_lease,

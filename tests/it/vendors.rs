@@ -844,7 +844,7 @@ mod scenarios {
     }
 }
 
-hub_tests::on_both_backends!(
+hub_tests::on_every_backend!(
     circle_server_notifications,
     device_platform_webhooks,
     device_platform_refuses_http,

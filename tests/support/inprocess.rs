@@ -1,4 +1,4 @@
-//! A hub built in the test process on either backend, with ports that fail on command: for the
+//! A hub built in the test process on any backend, with ports that fail on command: for the
 //! scenarios whose trigger is a failure (a queue that refuses a send, a store that errs once), or
 //! whose evidence is what went onto a queue.
 
@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use hub::adapters::dynamodb::DynamoStore;
 use hub::adapters::http::HttpTransport;
 use hub::adapters::memory::{MemoryQueue, MemoryStore};
+use hub::adapters::sqlite::{Durability, SqliteDb, SqliteQueue, SqliteStore};
 use hub::adapters::sqs::SqsQueue;
 use hub::clock::SystemClock;
 use hub::model::{AttemptRecord, Subscription, TopicEntry};
@@ -72,6 +73,20 @@ impl InProcess {
                         30,
                         Some(dead.clone()),
                     )),
+                    dead,
+                )
+            }
+            Backend::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{}.db", unique("inproc")));
+                let db = SqliteDb::open(&path, Durability::Normal).expect("database opens");
+                let queue = |name: &str, limit: u32, dead: Option<&str>| {
+                    SqliteQueue::new(db.clone(), name, IN_PROCESS_VISIBILITY, limit, dead)
+                };
+                let dead = Arc::new(queue("deliveries-dlq", u32::MAX, None));
+                (
+                    Arc::new(SqliteStore::new(db.clone())),
+                    Arc::new(queue("events", 5, Some("events-dlq"))),
+                    Arc::new(queue("deliveries", 30, Some("deliveries-dlq"))),
                     dead,
                 )
             }

@@ -1,4 +1,4 @@
-//! Test support for the end-to-end suites: a `webhook-hub serve` process on either backend, a
+//! Test support for the end-to-end suites: a `webhook-hub serve` process on any backend, a
 //! capturing receiver with scripted faults, and a Standard Webhooks verifier written
 //! independently of the hub's signer.
 
@@ -52,15 +52,20 @@ where
     }
 }
 
-/// Runs each named scenario of the calling file's `scenarios` module as two tests, `memory::…`
-/// and `aws::…`: the same suite against each backend.
+/// Runs each named scenario of the calling file's `scenarios` module as three tests,
+/// `memory::…`, `sqlite::…` and `aws::…`: the same suite against each backend.
 #[macro_export]
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod memory {
             use super::*;
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                async fn $name() { scenarios::$name($crate::Backend::Memory).await } )*
+        }
+        mod sqlite {
+            use super::*;
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $name() { scenarios::$name($crate::Backend::Sqlite).await } )*
         }
         mod aws {
             use super::*;

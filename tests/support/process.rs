@@ -1,4 +1,4 @@
-//! A `webhook-hub serve` process on either backend, and its API client.
+//! A `webhook-hub serve` process on any backend, and its API client.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,8 @@ use serde_json::Value;
 pub enum Backend {
     /// `--backend memory`.
     Memory,
+    /// `--backend sqlite` on a fresh file in the temporary directory.
+    Sqlite,
     /// `--backend aws` against the emulator at `AWS_ENDPOINT_URL`.
     Aws,
 }
@@ -66,6 +68,10 @@ pub(crate) fn free_port() -> u16 {
 /// A running `webhook-hub serve`; killed on drop.
 pub struct HubProcess {
     child: Child,
+    /// How it was started, to start it again on the same port and data.
+    launch: Launch,
+    /// The SQLite database, on that backend.
+    pub data: Option<PathBuf>,
     /// Base URL of its API.
     pub url: String,
     /// Its log file.
@@ -133,7 +139,38 @@ impl HubProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> HubProcess {
-        let port = free_port();
+        let launch = Launch {
+            backend,
+            name: name.to_string(),
+            allow_private,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            port: free_port(),
+            data: (backend == Backend::Sqlite)
+                .then(|| std::env::temp_dir().join(format!("{}.db", unique("webhook-hub")))),
+        };
+        Self::spawn(launch).await
+    }
+
+    /// Starts it again after [`HubProcess::crash`], [`HubProcess::interrupt`] or
+    /// [`HubProcess::terminate`]: same port, same data, same options, a new log.
+    pub async fn restart(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_some(),
+            "restart a stopped hub only"
+        );
+        let fresh = Self::spawn(self.launch.clone()).await;
+        let mut old = std::mem::replace(self, fresh);
+        old.data = None; // the new process keeps using it
+    }
+
+    async fn spawn(launch: Launch) -> HubProcess {
+        let port = launch.port;
+        let (backend, name, allow_private) =
+            (launch.backend, launch.name.as_str(), launch.allow_private);
         let log_path = std::env::temp_dir().join(format!("{}.log", unique("webhook-hub")));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(binary("webhook-hub"));
@@ -143,11 +180,20 @@ impl HubProcess {
             .args(["--api-key", &format!("{KEY_A2}=acme")])
             .args(["--api-key", &format!("{KEY_B}=beta")])
             .args(["--test-control", "--sweep-interval", "1h"])
-            .args(extra)
+            .args(&launch.extra)
             .env_remove("HUB_API_KEY")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        match (&launch.data, backend) {
+            (Some(data), _) => {
+                cmd.args(["--backend", "sqlite", "--data"]).arg(data);
+            }
+            (None, Backend::Memory) => {
+                cmd.args(["--backend", "memory"]);
+            }
+            _ => {}
+        }
         if backend == Backend::Aws {
             let endpoint = std::env::var("AWS_ENDPOINT_URL")
                 .expect("AWS_ENDPOINT_URL must point at moto_server for the aws suite (the README's test command starts one)");
@@ -169,11 +215,13 @@ impl HubProcess {
         if allow_private {
             cmd.arg("--allow-private-targets");
         }
-        cmd.envs(env.iter().copied())
+        cmd.envs(launch.env.iter().map(|(k, v)| (k, v)))
             .env_remove("HUB_ALLOW_PRIVATE_TARGETS");
         let child = cmd.spawn().expect("webhook-hub starts");
-        let hub = HubProcess {
+        let mut hub = HubProcess {
             child,
+            data: launch.data.clone(),
+            launch,
             url: format!("http://127.0.0.1:{port}"),
             log_path,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
@@ -183,6 +231,12 @@ impl HubProcess {
             .await
             .is_err()
         {
+            if let Some(status) = hub.child.try_wait().unwrap() {
+                panic!(
+                    "webhook-hub exited ({status}) before it listened; log:\n{}",
+                    hub.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "webhook-hub did not listen in 30 s; log:\n{}",
@@ -291,8 +345,17 @@ impl HubProcess {
 
     /// Stops the process with SIGINT and waits for it.
     pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        self.signal("INT")
+    }
+
+    /// Stops the process with SIGTERM (as a service manager does) and waits for it.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM")
+    }
+
+    fn signal(&mut self, name: &str) -> std::process::ExitStatus {
         let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -301,16 +364,35 @@ impl HubProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "webhook-hub did not stop on SIGINT"
+                "webhook-hub did not stop on SIG{name}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
 
+/// How a hub process was started.
+#[derive(Clone)]
+struct Launch {
+    backend: Backend,
+    name: String,
+    allow_private: bool,
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
+    port: u16,
+    data: Option<PathBuf>,
+}
+
 impl Drop for HubProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(data) = &self.data {
+            for suffix in ["", "-wal", "-shm", ".lock"] {
+                let mut path = data.as_os_str().to_owned();
+                path.push(suffix);
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! `runtime::config::HubArgs`, and flattened in here.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -24,15 +25,49 @@ pub struct Cli {
 pub enum Command {
     /// Run the API, the fan-out, the sender and the sweeper in this process
     Serve(Box<ServeOptions>),
+    /// Copy the SQLite database to a new file with SQLite's online backup (safe while `serve`
+    /// runs on it)
+    Backup(BackupOptions),
+}
+
+/// What `backup` copies where.
+#[derive(Debug, Clone, Args)]
+pub struct BackupOptions {
+    /// The database `serve --data` uses
+    #[arg(long, env = "HUB_DATA", default_value = "webhook-hub.db")]
+    pub data: PathBuf,
+    /// The new file to write (must not exist)
+    #[arg(long)]
+    pub to: PathBuf,
 }
 
 /// Which adapters back the embedded mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// One SQLite file (--data): everything answered 201/202 survives a restart or a crash
+    Sqlite,
     /// In process memory (tests and throw-away runs: a restart forgets everything)
     Memory,
     /// DynamoDB and SQS from the standard AWS environment
     Aws,
+}
+
+/// What a SQLite commit waits for (see docs/sqlite.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// Committed writes survive a crash of the process
+    Normal,
+    /// Committed writes survive a power loss too (fsync per group commit)
+    Full,
+}
+
+impl From<DurabilityArg> for hub::adapters::sqlite::Durability {
+    fn from(arg: DurabilityArg) -> Self {
+        match arg {
+            DurabilityArg::Normal => Self::Normal,
+            DurabilityArg::Full => Self::Full,
+        }
+    }
 }
 
 /// Everything `serve` needs.
@@ -45,9 +80,16 @@ pub struct ServeOptions {
     /// HUB_API_KEY takes several, space-separated); with none, one is generated and printed
     #[arg(long = "api-key", env = "HUB_API_KEY", hide_env_values = true, value_delimiter = ' ', value_parser = parse_api_key)]
     pub api_keys: Vec<(String, Caller)>,
-    /// Embedded store and queues, or DynamoDB + SQS
-    #[arg(long, env = "HUB_BACKEND", value_enum, default_value = "memory")]
+    /// Where subscriptions, queues and delivery logs live
+    #[arg(long, env = "HUB_BACKEND", value_enum, default_value = "sqlite")]
     pub backend: Backend,
+    /// With --backend sqlite: the database file (created if missing)
+    #[arg(long, env = "HUB_DATA", default_value = "webhook-hub.db")]
+    pub data: PathBuf,
+    /// With --backend sqlite: `normal` survives a crash of the process, `full` also a power loss
+    /// (an fsync per group commit)
+    #[arg(long, env = "HUB_DURABILITY", value_enum, default_value = "normal")]
+    pub durability: DurabilityArg,
     /// With --backend aws: create the table and queues if missing (emulators, first runs)
     #[arg(long, env = "HUB_CREATE_RESOURCES")]
     pub create_resources: bool,
@@ -121,10 +163,11 @@ pub fn parse<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(
     args: I,
 ) -> Result<Cli, clap::Error> {
     let cli = Cli::try_parse_from(args)?;
-    let Command::Serve(options) = &cli.command;
-    options
-        .check()
-        .map_err(|msg| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, msg))?;
+    if let Command::Serve(options) = &cli.command {
+        options
+            .check()
+            .map_err(|msg| clap::Error::raw(clap::error::ErrorKind::ArgumentConflict, msg))?;
+    }
     Ok(cli)
 }
 
@@ -137,6 +180,7 @@ mod tests {
         parse(args)
             .map(|cli| match cli.command {
                 Command::Serve(options) => options,
+                other => panic!("not serve: {other:?}"),
             })
             .map_err(|e| e.to_string())
     }
@@ -175,6 +219,8 @@ mod tests {
         assert!(o.allow_private_targets);
         assert_eq!(o.hub.retry_schedule.max_attempts(), 3);
         assert_eq!(o.sweep_interval, Duration::from_secs(2));
+        assert_eq!(o.backend, Backend::Sqlite, "SQLite is the default");
+        assert_eq!(o.data, PathBuf::from("webhook-hub.db"));
         assert!(serve(&["serve", "--bogus"]).is_err());
         assert!(serve(&["serve", "--backend", "redis"]).is_err());
         assert!(

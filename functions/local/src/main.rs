@@ -10,12 +10,25 @@ async fn main() -> std::process::ExitCode {
         Err(err) => err.exit(),
     };
     match cli.command {
-        cli::Command::Serve(options) => match server::serve(options).await {
-            Ok(()) => std::process::ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("webhook-hub: {err}");
-                std::process::ExitCode::FAILURE
-            }
-        },
+        cli::Command::Serve(options) => finish(server::serve(options).await),
+        cli::Command::Backup(options) => finish(
+            hub::adapters::sqlite::backup(&options.data, &options.to).map(|pages| {
+                println!(
+                    "webhook-hub: backed up {} to {} ({pages} pages)",
+                    options.data.display(),
+                    options.to.display()
+                );
+            }),
+        ),
+    }
+}
+
+fn finish(outcome: Result<(), String>) -> std::process::ExitCode {
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("webhook-hub: {err}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -20,7 +20,9 @@ use hub::auth::Caller;
 use hub::clock::SystemClock;
 use hub::ports::Queue;
 use hub::runtime::embedded::start_workers;
-use hub::runtime::{aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub, provision_aws};
+use hub::runtime::{
+    aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub, provision_aws, sqlite_hub,
+};
 use hub::{ErrorCode, Hub, HubError, Settings};
 
 use crate::cli::{Backend, ServeOptions, parse_api_key};
@@ -223,7 +225,16 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         ..opts.hub.settings()
     };
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
+        Backend::Sqlite => {
+            let (hub, queues) = sqlite_hub(settings, &opts.data, opts.durability.into())?;
+            (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
+        }
         Backend::Memory => {
+            tracing::warn!(
+                "--backend memory keeps everything in this process: a restart or a crash \
+                 forgets every subscription and every queued delivery (tests and throw-away runs \
+                 only; the default --backend sqlite keeps them)"
+            );
             let (hub, queues) = memory_hub(settings);
             (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
         }
@@ -266,7 +277,12 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         test_control: opts.test_control,
         dead_letters,
     });
-    tracing::info!(listen = %local, backend = ?opts.backend, "webhook-hub listening");
+    match opts.backend {
+        Backend::Sqlite => {
+            tracing::info!(listen = %local, backend = "sqlite", data = %opts.data.display(), "webhook-hub listening")
+        }
+        other => tracing::info!(listen = %local, backend = ?other, "webhook-hub listening"),
+    }
 
     let graceful = GracefulShutdown::new();
     let signal = shutdown_signal();

@@ -1,11 +1,13 @@
-//! Adapters: one per outside service. `memory` backs the embedded mode and the tests;
-//! `dynamodb` and `sqs` back AWS; `http` sends deliveries with the SSRF guard. [`CallCounter`]
+//! Adapters: one per outside service. `sqlite` backs the embedded mode (feature `sqlite`),
+//! `memory` throw-away runs and the tests; `dynamodb` and `sqs` back AWS; `http` sends deliveries with the SSRF guard. [`CallCounter`]
 //! counts AWS calls for the benchmarks and the sweeper's read bound.
 
 mod call_counter;
 pub mod dynamodb;
 pub mod http;
 pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod sqs;
 
 pub use call_counter::CallCounter;

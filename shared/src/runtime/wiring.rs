@@ -1,5 +1,5 @@
-//! Wiring: the composition roots that build a [`Hub`] from its adapters, on AWS or in memory,
-//! and the provisioning step that creates the AWS resources.
+//! Wiring: the composition roots that build a [`Hub`] from its adapters, on AWS, on SQLite or
+//! in memory, and the provisioning step that creates the AWS resources.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,6 +124,39 @@ pub fn memory_hub(settings: Settings) -> (Hub, MemoryQueues) {
             deliveries_dead,
         },
     )
+}
+
+/// The dead-letter queues of the SQLite-backed embedded mode.
+#[cfg(feature = "sqlite")]
+pub struct SqliteQueues {
+    /// Dead letters of the deliveries queue.
+    pub deliveries_dead: Arc<crate::adapters::sqlite::SqliteQueue>,
+}
+
+/// A hub whose store and queues live in the SQLite database at `path` (created if missing):
+/// what `webhook-hub serve` runs by default. Fails with a message for the operator when the file
+/// cannot be used (another process holds it, it is not a webhook-hub database, it is corrupt).
+#[cfg(feature = "sqlite")]
+pub fn sqlite_hub(
+    settings: Settings,
+    path: &std::path::Path,
+    durability: crate::adapters::sqlite::Durability,
+) -> std::result::Result<(Hub, SqliteQueues), String> {
+    use crate::adapters::sqlite::{SqliteDb, SqliteQueue, SqliteStore};
+    let db = SqliteDb::open(path, durability)?;
+    let queue = |name: &str, limit: u32, dead: Option<&str>| {
+        SqliteQueue::new(db.clone(), name, QUEUE_VISIBILITY, limit, dead)
+    };
+    let deliveries_dead = Arc::new(queue("deliveries-dlq", u32::MAX, None));
+    let events = queue("events", EVENTS_RECEIVE_LIMIT, Some("events-dlq"));
+    let deliveries = queue("deliveries", DELIVERY_RECEIVE_LIMIT, Some("deliveries-dlq"));
+    let hub = assemble(
+        settings,
+        Arc::new(SqliteStore::new(db.clone())),
+        Arc::new(events),
+        Arc::new(deliveries),
+    );
+    Ok((hub, SqliteQueues { deliveries_dead }))
 }
 
 fn assemble(

@@ -37,6 +37,9 @@ impl Hub {
                 report.notices += 1;
             }
         }
+        if let Err(err) = self.store.prune(now).await {
+            tracing::warn!(error = %err, "pruning expired keys and delivery logs failed");
+        }
         Ok(report)
     }
 

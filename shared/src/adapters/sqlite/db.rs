@@ -1,0 +1,363 @@
+//! The database handle shared by the SQLite store and queues: the file's lock, the group-commit
+//! writer thread, the pool of read connections, and the online backup.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::schema;
+use crate::error::{HubError, Result};
+
+/// What a commit waits for before the callers are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous = NORMAL` in WAL mode: a commit is in the operating system when it is
+    /// answered, so it survives a crash of the process; a power loss may take the last commits
+    /// since the last checkpoint's `fsync`.
+    #[default]
+    Normal,
+    /// `synchronous = FULL`: every group commit is `fsync`ed before its callers are answered, so
+    /// it survives a power loss as well.
+    Full,
+}
+
+/// Writes at most this many operations in one transaction.
+const MAX_GROUP: usize = 512;
+/// Read connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 8;
+/// How long a connection waits for a lock another one holds (a backup, a checkpoint).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An operation of the writer thread, run inside a group's transaction.
+trait WriteJob: Send {
+    /// Runs the operation; whether it succeeded (its writes are kept).
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the group's commit is known.
+    fn answer(self: Box<Self>, committed: std::result::Result<(), String>);
+}
+
+struct Job<T, F> {
+    op: Option<F>,
+    outcome: Option<Result<T>>,
+    reply: tokio::sync::oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for Job<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(op) = self.op.take() else {
+            return false;
+        };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| op(conn)))
+            .unwrap_or_else(|_| Err(HubError::backend("a database operation panicked")));
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
+        let outcome = match committed {
+            Ok(()) => self
+                .outcome
+                .unwrap_or_else(|| Err(HubError::backend("the operation did not run"))),
+            Err(err) => Err(HubError::backend(format!("commit failed: {err}"))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Mutex<Vec<Connection>>,
+    /// Set to have the writer checkpoint the WAL (and truncate it) after its next group.
+    checkpoint: Arc<AtomicBool>,
+    /// Held for the life of the handle: a second process on the same file is refused.
+    _lock: std::fs::File,
+}
+
+/// An open webhook-hub database: cheap to clone, shared by the store and the queues.
+#[derive(Clone)]
+pub struct SqliteDb {
+    inner: Arc<Inner>,
+}
+
+/// A rusqlite error as a backend error.
+pub(super) fn db_error(err: rusqlite::Error) -> HubError {
+    HubError::backend(format!("sqlite: {err}"))
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+impl SqliteDb {
+    /// Opens (or creates) the database at `path`: takes its lock, checks and migrates the
+    /// schema, and starts the writer thread. A file that is not a webhook-hub database, is
+    /// corrupt, or is in use by another process is refused with an error that says so.
+    pub fn open(path: &Path, durability: Durability) -> std::result::Result<SqliteDb, String> {
+        let lock_file = lock_path(path);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_file)
+            .map_err(|e| format!("{}: {e}", lock_file.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(format!(
+                    "{} is in use by another webhook-hub process (its lock {} is held); \
+                     stop that one or choose another --data",
+                    path.display(),
+                    lock_file.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("{}: {e}", lock_file.display()));
+            }
+        }
+        schema::check_header(path)?;
+        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| e.to_string())?;
+        schema::prepare(&conn, path)?;
+        let synchronous = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(format!(
+                "{}: the WAL journal could not be enabled (got `{mode}`); is it on a network \
+                 file system?",
+                path.display()
+            ));
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864; \
+             PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
+        ))
+        .map_err(|e| e.to_string())?;
+        let (jobs, queue) = mpsc::channel::<Box<dyn WriteJob>>();
+        let checkpoint = Arc::new(AtomicBool::new(false));
+        let checkpoint_flag = checkpoint.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_groups(conn, queue, &checkpoint_flag))
+            .map_err(|e| e.to_string())?;
+        Ok(SqliteDb {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                jobs,
+                readers: Mutex::new(Vec::new()),
+                checkpoint,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `op` on the writer's connection in the next group transaction; answers once that
+    /// transaction is committed (or with the error that undid `op`'s writes).
+    pub(super) async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            op: Some(op),
+            outcome: None,
+            reply,
+        };
+        self.inner
+            .jobs
+            .send(Box::new(job))
+            .map_err(|_| HubError::backend("the database writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| HubError::backend("the database writer has stopped"))?
+    }
+
+    /// Runs `op` on a read connection, off the async threads.
+    pub(super) async fn read<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.take_reader()?;
+            let outcome = op(&conn);
+            inner.give_back(conn);
+            outcome
+        })
+        .await
+        .map_err(|_| HubError::backend("a database read panicked"))?
+    }
+}
+
+impl SqliteDb {
+    /// When more than `threshold` pages are free, gives them back to the file system
+    /// (incremental vacuum) and checkpoints the WAL, so the file shrinks after a prune.
+    pub(super) async fn reclaim_free_pages(&self, threshold: i64) -> Result<()> {
+        let checkpoint = self.inner.checkpoint.clone();
+        self.write(move |conn| {
+            let free: i64 = conn
+                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+                .map_err(db_error)?;
+            if free > threshold {
+                conn.execute_batch("PRAGMA incremental_vacuum")
+                    .map_err(db_error)?;
+                checkpoint.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn take_reader(&self) -> Result<Connection> {
+        if let Some(conn) = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_error)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+/// The writer thread: takes every operation waiting, runs them in one transaction (each in a
+/// savepoint), commits, then answers each caller. Ends when every handle is gone.
+fn write_groups(
+    conn: Connection,
+    queue: mpsc::Receiver<Box<dyn WriteJob>>,
+    checkpoint: &AtomicBool,
+) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let committed = run_group(&conn, &mut group);
+        if checkpoint.swap(false, Ordering::SeqCst) {
+            // Outside any transaction: copy the WAL into the file and cut the WAL back.
+            if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+                tracing::warn!(error = %err, "WAL checkpoint failed");
+            }
+        }
+        for job in group {
+            job.answer(committed.clone());
+        }
+    }
+    // The last connection to close checkpoints the WAL into the database file.
+    let _ = conn.close();
+}
+
+fn run_group(
+    conn: &Connection,
+    group: &mut [Box<dyn WriteJob>],
+) -> std::result::Result<(), String> {
+    let statement = |sql: &str| -> std::result::Result<(), String> {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    statement("BEGIN IMMEDIATE")?;
+    for job in group.iter_mut() {
+        let step = statement("SAVEPOINT job").and_then(|()| {
+            if job.run(conn) {
+                statement("RELEASE job")
+            } else {
+                statement("ROLLBACK TO job").and_then(|()| statement("RELEASE job"))
+            }
+        });
+        if let Err(err) = step {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+    }
+    statement("COMMIT").inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })
+}
+
+/// Copies the database at `data` to a new file `to` with SQLite's online backup: consistent,
+/// and safe while `webhook-hub serve` runs on `data`. Returns the number of pages copied.
+pub fn backup(data: &Path, to: &Path) -> std::result::Result<i32, String> {
+    if !data.exists() {
+        return Err(format!("{} does not exist", data.display()));
+    }
+    if to.exists() {
+        return Err(format!(
+            "{} already exists; choose a new file to back up to",
+            to.display()
+        ));
+    }
+    schema::check_header(data)?;
+    let source = Connection::open_with_flags(data, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("{}: {e}", data.display()))?;
+    source
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let application_id: i32 = source
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(|e| format!("{}: {e}", data.display()))?;
+    if application_id != schema::APPLICATION_ID {
+        return Err(format!(
+            "{} is not a webhook-hub database (application_id {application_id:#x})",
+            data.display()
+        ));
+    }
+    let mut target = Connection::open(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    let copy = rusqlite::backup::Backup::new(&source, &mut target).map_err(|e| e.to_string())?;
+    loop {
+        // All pages in one step: the copy is of one read transaction, whatever writes meanwhile.
+        match copy.step(-1).map_err(|e| e.to_string())? {
+            rusqlite::backup::StepResult::Done => break,
+            rusqlite::backup::StepResult::More => {}
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let pages = copy.progress().pagecount;
+    drop(copy);
+    // A standalone copy: one file, no WAL beside it.
+    target
+        .query_row("PRAGMA journal_mode = DELETE", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(pages)
+}

@@ -1,0 +1,247 @@
+//! The SQLite [`Queue`]: messages are rows of one table, named by queue. A receive hides what it
+//! takes until `visible_at_ms` (wall-clock time, so it holds across a restart) and stamps a new
+//! receipt; acknowledging deletes the row; past `max_receives` a message moves to the dead-letter
+//! queue. A message received before a crash comes back when its visibility ends, as on SQS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, params};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::db::{SqliteDb, db_error};
+use crate::error::{HubError, Result};
+use crate::ports::{OutgoingMessage, Queue, ReceivedMessage};
+
+/// How long an empty receive sleeps at most before looking again (messages moved here by
+/// another queue, such as dead letters, do not wake it).
+const IDLE_RECHECK: Duration = Duration::from_millis(250);
+
+/// A [`Queue`] stored in a SQLite database, with SQS semantics.
+pub struct SqliteQueue {
+    db: SqliteDb,
+    name: String,
+    dead_letters: Option<String>,
+    visibility: Duration,
+    max_receives: u32,
+    notify: Arc<Notify>,
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// Splits a receipt `"{row id}:{stamp}"`.
+fn parse_receipt(receipt: &str) -> Option<(i64, i64)> {
+    let (id, stamp) = receipt.split_once(':')?;
+    Some((id.parse().ok()?, stamp.parse().ok()?))
+}
+
+impl SqliteQueue {
+    /// The queue `name` of `db`, whose messages move to the queue `dead_letters` after
+    /// `max_receives` receives.
+    pub fn new(
+        db: SqliteDb,
+        name: &str,
+        visibility: Duration,
+        max_receives: u32,
+        dead_letters: Option<&str>,
+    ) -> Self {
+        SqliteQueue {
+            db,
+            name: name.to_string(),
+            dead_letters: dead_letters.map(str::to_string),
+            visibility,
+            max_receives,
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// How many messages it holds, visible or not.
+    pub async fn len(&self) -> Result<usize> {
+        let name = self.name.clone();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT count(*) FROM messages WHERE queue = ?1")
+                    .and_then(|mut s| s.query_row([name], |r| r.get::<_, i64>(0)))
+                    .map(|n| n as usize)
+                    .map_err(db_error)
+            })
+            .await
+    }
+
+    /// Takes what is visible now; `Err(next_visible_at_ms)` when nothing is.
+    async fn take_visible(
+        &self,
+        max: usize,
+    ) -> Result<std::result::Result<Vec<ReceivedMessage>, Option<i64>>> {
+        let (name, dead) = (self.name.clone(), self.dead_letters.clone());
+        let (visibility, max_receives) = (millis(self.visibility), self.max_receives as i64);
+        self.db
+            .write(move |conn| {
+                let now = wall_ms();
+                let visible: Vec<(i64, String, i64)> = conn
+                    .prepare_cached(
+                        "SELECT id, body, receive_count FROM messages
+                         WHERE queue = ?1 AND visible_at_ms <= ?2
+                         ORDER BY visible_at_ms, id LIMIT ?3",
+                    )
+                    .and_then(|mut s| {
+                        s.query_map(params![name, now, max as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?
+                        .collect()
+                    })
+                    .map_err(db_error)?;
+                let mut taken = Vec::with_capacity(visible.len());
+                for (id, body, receive_count) in visible {
+                    if receive_count >= max_receives
+                        && let Some(dead) = &dead
+                    {
+                        conn.prepare_cached(
+                            "UPDATE messages SET queue = ?2, visible_at_ms = 0, receive_count = 0,
+                                receipt = 0 WHERE id = ?1",
+                        )
+                        .and_then(|mut s| s.execute(params![id, dead]))
+                        .map_err(db_error)?;
+                        continue;
+                    }
+                    let stamp = (rand::random::<u64>() >> 1) as i64;
+                    conn.prepare_cached(
+                        "UPDATE messages SET receive_count = receive_count + 1,
+                            visible_at_ms = ?2, receipt = ?3 WHERE id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![id, now + visibility, stamp]))
+                    .map_err(db_error)?;
+                    taken.push(ReceivedMessage {
+                        id: format!("m-{id}"),
+                        receipt: format!("{id}:{stamp}"),
+                        body,
+                        receive_count: (receive_count + 1) as u32,
+                    });
+                }
+                if !taken.is_empty() {
+                    return Ok(Ok(taken));
+                }
+                let next: Option<i64> = conn
+                    .prepare_cached("SELECT min(visible_at_ms) FROM messages WHERE queue = ?1")
+                    .and_then(|mut s| s.query_row([&name], |r| r.get(0)).optional())
+                    .map_err(db_error)?
+                    .flatten();
+                Ok(Err(next))
+            })
+            .await
+    }
+
+    async fn insert(&self, queue: String, messages: Vec<OutgoingMessage>) -> Result<()> {
+        self.db
+            .write(move |conn| {
+                let now = wall_ms();
+                let mut insert = conn
+                    .prepare_cached(
+                        "INSERT INTO messages (queue, body, visible_at_ms) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(db_error)?;
+                for message in &messages {
+                    insert
+                        .execute(params![queue, message.body, now + millis(message.delay)])
+                        .map_err(db_error)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.insert(self.name.clone(), messages).await?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.take_visible(max).await? {
+                Ok(batch) => return Ok(batch),
+                Err(next) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(vec![]);
+                    }
+                    let mut until = deadline.min(now + IDLE_RECHECK);
+                    if let Some(next) = next {
+                        let in_ms = (next - wall_ms()).max(0) as u64;
+                        until = until.min(now + Duration::from_millis(in_ms));
+                    }
+                    let _ =
+                        tokio::time::timeout(until.saturating_duration_since(now), notified).await;
+                }
+            }
+        }
+    }
+
+    async fn ack(&self, receipt: &str) -> Result<()> {
+        let Some((id, stamp)) = parse_receipt(receipt) else {
+            return Ok(());
+        };
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")
+                    .and_then(|mut s| s.execute(params![id, stamp]))
+                    .map(|_| ())
+                    .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
+        let Some((id, stamp)) = parse_receipt(receipt) else {
+            return Ok(());
+        };
+        let delay = millis(delay.min(crate::ports::MAX_HIDE));
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE messages SET visible_at_ms = ?3 WHERE id = ?1 AND receipt = ?2",
+                )
+                .and_then(|mut s| s.execute(params![id, stamp, wall_ms() + delay]))
+                .map(|_| ())
+                .map_err(db_error)
+            })
+            .await?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn dead_letter(&self, body: String) -> Result<()> {
+        let Some(dead) = self.dead_letters.clone() else {
+            return Err(HubError::backend("this queue has no dead-letter queue"));
+        };
+        self.insert(
+            dead,
+            vec![OutgoingMessage {
+                body,
+                delay: Duration::ZERO,
+            }],
+        )
+        .await
+    }
+}

@@ -1,0 +1,161 @@
+//! The database file's schema and the checks made before it is used: the file must be a SQLite
+//! database, of this application (`PRAGMA application_id`), of a schema version this build
+//! knows (`PRAGMA user_version`), and pass `PRAGMA quick_check`. Forward migrations run at start;
+//! a fresh or empty file gets the whole schema.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+/// `PRAGMA application_id` of a webhook-hub database ("WHub").
+pub const APPLICATION_ID: i32 = 0x5748_7562;
+
+/// The migrations, in order: migration `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: subscriptions with their indexes, fan-out entries, idempotency keys, delivery logs and
+    // the queues' messages.
+    r#"
+    CREATE TABLE subscriptions (
+        id               TEXT PRIMARY KEY,
+        account          TEXT NOT NULL,
+        callback_url     TEXT NOT NULL,
+        version          INTEGER NOT NULL,
+        sweep_at_ms      INTEGER NOT NULL,
+        odometer         INTEGER NOT NULL DEFAULT 0,
+        failing_since_ms INTEGER,
+        body             TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX subscriptions_by_callback ON subscriptions (account, callback_url);
+    CREATE INDEX subscriptions_by_account ON subscriptions (account, id);
+    CREATE INDEX subscriptions_by_sweep ON subscriptions (sweep_at_ms);
+
+    CREATE TABLE topic_entries (
+        account         TEXT NOT NULL,
+        pattern         TEXT NOT NULL,
+        subscription_id TEXT NOT NULL,
+        entry           TEXT NOT NULL,
+        PRIMARY KEY (account, pattern, subscription_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE event_keys (
+        account         TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        queued          INTEGER NOT NULL,
+        claim_until_ms  INTEGER NOT NULL,
+        window_until_ms INTEGER NOT NULL,
+        PRIMARY KEY (account, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX event_keys_by_window ON event_keys (window_until_ms);
+
+    CREATE TABLE attempts (
+        subscription_id TEXT NOT NULL,
+        n               INTEGER NOT NULL,
+        expires_at_ms   INTEGER NOT NULL,
+        record          TEXT NOT NULL,
+        PRIMARY KEY (subscription_id, n)
+    ) WITHOUT ROWID;
+    CREATE INDEX attempts_by_expiry ON attempts (expires_at_ms);
+
+    CREATE TABLE messages (
+        id            INTEGER PRIMARY KEY,
+        queue         TEXT NOT NULL,
+        body          TEXT NOT NULL,
+        visible_at_ms INTEGER NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        receipt       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX messages_by_visibility ON messages (queue, visible_at_ms, id);
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Why a file cannot be used, in words for the operator.
+pub type Refusal = String;
+
+/// Checks the first bytes of an existing, non-empty file: a SQLite database starts with
+/// `SQLite format 3\0`. Anything else is refused before SQLite touches it.
+pub fn check_header(path: &Path) -> Result<(), Refusal> {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(()); // not there yet: created fresh
+    };
+    let mut header = [0u8; 16];
+    let read = file.read(&mut header).map_err(|e| e.to_string())?;
+    if read == 0 {
+        return Ok(()); // an empty file: initialized fresh
+    }
+    if read < 16 || &header != b"SQLite format 3\0" {
+        return Err(format!(
+            "{} is not a SQLite database (it does not start with the SQLite header); \
+             refusing to use or overwrite it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Makes `conn`'s database this build's: a fresh one gets the whole schema, an older one is
+/// migrated forward, anything else is refused.
+pub fn prepare(conn: &Connection, path: &Path) -> Result<(), Refusal> {
+    let corrupt = |e: rusqlite::Error| {
+        format!(
+            "{} cannot be read as a SQLite database ({e}); it may be corrupt: restore it from a \
+             backup or move it away",
+            path.display()
+        )
+    };
+    let application_id: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    if check != "ok" {
+        return Err(format!(
+            "{} is corrupt (quick_check: {check}); restore it from a backup or move it away",
+            path.display()
+        ));
+    }
+    if application_id == 0 && objects == 0 {
+        // A fresh file: page reuse must be chosen before the first table exists.
+        conn.execute_batch(&format!(
+            "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA application_id = {APPLICATION_ID};"
+        ))
+        .map_err(|e| e.to_string())?;
+    } else if application_id != APPLICATION_ID {
+        return Err(format!(
+            "{} is a SQLite database of another application (application_id {application_id:#x}, \
+             {objects} schema objects), not a webhook-hub database; refusing to use it",
+            path.display()
+        ));
+    } else if version > SCHEMA_VERSION {
+        return Err(format!(
+            "{} was written by a newer webhook-hub (schema version {version}; this build knows \
+             up to {SCHEMA_VERSION}); run that version or restore a backup",
+            path.display()
+        ));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let to = i + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {migration}; PRAGMA user_version = {to}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            format!(
+                "{}: migrating the schema to version {to} failed: {e}",
+                path.display()
+            )
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,483 @@
+//! The SQLite [`Store`]: a subscription is one row (its JSON, with the columns its indexes and
+//! counters need); topic entries, idempotency keys and the delivery log are tables of their own.
+//! Every conditional write checks and writes in one operation of the writer, so it is atomic.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::db::{SqliteDb, db_error};
+use crate::error::{HubError, Result};
+use crate::model::{AttemptRecord, Subscription, TopicEntry};
+use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
+use crate::topic::Pattern;
+
+/// Keeps the last this many attempts per subscription (older ones are deleted as new ones come;
+/// all of them go when they outlive the lease they were made under).
+const ATTEMPT_LOG_LEN: i64 = 1000;
+/// Rows deleted per statement while pruning, so one prune never holds the writer long.
+const PRUNE_CHUNK: i64 = 5000;
+/// Free pages above which a prune gives space back to the file system.
+const FREE_PAGES_TO_RECLAIM: i64 = 256;
+
+/// A [`Store`] in a SQLite database.
+#[derive(Clone)]
+pub struct SqliteStore {
+    db: SqliteDb,
+}
+
+impl SqliteStore {
+    /// The store of `db`.
+    pub fn new(db: SqliteDb) -> Self {
+        SqliteStore { db }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(HubError::backend)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| HubError::backend(format!("a stored row: {e}")))
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "body, odometer, failing_since_ms";
+
+/// A subscription from a row of [`SUBSCRIPTION_COLUMNS`]: the counters come from their columns.
+fn subscription_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Subscription>> {
+    let body: String = row.get(0)?;
+    let odometer: i64 = row.get(1)?;
+    let failing_since: Option<i64> = row.get(2)?;
+    Ok(from_json::<Subscription>(&body).map(|mut sub| {
+        sub.odometer = odometer.max(0) as u64;
+        sub.failing_since_ms = failing_since;
+        sub
+    }))
+}
+
+fn one_subscription(
+    conn: &Connection,
+    filter: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<Subscription>> {
+    let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE {filter}");
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row(params, subscription_from).optional())
+        .map_err(db_error)?
+        .transpose()
+}
+
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _)
+        if e.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+fn unlink_topics(conn: &Connection, sub: &Subscription) -> Result<()> {
+    let mut delete = conn
+        .prepare_cached(
+            "DELETE FROM topic_entries WHERE account = ?1 AND pattern = ?2 AND subscription_id = ?3",
+        )
+        .map_err(db_error)?;
+    for pattern in &sub.topics {
+        delete
+            .execute(params![sub.account, pattern.as_str(), sub.id])
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Removes the row of `id` with its topic entries (those of the stored copy and of `also`).
+fn remove_row(conn: &Connection, id: &str, also: Option<&Subscription>) -> Result<bool> {
+    let stored = one_subscription(conn, "id = ?1", [id])?;
+    for sub in stored.iter().chain(also) {
+        unlink_topics(conn, sub)?;
+    }
+    let removed = conn
+        .prepare_cached("DELETE FROM subscriptions WHERE id = ?1")
+        .and_then(|mut s| s.execute([id]))
+        .map_err(db_error)?;
+    Ok(removed > 0)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, id: &str) -> Result<Option<Subscription>> {
+        let id = id.to_string();
+        self.db
+            .read(move |conn| one_subscription(conn, "id = ?1", [id]))
+            .await
+    }
+
+    async fn find_by_callback(
+        &self,
+        account: &str,
+        callback_url: &str,
+    ) -> Result<Option<Subscription>> {
+        let (account, callback_url) = (account.to_string(), callback_url.to_string());
+        self.db
+            .read(move |conn| {
+                one_subscription(
+                    conn,
+                    "account = ?1 AND callback_url = ?2",
+                    [account, callback_url],
+                )
+            })
+            .await
+    }
+
+    async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
+        let sub = sub.clone();
+        let previous = previous.cloned();
+        self.db
+            .write(move |conn| {
+                let stored: Option<i64> = conn
+                    .prepare_cached("SELECT version FROM subscriptions WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&sub.id], |r| r.get(0)).optional())
+                    .map_err(db_error)?;
+                if stored != previous.as_ref().map(|p| p.version as i64) {
+                    return Err(HubError::Conflict);
+                }
+                if let Some(prev) = &previous {
+                    unlink_topics(conn, prev)?;
+                }
+                let written = conn
+                    .prepare_cached(
+                        "INSERT INTO subscriptions
+                            (id, account, callback_url, version, sweep_at_ms, failing_since_ms, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (id) DO UPDATE SET
+                            account = excluded.account, callback_url = excluded.callback_url,
+                            version = excluded.version, sweep_at_ms = excluded.sweep_at_ms,
+                            failing_since_ms = excluded.failing_since_ms, body = excluded.body",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            sub.id,
+                            sub.account,
+                            sub.callback_url,
+                            sub.version as i64,
+                            sub.sweep_at_ms(),
+                            sub.failing_since_ms,
+                            to_json(&sub).map_err(|e| rusqlite::Error::ToSqlConversionFailure(
+                                Box::new(std::io::Error::other(e.to_string()))
+                            ))?,
+                        ])
+                    });
+                match written {
+                    // Another subscription holds this callback: one subscription per callback.
+                    Err(err) if is_unique_violation(&err) => return Err(HubError::Conflict),
+                    other => other.map_err(db_error)?,
+                };
+                let entry = to_json(&TopicEntry::of(&sub))?;
+                let mut insert = conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO topic_entries (account, pattern, subscription_id, entry)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(db_error)?;
+                for pattern in &sub.topics {
+                    insert
+                        .execute(params![sub.account, pattern.as_str(), sub.id, entry])
+                        .map_err(db_error)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete(&self, sub: &Subscription) -> Result<()> {
+        let sub = sub.clone();
+        self.db
+            .write(move |conn| {
+                remove_row(conn, &sub.id, Some(&sub))?;
+                conn.prepare_cached("DELETE FROM attempts WHERE subscription_id = ?1")
+                    .and_then(|mut s| s.execute([&sub.id]))
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list(
+        &self,
+        account: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Subscription>> {
+        let (account, after) = (account.to_string(), cursor.unwrap_or("").to_string());
+        self.db
+            .read(move |conn| {
+                let mut select = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
+                         WHERE account = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                    ))
+                    .map_err(db_error)?;
+                let items = select
+                    .query_map(params![account, after, limit as i64 + 1], subscription_from)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db_error)?
+                    .into_iter()
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_overfetch(items, limit, |s| s.id.clone()))
+            })
+            .await
+    }
+
+    async fn count_subscriptions(&self, account: &str) -> Result<usize> {
+        let account = account.to_string();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT count(*) FROM subscriptions WHERE account = ?1")
+                    .and_then(|mut s| s.query_row([account], |r| r.get::<_, i64>(0)))
+                    .map(|n| n as usize)
+                    .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn topic_entries(
+        &self,
+        account: &str,
+        pattern: &Pattern,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<TopicEntry>> {
+        let (account, pattern) = (account.to_string(), pattern.as_str().to_string());
+        let after = cursor.unwrap_or("").to_string();
+        self.db
+            .read(move |conn| {
+                let mut select = conn
+                    .prepare_cached(
+                        "SELECT entry FROM topic_entries
+                         WHERE account = ?1 AND pattern = ?2 AND subscription_id > ?3
+                         ORDER BY subscription_id LIMIT ?4",
+                    )
+                    .map_err(db_error)?;
+                let items = select
+                    .query_map(params![account, pattern, after, limit as i64 + 1], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db_error)?
+                    .iter()
+                    .map(|text| from_json::<TopicEntry>(text))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Page::from_overfetch(items, limit, |e| {
+                    e.subscription_id.clone()
+                }))
+            })
+            .await
+    }
+
+    async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome> {
+        let claim = claim.clone();
+        self.db
+            .write(move |conn| {
+                let held: Option<(String, bool, i64, i64)> = conn
+                    .prepare_cached(
+                        "SELECT event_id, queued, claim_until_ms, window_until_ms FROM event_keys
+                         WHERE account = ?1 AND key = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([&claim.account, &claim.key], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                        })
+                        .optional()
+                    })
+                    .map_err(db_error)?;
+                if let Some((event_id, queued, claim_until, window_until)) = held
+                    && window_until > claim.now_ms
+                {
+                    if queued {
+                        return Ok(ClaimOutcome::Queued { event_id });
+                    }
+                    if claim_until > claim.now_ms {
+                        return Ok(ClaimOutcome::InFlight {
+                            retry_after_ms: claim_until - claim.now_ms,
+                        });
+                    }
+                    // An abandoned claim: taken over below.
+                }
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO event_keys
+                        (account, key, event_id, queued, claim_until_ms, window_until_ms)
+                     VALUES (?1, ?2, ?3, 0, ?4, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        claim.account,
+                        claim.key,
+                        claim.event_id,
+                        claim.claim_until_ms,
+                        claim.window_until_ms
+                    ])
+                })
+                .map_err(db_error)?;
+                Ok(ClaimOutcome::Claimed)
+            })
+            .await
+    }
+
+    async fn mark_event_key_queued(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
+        let args = [account.to_string(), key.to_string(), event_id.to_string()];
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE event_keys SET queued = 1
+                     WHERE account = ?1 AND key = ?2 AND event_id = ?3",
+                )
+                .and_then(|mut s| s.execute(args))
+                .map(|_| ())
+                .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn release_event_key(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
+        let args = [account.to_string(), key.to_string(), event_id.to_string()];
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM event_keys
+                     WHERE account = ?1 AND key = ?2 AND event_id = ?3 AND queued = 0",
+                )
+                .and_then(|mut s| s.execute(args))
+                .map(|_| ())
+                .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn remove_if_unchanged(&self, sub: &Subscription) -> Result<bool> {
+        let sub = sub.clone();
+        self.db
+            .write(move |conn| {
+                let stored: Option<i64> = conn
+                    .prepare_cached("SELECT version FROM subscriptions WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&sub.id], |r| r.get(0)).optional())
+                    .map_err(db_error)?;
+                if stored != Some(sub.version as i64) {
+                    return Ok(false);
+                }
+                remove_row(conn, &sub.id, None)
+            })
+            .await
+    }
+
+    async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
+        self.db
+            .read(move |conn| {
+                let mut select = conn
+                    .prepare_cached(&format!(
+                        "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
+                         WHERE sweep_at_ms <= ?1 ORDER BY sweep_at_ms"
+                    ))
+                    .map_err(db_error)?;
+                select
+                    .query_map([now_ms], subscription_from)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db_error)?
+                    .into_iter()
+                    .collect()
+            })
+            .await
+    }
+
+    async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
+        let id = attempt.subscription_id.clone();
+        let record = to_json(attempt)?;
+        self.db
+            .write(move |conn| {
+                let n: i64 = conn
+                    .prepare_cached(
+                        "SELECT coalesce(max(n), 0) + 1 FROM attempts WHERE subscription_id = ?1",
+                    )
+                    .and_then(|mut s| s.query_row([&id], |r| r.get(0)))
+                    .map_err(db_error)?;
+                conn.prepare_cached(
+                    "INSERT INTO attempts (subscription_id, n, expires_at_ms, record)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut s| s.execute(params![id, n, expires_at_ms, record]))
+                .map_err(db_error)?;
+                conn.prepare_cached("DELETE FROM attempts WHERE subscription_id = ?1 AND n <= ?2")
+                    .and_then(|mut s| s.execute(params![id, n - ATTEMPT_LOG_LEN]))
+                    .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
+        let id = subscription_id.to_string();
+        self.db
+            .read(move |conn| {
+                let mut select = conn
+                    .prepare_cached(
+                        "SELECT record FROM attempts WHERE subscription_id = ?1
+                         ORDER BY n DESC LIMIT ?2",
+                    )
+                    .map_err(db_error)?;
+                select
+                    .query_map(params![id, limit as i64], |r| r.get::<_, String>(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db_error)?
+                    .iter()
+                    .map(|text| from_json(text))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn record_outcome(
+        &self,
+        subscription_id: &str,
+        delivered: bool,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        let id = subscription_id.to_string();
+        self.db
+            .write(move |conn| {
+                let sql = if delivered {
+                    "UPDATE subscriptions SET odometer = odometer + 1, failing_since_ms = NULL
+                     WHERE id = ?1 RETURNING failing_since_ms"
+                } else {
+                    "UPDATE subscriptions SET failing_since_ms = coalesce(failing_since_ms, ?2)
+                     WHERE id = ?1 RETURNING failing_since_ms"
+                };
+                let mut update = conn.prepare_cached(sql).map_err(db_error)?;
+                let since = if delivered {
+                    update.query_row([&id], |r| r.get::<_, Option<i64>>(0))
+                } else {
+                    update.query_row(params![id, now_ms], |r| r.get::<_, Option<i64>>(0))
+                };
+                since.optional().map(Option::flatten).map_err(db_error)
+            })
+            .await
+    }
+
+    async fn prune(&self, now_ms: i64) -> Result<()> {
+        // Chunk by chunk, each its own operation, so other writes go in between.
+        for sql in [
+            "DELETE FROM event_keys WHERE (account, key) IN
+                (SELECT account, key FROM event_keys WHERE window_until_ms <= ?1 LIMIT ?2)",
+            "DELETE FROM attempts WHERE (subscription_id, n) IN
+                (SELECT subscription_id, n FROM attempts WHERE expires_at_ms <= ?1 LIMIT ?2)",
+        ] {
+            loop {
+                let deleted = self
+                    .db
+                    .write(move |conn| {
+                        conn.prepare_cached(sql)
+                            .and_then(|mut s| s.execute(params![now_ms, PRUNE_CHUNK]))
+                            .map_err(db_error)
+                    })
+                    .await?;
+                if (deleted as i64) < PRUNE_CHUNK {
+                    break;
+                }
+            }
+        }
+        self.db.reclaim_free_pages(FREE_PAGES_TO_RECLAIM).await
+    }
+}
