@@ -57,7 +57,7 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-pub(crate) fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -153,6 +153,23 @@ impl HubProcess {
                 .then(|| std::env::temp_dir().join(format!("{}.db", unique("webhook-hub")))),
         };
         Self::spawn(launch).await
+    }
+
+    /// A hub on the SQLite database at `data` (an existing file, a backup say); the file is left
+    /// in place when the hub is dropped.
+    pub async fn start_on_data(data: &std::path::Path) -> HubProcess {
+        let mut hub = Self::spawn(Launch {
+            backend: Backend::Sqlite,
+            name: unique("wh"),
+            allow_private: true,
+            extra: vec![],
+            env: vec![],
+            port: free_port(),
+            data: Some(data.to_path_buf()),
+        })
+        .await;
+        hub.data = None;
+        hub
     }
 
     /// Starts it again after [`HubProcess::crash`], [`HubProcess::interrupt`] or
@@ -369,6 +386,36 @@ impl HubProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Runs `webhook-hub` with `args` to its end (at most 60 s) and returns how it exited with its
+/// output (stdout then stderr): for commands that finish, and for a `serve` expected to refuse.
+pub fn run_to_end(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(binary("webhook-hub"))
+        .args(args)
+        .env_remove("HUB_API_KEY")
+        .env_remove("HUB_DATA")
+        .env_remove("HUB_BACKEND")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("webhook-hub starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("webhook-hub {args:?} did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
 }
 
 /// How a hub process was started.

@@ -226,7 +226,12 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     };
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Sqlite => {
-            let (hub, queues) = sqlite_hub(settings, &opts.data, opts.durability.into())?;
+            let (hub, queues) = sqlite_hub(
+                settings,
+                &opts.data,
+                opts.durability.into(),
+                opts.hub.aws.queue_visibility,
+            )?;
             (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
         }
         Backend::Memory => {

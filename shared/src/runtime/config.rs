@@ -73,7 +73,8 @@ pub struct AwsResources {
         default_value = "webhook-hub-deliveries"
     )]
     pub deliveries_queue: String,
-    /// Visibility of the queues --create-resources makes
+    /// How long a received message stays hidden: the queues --create-resources makes, and the
+    /// SQLite queues (after a crash, what was in flight comes back after this)
     #[arg(long, env = "HUB_QUEUE_VISIBILITY", default_value = "180s", value_parser = parse_duration_arg)]
     pub queue_visibility: Duration,
 }

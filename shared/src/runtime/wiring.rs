@@ -141,11 +141,12 @@ pub fn sqlite_hub(
     settings: Settings,
     path: &std::path::Path,
     durability: crate::adapters::sqlite::Durability,
+    visibility: Duration,
 ) -> std::result::Result<(Hub, SqliteQueues), String> {
     use crate::adapters::sqlite::{SqliteDb, SqliteQueue, SqliteStore};
     let db = SqliteDb::open(path, durability)?;
     let queue = |name: &str, limit: u32, dead: Option<&str>| {
-        SqliteQueue::new(db.clone(), name, QUEUE_VISIBILITY, limit, dead)
+        SqliteQueue::new(db.clone(), name, visibility, limit, dead)
     };
     let deliveries_dead = Arc::new(queue("deliveries-dlq", u32::MAX, None));
     let events = queue("events", EVENTS_RECEIVE_LIMIT, Some("events-dlq"));
