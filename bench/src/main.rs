@@ -99,14 +99,36 @@ async fn main() {
         machine()
     );
 
-    let sections = vec![
-        cold::cold_init(&options).await,
-        throughput::delivery_throughput(&options).await,
-        signing::signing(&options),
-        fanout::fan_out(&options).await,
-        cold::memory_and_size(&options).await,
-        cost::cost_per_million(&options).await,
-    ];
+    // `--only throughput` (or cold, signing, fanout, memory, cost) runs one figure and writes
+    // nothing: for working on it.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut sections = Vec::new();
+    if wanted("cold") {
+        sections.push(cold::cold_init(&options).await);
+    }
+    if wanted("throughput") {
+        sections.push(throughput::delivery_throughput(&options).await);
+    }
+    if wanted("signing") {
+        sections.push(signing::signing(&options));
+    }
+    if wanted("fanout") {
+        sections.push(fanout::fan_out(&options).await);
+    }
+    if wanted("memory") {
+        sections.push(cold::memory_and_size(&options).await);
+    }
+    if wanted("cost") {
+        sections.push(cost::cost_per_million(&options).await);
+    }
+    if only.is_some() {
+        return;
+    }
     if smoke {
         println!("\nbench smoke: {} figures ran", sections.len());
         return;

@@ -199,6 +199,8 @@ impl HubProcess {
             .args(["--test-control", "--sweep-interval", "1h"])
             .args(&launch.extra)
             .env_remove("HUB_API_KEY")
+            // The fan-out's per-event line (debug) is what `fanned_out` reads.
+            .env("RUST_LOG", "info,hub::service::events=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

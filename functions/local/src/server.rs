@@ -21,7 +21,8 @@ use hub::clock::SystemClock;
 use hub::ports::Queue;
 use hub::runtime::embedded::start_workers;
 use hub::runtime::{
-    aws_deliveries_dead_letters, aws_hub, init_logging, memory_hub, provision_aws, sqlite_hub,
+    aws_deliveries_dead_letters, aws_hub, init_buffered_logging, memory_hub, provision_aws,
+    sqlite_hub,
 };
 use hub::{ErrorCode, Hub, HubError, Settings};
 
@@ -213,7 +214,7 @@ async fn shutdown_signal() {
 
 /// Runs the embedded hub until Ctrl-C.
 pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
-    init_logging();
+    let _log_writer = init_buffered_logging();
     let settings = Settings {
         public_url: match &opts.hub.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),

@@ -117,18 +117,40 @@ pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// JSON logs to stdout, filtered by `RUST_LOG` or `AWS_LAMBDA_LOG_LEVEL` (default `info`).
+/// JSON logs to stdout, filtered by `RUST_LOG` or `AWS_LAMBDA_LOG_LEVEL` (default `info`),
+/// written as they come: a Lambda function may be frozen right after it answers, so nothing waits
+/// in a buffer.
 pub fn init_logging() {
+    let _ = log_format().with_writer(std::io::stdout).try_init();
+}
+
+/// The same logs for the long-running `webhook-hub serve`: formatted on the thread that logs,
+/// written by a thread of their own in large writes, so a request or a delivery attempt never
+/// waits for stdout. No line is dropped (a full buffer makes the logger wait); keep the guard until
+/// exit, it writes out what is left when dropped.
+pub fn init_buffered_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(64 * 1024)
+        .thread_name("log-writer")
+        .finish(std::io::stdout());
+    let _ = log_format().with_writer(writer).try_init();
+    guard
+}
+
+fn log_format() -> tracing_subscriber::fmt::SubscriberBuilder<
+    tracing_subscriber::fmt::format::JsonFields,
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+    tracing_subscriber::EnvFilter,
+> {
     use tracing_subscriber::EnvFilter;
     let filter = env_var("RUST_LOG")
         .or_else(|| env_var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()))
         .unwrap_or_else(|| "info".to_string());
-    let _ = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
         .with_target(false)
         .with_env_filter(EnvFilter::new(filter))
-        .with_writer(std::io::stdout)
-        .try_init();
 }

@@ -168,7 +168,8 @@ impl Hub {
             // queued again (a duplicate, never a loss).
             tracing::warn!(event_id = %event.id, error = %err, "could not mark the idempotency key queued");
         }
-        tracing::info!(event_id = %event.id, account = %caller.account, topic = %event.topic, "event accepted");
+        // The request line records the publish; this one is for debugging (RUST_LOG=hub=debug).
+        tracing::debug!(event_id = %event.id, account = %caller.account, topic = %event.topic, "event accepted");
         Ok(Published {
             id: event.id,
             topic: event.topic,
@@ -220,7 +221,8 @@ impl Hub {
             count += batch.len();
             self.deliveries.send(batch).await?;
         }
-        tracing::info!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");
+        // One line per request and per attempt at the default level; this per-event line is debug.
+        tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");
         Ok(count)
     }
 }

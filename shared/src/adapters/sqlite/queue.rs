@@ -245,3 +245,93 @@ impl Queue for SqliteQueue {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::sqlite::Durability;
+
+    fn msg(body: &str) -> OutgoingMessage {
+        OutgoingMessage {
+            body: body.into(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn scratch_db() -> (SqliteDb, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "queue-test-{}-{:x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        (SqliteDb::open(&path, Durability::Normal).unwrap(), path)
+    }
+
+    #[tokio::test]
+    async fn unacknowledged_messages_come_back_then_die() {
+        let (db, _path) = scratch_db();
+        let dlq = SqliteQueue::new(db.clone(), "q-dlq", Duration::from_secs(30), u32::MAX, None);
+        let q = SqliteQueue::new(db, "q", Duration::from_millis(50), 2, Some("q-dlq"));
+        q.send(vec![msg("a")]).await.unwrap();
+        let first = q.receive(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(first[0].receive_count, 1);
+        let second = q.receive(10, Duration::from_millis(500)).await.unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        assert_eq!(second[0].id, first[0].id);
+        q.ack(&first[0].receipt).await.unwrap();
+        assert_eq!(
+            q.len().await.unwrap(),
+            1,
+            "a stale receipt acknowledges nothing"
+        );
+        let third = q.receive(10, Duration::from_millis(300)).await.unwrap();
+        assert!(third.is_empty());
+        let dead = dlq.receive(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].body, "a");
+    }
+
+    #[tokio::test]
+    async fn acknowledged_messages_are_gone_and_postponed_ones_wait() {
+        let (db, _path) = scratch_db();
+        let q = SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None);
+        q.send(vec![msg("a"), msg("b")]).await.unwrap();
+        let got = q.receive(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(got.len(), 2);
+        q.ack(&got[0].receipt).await.unwrap();
+        q.postpone(&got[1].receipt, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(
+            q.receive(10, Duration::from_millis(10))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = q.receive(10, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].body, "b");
+        assert_eq!(again[0].receive_count, 2);
+        assert_eq!(q.len().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn delayed_messages_wait_for_their_time() {
+        let (db, _path) = scratch_db();
+        let q = SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None);
+        q.send(vec![OutgoingMessage {
+            body: "later".into(),
+            delay: Duration::from_millis(300),
+        }])
+        .await
+        .unwrap();
+        assert!(
+            q.receive(10, Duration::from_millis(50))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let got = q.receive(10, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(got[0].body, "later");
+    }
+}
