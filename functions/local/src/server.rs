@@ -225,6 +225,7 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         resolve_names: !opts.test_control,
         ..opts.hub.settings()
     };
+    let mut database = None;
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Sqlite => {
             let (hub, queues) = sqlite_hub(
@@ -233,6 +234,7 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
                 opts.durability.into(),
                 opts.hub.aws.queue_visibility,
             )?;
+            database = Some(queues.db);
             (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
         }
         Backend::Memory => {
@@ -334,6 +336,11 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
     let _ = tokio::time::timeout(Duration::from_secs(15), futures_join(workers)).await;
+    if let Some(db) = database
+        && let Err(err) = db.flush().await
+    {
+        tracing::warn!(error = %err, "the last writes could not be committed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -131,6 +131,8 @@ pub fn memory_hub(settings: Settings) -> (Hub, MemoryQueues) {
 pub struct SqliteQueues {
     /// Dead letters of the deliveries queue.
     pub deliveries_dead: Arc<crate::adapters::sqlite::SqliteQueue>,
+    /// The database, to flush before the process exits.
+    pub db: crate::adapters::sqlite::SqliteDb,
 }
 
 /// A hub whose store and queues live in the SQLite database at `path` (created if missing):
@@ -157,7 +159,13 @@ pub fn sqlite_hub(
         Arc::new(events),
         Arc::new(deliveries),
     );
-    Ok((hub, SqliteQueues { deliveries_dead }))
+    Ok((
+        hub,
+        SqliteQueues {
+            deliveries_dead,
+            db,
+        },
+    ))
 }
 
 fn assemble(

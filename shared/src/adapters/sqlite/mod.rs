@@ -4,10 +4,10 @@
 //!
 //! One writer thread owns the only writing connection and commits in groups: every write waiting
 //! when a transaction starts joins it (each in its own savepoint, so one failing write does not
-//! undo the others), and each caller is answered only after the group's `COMMIT`. Reads run on a
-//! small pool of read-only connections (WAL lets them read while the writer writes). The writer
-//! also does the housekeeping that keeps the file bounded: expired idempotency keys and delivery
-//! logs are pruned, and free pages are given back to the file system.
+//! undo the others), and each caller is answered only after the group's `COMMIT`. Reads go
+//! through it too (its page cache stays warm). The store's `prune`, called by the sweeper, keeps
+//! the file bounded: expired idempotency keys and delivery logs are deleted, and free pages are
+//! given back to the file system.
 
 mod db;
 mod queue;

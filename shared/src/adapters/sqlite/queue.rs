@@ -202,14 +202,15 @@ impl Queue for SqliteQueue {
         let Some((id, stamp)) = parse_receipt(receipt) else {
             return Ok(());
         };
-        self.db
-            .write(move |conn| {
-                conn.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")
-                    .and_then(|mut s| s.execute(params![id, stamp]))
-                    .map(|_| ())
-                    .map_err(db_error)
-            })
-            .await
+        // Not waited for: an acknowledgement lost in a crash only brings the message back
+        // (at least once), and what was recorded before it is committed before it.
+        self.db.write_behind("acknowledge a message", move |conn| {
+            conn.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")
+                .and_then(|mut s| s.execute(params![id, stamp]))
+                .map(|_| ())
+                .map_err(db_error)
+        });
+        Ok(())
     }
 
     async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
@@ -218,7 +219,7 @@ impl Queue for SqliteQueue {
         };
         let delay = millis(delay.min(crate::ports::MAX_HIDE));
         self.db
-            .write(move |conn| {
+            .write_one(move |conn| {
                 conn.prepare_cached(
                     "UPDATE messages SET visible_at_ms = ?3 WHERE id = ?1 AND receipt = ?2",
                 )

@@ -321,7 +321,7 @@ impl Store for SqliteStore {
     async fn mark_event_key_queued(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
         let args = [account.to_string(), key.to_string(), event_id.to_string()];
         self.db
-            .write(move |conn| {
+            .write_one(move |conn| {
                 conn.prepare_cached(
                     "UPDATE event_keys SET queued = 1
                      WHERE account = ?1 AND key = ?2 AND event_id = ?3",
@@ -336,7 +336,7 @@ impl Store for SqliteStore {
     async fn release_event_key(&self, account: &str, key: &str, event_id: &str) -> Result<()> {
         let args = [account.to_string(), key.to_string(), event_id.to_string()];
         self.db
-            .write(move |conn| {
+            .write_one(move |conn| {
                 conn.prepare_cached(
                     "DELETE FROM event_keys
                      WHERE account = ?1 AND key = ?2 AND event_id = ?3 AND queued = 0",
@@ -386,8 +386,10 @@ impl Store for SqliteStore {
     async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
         let id = attempt.subscription_id.clone();
         let record = to_json(attempt)?;
+        // Not waited for: the writer commits it before the message's acknowledgement, which is
+        // sent after it; a crash before that commit loses both, and the attempt is made again.
         self.db
-            .write(move |conn| {
+            .write_behind("record a delivery attempt", move |conn| {
                 let n: i64 = conn
                     .prepare_cached(
                         "SELECT coalesce(max(n), 0) + 1 FROM attempts WHERE subscription_id = ?1",
@@ -404,8 +406,8 @@ impl Store for SqliteStore {
                     .and_then(|mut s| s.execute(params![id, n - ATTEMPT_LOG_LEN]))
                     .map_err(db_error)?;
                 Ok(())
-            })
-            .await
+            });
+        Ok(())
     }
 
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
@@ -436,21 +438,36 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<i64>> {
         let id = subscription_id.to_string();
+        if delivered {
+            // Not waited for, like the attempt record it follows: a success only counts.
+            self.db.write_behind("count a delivery", move |conn| {
+                conn.prepare_cached(
+                    "UPDATE subscriptions SET odometer = odometer + 1, failing_since_ms = NULL
+                     WHERE id = ?1",
+                )
+                .and_then(|mut s| s.execute([&id]))
+                .map(|_| ())
+                .map_err(db_error)
+            });
+            return Ok(None);
+        }
         self.db
             .write(move |conn| {
-                let sql = if delivered {
-                    "UPDATE subscriptions SET odometer = odometer + 1, failing_since_ms = NULL
-                     WHERE id = ?1 RETURNING failing_since_ms"
-                } else {
-                    "UPDATE subscriptions SET failing_since_ms = coalesce(failing_since_ms, ?2)
-                     WHERE id = ?1 RETURNING failing_since_ms"
-                };
-                let mut update = conn.prepare_cached(sql).map_err(db_error)?;
-                let since = if delivered {
-                    update.query_row([&id], |r| r.get::<_, Option<i64>>(0))
-                } else {
-                    update.query_row(params![id, now_ms], |r| r.get::<_, Option<i64>>(0))
-                };
+                // No RETURNING: SQLite compiles it as a temporary trigger, which expires every
+                // prepared statement of the connection each time it runs.
+                let updated = conn
+                    .prepare_cached(
+                        "UPDATE subscriptions SET failing_since_ms = coalesce(failing_since_ms, ?2)
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![id, now_ms]))
+                    .map_err(db_error)?;
+                if updated == 0 {
+                    return Ok(None);
+                }
+                let since = conn
+                    .prepare_cached("SELECT failing_since_ms FROM subscriptions WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&id], |r| r.get::<_, Option<i64>>(0)));
                 since.optional().map(Option::flatten).map_err(db_error)
             })
             .await
