@@ -51,7 +51,7 @@ pub async fn cold_init(options: &Options) -> Section {
     };
     let hello = boot("hello-lambda").await;
     section.line(format!(
-        "hello-lambda: median {:>6.2} ms over {boots} boots (the reference)",
+        "measured, hello-lambda: median {:>6.2} ms over {boots} boots (the reference)",
         ms(hello)
     ));
     let mut worst: f64 = 0.0;
@@ -60,11 +60,11 @@ pub async fn cold_init(options: &Options) -> Section {
         let ratio = time.as_secs_f64() / hello.as_secs_f64();
         worst = worst.max(ratio);
         section.line(format!(
-            "{name:>12}: median {:>6.2} ms, {ratio:.2}× hello-world",
+            "measured, {name:>12}: median {:>6.2} ms, {ratio:.2}× hello-world",
             ms(time)
         ));
     }
-    section.line(format!("worst ratio {worst:.2}× (goal < 1.5×)"));
+    section.line(format!("computed: worst ratio {worst:.2}× (goal < 1.5×)"));
     // This Debian image keeps ~150 separate files in /etc/ssl/certs, and the AWS SDK's TLS
     // (rustls-native-certs) reads the bundle and the whole directory at client construction.
     // AL2023, which Lambda runs, keeps one bundle file: the same boots with only the bundle.
@@ -91,10 +91,10 @@ pub async fn cold_init(options: &Options) -> Section {
         lines.push(format!("{name} {:.2} ms", ms(median(times))));
     }
     section.line(format!(
-        "with one CA bundle file as on AL2023 (SSL_CERT_DIR empty): {}",
+        "measured, with one CA bundle file as on AL2023 (SSL_CERT_DIR empty): {}",
         lines.join(", ")
     ));
-    section.line(format!("worst ratio then {worst_bundle:.2}×"));
+    section.line(format!("computed: worst ratio then {worst_bundle:.2}×"));
     section
 }
 
@@ -176,7 +176,7 @@ pub async fn memory_and_size(options: &Options) -> Section {
         "the Lambda sender reached loopback"
     );
     section.line(format!(
-        "sender, batch of 10 × 240 KiB built, signed and refused at connect (loopback receiver; the Lambda guard holds): peak RSS {:.1} MB (goal ≤ 40 MB), {:.0} ms from exec to answer",
+        "measured, sender, batch of 10 × 240 KiB built, signed and refused at connect (loopback receiver; the Lambda guard holds): peak RSS {:.1} MB (goal ≤ 40 MB), {:.0} ms from exec to answer",
         answer.peak_rss_kib as f64 / 1024.0,
         ms(answer.answered)
     ));
@@ -184,7 +184,7 @@ pub async fn memory_and_size(options: &Options) -> Section {
         let size = std::fs::metadata(options.binary(name))
             .map(|m| m.len())
             .unwrap_or(0);
-        section.line(format!("{name:>12}: {:>5.1} MB", size as f64 / 1e6));
+        section.line(format!("measured, {name:>12}: {:>5.1} MB", size as f64 / 1e6));
     }
     section
 }

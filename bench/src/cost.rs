@@ -152,13 +152,18 @@ pub async fn cost_per_million(options: &Options) -> Section {
     let total_fanout_10 = per_event / 10.0 + per_delivery_only;
     let line = |what: &str, per_delivery: f64, detail: String| {
         format!(
-            "{what:<22} ${:>6.3} per million  {detail}",
+            "computed, {what:<22} ${:>6.3} per million  {detail}",
             per_delivery * 1e6
         )
     };
     section.line(format!(
         "measured: publish {publish_ms:.1} ms per event, fanout {fanout_batch_ms:.1} ms per batch of 10, sender {sender_batch_ms:.1} ms per batch of 10 (receiver 100 ms); counted over {events} events"
     ));
+    section.line(
+        "computed from the counted calls and durations above, at us-east-1 list prices (the per-call factors \
+         are the constants at the top of bench/src/cost.rs); \"at fan-out 10\" divides the per-event shares by 10 \
+         (an extrapolation, not a run with 10 subscribers)",
+    );
     section.line(line(
         "API Gateway HTTP API",
         api,
@@ -206,7 +211,7 @@ pub async fn cost_per_million(options: &Options) -> Section {
         .iter()
         .fold(("", 0.0), |a, b| if b.1 > a.1 { (b.0, b.1) } else { a });
     section.line(format!(
-        "dominant: {top} (${:.3}/M). With fan-out, the API Gateway, publish and fan-out shares divide by the subscribers per event; \
+        "computed: dominant: {top} (${:.3}/M). With fan-out, the API Gateway, publish and fan-out shares divide by the subscribers per event; \
          the per-delivery DynamoDB writes (the attempt log and the odometer) remain and are what to batch or sample next.",
         top_cost * 1e6
     ));

@@ -93,11 +93,11 @@ pub async fn fan_out(options: &Options) -> Section {
         .len()
         + 60;
     section.line(format!(
-        "{queued} deliveries queued for {subscribers} subscribers in {:.2} s",
+        "measured on moto, {queued} deliveries queued for {subscribers} subscribers in {:.2} s",
         elapsed.as_secs_f64()
     ));
     section.line(format!(
-        "DynamoDB: {queries} Query pages over 4 patterns, {items} items (~{entry_bytes} B each, ~{:.0} KB per full page; DynamoDB pages at 1 MB)",
+        "measured (counted calls), DynamoDB: {queries} Query pages over 4 patterns, {items} items (~{entry_bytes} B each, ~{:.0} KB per full page; DynamoDB pages at 1 MB)",
         items as f64 * entry_bytes as f64 / 1000.0 / (queries.saturating_sub(3)).max(1) as f64
     ));
     let how = if options.smoke {
@@ -106,7 +106,7 @@ pub async fn fan_out(options: &Options) -> Section {
         "the SQS adapter's batching rule applied to the messages fan-out queued"
     };
     section.line(format!(
-        "SQS: {batches} SendMessageBatch calls of ≤ 10 ({how}; goal ≤ {})",
+        "measured (counted calls), SQS: {batches} SendMessageBatch calls of ≤ 10 ({how}; goal ≤ {})",
         subscribers / 10 + 1
     ));
     section

@@ -133,15 +133,23 @@ async fn main() {
         println!("\nbench smoke: {} figures ran", sections.len());
         return;
     }
-    let mut doc = format!(
-        "# Benchmarks\n\nMeasured by `scripts/bench` (`cargo run --release -p bench` against moto and wrk) on {}; \
-         every figure beside its reference measured in the same run.\n\nMachine: {}\n",
-        std::process::Command::new("date")
-            .arg("-u")
-            .arg("+%Y-%m-%d")
+    let run = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .current_dir(&root)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default(),
+            .unwrap_or_default()
+    };
+    let commit = run("git", &["rev-parse", "--short=12", "HEAD"]);
+    let dirty = !run("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let mut doc = format!(
+        "# Benchmarks\n\nMeasured by `scripts/bench` (`cargo run --release -p bench` against moto and wrk) on {}, \
+         at commit `{commit}`{}; regenerate it when the code it measures changes. Every line says \
+         what it is: **measured** in this run, **computed** from figures or counts measured in this run (with the \
+         assumptions named), or **quoted** from elsewhere (not measured here).\n\nMachine: {}\n",
+        run("date", &["-u", "+%Y-%m-%d"]),
+        if dirty { " plus uncommitted changes" } else { "" },
         machine()
     );
     for section in &sections {

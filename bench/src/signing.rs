@@ -63,11 +63,11 @@ pub fn signing(options: &Options) -> Section {
         let hub = hub_mb_s(size, Duration::from_secs(seconds));
         let line = match openssl_mb_s(size, seconds) {
             Some(reference) => format!(
-                "{:>6} B: hub {hub:>8.1} MB/s, openssl {reference:>8.1} MB/s, ratio {:.2} (goal ≥ 0.90)",
+                "measured, {:>6} B: hub {hub:>8.1} MB/s, openssl {reference:>8.1} MB/s, ratio {:.2} (goal ≥ 0.90)",
                 size,
                 hub / reference
             ),
-            None => format!("{size:>6} B: hub {hub:>8.1} MB/s (openssl speed unavailable)"),
+            None => format!("measured, {size:>6} B: hub {hub:>8.1} MB/s (openssl speed unavailable)"),
         };
         section.line(line);
     }
