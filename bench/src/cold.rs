@@ -184,7 +184,10 @@ pub async fn memory_and_size(options: &Options) -> Section {
         let size = std::fs::metadata(options.binary(name))
             .map(|m| m.len())
             .unwrap_or(0);
-        section.line(format!("measured, {name:>12}: {:>5.1} MB", size as f64 / 1e6));
+        section.line(format!(
+            "measured, {name:>12}: {:>5.1} MB",
+            size as f64 / 1e6
+        ));
     }
     section
 }

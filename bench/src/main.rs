@@ -149,7 +149,11 @@ async fn main() {
          what it is: **measured** in this run, **computed** from figures or counts measured in this run (with the \
          assumptions named), or **quoted** from elsewhere (not measured here).\n\nMachine: {}\n",
         run("date", &["-u", "+%Y-%m-%d"]),
-        if dirty { " plus uncommitted changes" } else { "" },
+        if dirty {
+            " plus uncommitted changes"
+        } else {
+            ""
+        },
         machine()
     );
     for section in &sections {

@@ -67,7 +67,9 @@ pub fn signing(options: &Options) -> Section {
                 size,
                 hub / reference
             ),
-            None => format!("measured, {size:>6} B: hub {hub:>8.1} MB/s (openssl speed unavailable)"),
+            None => {
+                format!("measured, {size:>6} B: hub {hub:>8.1} MB/s (openssl speed unavailable)")
+            }
         };
         section.line(line);
     }
