@@ -428,24 +428,26 @@ async fn the_file_keeps_only_what_is_still_owed() {
     let data = hub.data.clone().unwrap();
     let receiver = TestReceiver::start().await;
     subscribe_confirmed(&hub, &receiver, KEY_A, "/short", json!({"expires": 60})).await;
-    for n in 0..50 {
+    // Enough padded events that their messages and logs span hundreds of pages.
+    for n in 0..300 {
         publish(
             &hub,
             KEY_A,
-            json!({"topic": "door.request.allowed", "id": format!("k{n}"), "data": {}}),
+            json!({"topic": "door.request.allowed", "id": format!("k{n}"), "data": {"pad": "x".repeat(6000)}}),
         )
         .await;
     }
     receiver
-        .wait_until_events(WAIT, |seen| events_at(seen, "/short").len() == 50)
+        .wait_until_events(WAIT, |seen| events_at(seen, "/short").len() == 300)
         .await;
     eventually(WAIT, "every message acknowledged and deleted", || async {
         (count_rows(&data, "SELECT count(*) FROM messages") == 0).then_some(())
     })
     .await;
-    assert_eq!(count_rows(&data, "SELECT count(*) FROM event_keys"), 50);
-    assert!(count_rows(&data, "SELECT count(*) FROM attempts") >= 51);
+    assert_eq!(count_rows(&data, "SELECT count(*) FROM event_keys"), 300);
+    assert!(count_rows(&data, "SELECT count(*) FROM attempts") >= 301);
 
+    let pages_before = count_rows(&data, "PRAGMA page_count");
     hub.advance_clock(Duration::from_secs(25 * 3600)).await;
     let swept = hub.sweep().await;
     assert_eq!(swept["removed"], 1, "{swept}");
@@ -461,4 +463,12 @@ async fn the_file_keeps_only_what_is_still_owed() {
     );
     assert_eq!(count_rows(&data, "SELECT count(*) FROM subscriptions"), 0);
     assert_eq!(count_rows(&data, "SELECT count(*) FROM topic_entries"), 0);
+    let (free, pages_after) = (
+        count_rows(&data, "PRAGMA freelist_count"),
+        count_rows(&data, "PRAGMA page_count"),
+    );
+    assert!(
+        free <= 32 && pages_after < pages_before,
+        "free pages go back to the file system: {pages_before} pages before, {pages_after} after, {free} free"
+    );
 }

@@ -318,8 +318,12 @@ impl SqliteDb {
                 .query_row("PRAGMA freelist_count", [], |r| r.get(0))
                 .map_err(db_error)?;
             if free > threshold {
-                conn.execute_batch("PRAGMA incremental_vacuum")
+                // Stepped to the end: each step frees one page (execute_batch would step once).
+                let mut vacuum = conn
+                    .prepare("PRAGMA incremental_vacuum")
                     .map_err(db_error)?;
+                let mut steps = vacuum.query([]).map_err(db_error)?;
+                while steps.next().map_err(db_error)?.is_some() {}
                 checkpoint.store(true, Ordering::SeqCst);
             }
             Ok(())

@@ -17,7 +17,7 @@ const ATTEMPT_LOG_LEN: i64 = 1000;
 /// Rows deleted per statement while pruning, so one prune never holds the writer long.
 const PRUNE_CHUNK: i64 = 5000;
 /// Free pages above which a prune gives space back to the file system.
-const FREE_PAGES_TO_RECLAIM: i64 = 256;
+const FREE_PAGES_TO_RECLAIM: i64 = 32;
 
 /// A [`Store`] in a SQLite database.
 #[derive(Clone)]
