@@ -133,7 +133,12 @@ pub fn init_buffered_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .lossy(false)
         .buffered_lines_limit(64 * 1024)
         .thread_name("log-writer")
-        .finish(std::io::stdout());
+        // Lines gathered in 64 KiB before they reach stdout: one write per batch, not per line
+        // (the worker flushes whenever it has nothing more to write).
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let _ = log_format().with_writer(writer).try_init();
     guard
 }
