@@ -57,6 +57,12 @@ trait WriteJob: Send {
     fn needs_savepoint(&self) -> bool;
 }
 
+/// Runs `op`, turning a panic into an error: one operation must not take the writer down.
+fn run_guarded<T>(op: impl FnOnce(&Connection) -> Result<T>, conn: &Connection) -> Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| op(conn)))
+        .unwrap_or_else(|_| Err(HubError::backend("a database operation panicked")))
+}
+
 struct Job<T, F> {
     savepoint: bool,
     op: Option<F>,
@@ -73,8 +79,7 @@ where
         let Some(op) = self.op.take() else {
             return false;
         };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| op(conn)))
-            .unwrap_or_else(|_| Err(HubError::backend("a database operation panicked")));
+        let outcome = run_guarded(op, conn);
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
@@ -110,8 +115,7 @@ where
         let Some(op) = self.op.take() else {
             return false;
         };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| op(conn)))
-            .unwrap_or_else(|_| Err(HubError::backend("a database operation panicked")));
+        let outcome = run_guarded(op, conn);
         self.failure = outcome.err();
         self.failure.is_none()
     }
@@ -269,7 +273,7 @@ impl SqliteDb {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.submit(false, op).await
+        self.write_one(op).await
     }
 
     /// Runs one statement's worth of writing in the next group, without a savepoint (a single
