@@ -454,6 +454,11 @@ pub struct AttemptRecord {
     pub error: Option<AttemptError>,
     /// Whether it counted as delivered.
     pub delivered: bool,
+    /// When the hub will try again, Unix ms; `None` when this attempt was the last (delivered,
+    /// gone, exhausted, or the lease ends first). Recorded so the schedule the hub chose (a
+    /// `Retry-After` floor, the backoff) can be read back, not inferred from clocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at_ms: Option<i64>,
 }
 
 /// A time-ordered id with a prefix: 12 hex digits of Unix ms, then 16 random hex digits.

@@ -38,6 +38,16 @@ async fn deliveries(hub: &HubProcess, id: &str) -> Vec<Value> {
     attempts_of(hub, id, "evt_").await
 }
 
+/// A delivery-log timestamp as Unix ms.
+fn at_ms(value: &Value) -> i64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a timestamp: {value}"));
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// Waits until the subscription's log holds `n` event attempts.
 async fn wait_attempts(hub: &HubProcess, id: &str, n: usize, within: Duration) -> Vec<Value> {
     wait_attempts_of(hub, id, "evt_", n, within).await
@@ -117,7 +127,9 @@ mod scenarios {
         let reset = resetting_receiver().await;
         let drip = dripping_receiver().await;
         let tls = SelfSignedTls::start().await;
+        let endless = endless_receiver().await;
         for (name, url) in [
+            ("/endless", format!("http://{endless}/endless")),
             ("/reset", format!("http://{reset}/reset")),
             ("/drip", format!("http://{drip}/drip")),
             ("/tls", format!("https://127.0.0.1:{}/tls", tls.port)),
@@ -219,20 +231,34 @@ mod scenarios {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        // Deleted, and its message settled: that one attempt is all there will ever be.
+        // Deleted, and its message settled: that one attempt is all there will ever be, and the
+        // hub recorded no next one.
         assert_eq!(events_at(&receiver.received(), "/gone").len(), 1);
-        // 429 with Retry-After: 2 → the next try about 2 s later, then delivered.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while events_at(&receiver.received(), "/429").len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "429 retried");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let seen = receiver.received();
-        let tries = events_at(&seen, "/429");
-        let gap = tries[1].at - tries[0].at;
         assert!(
-            gap >= Duration::from_millis(1900) && gap < Duration::from_millis(3500),
-            "Retry-After honoured: {gap:?}"
+            hub.log()
+                .contains("receiver answered 410 Gone: subscription deleted"),
+            "the hub decided on the 410"
+        );
+        // 429 with Retry-After: 2 → the hub scheduled the next try no sooner than 2 s after the
+        // 429 (the schedule alone said 1 s), recorded it, and made it no sooner than recorded.
+        let tries = wait_attempts(&hub, &ids["/429"], 2, Duration::from_secs(20)).await;
+        assert_eq!(tries[0]["status_code"], 429);
+        let answered = at_ms(&tries[0]["timestamp"]) + tries[0]["latency_ms"].as_i64().unwrap();
+        let scheduled = at_ms(&tries[0]["next_attempt_at"]) - answered;
+        assert!(
+            (1_995..=2_100).contains(&scheduled),
+            "Retry-After 2 is the floor of the recorded delay: {scheduled} ms"
+        );
+        assert!(
+            at_ms(&tries[1]["timestamp"]) >= at_ms(&tries[0]["next_attempt_at"]) - 5,
+            "not retried before the recorded time: {tries:#?}"
+        );
+        assert_eq!(
+            (
+                tries[1]["delivered"].as_bool(),
+                tries[1]["next_attempt_at"].is_null()
+            ),
+            (Some(true), true)
         );
         // A 10 MiB answer: read capped, delivered.
         let big = wait_attempts(&hub, &ids["/big"], 1, Duration::from_secs(20)).await;
@@ -243,17 +269,37 @@ mod scenarios {
             ),
             (Some(200), Some(true))
         );
+        // A body that never ends: the attempt is delivered well within the budget, so the hub
+        // read only its cap (reading it all would have been a timeout).
+        let endless =
+            wait_attempts_of(&hub, &ids["/endless"], "msg_", 1, Duration::from_secs(20)).await;
+        assert_eq!(
+            (
+                endless[0]["status_code"].as_u64(),
+                endless[0]["delivered"].as_bool(),
+                endless[0]["error"].is_null()
+            ),
+            (Some(200), Some(true), true),
+            "{endless:#?}"
+        );
+        assert!(
+            endless[0]["latency_ms"].as_u64().unwrap() < 4_000,
+            "{endless:#?}"
+        );
         // A hang and a drip past 5 s: timeouts, each attempt cut at the budget.
         for (path, prefix) in [("/hang", "evt_"), ("/drip", "msg_")] {
             let attempts =
                 wait_attempts_of(&hub, &ids[path], prefix, 2, Duration::from_secs(40)).await;
             for a in &attempts[..2] {
                 assert_eq!(a["error"], "timeout", "{path}: {a}");
+                // The receiver would have answered after 8 s (hang) or 10 s (drip): an attempt
+                // recorded as a timeout under that was cut by the hub, and not before 5 s.
                 let ms = a["latency_ms"].as_u64().unwrap();
                 assert!(
-                    (4500..7000).contains(&ms),
-                    "{path}: the 5 s budget holds, took {ms} ms"
+                    (4_990..8_000).contains(&ms),
+                    "{path}: cut at the 5 s budget, took {ms} ms"
                 );
+                assert!(!a["next_attempt_at"].is_null(), "{path}: retried");
             }
         }
         // A reset connection and a self-signed certificate: failures, retried.
@@ -301,9 +347,14 @@ mod scenarios {
                 .all(|d| d["payload"]["event"]["id"] == event_id.as_str()
                     && d["payload"]["event"]["data"] == json!({"x": 1}))
         );
-        // Both messages are dead letters now, so no attempt can follow: exactly three each.
+        // Both messages are dead letters now, so no attempt can follow: exactly three each, the
+        // last recorded with no next attempt.
         for path in ["/500", "/503"] {
             assert_eq!(events_at(&receiver.received(), path).len(), 3, "{path}");
+            let log = deliveries(&hub, &ids[path]).await;
+            assert_eq!(log.len(), 3, "{path}: {log:#?}");
+            assert!(log[..2].iter().all(|a| !a["next_attempt_at"].is_null()));
+            assert!(log[2]["next_attempt_at"].is_null(), "{path}: {log:#?}");
         }
         assert!(dead.iter().all(|d| d["attempts_made"] == 3), "{dead:#?}");
     }
@@ -352,16 +403,28 @@ mod scenarios {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let attempts = deliveries(&hub, id).await.len();
+        // The attempt that disabled it is recorded as the last: no next attempt was scheduled.
+        let log = eventually(WAIT, "the disabling attempt is logged", || async {
+            let log = deliveries(&hub, id).await;
+            log.last()
+                .is_some_and(|a| a["next_attempt_at"].is_null())
+                .then_some(log)
+        })
+        .await;
         assert!(
-            (2..=5).contains(&attempts),
-            "{attempts} attempts before disabling"
+            (2..=5).contains(&log.len()),
+            "{} attempts before disabling",
+            log.len()
         );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(
-            deliveries(&hub, id).await.len(),
-            attempts,
-            "a disabled subscription gets no more attempts"
+        assert!(
+            log[..log.len() - 1]
+                .iter()
+                .all(|a| !a["next_attempt_at"].is_null()),
+            "{log:#?}"
+        );
+        assert!(
+            hub.log()
+                .contains("subscription disabled after continuous failure")
         );
         let back = hub
             .call(

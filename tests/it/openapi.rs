@@ -182,6 +182,7 @@ fn response_types_match_the_document() {
         status_code: None,
         error: Some(hub::model::AttemptError::Timeout),
         delivered: false,
+        next_attempt_at_ms: Some(1_800_000_005_000),
     });
     conforms(&doc, &schema("Attempt"), &to_json(&attempt), "Attempt");
     let response = |path: &str, method: &str, status: &str| {

@@ -85,6 +85,28 @@ pub async fn dripping_receiver() -> SocketAddr {
     .await
 }
 
+/// A receiver that answers 200 with a chunked body that never ends (16 KiB chunks for as long as
+/// the peer reads, up to a minute): an attempt that finishes delivered within the budget shows
+/// the hub stopped reading, since reading it all would time out.
+pub async fn endless_receiver() -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    raw_receiver(|mut stream| async move {
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let mut chunk = format!("{:x}\r\n", 16 * 1024).into_bytes();
+        chunk.extend(std::iter::repeat_n(b'x', 16 * 1024));
+        chunk.extend(b"\r\n");
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if stream.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
+}
+
 /// An HTTPS server with a self-signed certificate (`openssl s_server`); killed on drop.
 pub struct SelfSignedTls {
     child: Child,

@@ -137,6 +137,8 @@ pub struct AttemptOut {
     pub error: Option<AttemptError>,
     /// Whether it counted as delivered.
     pub delivered: bool,
+    /// When the hub will try again; `null` when this attempt was the last.
+    pub next_attempt_at: Option<String>,
 }
 
 impl From<&AttemptRecord> for AttemptOut {
@@ -149,6 +151,7 @@ impl From<&AttemptRecord> for AttemptOut {
             latency_ms: record.latency_ms,
             error: record.error,
             delivered: record.delivered,
+            next_attempt_at: record.next_attempt_at_ms.map(rfc3339),
         }
     }
 }

@@ -230,6 +230,26 @@ impl Hub {
         let headers = self.delivery_headers(&sub, &message_id, now, &body);
         let outcome = self.transport.post(&sub.callback_url, headers, body).await;
         let delivered = outcome.status.is_some_and(|s| (200..300).contains(&s));
+        let gone = outcome.status == Some(410);
+        let counts = !matches!(task.payload, TaskPayload::Confirmation { .. });
+        // A failure's bookkeeping comes first: whether it disabled the subscription decides
+        // whether a retry follows, and the attempt is recorded with that decision.
+        let disabled = if counts && !delivered && !gone {
+            let failing_since = self.store.record_outcome(&sub.id, false, now).await?;
+            self.disable_if_failing_too_long(&sub, failing_since, now)
+                .await
+        } else {
+            false
+        };
+        let retry = if delivered || gone || disabled {
+            None
+        } else {
+            self.settings.retry.next_delay(attempt, outcome.retry_after)
+        };
+        let finished = now + outcome.latency.as_millis() as i64;
+        let next_attempt_at_ms = retry
+            .map(|delay| finished + delay.as_millis() as i64)
+            .filter(|at| *at < sub.lapses_at_ms());
         let record = AttemptRecord {
             subscription_id: sub.id.clone(),
             message_id: message_id.clone(),
@@ -241,6 +261,7 @@ impl Hub {
                 .error
                 .or_else(|| (!delivered).then_some(AttemptError::HttpStatus)),
             delivered,
+            next_attempt_at_ms,
         };
         tracing::info!(
             subscription_id = %sub.id, account = %sub.account, event_id = %message_id, attempt,
@@ -250,14 +271,13 @@ impl Hub {
         self.store
             .record_attempt(&record, sub.expires_at_ms)
             .await?;
-        let counts = !matches!(task.payload, TaskPayload::Confirmation { .. });
         if delivered {
             if counts {
                 self.store.record_outcome(&sub.id, true, now).await?;
             }
             return Ok(Verdict::Done);
         }
-        if outcome.status == Some(410) {
+        if gone {
             // Only the subscription as attempted: one that moved to a new callback meanwhile
             // is not the old receiver's to remove.
             if self.store.remove_if_unchanged(&sub).await? {
@@ -267,39 +287,39 @@ impl Hub {
             }
             return Ok(Verdict::Done);
         }
-        if counts {
-            let failing_since = self.store.record_outcome(&sub.id, false, now).await?;
-            self.disable_if_failing_too_long(&sub, failing_since, now)
-                .await;
+        if disabled {
+            return Ok(Verdict::Done);
         }
-        match self.settings.retry.next_delay(attempt, outcome.retry_after) {
-            None => {
+        match (retry, next_attempt_at_ms) {
+            (None, _) => {
                 tracing::warn!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery exhausted: to the dead-letter queue");
                 Ok(Verdict::Exhausted)
             }
-            Some(delay) if now + delay.as_millis() as i64 >= sub.lapses_at_ms() => {
+            (Some(_), None) => {
                 tracing::info!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery dropped: the lease ends before the next attempt");
                 Ok(Verdict::Done)
             }
-            Some(delay) => Ok(Verdict::RetryIn(delay)),
+            (Some(delay), Some(_)) => Ok(Verdict::RetryIn(delay)),
         }
     }
 
     /// Turns an active subscription `disabled` once its deliveries have failed without a success
     /// for longer than the configured time: only the subscription as attempted (a save
     /// conditional on its version), so a change made during the attempt (a new callback, a
-    /// pause) is never overwritten by a verdict about the old one.
+    /// pause) is never overwritten by a verdict about the old one. Says whether it disabled it.
     async fn disable_if_failing_too_long(
         &self,
         sub: &Subscription,
         failing_since: Option<i64>,
         now: i64,
-    ) {
-        let Some(since) = failing_since else { return };
+    ) -> bool {
+        let Some(since) = failing_since else {
+            return false;
+        };
         if sub.status != SubscriptionStatus::Active
             || now - since < self.settings.disable_after.as_millis() as i64
         {
-            return;
+            return false;
         }
         let mut disabled = sub.clone();
         disabled.status = SubscriptionStatus::Disabled;
@@ -307,10 +327,12 @@ impl Hub {
         disabled.version += 1;
         match self.store.save(&disabled, Some(sub)).await {
             Ok(()) => {
-                tracing::warn!(subscription_id = %sub.id, account = %sub.account, "subscription disabled after continuous failure")
+                tracing::warn!(subscription_id = %sub.id, account = %sub.account, "subscription disabled after continuous failure");
+                true
             }
             Err(err) => {
-                tracing::info!(subscription_id = %sub.id, error = %err, "not disabled: the subscription changed during the attempt")
+                tracing::info!(subscription_id = %sub.id, error = %err, "not disabled: the subscription changed during the attempt");
+                false
             }
         }
     }
