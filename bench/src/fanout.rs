@@ -109,6 +109,27 @@ pub async fn fan_out(options: &Options) -> Section {
         "measured (counted calls), SQS: {batches} SendMessageBatch calls of ≤ 10 ({how}; goal ≤ {})",
         subscribers / 10 + 1
     ));
+    // The expectation, independent of the adapter's batching code: one message per subscriber,
+    // each far under 256 KiB / 10, so SQS's ten-per-call limit alone sets the count.
+    let expected_messages = subscribers as u64;
+    let (sent, largest) = if options.smoke {
+        (queued as u64, 0)
+    } else {
+        (
+            capture.messages.load(std::sync::atomic::Ordering::Relaxed),
+            capture.largest.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    assert_eq!(sent, expected_messages, "one delivery task per subscriber");
+    assert!(
+        largest < 256 * 1024 / 10,
+        "messages small enough that count decides"
+    );
+    let expected_batches = expected_messages.div_ceil(10);
+    assert_eq!(
+        batches, expected_batches,
+        "SendMessageBatch calls: counted {batches}, expected ⌈{expected_messages}/10⌉ = {expected_batches}"
+    );
     section
 }
 
@@ -116,6 +137,8 @@ pub async fn fan_out(options: &Options) -> Section {
 #[derive(Default)]
 struct CapturingQueue {
     batches: std::sync::atomic::AtomicU64,
+    messages: std::sync::atomic::AtomicU64,
+    largest: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -124,6 +147,11 @@ impl Queue for CapturingQueue {
         let calls = hub::adapters::sqs::batches(&messages).len() as u64;
         self.batches
             .fetch_add(calls, std::sync::atomic::Ordering::Relaxed);
+        self.messages
+            .fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let largest = messages.iter().map(|m| m.body.len()).max().unwrap_or(0) as u64;
+        self.largest
+            .fetch_max(largest, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
     async fn receive(&self, _max: usize, _wait: Duration) -> hub::Result<Vec<ReceivedMessage>> {

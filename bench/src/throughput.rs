@@ -261,7 +261,7 @@ async fn serve_under_wrk(
         !accepted.is_empty(),
         "wrk recorded the accepted ids: {report}"
     );
-    let deadline = Instant::now() + Duration::from_secs(if options.smoke { 30 } else { 120 });
+    let deadline = Instant::now() + Duration::from_secs(if options.smoke { 60 } else { 120 });
     loop {
         let all_in = {
             let c = counts.lock().unwrap();
@@ -351,14 +351,13 @@ pub async fn delivery_throughput(options: &Options) -> Section {
         }
         runs.push(run);
     }
-    let (memory, sqlite, quiet) = (&runs[0], &runs[1], &runs[2]);
-    if !options.smoke {
-        assert_eq!(
-            memory.lost + sqlite.lost + quiet.lost,
-            0,
-            "nothing accepted is lost"
-        );
-    }
+    let (memory, sqlite) = (&runs[0], &runs[1]);
+    // Reconciled by id, in the smoke run too: every id answered 202 reached the receiver.
+    assert_eq!(
+        runs.iter().map(|r| r.lost).sum::<usize>(),
+        0,
+        "nothing accepted is lost"
+    );
     let (hub_rate, secret, hook) = (memory.rate, memory.secret.clone(), memory.hook.clone());
     let body = event_body();
     let cpu_of = |wanted: Mode| -> f64 {
