@@ -46,6 +46,19 @@ async fn aws_every_function_binary_answers_its_sample() {
         .await
         .unwrap();
 
+    // A subscription whose lease ended a minute ago: the sweeper, booted on the Scheduler's
+    // sample, must find and remove it.
+    let mut lapsed = sample_subscription(
+        now - 3_600_000,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/lapsed",
+    );
+    lapsed.id = "sub_lapsed0000000000000000000".into();
+    lapsed.expires_at_ms = now - 60_000;
+    store.save(&lapsed, None).await.unwrap();
+    let due = |subs: Vec<hub::model::Subscription>| subs.iter().any(|s| s.id == lapsed.id);
+    assert!(due(store.due_for_sweep(now).await.unwrap()), "due before");
+
     let mut env = lambda_env(&name);
     env.push(("HUB_RETRY_SCHEDULE", "5s".into()));
     // A stray variable must not lift the SSRF guard of a deployed function: the sender refuses
@@ -108,7 +121,13 @@ async fn aws_every_function_binary_answers_its_sample() {
                 assert_eq!(log.len(), 1, "{log:?}");
                 assert_eq!(log[0].error.map(|e| e.as_str()), Some("forbidden_target"));
             }
-            "sweeper" => assert_eq!(answer.body["removed"], 0),
+            "sweeper" => {
+                assert_eq!(answer.body["removed"], 1, "{}", answer.body);
+                assert!(
+                    !due(store.due_for_sweep(now).await.unwrap()),
+                    "the lapsed subscription's item is gone, not only unread"
+                );
+            }
             _ => unreachable!(),
         }
         lines.push(format!(
