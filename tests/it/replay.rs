@@ -85,6 +85,69 @@ async fn manage_sample_lists() {
     assert_eq!(body["data"].as_array().unwrap().len(), 1);
 }
 
+/// The manage sample with its JWT claims replaced, answered with `account_claim` as the
+/// account's claim.
+async fn manage_as(hub: &Hub, claims: Value, account_claim: &str) -> (u16, Value) {
+    let mut sample: Value = serde_json::from_str(&event_sample("manage")).unwrap();
+    sample["requestContext"]["authorizer"]["jwt"]["claims"] = claims;
+    let request = lambda_http::request::from_str(&sample.to_string()).unwrap();
+    let response = api_handler(
+        hub,
+        ApiFunction::Manage.operations(),
+        account_claim,
+        request,
+    )
+    .await;
+    let body = match response.body() {
+        lambda_http::Body::Text(text) => serde_json::from_str(text).unwrap(),
+        _ => Value::Null,
+    };
+    (response.status().as_u16(), body)
+}
+
+#[tokio::test]
+async fn jwt_callers_without_scopes_without_the_account_or_with_a_custom_claim() {
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    // No scope at all: authenticated, allowed nothing.
+    let (status, body) = manage_as(&hub, serde_json::json!({"sub": "acme"}), "sub").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{body}"
+    );
+    // No account claim: not a caller.
+    let (status, body) = manage_as(
+        &hub,
+        serde_json::json!({"scope": "webhooks:read", "email": "a@example.com"}),
+        "sub",
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("unauthorized")),
+        "{body}"
+    );
+    // The account from a custom claim; `sub` is then only the owner.
+    let claims =
+        serde_json::json!({"sub": "user-7", "custom:tenant": "acme", "scope": "webhooks:read"});
+    let (status, body) = manage_as(&hub, claims.clone(), "custom:tenant").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["id"], SAMPLE_SUB);
+    // Read with the default claim, the same token is account `user-7`, which holds nothing.
+    let (status, body) = manage_as(&hub, claims, "sub").await;
+    assert_eq!(
+        (status, body["data"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn publish_sample_is_accepted_once() {
     let hub = hub();

@@ -208,6 +208,13 @@ pub struct FlakyStore {
     /// Callback lookups still to answer "none" (as a concurrent request that looked before
     /// another one saved would see).
     pub blind_finds: AtomicUsize,
+    /// Saves still to lose a race: just before each, a concurrent writer renames the stored
+    /// subscription to `racer` (a conditional save of its own), so the save finds a newer
+    /// version than the one it read.
+    pub race_saves: AtomicUsize,
+    /// What the next `due_for_sweep` answers instead of asking the store: copies read before
+    /// a concurrent change, as a sweep that looked just before a refresh holds.
+    pub stale_sweep_reads: Mutex<Option<Vec<Subscription>>>,
 }
 
 impl FlakyStore {
@@ -218,6 +225,8 @@ impl FlakyStore {
             fail_save: AtomicUsize::new(0),
             poisoned_accounts: Mutex::new(vec![]),
             blind_finds: AtomicUsize::new(0),
+            race_saves: AtomicUsize::new(0),
+            stale_sweep_reads: Mutex::new(None),
         }
     }
 
@@ -249,6 +258,14 @@ impl Store for FlakyStore {
     }
     async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
         inject(&self.fail_save, "save")?;
+        if inject(&self.race_saves, "race").is_err()
+            && let Some(current) = self.inner.get(&sub.id).await?
+        {
+            let mut racer = current.clone();
+            racer.name = Some("racer".into());
+            racer.version += 1;
+            self.inner.save(&racer, Some(&current)).await?;
+        }
         self.inner.save(sub, previous).await
     }
     async fn delete(&self, sub: &Subscription) -> Result<()> {
@@ -300,6 +317,9 @@ impl Store for FlakyStore {
         self.inner.remove_if_unchanged(sub).await
     }
     async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>> {
+        if let Some(stale) = self.stale_sweep_reads.lock().unwrap().take() {
+            return Ok(stale);
+        }
         self.inner.due_for_sweep(now_ms).await
     }
     async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
