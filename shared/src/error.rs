@@ -65,6 +65,8 @@ error_codes! {
     InvalidData = "invalid_data",
     /// The producer id is empty or too long.
     InvalidEventId = "invalid_event_id",
+    /// A batch publish holds no events or more than it may.
+    InvalidBatch = "invalid_batch",
     /// A page size is not a number from 1 to 100.
     InvalidLimit = "invalid_limit",
     /// The confirmation token does not match.
@@ -107,14 +109,21 @@ error_codes! {
     BackendUnavailable = "backend_unavailable",
 }
 
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// Everything that can go wrong in the hub, from bad input to a storage outage.
-#[derive(Debug, Error)]
+/// Everything that can go wrong in the hub, from bad input to a storage outage. `Clone`, so one
+/// failure can answer for each event of a batch it touched.
+#[derive(Debug, Clone, Error)]
 pub enum HubError {
     /// The request is malformed or a field breaks a validation rule.
     #[error("{message}")]

@@ -209,6 +209,42 @@ fn response_types_match_the_document() {
         &to_json(&published),
         "publish",
     );
+    let batch = PublishBatchOut {
+        data: vec![
+            PublishItemOut::Accepted {
+                index: 0,
+                status: 202,
+                id: "evt_1".into(),
+                topic: hub::topic::Topic::parse("door.opened").unwrap(),
+                duplicate: false,
+            },
+            PublishItemOut::Refused {
+                index: 1,
+                status: 400,
+                code: hub::ErrorCode::InvalidTopic,
+                message: "bad".into(),
+            },
+        ],
+        accepted: 1,
+        failed: 1,
+    };
+    for status in ["200", "207"] {
+        conforms(
+            &doc,
+            &schema("PublishBatch"),
+            &to_json(&batch),
+            "batch publish",
+        );
+        assert_eq!(
+            response("/v1/events", "post", status)["$ref"],
+            "#/components/schemas/PublishBatch"
+        );
+    }
+    let items =
+        &doc["components"]["schemas"]["PublishBatch"]["properties"]["data"]["items"]["oneOf"];
+    for (item, variant) in to_json(&batch)["data"].as_array().unwrap().iter().zip(0..) {
+        conforms(&doc, &items[variant], item, "batch item");
+    }
     conforms(
         &doc,
         &response("/v1/subscriptions", "delete", "200"),

@@ -17,12 +17,13 @@ use crate::error::{ErrorCode, HubError, Result};
 use crate::service::events::PublishRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
 use resources::{
-    AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, PublishedOut, SecretOut,
-    SubscriptionOut, SubscriptionPageOut, to_json,
+    AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, PublishBatchOut,
+    PublishItemOut, PublishedOut, SecretOut, SubscriptionOut, SubscriptionPageOut, to_json,
 };
 
-/// Largest request body the API reads.
-pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Largest request body the API reads: room for a batch publish of 100 events (each event's own
+/// limits are checked on it).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Headers on every API response.
 pub const SECURITY_HEADERS: [(&str, &str); 6] = [
@@ -420,19 +421,71 @@ async fn dispatch(
             let sub = hub.rotate_secret(&caller, &id, body.secret).await?;
             Ok((200, Some(to_json(&SecretOut { secret: sub.secret }))))
         }
-        Operation::Publish => {
-            let published = hub
-                .publish(&caller, json_body::<PublishRequest>(&req.body)?)
-                .await?;
-            let body = PublishedOut {
+        Operation::Publish => publish(hub, &caller, req).await,
+        Operation::Confirm => unreachable!("answered above"),
+    }
+}
+
+/// `POST /v1/events`: one event (`202`), or `{"events": [...]}`, a batch answered item by item
+/// (`200` when all were accepted, `207` otherwise).
+async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, Option<Value>)> {
+    let body: Value = json_body(&req.body)?;
+    let Some(events) = body.get("events") else {
+        let published = hub.publish(caller, parse_event(body)?).await?;
+        let body = PublishedOut {
+            id: published.id,
+            topic: published.topic,
+            duplicate: published.duplicate,
+        };
+        return Ok((202, Some(to_json(&body))));
+    };
+    let (Value::Array(events), 1) = (events, body.as_object().map_or(0, |o| o.len())) else {
+        return Err(HubError::invalid(
+            ErrorCode::InvalidBatch,
+            "a batch is `{\"events\": [...]}` and nothing else",
+        ));
+    };
+    let items = events.iter().cloned().map(parse_event).collect();
+    let results = hub.publish_batch(caller, items).await?;
+    let data: Vec<PublishItemOut> = results
+        .into_iter()
+        .enumerate()
+        .map(|(index, result)| match result {
+            Ok(published) => PublishItemOut::Accepted {
+                index,
+                status: 202,
                 id: published.id,
                 topic: published.topic,
                 duplicate: published.duplicate,
-            };
-            Ok((202, Some(to_json(&body))))
-        }
-        Operation::Confirm => unreachable!("answered above"),
-    }
+            },
+            Err(err) => {
+                if let HubError::Backend(detail) = &err {
+                    tracing::error!(request_id = %req.request_id, index, error = %detail, "backend failure");
+                }
+                PublishItemOut::Refused {
+                    index,
+                    status: err.status(),
+                    code: err.error_code(),
+                    message: err.public_message(),
+                }
+            }
+        })
+        .collect();
+    let accepted = data.iter().filter(|item| item.accepted()).count();
+    let failed = data.len() - accepted;
+    let status = if failed == 0 { 200 } else { 207 };
+    let body = PublishBatchOut {
+        data,
+        accepted,
+        failed,
+    };
+    Ok((status, Some(to_json(&body))))
+}
+
+/// One event of a publish body.
+fn parse_event(value: Value) -> Result<PublishRequest> {
+    serde_json::from_value(value)
+        .map_err(|e| HubError::invalid(ErrorCode::InvalidJson, format!("invalid event: {e}")))
 }
 
 #[cfg(test)]

@@ -188,6 +188,55 @@ pub struct PublishedOut {
     pub duplicate: bool,
 }
 
+/// One event's answer in a batch publish, at its `index` in the request.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum PublishItemOut {
+    /// Queued, or a repeat of an `id` already queued: `status` 202, as a single publish.
+    Accepted {
+        /// Its place in the request's `events`.
+        index: usize,
+        /// 202.
+        status: u16,
+        /// The event id (`evt_…`).
+        id: String,
+        /// Its topic.
+        topic: Topic,
+        /// Whether this repeated an `id` already queued within 24 h (or earlier in the batch).
+        duplicate: bool,
+    },
+    /// Refused, with the status, `code` and `message` it would have had on its own.
+    Refused {
+        /// Its place in the request's `events`.
+        index: usize,
+        /// The HTTP status it would have had alone.
+        status: u16,
+        /// The stable error code.
+        code: crate::error::ErrorCode,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl PublishItemOut {
+    /// Whether the event was accepted.
+    pub fn accepted(&self) -> bool {
+        matches!(self, PublishItemOut::Accepted { .. })
+    }
+}
+
+/// The answer to a batch publish: one item per event, in order, and the counts. `200` when
+/// every event was accepted, `207` when any was refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishBatchOut {
+    /// One answer per event.
+    pub data: Vec<PublishItemOut>,
+    /// How many were accepted (duplicates included).
+    pub accepted: usize,
+    /// How many were refused.
+    pub failed: usize,
+}
+
 /// Any response body as JSON.
 pub fn to_json(body: &impl Serialize) -> Value {
     serde_json::to_value(body).expect("response types serialize")

@@ -2,7 +2,7 @@
 //! delivery task per matching subscription, reading the topic entries of each matching pattern
 //! page by page and queueing as it reads, so its memory stays bounded whatever the fan-out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,6 +30,9 @@ pub const MAX_QUEUE_MESSAGE_BYTES: usize = 256 * 1024;
 pub const FANOUT_PAGE: usize = 1000;
 /// Delivery tasks sent per queue call during fan-out (the SQS batch size).
 pub const FANOUT_BATCH: usize = 10;
+/// Events of one batch publish sent per queue call (the SQS batch size): a chunk succeeds or
+/// fails as one, so each event's answer is exact.
+const PUBLISH_CHUNK: usize = 10;
 
 /// The body of `POST /v1/events`.
 #[derive(Debug, Deserialize)]
@@ -78,11 +81,47 @@ fn event_task_body(subscription_id: &str, event_json: &str) -> String {
     format!(r#"{{"subscription_id":{id},"payload":{{"kind":"event","event":{event_json}}}}}"#)
 }
 
+/// Most events one batch publish takes.
+pub const MAX_BATCH_EVENTS: usize = 100;
+
+/// One event checked and built, on its way to the events queue.
+struct Prepared {
+    event: Event,
+    json: String,
+    key: Option<String>,
+}
+
 impl Hub {
     /// `POST /v1/events`. `202` means queued: a key whose event is still being queued by another
     /// request answers `409 in_progress` (retry), never "duplicate".
     pub async fn publish(&self, caller: &Caller, req: PublishRequest) -> Result<Published> {
         caller.require(SCOPE_PUBLISH)?;
+        self.publish_each(caller, vec![Ok(req)])
+            .await
+            .pop()
+            .expect("one result per event")
+    }
+
+    /// `POST /v1/events` with `{"events": [...]}`: up to [`MAX_BATCH_EVENTS`] events, each
+    /// checked, deduplicated on its own `id` and queued on its own, so one bad event refuses only
+    /// itself. Items that did not parse come in as their error. One result per item, in order.
+    pub async fn publish_batch(
+        &self,
+        caller: &Caller,
+        items: Vec<Result<PublishRequest>>,
+    ) -> Result<Vec<Result<Published>>> {
+        caller.require(SCOPE_PUBLISH)?;
+        if items.is_empty() || items.len() > MAX_BATCH_EVENTS {
+            return Err(HubError::invalid(
+                ErrorCode::InvalidBatch,
+                format!("`events` holds 1 to {MAX_BATCH_EVENTS} events"),
+            ));
+        }
+        Ok(self.publish_each(caller, items).await)
+    }
+
+    /// Checks and builds one event; `None` for the key when the producer gave no `id`.
+    fn prepare(&self, caller: &Caller, req: PublishRequest, now: i64) -> Result<Prepared> {
         let topic = Topic::parse(&req.topic)?;
         if serde_json::to_vec(&req.data).map_or(usize::MAX, |v| v.len()) > MAX_EVENT_DATA_BYTES {
             return Err(HubError::PayloadTooLarge(MAX_EVENT_DATA_BYTES));
@@ -98,7 +137,6 @@ impl Hub {
                 "id is 1 to 128 characters",
             ));
         }
-        let now = self.now_ms();
         let event = Event {
             id: new_id("evt_", now),
             account: caller.account.clone(),
@@ -108,73 +146,167 @@ impl Hub {
             labels: req.labels,
             sensitive: req.sensitive,
         };
-        let event_json = queue_json(&event);
-        let size = delivery_task_bytes(&event_json);
+        let json = queue_json(&event);
+        let size = delivery_task_bytes(&json);
         if size > MAX_QUEUE_MESSAGE_BYTES {
             return Err(HubError::EventTooLarge {
                 size,
                 limit: MAX_QUEUE_MESSAGE_BYTES,
             });
         }
-        if let Some(key) = &req.id {
-            let claim = KeyClaim {
-                account: caller.account.clone(),
-                key: key.clone(),
-                event_id: event.id.clone(),
-                now_ms: now,
-                claim_until_ms: now + CLAIM_LEASE_MS,
-                window_until_ms: now + IDEMPOTENCY_WINDOW_MS,
-            };
-            match self.store.claim_event_key(&claim).await? {
-                ClaimOutcome::Claimed => {}
-                ClaimOutcome::Queued { event_id } => {
-                    return Ok(Published {
-                        id: event_id,
-                        topic: event.topic,
-                        duplicate: true,
-                    });
-                }
-                ClaimOutcome::InFlight { retry_after_ms } => {
-                    return Err(HubError::InProgress {
-                        retry_after_secs: (retry_after_ms.max(1) as u64).div_ceil(1000),
-                    });
-                }
-            }
-        }
-        let sent = self
-            .events
-            .send(vec![OutgoingMessage {
-                body: event_json,
-                delay: std::time::Duration::ZERO,
-            }])
-            .await;
-        if let Err(err) = sent {
-            if let Some(key) = &req.id {
-                // Nothing was queued under this key: let the producer's retry through.
-                let _ = self
-                    .store
-                    .release_event_key(&caller.account, key, &event.id)
-                    .await;
-            }
-            return Err(err);
-        }
-        if let Some(key) = &req.id
-            && let Err(err) = self
-                .store
-                .mark_event_key_queued(&caller.account, key, &event.id)
-                .await
-        {
-            // Queued all the same; the claim lapses after its lease and a later repeat may be
-            // queued again (a duplicate, never a loss).
-            tracing::warn!(event_id = %event.id, error = %err, "could not mark the idempotency key queued");
-        }
-        // The request line records the publish; this one is for debugging (RUST_LOG=hub=debug).
-        tracing::debug!(event_id = %event.id, account = %caller.account, topic = %event.topic, "event accepted");
-        Ok(Published {
-            id: event.id,
-            topic: event.topic,
-            duplicate: false,
+        Ok(Prepared {
+            event,
+            json,
+            key: req.id,
         })
+    }
+
+    /// Claims the producer's key of one event: `Ok(None)` when this request may queue it,
+    /// `Ok(Some(published))` for a repeat already queued.
+    async fn claim(&self, prepared: &Prepared, now: i64) -> Result<Option<Published>> {
+        let Some(key) = &prepared.key else {
+            return Ok(None);
+        };
+        let claim = KeyClaim {
+            account: prepared.event.account.clone(),
+            key: key.clone(),
+            event_id: prepared.event.id.clone(),
+            now_ms: now,
+            claim_until_ms: now + CLAIM_LEASE_MS,
+            window_until_ms: now + IDEMPOTENCY_WINDOW_MS,
+        };
+        match self.store.claim_event_key(&claim).await? {
+            ClaimOutcome::Claimed => Ok(None),
+            ClaimOutcome::Queued { event_id } => Ok(Some(Published {
+                id: event_id,
+                topic: prepared.event.topic.clone(),
+                duplicate: true,
+            })),
+            ClaimOutcome::InFlight { retry_after_ms } => Err(HubError::InProgress {
+                retry_after_secs: (retry_after_ms.max(1) as u64).div_ceil(1000),
+            }),
+        }
+    }
+
+    /// Queues one chunk of claimed events (one queue call: a `SendMessageBatch` on SQS), then
+    /// settles their keys: marked queued on success, released on failure so the producer's
+    /// retry goes through (a queue that took part of the chunk then sees those twice, with
+    /// their keys: a duplicate, never a loss).
+    async fn queue_chunk(&self, chunk: Vec<Prepared>) -> Vec<Result<Published>> {
+        let messages = chunk
+            .iter()
+            .map(|p| OutgoingMessage {
+                body: p.json.clone(),
+                delay: std::time::Duration::ZERO,
+            })
+            .collect();
+        let sent = self.events.send(messages).await;
+        let settle = chunk.iter().map(|p| async {
+            let Some(key) = &p.key else { return };
+            let (account, id) = (&p.event.account, &p.event.id);
+            if sent.is_ok() {
+                if let Err(err) = self.store.mark_event_key_queued(account, key, id).await {
+                    // Queued all the same; the claim lapses after its lease and a later repeat
+                    // may be queued again (a duplicate, never a loss).
+                    tracing::warn!(event_id = %id, error = %err, "could not mark the idempotency key queued");
+                }
+            } else {
+                let _ = self.store.release_event_key(account, key, id).await;
+            }
+        });
+        futures::future::join_all(settle).await;
+        chunk
+            .into_iter()
+            .map(|p| match &sent {
+                Ok(()) => {
+                    // The request line records the publish; this one is for debugging.
+                    tracing::debug!(event_id = %p.event.id, account = %p.event.account, topic = %p.event.topic, "event accepted");
+                    Ok(Published {
+                        id: p.event.id,
+                        topic: p.event.topic,
+                        duplicate: false,
+                    })
+                }
+                Err(err) => Err(err.clone()),
+            })
+            .collect()
+    }
+
+    /// Publishes each item on its own: checked, its key claimed (a key repeated within the
+    /// items answers as its first occurrence did), queued in chunks of the queue's batch size.
+    async fn publish_each(
+        &self,
+        caller: &Caller,
+        items: Vec<Result<PublishRequest>>,
+    ) -> Vec<Result<Published>> {
+        let now = self.now_ms();
+        let count = items.len();
+        let mut results: Vec<Option<Result<Published>>> = (0..count).map(|_| None).collect();
+        let mut first_of_key: HashMap<String, usize> = HashMap::new();
+        let mut repeats = Vec::new();
+        let mut candidates = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match item.and_then(|req| self.prepare(caller, req, now)) {
+                Err(err) => results[index] = Some(Err(err)),
+                Ok(prepared) => match &prepared.key {
+                    Some(key) if first_of_key.contains_key(key) => {
+                        repeats.push((index, first_of_key[key]))
+                    }
+                    key => {
+                        if let Some(key) = key {
+                            first_of_key.insert(key.clone(), index);
+                        }
+                        candidates.push((index, prepared));
+                    }
+                },
+            }
+        }
+        let claims =
+            futures::future::join_all(candidates.iter().map(|(_, p)| self.claim(p, now))).await;
+        let mut to_queue = Vec::new();
+        for ((index, prepared), claimed) in candidates.into_iter().zip(claims) {
+            match claimed {
+                Ok(None) => to_queue.push((index, prepared)),
+                Ok(Some(duplicate)) => results[index] = Some(Ok(duplicate)),
+                Err(err) => results[index] = Some(Err(err)),
+            }
+        }
+        let mut chunks: Vec<(Vec<usize>, Vec<Prepared>)> = Vec::new();
+        for (index, prepared) in to_queue {
+            match chunks.last_mut() {
+                Some((indexes, chunk)) if chunk.len() < PUBLISH_CHUNK => {
+                    indexes.push(index);
+                    chunk.push(prepared);
+                }
+                _ => chunks.push((vec![index], vec![prepared])),
+            }
+        }
+        let (indexes, chunks): (Vec<_>, Vec<_>) = chunks.into_iter().unzip();
+        let queued =
+            futures::future::join_all(chunks.into_iter().map(|c| self.queue_chunk(c))).await;
+        for (indexes, outcomes) in indexes.into_iter().zip(queued) {
+            for (index, outcome) in indexes.into_iter().zip(outcomes) {
+                results[index] = Some(outcome);
+            }
+        }
+        for (index, first) in repeats {
+            let answer = match results[first]
+                .as_ref()
+                .expect("first occurrences are settled")
+            {
+                Ok(published) => Ok(Published {
+                    id: published.id.clone(),
+                    topic: published.topic.clone(),
+                    duplicate: true,
+                }),
+                Err(err) => Err(err.clone()),
+            };
+            results[index] = Some(answer);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item is settled"))
+            .collect()
     }
 
     /// Fan-out of one event: a delivery task per live, active subscription of its account whose
