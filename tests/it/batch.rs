@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 
+use hub::ports::Queue;
 use hub_tests::*;
 use serde_json::{Value, json};
 
@@ -11,8 +12,131 @@ fn good(n: u32) -> Value {
     json!({"topic": "door.request.allowed", "data": {"n": n}})
 }
 
+/// Publishes `topics` (one event each) for `acme` and fans them out as one consumer batch;
+/// returns each message's verdict.
+async fn fan_out_together(hub: &InProcess, topics: &[&str]) -> Vec<bool> {
+    let caller = hub::auth::Caller {
+        account: "acme".into(),
+        owner: "acme".into(),
+        scopes: None,
+    };
+    let items = topics
+        .iter()
+        .map(|t| Ok(serde_json::from_value(json!({"topic": t, "data": {}})).unwrap()))
+        .collect();
+    let published = hub.hub.publish_batch(&caller, items).await.unwrap();
+    assert!(published.iter().all(Result::is_ok));
+    let mut msgs = Vec::new();
+    while msgs.len() < topics.len() {
+        msgs.extend(
+            hub.events
+                .receive(10, std::time::Duration::from_secs(1))
+                .await
+                .unwrap(),
+        );
+    }
+    hub::runtime::consume::consume_batch(&hub.hub, hub::runtime::consume::QueueRole::Events, &msgs)
+        .await
+}
+
 mod scenarios {
     use super::*;
+
+    /// Ten events of one topic, fanned out as one batch, to four subscribers (one of them
+    /// through two patterns): each `(account, pattern)` is read once for the batch, every event
+    /// reaches each subscriber once, and the 40 tasks go out in 4 sends of 10.
+    pub async fn fan_out_reads_each_pattern_once_per_batch(backend: Backend) {
+        let hub = InProcess::start(backend, hub::Settings::default()).await;
+        let now = hub.hub.now_ms();
+        let subs = [
+            vec!["door.request.allowed"],
+            vec!["door.*"],
+            vec!["*"],
+            vec!["door.request.*", "door.*"],
+        ];
+        for (n, topics) in subs.iter().enumerate() {
+            let sub = active_subscription(
+                n,
+                "acme",
+                topics,
+                &format!("https://h.example/{n}"),
+                now,
+                3_600_000,
+            );
+            hub.store.inner().save(&sub, None).await.unwrap();
+        }
+        let reads_before = hub
+            .store
+            .topic_reads
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let done = fan_out_together(&hub, &["door.request.allowed"; 10]).await;
+        assert_eq!(done, vec![true; 10]);
+        let reads = hub
+            .store
+            .topic_reads
+            .load(std::sync::atomic::Ordering::SeqCst)
+            - reads_before;
+        // Expected by hand: door.request.allowed, door.request.*, door.*, * — once each.
+        assert_eq!(reads, 4, "one read per (account, pattern) for the batch");
+        let tasks = hub.deliveries.bodies();
+        assert_eq!(tasks.len(), 40, "10 events × 4 subscribers, none twice");
+        let pairs: HashSet<(String, String)> = tasks
+            .iter()
+            .map(|t| {
+                (
+                    t["subscription_id"].as_str().unwrap().to_string(),
+                    t["payload"]["event"]["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(pairs.len(), 40);
+        assert_eq!(hub.deliveries.send_sizes(), vec![10, 10, 10, 10]);
+    }
+
+    /// A pattern with more entries than one page is fanned out event by event, page by page:
+    /// still every subscriber once.
+    pub async fn a_pattern_past_one_page_streams(backend: Backend) {
+        let settings = hub::Settings {
+            fanout_page: 2,
+            ..hub::Settings::default()
+        };
+        let hub = InProcess::start(backend, settings).await;
+        let now = hub.hub.now_ms();
+        for n in 0..5 {
+            let sub = active_subscription(
+                n,
+                "acme",
+                &["door.*"],
+                &format!("https://h.example/{n}"),
+                now,
+                3_600_000,
+            );
+            hub.store.inner().save(&sub, None).await.unwrap();
+        }
+        let done = fan_out_together(&hub, &["door.opened", "door.closed", "window.opened"]).await;
+        assert_eq!(done, vec![true; 3]);
+        let tasks = hub.deliveries.bodies();
+        let per_event = |topic: &str| {
+            tasks
+                .iter()
+                .filter(|t| {
+                    t["payload"]["event"]["type"] == topic
+                        || t["payload"]["event"]["topic"] == topic
+                })
+                .map(|t| t["subscription_id"].as_str().unwrap().to_string())
+                .collect::<HashSet<_>>()
+                .len()
+        };
+        assert_eq!(
+            (
+                per_event("door.opened"),
+                per_event("door.closed"),
+                per_event("window.opened")
+            ),
+            (5, 5, 0)
+        );
+        assert_eq!(tasks.len(), 10);
+    }
 
     pub async fn batch_publish_answers_each_event(backend: Backend) {
         let hub = HubProcess::start(backend, &[]).await;
@@ -188,5 +312,7 @@ mod scenarios {
 
 hub_tests::on_every_backend!(
     batch_publish_answers_each_event,
-    batch_publish_needs_the_publish_scope
+    batch_publish_needs_the_publish_scope,
+    fan_out_reads_each_pattern_once_per_batch,
+    a_pattern_past_one_page_streams,
 );

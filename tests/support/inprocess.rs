@@ -212,6 +212,8 @@ pub struct FlakyStore {
     /// subscription to `racer` (a conditional save of its own), so the save finds a newer
     /// version than the one it read.
     pub race_saves: AtomicUsize,
+    /// Topic-entry pages read so far.
+    pub topic_reads: AtomicUsize,
     /// What the next `due_for_sweep` answers instead of asking the store: copies read before
     /// a concurrent change, as a sweep that looked just before a refresh holds.
     pub stale_sweep_reads: Mutex<Option<Vec<Subscription>>>,
@@ -226,6 +228,7 @@ impl FlakyStore {
             poisoned_accounts: Mutex::new(vec![]),
             blind_finds: AtomicUsize::new(0),
             race_saves: AtomicUsize::new(0),
+            topic_reads: AtomicUsize::new(0),
             stale_sweep_reads: Mutex::new(None),
         }
     }
@@ -289,6 +292,7 @@ impl Store for FlakyStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<TopicEntry>> {
+        self.topic_reads.fetch_add(1, Ordering::SeqCst);
         if self
             .poisoned_accounts
             .lock()

@@ -25,31 +25,51 @@ pub fn queue_of(hub: &Hub, role: QueueRole) -> std::sync::Arc<dyn crate::ports::
     }
 }
 
-/// Processes one message of `role`'s queue; `true` when it may be removed. The Lambda handlers
-/// and the embedded pollers both go through here.
+/// Processes one message of `role`'s queue; `true` when it may be removed.
 pub async fn consume(hub: &Hub, role: QueueRole, msg: &ReceivedMessage) -> bool {
+    consume_batch(hub, role, std::slice::from_ref(msg)).await[0]
+}
+
+/// Processes the messages of `role`'s queue received together (an SQS batch, one poll);
+/// `true` for each that may be removed, in order. The Lambda handlers and the embedded pollers
+/// both go through here: deliveries are attempted concurrently, events are fanned out together
+/// ([`Hub::fan_out_batch`]: each pattern read once, tasks sent in batches of 10).
+pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage]) -> Vec<bool> {
     match role {
-        QueueRole::Events => fan_out_message(hub, msg).await,
-        QueueRole::Deliveries => deliver_message(hub, msg).await,
+        QueueRole::Events => fan_out_messages(hub, msgs).await,
+        QueueRole::Deliveries => {
+            futures::future::join_all(msgs.iter().map(|msg| deliver_message(hub, msg))).await
+        }
     }
 }
 
-/// Fans out one events-queue message; `true` when it may be removed.
-pub async fn fan_out_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
-    let event: Event = match serde_json::from_str(&msg.body) {
-        Ok(event) => event,
-        Err(err) => {
-            tracing::error!(message_id = %msg.id, error = %err, "unreadable events message: to the dead-letter queue");
-            return hub.events.dead_letter(msg.body.clone()).await.is_ok();
-        }
-    };
-    match hub.fan_out(&event).await {
-        Ok(_) => true,
-        Err(err) => {
-            tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; the message will come back");
-            false
+/// Fans out events-queue messages together; `true` for each that may be removed. An
+/// unreadable message goes to the dead-letter queue on its own.
+async fn fan_out_messages(hub: &Hub, msgs: &[ReceivedMessage]) -> Vec<bool> {
+    let mut done = vec![false; msgs.len()];
+    let (mut events, mut owners) = (Vec::new(), Vec::new());
+    for (index, msg) in msgs.iter().enumerate() {
+        match serde_json::from_str::<Event>(&msg.body) {
+            Ok(event) => {
+                events.push(event);
+                owners.push(index);
+            }
+            Err(err) => {
+                tracing::error!(message_id = %msg.id, error = %err, "unreadable events message: to the dead-letter queue");
+                done[index] = hub.events.dead_letter(msg.body.clone()).await.is_ok();
+            }
         }
     }
+    let results = hub.fan_out_batch(&events).await;
+    for ((index, result), event) in owners.into_iter().zip(results).zip(&events) {
+        match result {
+            Ok(_) => done[index] = true,
+            Err(err) => {
+                tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; the message will come back");
+            }
+        }
+    }
+    done
 }
 
 /// Makes one delivery attempt for a deliveries-queue message; `true` when it may be removed.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::consume::{QueueRole, consume, queue_of};
+use super::consume::{QueueRole, consume, consume_batch, queue_of};
 use crate::context::Hub;
 use crate::ports::{Queue, ReceivedMessage};
 
@@ -102,7 +102,11 @@ fn lane_key(body: &str) -> String {
 }
 
 async fn process(hub: &Hub, queue: &Arc<dyn Queue>, role: QueueRole, msg: &ReceivedMessage) {
-    let done = consume(hub, role, msg).await;
+    acknowledge(queue, msg, consume(hub, role, msg).await).await;
+}
+
+/// Removes a message that is done; one that is not comes back after its visibility timeout.
+async fn acknowledge(queue: &Arc<dyn Queue>, msg: &ReceivedMessage, done: bool) {
     if done && let Err(err) = queue.ack(&msg.receipt).await {
         tracing::warn!(error = %err, message_id = %msg.id, "ack failed; the message will come back");
     }
@@ -137,17 +141,27 @@ pub async fn poll(
                 continue;
             }
         };
+        if role == QueueRole::Events && !messages.is_empty() {
+            // Fanned out together: each pattern read once for the whole poll.
+            let permits = slots
+                .clone()
+                .acquire_many_owned(messages.len() as u32)
+                .await
+                .expect("semaphore open");
+            let (hub, queue) = (hub.clone(), queue.clone());
+            tokio::spawn(async move {
+                let done = consume_batch(&hub, role, &messages).await;
+                for (msg, done) in messages.iter().zip(done) {
+                    acknowledge(&queue, msg, done).await;
+                }
+                drop(permits);
+            });
+            continue;
+        }
         for msg in messages {
             let permit: OwnedSemaphorePermit =
                 slots.clone().acquire_owned().await.expect("semaphore open");
             let (hub, queue, lanes) = (hub.clone(), queue.clone(), lanes.clone());
-            if role == QueueRole::Events {
-                tokio::spawn(async move {
-                    process(&hub, &queue, role, &msg).await;
-                    drop(permit);
-                });
-                continue;
-            }
             let key = lane_key(&msg.body);
             let first = if lanes.try_enter(&key) {
                 msg

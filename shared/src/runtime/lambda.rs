@@ -6,7 +6,7 @@ use lambda_http::{Body, Request};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 use super::config::{LambdaConfig, init_logging};
-use super::consume::{QueueRole, consume};
+use super::consume::{QueueRole, consume_batch};
 use super::wiring::aws_hub;
 use crate::api::lambda::{api_request, jwt_caller};
 use crate::api::{ApiFunction, Operation, handle};
@@ -38,8 +38,10 @@ pub async fn api_handler(
 
 /// Processes one SQS batch concurrently and reports exactly the messages to retry.
 pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatchResponse {
-    let work = event.records.into_iter().map(|record| async move {
-        let msg = ReceivedMessage {
+    let msgs: Vec<ReceivedMessage> = event
+        .records
+        .into_iter()
+        .map(|record| ReceivedMessage {
             id: record.message_id.clone().unwrap_or_default(),
             receipt: record.receipt_handle.clone().unwrap_or_default(),
             body: record.body.clone().unwrap_or_default(),
@@ -48,11 +50,13 @@ pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatc
                 .get("ApproximateReceiveCount")
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1),
-        };
-        let done = consume(hub, role, &msg).await;
-        (!done).then_some(msg.id)
-    });
-    let failed = futures::future::join_all(work).await;
+        })
+        .collect();
+    let done = consume_batch(hub, role, &msgs).await;
+    let failed = msgs
+        .into_iter()
+        .zip(done)
+        .map(|(msg, done)| (!done).then_some(msg.id));
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failed
         .into_iter()

@@ -10,9 +10,9 @@ use serde_json::Value;
 use crate::auth::{Caller, SCOPE_PUBLISH};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::model::{Event, new_id, queue_json};
+use crate::model::{Event, TopicEntry, new_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
-use crate::topic::Topic;
+use crate::topic::{Pattern, Topic};
 use crate::validate;
 
 /// How long a producer's event `id` is remembered to drop repeats.
@@ -356,6 +356,114 @@ impl Hub {
         // One line per request and per attempt at the default level; this per-event line is debug.
         tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");
         Ok(count)
+    }
+}
+
+impl Hub {
+    /// Fan-out of the events one consumer received together (an SQS batch): each
+    /// `(account, pattern)` is read once for all of them, and their delivery tasks go out
+    /// together in batches of [`FANOUT_BATCH`]. A pattern with more than one page of entries
+    /// (a large fan-out) is left to [`Hub::fan_out`], event by event, so memory stays bounded.
+    /// One result per event, in order: an event whose tasks could not all be sent fails (and
+    /// comes back; tasks already sent then go out twice, with the same `webhook-id`).
+    pub async fn fan_out_batch(&self, events: &[Event]) -> Vec<Result<usize>> {
+        if events.len() == 1 {
+            return vec![self.fan_out(&events[0]).await];
+        }
+        let now = self.now_ms();
+        let mut wanted: Vec<(String, Pattern)> = Vec::new();
+        for event in events {
+            for pattern in event.topic.patterns() {
+                let key = (event.account.clone(), pattern);
+                if !wanted.contains(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+        let pages = futures::future::join_all(wanted.iter().map(|(account, pattern)| {
+            self.store
+                .topic_entries(account, pattern, None, self.settings.fanout_page)
+        }))
+        .await;
+        let mut entries: HashMap<(String, Pattern), Result<Vec<TopicEntry>>> = HashMap::new();
+        for (key, page) in wanted.into_iter().zip(pages) {
+            let read = match page {
+                // More than a page: this pattern streams, event by event.
+                Ok(page) if page.next_cursor.is_some() => Err(HubError::backend("large fan-out")),
+                Ok(page) => Ok(page.items),
+                Err(err) => Err(err),
+            };
+            entries.insert(key, read);
+        }
+        let mut results: Vec<Option<Result<usize>>> = (0..events.len()).map(|_| None).collect();
+        let mut tasks: Vec<(usize, OutgoingMessage)> = Vec::new();
+        let mut streamed = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            let event_json = queue_json(event);
+            let mut seen = HashSet::new();
+            let mut mine = Vec::new();
+            let mut stream = false;
+            for pattern in event.topic.patterns() {
+                match &entries[&(event.account.clone(), pattern)] {
+                    Ok(items) => {
+                        for entry in items {
+                            if entry.wants(event, now) && seen.insert(&entry.subscription_id) {
+                                mine.push((
+                                    index,
+                                    OutgoingMessage {
+                                        body: event_task_body(&entry.subscription_id, &event_json),
+                                        delay: std::time::Duration::ZERO,
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                    Err(_) => stream = true,
+                }
+            }
+            if stream {
+                streamed.push(index);
+            } else {
+                results[index] = Some(Ok(mine.len()));
+                tasks.extend(mine);
+            }
+        }
+        let chunks: Vec<Vec<(usize, OutgoingMessage)>> = {
+            let mut chunks = Vec::new();
+            let mut rest = tasks.into_iter().peekable();
+            while rest.peek().is_some() {
+                chunks.push(rest.by_ref().take(FANOUT_BATCH).collect::<Vec<_>>());
+            }
+            chunks
+        };
+        let sends = chunks.into_iter().map(|chunk| async move {
+            let owners: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            let sent = self
+                .deliveries
+                .send(chunk.into_iter().map(|(_, m)| m).collect())
+                .await;
+            (owners, sent)
+        });
+        for (owners, sent) in futures::future::join_all(sends).await {
+            if let Err(err) = sent {
+                for index in owners {
+                    results[index] = Some(Err(err.clone()));
+                }
+            }
+        }
+        for (event, result) in events.iter().zip(&results) {
+            if let Some(Ok(count)) = result {
+                tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");
+            }
+        }
+        for index in streamed {
+            // Also where a page read failed: `fan_out` reads (and fails) on its own.
+            results[index] = Some(self.fan_out(&events[index]).await);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every event is settled"))
+            .collect()
     }
 }
 
