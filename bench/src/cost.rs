@@ -1,23 +1,27 @@
 //! Figure 6: AWS cost per million deliveries, computed from the calls the hub's code was counted
-//! making on moto (per published event with one subscriber, a receiver answering in 100 ms), the
-//! measured handler durations at the template's memory sizes, and list prices.
+//! making on moto, the log bytes it wrote, the measured handler durations at the template's
+//! memory sizes, and list prices. Every scenario is a run of its own: publishing one event per
+//! HTTP request or ten per request, one subscriber per event or ten (measured, not
+//! extrapolated), a receiver answering in 100 ms.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hub::Hub;
 use hub::adapters::CallCounter;
 use hub::adapters::dynamodb::DynamoStore;
 use hub::adapters::http::HttpTransport;
 use hub::adapters::sqs::SqsQueue;
+use hub::api::{ApiRequest, Operation, handle};
 use hub::auth::Caller;
 use hub::model::SubscriptionStatus;
 use hub::ports::Store;
-use hub::runtime::consume::QueueRole;
-use hub::runtime::consume::{consume, queue_of};
+use hub::runtime::consume::{QueueRole, consume_batch, queue_of};
 use hub::runtime::{aws_clients, memory_hub};
-use hub::service::events::PublishRequest;
 use hub_tests::{Reply, TestReceiver, sample_subscription, unique};
+use serde_json::json;
 
 use crate::{Options, Section};
 
@@ -33,18 +37,142 @@ const SQS_REQUEST: f64 = 0.40 / 1e6;
 const DDB_WRITE: f64 = 0.625 / 1e6;
 /// DynamoDB on-demand per read request unit (4 KB strongly consistent, or 2 × 4 KB eventually).
 const DDB_READ: f64 = 0.125 / 1e6;
+/// CloudWatch Logs ingestion per byte ($0.50 per GB).
+const LOG_INGEST: f64 = 0.50 / 1e9;
+/// The Lambda platform's own records per invocation (`START`, `END`, `REPORT`), bytes, when the
+/// function's system log level lets them through (INFO): about 350 bytes.
+const PLATFORM_LOG_BYTES: f64 = 350.0;
 
-fn diff(before: &Calls, after: &Calls, op: &str) -> f64 {
-    (after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0)) as f64
+/// What `template.yaml` sets for one function: memory (GB) and, for a queue-triggered one, the
+/// event source's batch size. Read from the template, so the bill follows what is deployed.
+struct Deployed {
+    memory_gb: f64,
+    batch: usize,
 }
 
-pub async fn cost_per_million(options: &Options) -> Section {
-    let mut section = Section::new(
-        "6. AWS cost per million deliveries (one subscriber per event, receiver answering in 100 ms)",
-    );
-    let events = if options.smoke { 10 } else { 100 };
-    let counter = CallCounter::default();
-    let (dynamo, sqs) = aws_clients(Some(&counter)).await;
+/// The template's settings of the three functions on a delivery's path, and whether the
+/// platform's own records are sent (system log level INFO or DEBUG).
+fn deployed() -> ([Deployed; 3], bool) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let text = std::fs::read_to_string(&path).expect("template.yaml");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("template.yaml parses");
+    let globals = &doc["Globals"]["Function"];
+    let memory = |f: &serde_yaml::Value| {
+        f["MemorySize"]
+            .as_u64()
+            .or_else(|| globals["MemorySize"].as_u64())
+            .expect("a memory size") as f64
+            / 1000.0
+    };
+    let function = |name: &str, source: &str| {
+        let props = &doc["Resources"][name]["Properties"];
+        Deployed {
+            memory_gb: memory(props),
+            batch: props["Events"][source]["Properties"]["BatchSize"]
+                .as_u64()
+                .unwrap_or(1) as usize,
+        }
+    };
+    let system_level = globals["LoggingConfig"]["SystemLogLevel"]
+        .as_str()
+        .unwrap_or("INFO");
+    (
+        [
+            function("PublishFunction", "Publish"),
+            function("FanoutFunction", "Events"),
+            function("SenderFunction", "Deliveries"),
+        ],
+        system_level != "WARN",
+    )
+}
+
+type Calls = std::collections::BTreeMap<String, u64>;
+
+/// Counts the bytes and lines the hub's logger writes (what CloudWatch Logs would ingest) and
+/// keeps one line of each kind to show.
+#[derive(Clone, Default)]
+struct LogMeter {
+    bytes: Arc<AtomicU64>,
+    samples: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::io::Write for LogMeter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let text = String::from_utf8_lossy(buf);
+        let mut samples = self.samples.lock().unwrap();
+        for kind in [
+            "\"message\":\"request\"",
+            "\"message\":\"delivery attempt\"",
+        ] {
+            if text.contains(kind) && !samples.iter().any(|s| s.contains(kind)) {
+                samples.push(text.trim_end().to_string());
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogMeter {
+    type Writer = LogMeter;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl LogMeter {
+    fn bytes(&self) -> f64 {
+        self.bytes.load(Ordering::Relaxed) as f64
+    }
+}
+
+/// What one phase (a function) did: its invocations, their mean duration, the calls it made and
+/// the log bytes it wrote.
+#[derive(Default)]
+struct Phase {
+    invocations: f64,
+    messages: f64,
+    mean_ms: f64,
+    calls: Calls,
+    log_bytes: f64,
+}
+
+impl Phase {
+    fn calls(&self, op: &str) -> f64 {
+        self.calls.get(op).copied().unwrap_or(0) as f64
+    }
+}
+
+/// One measured scenario.
+struct Run {
+    deliveries: f64,
+    publish: Phase,
+    fanout: Phase,
+    sender: Phase,
+    sub_item_bytes: usize,
+}
+
+fn since(before: &Calls, after: &Calls) -> Calls {
+    after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// Publishes `events` events through the publish function's handler (`per_request` per HTTP
+/// request), then runs the fan-out and sender handlers over the queues in batches of 10, with
+/// `fan_out` subscribers per event; everything counted.
+async fn measure(
+    events: usize,
+    per_request: usize,
+    fan_out: usize,
+    counter: &CallCounter,
+    logs: &LogMeter,
+) -> Run {
+    let (dynamo, sqs) = aws_clients(Some(counter)).await;
     let name = unique("bench-cost");
     let store = DynamoStore::new(dynamo, &name);
     store.ensure_table().await.expect("table");
@@ -73,9 +201,17 @@ pub async fn cost_per_million(options: &Options) -> Section {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let sub = sample_subscription(now, SubscriptionStatus::Active, &receiver.url("/cost"));
-    let sub_item_bytes = serde_json::to_string(&sub).unwrap().len() + 200;
-    store.save(&sub, None).await.unwrap();
+    let mut sub_item_bytes = 0;
+    for n in 0..fan_out {
+        let mut sub = sample_subscription(
+            now,
+            SubscriptionStatus::Active,
+            &receiver.url(&format!("/cost/{n}")),
+        );
+        sub.id = format!("sub_{now:012x}{n:016x}");
+        sub_item_bytes = serde_json::to_string(&sub).unwrap().len() + 200;
+        store.save(&sub, None).await.unwrap();
+    }
     let (memory, _) = memory_hub(Default::default());
     let hub = Hub {
         store: Arc::new(store),
@@ -90,167 +226,291 @@ pub async fn cost_per_million(options: &Options) -> Section {
         scopes: None,
     };
 
-    // publish λ: one call per event.
-    let c0 = counter.snapshot();
+    // publish λ: its handler, request by request, as API Gateway invokes it.
+    let (c0, l0) = (counter.snapshot(), logs.bytes());
     let started = Instant::now();
-    for n in 0..events {
-        let req = PublishRequest {
-            topic: "door.request.allowed".into(),
-            data: serde_json::json!({"door": "4711", "n": n, "pad": "x".repeat(600)}),
-            id: None,
-            labels: Default::default(),
-            sensitive: Default::default(),
+    let event = |n: usize| json!({"topic": "door.request.allowed", "data": {"door": "4711", "n": n, "pad": "x".repeat(600)}});
+    let mut requests = 0;
+    for first in (0..events).step_by(per_request) {
+        let last = (first + per_request).min(events);
+        let body = if per_request == 1 {
+            event(first)
+        } else {
+            json!({"events": (first..last).map(event).collect::<Vec<_>>()})
         };
-        hub.publish(&caller, req).await.unwrap();
+        let request = ApiRequest {
+            method: http::Method::POST,
+            path: "/v1/events".into(),
+            query: None,
+            body: Bytes::from(body.to_string()),
+            request_id: format!("req-{first}"),
+        };
+        let response = handle(&hub, &[Operation::Publish], request, Some(caller.clone())).await;
+        assert!(
+            [200, 202].contains(&response.status().as_u16()),
+            "published: {:?}",
+            response.body()
+        );
+        requests += 1;
     }
-    let publish_ms = started.elapsed().as_secs_f64() * 1000.0 / events as f64;
-    let c1 = counter.snapshot();
-
-    // fanout λ and sender λ: batches of 10, records processed concurrently, as the SQS event
-    // source hands them. Receiving and deleting are the event source's calls, modelled below.
-    let (fanout_batch_ms, c2) = run_batches(&hub, QueueRole::Events, events, &counter).await;
-    let (sender_batch_ms, c4) = run_batches(&hub, QueueRole::Deliveries, events, &counter).await;
-    assert_eq!(receiver.received().len(), events, "every event delivered");
-    let per = |calls: &Calls, op: &str| calls.get(op).copied().unwrap_or(0) as f64 / events as f64;
-    let n = events as f64;
-
-    // Per delivery (= per event here).
-    let api = API_GATEWAY;
-    let lambda_requests = (1.0 + 0.1 + 0.1) * LAMBDA_REQUEST;
-    let gb_s = 0.128 * publish_ms / 1000.0
-        + 0.256 * fanout_batch_ms / 1000.0 / 10.0
-        + 0.512 * sender_batch_ms / 1000.0 / 10.0;
-    let lambda_compute = gb_s * LAMBDA_GB_S;
-    // SQS: the hub's own calls, plus the event source's ReceiveMessage + DeleteMessageBatch per batch of 10 on each queue.
-    let sqs_ours = diff(&c0, &c1, "SendMessageBatch") / n
-        + per(&c2, "SendMessageBatch")
-        + per(&c4, "ChangeMessageVisibility");
-    let sqs_esm = 2.0 * (1.0 + 1.0) / 10.0;
-    let sqs = (sqs_ours + sqs_esm) * SQS_REQUEST;
-    // DynamoDB request units from the counted calls and item sizes.
-    let write_units = |bytes: usize| bytes.div_ceil(1024) as f64;
-    let queries = per(&c2, "Query");
-    let gets = per(&c4, "GetItem");
-    let puts = per(&c4, "PutItem") + diff(&c0, &c1, "PutItem") / n;
-    let updates = per(&c4, "UpdateItem");
-    let read_units = queries * 0.5 + gets * (sub_item_bytes.div_ceil(4096) as f64);
-    let write_total = puts * write_units(400) + updates * write_units(sub_item_bytes);
-    let dynamo = read_units * DDB_READ + write_total * DDB_WRITE;
-    let total = api + lambda_requests + lambda_compute + sqs + dynamo;
-    // The same counts at 10 subscribers per event: the per-event shares (API Gateway, publish,
-    // the events queue, fan-out and its queries) divide by 10; one fan-out batch per event.
-    let per_event = api
-        + (1.0 + 0.1) * LAMBDA_REQUEST
-        + (0.128 * publish_ms / 1000.0 + 0.256 * fanout_batch_ms / 1000.0 / 10.0) * LAMBDA_GB_S
-        + (diff(&c0, &c1, "SendMessageBatch") / n + (1.0 + 1.0) / 10.0 + 1.0) * SQS_REQUEST
-        + queries * 0.5 * DDB_READ;
-    let per_delivery_only = 0.1 * LAMBDA_REQUEST
-        + 0.512 * sender_batch_ms / 1000.0 / 10.0 * LAMBDA_GB_S
-        + ((1.0 + 1.0) / 10.0 + per(&c4, "ChangeMessageVisibility")) * SQS_REQUEST
-        + gets * (sub_item_bytes.div_ceil(4096) as f64) * DDB_READ
-        + write_total * DDB_WRITE;
-    let total_fanout_10 = per_event / 10.0 + per_delivery_only;
-    let line = |what: &str, per_delivery: f64, detail: String| {
-        format!(
-            "computed, {what:<22} ${:>6.3} per million  {detail}",
-            per_delivery * 1e6
-        )
+    let publish = Phase {
+        invocations: requests as f64,
+        messages: events as f64,
+        mean_ms: started.elapsed().as_secs_f64() * 1000.0 / requests as f64,
+        calls: since(&c0, &counter.snapshot()),
+        log_bytes: logs.bytes() - l0,
     };
-    section.line(format!(
-        "measured: publish {publish_ms:.1} ms per event, fanout {fanout_batch_ms:.1} ms per batch of 10, sender {sender_batch_ms:.1} ms per batch of 10 (receiver 100 ms); counted over {events} events"
-    ));
-    section.line(
-        "computed from the counted calls and durations above, at us-east-1 list prices (the per-call factors \
-         are the constants at the top of bench/src/cost.rs); \"at fan-out 10\" divides the per-event shares by 10 \
-         (an extrapolation, not a run with 10 subscribers)",
+    let ([_, fanout_fn, sender_fn], _) = deployed();
+    let fanout = run_batches(
+        &hub,
+        QueueRole::Events,
+        events,
+        fanout_fn.batch,
+        counter,
+        logs,
+    )
+    .await;
+    let sender = run_batches(
+        &hub,
+        QueueRole::Deliveries,
+        events * fan_out,
+        sender_fn.batch,
+        counter,
+        logs,
+    )
+    .await;
+    assert_eq!(
+        receiver.received().len(),
+        events * fan_out,
+        "every delivery made"
     );
-    section.line(line(
-        "API Gateway HTTP API",
-        api,
-        "1 request per event at $1.00/M".into(),
-    ));
-    section.line(line(
-        "Lambda requests",
-        lambda_requests,
-        "publish 1 + fanout 0.1 + sender 0.1 at $0.20/M".into(),
-    ));
-    section.line(line(
-        "Lambda compute",
-        lambda_compute,
-        format!(
-            "{:.5} GB-s (128/256/512 MB) at $0.0000133334/GB-s arm64",
-            gb_s
-        ),
-    ));
-    section.line(line(
-        "SQS",
-        sqs,
-        format!(
-            "{sqs_ours:.2} hub calls + {sqs_esm:.2} event-source calls per delivery at $0.40/M"
-        ),
-    ));
-    section.line(line("DynamoDB", dynamo, format!(
-        "{queries:.1} Query + {gets:.1} GetItem ({read_units:.2} RRU at $0.125/M), {puts:.1} PutItem + {updates:.1} UpdateItem ({write_total:.1} WRU at $0.625/M)"
-    )));
-    section.line(line("total", total, "(goal ≤ $0.50)".into()));
-    section.line(line(
-        "total at fan-out 10",
-        total_fanout_10,
-        format!(
-            "per-event shares / 10; of which the attempt log + odometer writes ${:.3}/M",
-            write_total * DDB_WRITE * 1e6
-        ),
-    ));
-    let parts = [
-        ("API Gateway", api),
-        ("Lambda", lambda_requests + lambda_compute),
-        ("SQS", sqs),
-        ("DynamoDB", dynamo),
-    ];
-    let (top, top_cost) = parts
-        .iter()
-        .fold(("", 0.0), |a, b| if b.1 > a.1 { (b.0, b.1) } else { a });
-    section.line(format!(
-        "computed: dominant: {top} (${:.3}/M). With fan-out, the API Gateway, publish and fan-out shares divide by the subscribers per event; \
-         the per-delivery DynamoDB writes (the attempt log and the odometer) remain and are what to batch or sample next.",
-        top_cost * 1e6
-    ));
-    section
+    Run {
+        deliveries: (events * fan_out) as f64,
+        publish,
+        fanout,
+        sender,
+        sub_item_bytes,
+    }
 }
 
-type Calls = std::collections::BTreeMap<String, u64>;
-
-/// Consumes `count` messages of one queue in batches of 10 through the same consumer the
-/// Lambda handler runs; returns the mean batch duration (ms) and the calls the handler made
-/// (receiving and acknowledging, the event source's part, excluded).
+/// Consumes `count` messages of one queue in batches of `batch` through the function's own batch
+/// handler path ([`consume_batch`]); the event source's part (receiving, deleting) is left out
+/// of the counts and modelled.
 async fn run_batches(
     hub: &Hub,
     role: QueueRole,
     count: usize,
+    batch: usize,
     counter: &CallCounter,
-) -> (f64, Calls) {
+    logs: &LogMeter,
+) -> Phase {
     let queue = queue_of(hub, role);
-    let (mut total_ms, mut batches, mut done) = (0.0, 0, 0);
-    let mut calls = Calls::new();
+    let mut phase = Phase::default();
+    let (mut total_ms, mut done) = (0.0, 0);
     while done < count {
-        let msgs = queue.receive(10, Duration::from_secs(1)).await.unwrap();
-        let before = counter.snapshot();
-        let started = Instant::now();
-        let results = futures::future::join_all(
-            msgs.iter()
-                .map(|m| async move { consume(hub, role, m).await }),
-        )
-        .await;
-        total_ms += started.elapsed().as_secs_f64() * 1000.0;
-        for (op, n) in counter.snapshot() {
-            *calls.entry(op.clone()).or_default() += n - before.get(&op).copied().unwrap_or(0);
+        // As the event source fills a batch: receives of up to 10 until it holds `batch`.
+        let mut msgs = Vec::new();
+        while msgs.len() < batch.min(count - done) {
+            let got = queue
+                .receive((batch - msgs.len()).min(10), Duration::from_secs(1))
+                .await
+                .unwrap();
+            msgs.extend(got);
         }
+        let (before, bytes) = (counter.snapshot(), logs.bytes());
+        let started = Instant::now();
+        let results = consume_batch(hub, role, &msgs).await;
+        total_ms += started.elapsed().as_secs_f64() * 1000.0;
+        for (op, n) in since(&before, &counter.snapshot()) {
+            *phase.calls.entry(op).or_default() += n;
+        }
+        phase.log_bytes += logs.bytes() - bytes;
         for (m, ok) in msgs.iter().zip(results) {
             assert!(ok, "{role:?} message processed");
             queue.ack(&m.receipt).await.unwrap();
         }
-        batches += 1;
+        phase.invocations += 1.0;
+        phase.messages += msgs.len() as f64;
         done += msgs.len();
     }
-    (total_ms / batches.max(1) as f64, calls)
+    phase.mean_ms = total_ms / phase.invocations.max(1.0);
+    phase
+}
+
+/// The bill of one run, per million deliveries, line by line.
+struct Bill {
+    lines: Vec<(&'static str, f64, String)>,
+}
+
+impl Bill {
+    fn total(&self) -> f64 {
+        self.lines.iter().map(|l| l.1).sum()
+    }
+}
+
+fn bill(run: &Run) -> Bill {
+    let d = run.deliveries;
+    let (p, f, s) = (&run.publish, &run.fanout, &run.sender);
+    let ([publish_fn, fanout_fn, sender_fn], platform_lines) = deployed();
+    let platform_bytes = if platform_lines {
+        PLATFORM_LOG_BYTES
+    } else {
+        0.0
+    };
+    let invocations = p.invocations + f.invocations + s.invocations;
+    let gb_s = publish_fn.memory_gb * p.mean_ms / 1000.0 * p.invocations
+        + fanout_fn.memory_gb * f.mean_ms / 1000.0 * f.invocations
+        + sender_fn.memory_gb * s.mean_ms / 1000.0 * s.invocations;
+    let sqs_hub = p.calls("SendMessageBatch")
+        + f.calls("SendMessageBatch")
+        + s.calls("SendMessageBatch")
+        + s.calls("ChangeMessageVisibility")
+        + s.calls("SendMessage");
+    // The event source: a ReceiveMessage and a DeleteMessageBatch per 10 messages it hands over.
+    let sqs_esm = 2.0 * (f.messages / 10.0).ceil().max(f.invocations)
+        + 2.0 * (s.messages / 10.0).ceil().max(s.invocations);
+    let queries = f.calls("Query");
+    let gets = s.calls("GetItem");
+    let puts = p.calls("PutItem") + s.calls("PutItem");
+    let updates = s.calls("UpdateItem") + f.calls("UpdateItem");
+    let item_rru = run.sub_item_bytes.div_ceil(4096) as f64;
+    // Topic-entry pages are small (one 4 KB unit) and eventually consistent; the sender's read
+    // of the subscription is eventually consistent too (a strong read only to confirm a drop).
+    let rru = queries * 0.5 + gets * 0.5 * item_rru;
+    let wru = puts * 1.0 + updates * run.sub_item_bytes.div_ceil(1024) as f64;
+    let log_bytes = p.log_bytes + f.log_bytes + s.log_bytes + platform_bytes * invocations;
+    Bill {
+        lines: vec![
+            (
+                "API Gateway HTTP API",
+                p.invocations * API_GATEWAY / d,
+                format!("{:.2} requests per delivery at $1.00/M", p.invocations / d),
+            ),
+            (
+                "Lambda requests",
+                invocations * LAMBDA_REQUEST / d,
+                format!(
+                    "publish {:.2} + fanout {:.2} + sender {:.2} invocations per delivery at $0.20/M",
+                    p.invocations / d,
+                    f.invocations / d,
+                    s.invocations / d
+                ),
+            ),
+            (
+                "Lambda compute",
+                gb_s * LAMBDA_GB_S / d,
+                format!(
+                    "{:.5} GB-s per delivery (publish {:.1} ms × {:.0} MB, fanout {:.1} ms × {:.0} MB per batch of {}, sender {:.1} ms × {:.0} MB per batch of {}) at $0.0000133334/GB-s arm64",
+                    gb_s / d,
+                    p.mean_ms,
+                    publish_fn.memory_gb * 1000.0,
+                    f.mean_ms,
+                    fanout_fn.memory_gb * 1000.0,
+                    fanout_fn.batch,
+                    s.mean_ms,
+                    sender_fn.memory_gb * 1000.0,
+                    sender_fn.batch
+                ),
+            ),
+            (
+                "SQS",
+                (sqs_hub + sqs_esm) * SQS_REQUEST / d,
+                format!(
+                    "{:.2} hub calls + {:.2} event-source calls per delivery at $0.40/M",
+                    sqs_hub / d,
+                    sqs_esm / d
+                ),
+            ),
+            (
+                "DynamoDB",
+                (rru * DDB_READ + wru * DDB_WRITE) / d,
+                format!(
+                    "{:.2} Query + {:.2} GetItem ({:.2} RRU) and {:.2} PutItem + {:.2} UpdateItem ({:.2} WRU) per delivery",
+                    queries / d,
+                    gets / d,
+                    rru / d,
+                    puts / d,
+                    updates / d,
+                    wru / d
+                ),
+            ),
+            (
+                "CloudWatch Logs",
+                log_bytes * LOG_INGEST / d,
+                format!(
+                    "{:.0} bytes per delivery ({:.0} from the hub's lines, {:.0} from the platform's START/END/REPORT: {}) at $0.50/GB",
+                    log_bytes / d,
+                    (p.log_bytes + f.log_bytes + s.log_bytes) / d,
+                    platform_bytes * invocations / d,
+                    if platform_lines {
+                        "~350 B per invocation"
+                    } else {
+                        "none, the template's SystemLogLevel is WARN"
+                    }
+                ),
+            ),
+        ],
+    }
+}
+
+pub async fn cost_per_million(options: &Options) -> Section {
+    let mut section = Section::new(
+        "6. AWS cost per million deliveries (receiver answering in 100 ms), scenario by scenario",
+    );
+    let logs = LogMeter::default();
+    hub::runtime::init_logging_to(logs.clone());
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info (the default)".into());
+    let events = if options.smoke { 20 } else { 200 };
+    let counter = CallCounter::default();
+    section.line(format!(
+        "method: each scenario is run on moto through the functions' own handlers (publish through the API handler, \
+         fan-out and sender through the SQS batch path); calls are counted by an SDK interceptor, log bytes by the \
+         hub's own JSON logger at RUST_LOG={level}; the bill is computed from those counts and durations at \
+         us-east-1 list prices (constants at the top of bench/src/cost.rs). Memory sizes and event-source batch sizes are read \
+         from template.yaml. Assumptions: an SQS event source makes one ReceiveMessage and one DeleteMessageBatch \
+         per 10 messages it hands over (its empty polls while idle, a few cents a month, are left out); Lambda's \
+         own START/END/REPORT records ~350 B per invocation when the system log level lets them through; arm64 \
+         prices; {events} events per scenario"
+    ));
+    let scenarios: [(&str, usize, usize, Option<f64>); 3] = [
+        ("fan-out 1, one event per HTTP request", 1, 1, None),
+        ("fan-out 1, 10 events per HTTP request", 10, 1, Some(1.00)),
+        ("fan-out 10, 10 events per HTTP request", 10, 10, Some(0.75)),
+    ];
+    let mut samples_shown = false;
+    for (what, per_request, fan_out, goal) in scenarios {
+        let events = if fan_out > 1 { events / 2 } else { events };
+        let run = measure(events, per_request, fan_out, &counter, &logs).await;
+        let bill = bill(&run);
+        section.line(format!(
+            "### {what} (measured: {} deliveries)",
+            run.deliveries
+        ));
+        for (line, cost, detail) in &bill.lines {
+            section.line(format!(
+                "computed, {line:<22} ${:>6.3} per million  {detail}",
+                cost * 1e6
+            ));
+        }
+        let total = bill.total() * 1e6;
+        let verdict = match goal {
+            Some(goal) if total <= goal => format!("(goal ≤ ${goal:.2}: met)"),
+            Some(goal) => format!("(goal ≤ ${goal:.2}: **missed**)"),
+            None => "(printed for comparison; API Gateway's $1.00/M is its floor)".into(),
+        };
+        section.line(format!(
+            "computed, total                  ${total:>6.3} per million {verdict}"
+        ));
+        if !samples_shown {
+            for sample in logs.samples.lock().unwrap().iter() {
+                section.line(format!("measured, a log line as written: `{sample}`"));
+            }
+            samples_shown = true;
+        }
+    }
+    section.line(
+        "not built yet (issue 13): the lean delivery log (goal ≤ $0.35/M at fan-out 10) and direct SQS/EventBridge \
+         publishing (goal ≤ $0.90/M at fan-out 1); the odometer's UpdateItem per delivery is still on the sender's path",
+    );
+    section
 }

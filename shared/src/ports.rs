@@ -42,6 +42,12 @@ impl<T> Page<T> {
 pub trait Store: Send + Sync {
     /// The subscription with this id, expired or not.
     async fn get(&self, id: &str) -> Result<Option<Subscription>>;
+    /// The same, possibly a moment stale (DynamoDB's eventually consistent read: half the read
+    /// units). For the sender's happy path only: a decision not to deliver is always taken on
+    /// [`Store::get`]. Stores without a cheaper read answer as `get` does.
+    async fn get_eventually(&self, id: &str) -> Result<Option<Subscription>> {
+        self.get(id).await
+    }
     /// The subscription of `account` with this callback URL, expired or not.
     async fn find_by_callback(
         &self,

@@ -124,6 +124,15 @@ pub fn init_logging() {
     let _ = log_format().with_writer(std::io::stdout).try_init();
 }
 
+/// The Lambda functions' log lines, written to `writer` instead of stdout: for the cost
+/// benchmark, which counts the bytes CloudWatch Logs would ingest.
+pub fn init_logging_to<W>(writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let _ = log_format().with_writer(writer).try_init();
+}
+
 /// The same logs for the long-running `webhook-hub serve`: formatted on the thread that logs,
 /// written by a thread of their own in large writes, so a request or a delivery attempt never
 /// waits for stdout. No line is dropped (a full buffer makes the logger wait); keep the guard until

@@ -215,17 +215,29 @@ impl Hub {
     pub async fn deliver(&self, task: &DeliveryTask) -> Result<Verdict> {
         let attempt = task.attempts_made.saturating_add(1);
         let now = self.now_ms();
-        let sub = match self.store.get(&task.subscription_id).await? {
-            Some(sub) if !sub.is_expired(now) => sub,
-            _ => {
-                tracing::info!(subscription_id = %task.subscription_id, attempt, "delivery dropped: subscription gone or lapsed");
-                return Ok(Verdict::Done);
+        // The cheap read first; any answer but "deliver" is read again strongly before the
+        // hub acts on it, so a moment-stale copy can never drop a delivery.
+        let mut wanted = match self.store.get_eventually(&task.subscription_id).await? {
+            Some(sub) if !sub.is_expired(now) => {
+                self.message_for(task, &sub, now).map(|m| (sub, m))
             }
+            _ => None,
         };
-        let Some((message_id, body)) = self.message_for(task, &sub, now) else {
-            tracing::info!(subscription_id = %sub.id, attempt, status = ?sub.status, "delivery dropped: subscription no longer wants it");
-            return Ok(Verdict::Done);
-        };
+        if wanted.is_none() {
+            let sub = match self.store.get(&task.subscription_id).await? {
+                Some(sub) if !sub.is_expired(now) => sub,
+                _ => {
+                    tracing::info!(subscription_id = %task.subscription_id, attempt, "delivery dropped: subscription gone or lapsed");
+                    return Ok(Verdict::Done);
+                }
+            };
+            let Some(message) = self.message_for(task, &sub, now) else {
+                tracing::info!(subscription_id = %sub.id, attempt, status = ?sub.status, "delivery dropped: subscription no longer wants it");
+                return Ok(Verdict::Done);
+            };
+            wanted = Some((sub, message));
+        }
+        let (sub, (message_id, body)) = wanted.expect("read above");
         let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"));
         let headers = self.delivery_headers(&sub, &message_id, now, &body);
         let outcome = self.transport.post(&sub.callback_url, headers, body).await;

@@ -360,6 +360,24 @@ impl Hub {
 }
 
 impl Hub {
+    /// Sends the pending delivery tasks of a batch fan-out (emptying `pending`); each event
+    /// with a task in a failed send fails.
+    async fn send_tasks(
+        &self,
+        pending: &mut Vec<(usize, OutgoingMessage)>,
+        results: &mut [Option<Result<usize>>],
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let (owners, messages): (Vec<usize>, Vec<OutgoingMessage>) = pending.drain(..).unzip();
+        if let Err(err) = self.deliveries.send(messages).await {
+            for index in owners {
+                results[index] = Some(Err(err.clone()));
+            }
+        }
+    }
+
     /// Fan-out of the events one consumer received together (an SQS batch): each
     /// `(account, pattern)` is read once for all of them, and their delivery tasks go out
     /// together in batches of [`FANOUT_BATCH`]. A pattern with more than one page of entries
@@ -396,61 +414,40 @@ impl Hub {
             entries.insert(key, read);
         }
         let mut results: Vec<Option<Result<usize>>> = (0..events.len()).map(|_| None).collect();
-        let mut tasks: Vec<(usize, OutgoingMessage)> = Vec::new();
+        // At most one batch of task bodies in memory: each goes out as soon as it is full.
+        let mut pending: Vec<(usize, OutgoingMessage)> = Vec::with_capacity(FANOUT_BATCH);
         let mut streamed = Vec::new();
         for (index, event) in events.iter().enumerate() {
+            let patterns = event.topic.patterns();
+            let read: Option<Vec<&Vec<TopicEntry>>> = patterns
+                .iter()
+                .map(|p| entries[&(event.account.clone(), p.clone())].as_ref().ok())
+                .collect();
+            let Some(read) = read else {
+                streamed.push(index);
+                continue;
+            };
             let event_json = queue_json(event);
             let mut seen = HashSet::new();
-            let mut mine = Vec::new();
-            let mut stream = false;
-            for pattern in event.topic.patterns() {
-                match &entries[&(event.account.clone(), pattern)] {
-                    Ok(items) => {
-                        for entry in items {
-                            if entry.wants(event, now) && seen.insert(&entry.subscription_id) {
-                                mine.push((
-                                    index,
-                                    OutgoingMessage {
-                                        body: event_task_body(&entry.subscription_id, &event_json),
-                                        delay: std::time::Duration::ZERO,
-                                    },
-                                ));
-                            }
-                        }
+            for entry in read.into_iter().flatten() {
+                if entry.wants(event, now) && seen.insert(&entry.subscription_id) {
+                    pending.push((
+                        index,
+                        OutgoingMessage {
+                            body: event_task_body(&entry.subscription_id, &event_json),
+                            delay: std::time::Duration::ZERO,
+                        },
+                    ));
+                    if pending.len() == FANOUT_BATCH {
+                        self.send_tasks(&mut pending, &mut results).await;
                     }
-                    Err(_) => stream = true,
                 }
             }
-            if stream {
-                streamed.push(index);
-            } else {
-                results[index] = Some(Ok(mine.len()));
-                tasks.extend(mine);
+            if results[index].is_none() {
+                results[index] = Some(Ok(seen.len()));
             }
         }
-        let chunks: Vec<Vec<(usize, OutgoingMessage)>> = {
-            let mut chunks = Vec::new();
-            let mut rest = tasks.into_iter().peekable();
-            while rest.peek().is_some() {
-                chunks.push(rest.by_ref().take(FANOUT_BATCH).collect::<Vec<_>>());
-            }
-            chunks
-        };
-        let sends = chunks.into_iter().map(|chunk| async move {
-            let owners: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
-            let sent = self
-                .deliveries
-                .send(chunk.into_iter().map(|(_, m)| m).collect())
-                .await;
-            (owners, sent)
-        });
-        for (owners, sent) in futures::future::join_all(sends).await {
-            if let Err(err) = sent {
-                for index in owners {
-                    results[index] = Some(Err(err.clone()));
-                }
-            }
-        }
+        self.send_tasks(&mut pending, &mut results).await;
         for (event, result) in events.iter().zip(&results) {
             if let Some(Ok(count)) = result {
                 tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");

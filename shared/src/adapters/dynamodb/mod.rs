@@ -50,6 +50,20 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
+    /// One subscription item, read strongly (`consistent`) or eventually consistently.
+    async fn get_subscription(&self, id: &str, consistent: bool) -> Result<Option<Subscription>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(id), "SUB")))
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        out.item.as_ref().map(Self::subscription_from).transpose()
+    }
+
     /// The store on `table`.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoStore {
@@ -138,16 +152,11 @@ impl DynamoStore {
 #[async_trait]
 impl Store for DynamoStore {
     async fn get(&self, id: &str) -> Result<Option<Subscription>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(sub_pk(id), "SUB")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws_error)?;
-        out.item.as_ref().map(Self::subscription_from).transpose()
+        self.get_subscription(id, true).await
+    }
+
+    async fn get_eventually(&self, id: &str) -> Result<Option<Subscription>> {
+        self.get_subscription(id, false).await
     }
 
     async fn find_by_callback(
