@@ -28,6 +28,19 @@ pub struct Settings {
     pub max_subscriptions_per_account: usize,
     /// Topic entries fan-out reads per store page (its memory holds one page and one batch).
     pub fanout_page: usize,
+    /// Which attempts the delivery log keeps.
+    pub delivery_log: DeliveryLog,
+}
+
+/// Which delivery attempts are stored one by one in a subscription's delivery log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DeliveryLog {
+    /// Every attempt (the default).
+    #[default]
+    Full,
+    /// Failed attempts only; successes are counted (the odometer) but not stored one by one,
+    /// which saves a write per delivery. Failures are always stored.
+    Lean,
 }
 
 impl Default for Settings {
@@ -41,6 +54,7 @@ impl Default for Settings {
             resolve_names: true,
             max_subscriptions_per_account: 1000,
             fanout_page: crate::service::events::FANOUT_PAGE,
+            delivery_log: DeliveryLog::Full,
         }
     }
 }

@@ -53,6 +53,73 @@ async fn entries(store: &dyn Store, pattern: &str) -> Vec<String> {
 mod scenarios {
     use super::*;
 
+    /// With `--delivery-log lean`, the delivery log holds the failed attempts only, and the
+    /// odometer still counts every delivered event.
+    pub async fn the_lean_delivery_log_keeps_failures_and_counts_successes(backend: Backend) {
+        let hub = HubProcess::start(
+            backend,
+            &["--delivery-log", "lean", "--retry-schedule", "1s"],
+        )
+        .await;
+        let tries = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = tries.clone();
+        let receiver = TestReceiver::scripted(move |req, _| {
+            let first_event = req.json()["type"] != "Confirmation"
+                && req.path == "/flaky"
+                && seen.fetch_add(1, Ordering::SeqCst) == 0;
+            Reply::status(if first_event { 500 } else { 200 })
+        })
+        .await;
+        let ok = subscribe_confirmed(&hub, &receiver, KEY_A, "/ok", json!({})).await;
+        let flaky = subscribe_confirmed(&hub, &receiver, KEY_A, "/flaky", json!({})).await;
+        for n in 0..3 {
+            publish(
+                &hub,
+                KEY_A,
+                json!({"topic": "door.request.allowed", "data": {"n": n}}),
+            )
+            .await;
+        }
+        let log_of = |id: &str| {
+            let (hub, id) = (&hub, id.to_string());
+            async move {
+                let sub = hub
+                    .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+                    .await;
+                let log = hub
+                    .call(
+                        "GET",
+                        &format!("/v1/subscriptions/{id}/deliveries"),
+                        Some(KEY_A),
+                        None,
+                    )
+                    .await;
+                (
+                    sub.body["odometer"].as_u64().unwrap(),
+                    log.body["data"].as_array().unwrap().clone(),
+                )
+            }
+        };
+        // The odometer is the barrier: once it reads 3, every attempt is recorded (or not).
+        for (sub, failures) in [(&ok, 0), (&flaky, 1)] {
+            let id = sub["id"].as_str().unwrap();
+            let log = eventually(WAIT, "three delivered", || async {
+                let (odometer, log) = log_of(id).await;
+                (odometer == 3).then_some(log)
+            })
+            .await;
+            assert_eq!(
+                log.len(),
+                failures,
+                "{id}: only failures are stored: {log:#?}"
+            );
+            assert!(
+                log.iter()
+                    .all(|a| a["delivered"] == false && a["status_code"] == 500)
+            );
+        }
+    }
+
     /// A save that loses to a concurrent change answers `409 conflict` and leaves the winner's
     /// change in place.
     pub async fn a_lost_race_on_save_is_a_409(backend: Backend) {
@@ -257,6 +324,7 @@ mod scenarios {
 }
 
 hub_tests::on_every_backend!(
+    the_lean_delivery_log_keeps_failures_and_counts_successes,
     a_lost_race_on_save_is_a_409,
     the_sweep_skips_a_subscription_refreshed_after_it_looked,
     an_expiry_notice_that_loses_its_mark_is_sent_again_with_the_same_id,

@@ -29,6 +29,10 @@ pub struct HubArgs {
     /// Most subscriptions one account may hold
     #[arg(long, env = "HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscriptions_per_account: u32,
+    /// Which attempts the delivery log stores: `full` (every one) or `lean` (failures only;
+    /// successes are counted by the odometer)
+    #[arg(long, env = "HUB_DELIVERY_LOG", value_enum, default_value = "full")]
+    pub delivery_log: crate::context::DeliveryLog,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub aws: AwsResources,
@@ -53,6 +57,7 @@ impl HubArgs {
             resolve_names: true,
             max_subscriptions_per_account: self.max_subscriptions_per_account as usize,
             fanout_page: defaults.fanout_page,
+            delivery_log: self.delivery_log,
         }
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::api::resources::SubscriptionOut;
 use crate::clock::{rfc3339, seconds_ts};
-use crate::context::Hub;
+use crate::context::{DeliveryLog, Hub};
 use crate::error::Result;
 use crate::model::{
     AttemptError, AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription,
@@ -280,9 +280,12 @@ impl Hub {
             status_code = outcome.status, error = record.error.map(AttemptError::as_str), latency_ms = record.latency_ms,
             delivered, "delivery attempt"
         );
-        self.store
-            .record_attempt(&record, sub.expires_at_ms)
-            .await?;
+        // A lean log keeps failures only: a success is counted by the odometer below.
+        if !(delivered && self.settings.delivery_log == DeliveryLog::Lean) {
+            self.store
+                .record_attempt(&record, sub.expires_at_ms)
+                .await?;
+        }
         if delivered {
             if counts {
                 self.store.record_outcome(&sub.id, true, now).await?;
