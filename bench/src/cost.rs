@@ -479,9 +479,27 @@ pub async fn cost_per_million(options: &Options) -> Section {
     use hub::context::DeliveryLog::{Full, Lean};
     let scenarios = [
         ("fan-out 1, one event per HTTP request", 1, 1, Full, None),
-        ("fan-out 1, 10 events per HTTP request", 10, 1, Full, Some(1.00)),
-        ("fan-out 10, 10 events per HTTP request", 10, 10, Full, Some(0.75)),
-        ("fan-out 10, 10 events per HTTP request, lean delivery log", 10, 10, Lean, Some(0.35)),
+        (
+            "fan-out 1, 10 events per HTTP request",
+            10,
+            1,
+            Full,
+            Some(1.00),
+        ),
+        (
+            "fan-out 10, 10 events per HTTP request",
+            10,
+            10,
+            Full,
+            Some(0.75),
+        ),
+        (
+            "fan-out 10, 10 events per HTTP request, lean delivery log",
+            10,
+            10,
+            Lean,
+            Some(0.35),
+        ),
     ];
     let mut samples_shown = false;
     for (what, per_request, fan_out, delivery_log, goal) in scenarios {

@@ -38,11 +38,42 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A Lambda function's binary: the workspace build, or with `HUB_LAMBDA_ARTIFACTS=DIR` the
+/// deployable artifact `DIR/<function>/bootstrap` that `cargo lambda build` writes (the
+/// packaging script boots the arm64 ones this way, under `qemu-aarch64`).
+pub fn function_binary(function: &str) -> std::path::PathBuf {
+    match std::env::var("HUB_LAMBDA_ARTIFACTS") {
+        Ok(dir) => {
+            let path = std::path::Path::new(&dir).join(function).join("bootstrap");
+            assert!(path.exists(), "{} is not built", path.display());
+            path
+        }
+        Err(_) => binary(function),
+    }
+}
+
 /// A function binary's command line as Lambda starts it: the Runtime API address and the
-/// variables `lambda_runtime` reads, plus `env`.
+/// variables `lambda_runtime` reads, plus `env`; the binary runs directly, or through
+/// `HUB_LAMBDA_RUNNER` (an emulator and its arguments, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`).
 fn lambda_command(path: &std::path::Path, api: &SocketAddr, env: &[(&str, String)]) -> Command {
-    let name = path.file_name().unwrap().to_string_lossy().to_string();
-    let mut cmd = Command::new(path);
+    let name = match path.file_name().unwrap().to_string_lossy() {
+        n if n == "bootstrap" => path
+            .parent()
+            .and_then(|p| p.file_name())
+            .unwrap()
+            .to_string_lossy()
+            .to_string(),
+        n => n.to_string(),
+    };
+    let mut cmd = match std::env::var("HUB_LAMBDA_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words).arg(path);
+            cmd
+        }
+        _ => Command::new(path),
+    };
     cmd.env("AWS_LAMBDA_RUNTIME_API", api.to_string())
         .env("AWS_LAMBDA_FUNCTION_NAME", &name)
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
@@ -153,7 +184,7 @@ impl RuntimeEmulator {
     /// Boots `binary` against this emulator with `env`, waits for its answer to the event, then
     /// stops it.
     pub async fn invoke(&self, binary_name: &str, env: &[(&str, String)]) -> Invocation {
-        self.invoke_path(&binary(binary_name), env).await
+        self.invoke_path(&function_binary(binary_name), env).await
     }
 
     /// Boots `binary_path` and measures the time from exec to its first `next` request, then
