@@ -74,6 +74,8 @@ pub struct Hub {
     pub clock: Arc<dyn Clock>,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// The process's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Hub {

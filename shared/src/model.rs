@@ -21,7 +21,7 @@ pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 pub const MAX_RETIRING_SECRETS: usize = 3;
 
 /// Where a subscription stands in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
     /// Waiting for the subscriber to confirm the callback; gets only the confirmation.
@@ -32,6 +32,26 @@ pub enum SubscriptionStatus {
     Paused,
     /// Turned off by the hub after continuous delivery failure.
     Disabled,
+}
+
+impl SubscriptionStatus {
+    /// Every status, in the order of a subscription's life.
+    pub const ALL: [SubscriptionStatus; 4] = [
+        SubscriptionStatus::Pending,
+        SubscriptionStatus::Active,
+        SubscriptionStatus::Paused,
+        SubscriptionStatus::Disabled,
+    ];
+
+    /// The wire name (`pending`, `active`, `paused`, `disabled`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Pending => "pending",
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Paused => "paused",
+            SubscriptionStatus::Disabled => "disabled",
+        }
+    }
 }
 
 /// Credentials the hub presents to the receiver on every delivery; never returned by reads.

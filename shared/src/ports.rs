@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::model::{AttemptError, AttemptRecord, Subscription, TopicEntry};
+use crate::model::{AttemptError, AttemptRecord, Subscription, SubscriptionStatus, TopicEntry};
 use crate::topic::Pattern;
 
 /// One page of a listing.
@@ -105,6 +105,11 @@ pub trait Store: Send + Sync {
         delivered: bool,
         now_ms: i64,
     ) -> Result<Option<i64>>;
+    /// How many subscriptions there are in each status (lapsed ones included until swept), for
+    /// the metrics; `None` where counting would mean reading the whole table (DynamoDB).
+    async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
+        Ok(None)
+    }
     /// Drops what has outlived its window (idempotency keys, delivery logs) and gives the space
     /// back, for stores that have no TTL of their own; the sweeper calls it after each sweep.
     /// DynamoDB's TTL and the memory store's own pruning need nothing here.
@@ -163,6 +168,15 @@ pub const MAX_HIDE: Duration = Duration::from_secs(12 * 3600 - 300);
 /// The longest delay SQS gives a message when it is sent.
 pub const MAX_SEND_DELAY: Duration = Duration::from_secs(900);
 
+/// What a queue holds, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Messages held: waiting, delayed or in flight.
+    pub depth: u64,
+    /// Age of the oldest message held, if any (since it was sent).
+    pub oldest_age: Option<Duration>,
+}
+
 /// A message received from a queue by a poller.
 #[derive(Debug, Clone)]
 pub struct ReceivedMessage {
@@ -191,6 +205,11 @@ pub trait Queue: Send + Sync {
     /// Puts a message body on this queue's dead-letter queue (an exhausted or unreadable
     /// message, kept for inspection and redrive).
     async fn dead_letter(&self, body: String) -> Result<()>;
+    /// How many messages it holds and how old the oldest is, for the metrics; `None` where the
+    /// queue cannot say cheaply.
+    async fn stats(&self) -> Result<Option<QueueStats>> {
+        Ok(None)
+    }
 }
 
 /// The outcome of one HTTP delivery attempt.

@@ -137,6 +137,7 @@ impl InProcess {
             )),
             clock: clock.clone(),
             settings: Arc::new(settings),
+            metrics: Arc::default(),
         };
         InProcess {
             hub,

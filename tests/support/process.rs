@@ -24,7 +24,8 @@ pub const KEY_A2: &str = "key-acme-2";
 /// A key of another account.
 pub const KEY_B: &str = "key-beta";
 
-pub(crate) fn workspace_root() -> PathBuf {
+/// The repository's root directory.
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("tests/ has a parent")

@@ -59,6 +59,17 @@ async fn answer(
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
+    if path == "/metrics" && parts.method == http::Method::GET {
+        // Aggregates only (no account, subscription or event appears): open, like a
+        // Prometheus exporter; see the README for keeping it off the public side.
+        let text = app.hub.metrics.render(&app.hub).await;
+        let mut response = respond(200, None).map(|_| Full::new(Bytes::from(text)));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(hub::metrics::CONTENT_TYPE),
+        );
+        return Ok(response);
+    }
     let caller = bearer(&parts.headers)
         .and_then(|key| app.keys.get(key))
         .cloned();

@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::{
 
 use super::aws_error;
 use crate::error::{HubError, Result};
-use crate::ports::{MAX_HIDE, OutgoingMessage, Queue, ReceivedMessage};
+use crate::ports::{MAX_HIDE, OutgoingMessage, Queue, QueueStats, ReceivedMessage};
 
 /// Largest batch SQS takes in one `SendMessageBatch`.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
@@ -225,6 +225,33 @@ impl SqsQueue {
 
 #[async_trait]
 impl Queue for SqsQueue {
+    /// The approximate counts SQS keeps (waiting, in flight, delayed); the age of the oldest
+    /// message is a CloudWatch metric of the queue, not an attribute, so it is left out here.
+    async fn stats(&self) -> Result<Option<QueueStats>> {
+        let names = [
+            QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+        ];
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .set_attribute_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(aws_error)?;
+        let attributes = out.attributes.unwrap_or_default();
+        let depth = names
+            .iter()
+            .filter_map(|n| attributes.get(n)?.parse::<u64>().ok())
+            .sum();
+        Ok(Some(QueueStats {
+            depth,
+            oldest_age: None,
+        }))
+    }
+
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
         for range in batches(&messages) {
             self.send_batch(&messages[range]).await?;

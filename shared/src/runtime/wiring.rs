@@ -186,5 +186,6 @@ fn assemble(
         transport: Arc::new(transport),
         clock: Arc::new(SystemClock::default()),
         settings: Arc::new(settings),
+        metrics: Arc::default(),
     }
 }

@@ -10,6 +10,7 @@ use crate::api::resources::SubscriptionOut;
 use crate::clock::{rfc3339, seconds_ts};
 use crate::context::{DeliveryLog, Hub};
 use crate::error::Result;
+use crate::metrics::AttemptOutcome;
 use crate::model::{
     AttemptError, AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription,
     SubscriptionStatus, TaskPayload,
@@ -275,6 +276,16 @@ impl Hub {
             delivered,
             next_attempt_at_ms,
         };
+        self.metrics.attempt(
+            if delivered {
+                AttemptOutcome::delivered
+            } else if gone {
+                AttemptOutcome::gone
+            } else {
+                AttemptOutcome::failed
+            },
+            outcome.latency,
+        );
         tracing::info!(
             subscription_id = %sub.id, account = %sub.account, event_id = %message_id, attempt,
             status_code = outcome.status, error = record.error.map(AttemptError::as_str), latency_ms = record.latency_ms,
@@ -307,6 +318,7 @@ impl Hub {
         }
         match (retry, next_attempt_at_ms) {
             (None, _) => {
+                self.metrics.exhausted();
                 tracing::warn!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery exhausted: to the dead-letter queue");
                 Ok(Verdict::Exhausted)
             }

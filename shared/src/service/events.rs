@@ -201,6 +201,9 @@ impl Hub {
             })
             .collect();
         let sent = self.events.send(messages).await;
+        if sent.is_ok() {
+            self.metrics.published(chunk.len() as u64);
+        }
         let settle = chunk.iter().map(|p| async {
             let Some(key) = &p.key else { return };
             let (account, id) = (&p.event.account, &p.event.id);

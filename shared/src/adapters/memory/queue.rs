@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::error::{HubError, Result};
-use crate::ports::{OutgoingMessage, Queue, ReceivedMessage};
+use crate::ports::{OutgoingMessage, Queue, QueueStats, ReceivedMessage};
 
 struct QueuedMessage {
     id: String,
@@ -19,6 +19,7 @@ struct QueuedMessage {
     receive_count: u32,
     visible_at: Instant,
     receipt: u64,
+    sent_at: Instant,
 }
 
 #[derive(Default)]
@@ -95,6 +96,7 @@ impl MemoryQueue {
                 receive_count,
                 visible_at,
                 receipt: 0,
+                sent_at: Instant::now(),
             },
         );
         drop(state);
@@ -178,6 +180,14 @@ impl MemoryQueue {
 
 #[async_trait]
 impl Queue for MemoryQueue {
+    async fn stats(&self) -> Result<Option<QueueStats>> {
+        let state = self.lock();
+        Ok(Some(QueueStats {
+            depth: state.waiting.len() as u64,
+            oldest_age: state.waiting.values().map(|m| m.sent_at.elapsed()).max(),
+        }))
+    }
+
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
         for message in messages {
             self.push(message.body, message.delay, 0);

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::error::{HubError, Result};
-use crate::model::{AttemptRecord, Subscription, TopicEntry};
+use crate::model::{AttemptRecord, Subscription, SubscriptionStatus, TopicEntry};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
 
@@ -70,6 +70,14 @@ impl StoreState {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for sub in self.lock().subscriptions.values() {
+            *counts.entry(sub.status).or_insert(0u64) += 1;
+        }
+        Ok(Some(counts.into_iter().collect()))
+    }
+
     async fn get(&self, id: &str) -> Result<Option<Subscription>> {
         Ok(self.lock().subscriptions.get(id).cloned())
     }

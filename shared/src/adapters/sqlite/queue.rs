@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::db::{SqliteDb, db_error};
 use crate::error::{HubError, Result};
-use crate::ports::{OutgoingMessage, Queue, ReceivedMessage};
+use crate::ports::{OutgoingMessage, Queue, QueueStats, ReceivedMessage};
 
 /// How long an empty receive sleeps at most before looking again (messages moved here by
 /// another queue, such as dead letters, do not wake it).
@@ -148,12 +148,18 @@ impl SqliteQueue {
                 let now = wall_ms();
                 let mut insert = conn
                     .prepare_cached(
-                        "INSERT INTO messages (queue, body, visible_at_ms) VALUES (?1, ?2, ?3)",
+                        "INSERT INTO messages (queue, body, visible_at_ms, sent_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
                     )
                     .map_err(db_error)?;
                 for message in &messages {
                     insert
-                        .execute(params![queue, message.body, now + millis(message.delay)])
+                        .execute(params![
+                            queue,
+                            message.body,
+                            now + millis(message.delay),
+                            now
+                        ])
                         .map_err(db_error)?;
                 }
                 Ok(())
@@ -164,6 +170,25 @@ impl SqliteQueue {
 
 #[async_trait]
 impl Queue for SqliteQueue {
+    async fn stats(&self) -> Result<Option<QueueStats>> {
+        let queue = self.name.clone();
+        let (depth, oldest): (i64, Option<i64>) = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT count(*), min(CASE WHEN sent_at_ms > 0 THEN sent_at_ms END)
+                     FROM messages WHERE queue = ?1",
+                )
+                .and_then(|mut s| s.query_row([&queue], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(db_error)
+            })
+            .await?;
+        Ok(Some(QueueStats {
+            depth: depth.max(0) as u64,
+            oldest_age: oldest.map(|at| Duration::from_millis((wall_ms() - at).max(0) as u64)),
+        }))
+    }
+
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
         if messages.is_empty() {
             return Ok(());

@@ -67,6 +67,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX messages_by_visibility ON messages (queue, visible_at_ms, id);
     "#,
+    // 2: when each message was sent, for the age of the oldest one (0 for messages sent before).
+    r#"
+    ALTER TABLE messages ADD COLUMN sent_at_ms INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

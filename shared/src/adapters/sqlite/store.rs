@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db::{SqliteDb, db_error};
 use crate::error::{HubError, Result};
-use crate::model::{AttemptRecord, Subscription, TopicEntry};
+use crate::model::{AttemptRecord, Subscription, SubscriptionStatus, TopicEntry};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
 
@@ -471,6 +471,33 @@ impl Store for SqliteStore {
                 since.optional().map(Option::flatten).map_err(db_error)
             })
             .await
+    }
+
+    async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
+        let counts: Vec<(String, i64)> = self
+            .db
+            .read(|conn| {
+                let mut statement = conn
+                    .prepare_cached(
+                        "SELECT json_extract(body, '$.status'), count(*) FROM subscriptions GROUP BY 1",
+                    )
+                    .map_err(db_error)?;
+                let rows = statement
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .map_err(db_error)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error)
+            })
+            .await?;
+        Ok(Some(
+            counts
+                .into_iter()
+                .filter_map(|(status, n)| {
+                    serde_json::from_value(serde_json::Value::String(status))
+                        .ok()
+                        .map(|s| (s, n.max(0) as u64))
+                })
+                .collect(),
+        ))
     }
 
     async fn prune(&self, now_ms: i64) -> Result<()> {
