@@ -163,3 +163,38 @@ pub fn prepare(conn: &Connection, path: &Path) -> Result<(), Refusal> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_file_migrates_forward_keeping_its_messages() {
+        let dir = std::env::temp_dir().join(format!("wh-migrate-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; {} PRAGMA user_version = 1;
+                 INSERT INTO messages (queue, body, visible_at_ms) VALUES ('deliveries', '{{}}', 5);",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        prepare(&conn, &path).unwrap();
+        let version: i32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let (body, sent): (String, i64) = conn
+            .query_row("SELECT body, sent_at_ms FROM messages", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((body.as_str(), sent), ("{}", 0), "kept, with no send time");
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
