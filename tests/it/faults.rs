@@ -16,15 +16,7 @@ const SCHEDULE: &str = "1s,3s";
 /// The attempts of a subscription's delivery log whose `webhook-id` starts with `prefix`
 /// (`evt_` for events, `msg_` for confirmations), oldest first.
 async fn attempts_of(hub: &HubProcess, id: &str, prefix: &str) -> Vec<Value> {
-    let log = hub
-        .call(
-            "GET",
-            &format!("/v1/subscriptions/{id}/deliveries"),
-            Some(KEY_A),
-            None,
-        )
-        .await;
-    let mut attempts = log.body["data"].as_array().cloned().unwrap_or_default();
+    let mut attempts = delivery_log(hub, id).await;
     attempts.retain(|a| {
         a["message_id"]
             .as_str()
@@ -36,16 +28,6 @@ async fn attempts_of(hub: &HubProcess, id: &str, prefix: &str) -> Vec<Value> {
 
 async fn deliveries(hub: &HubProcess, id: &str) -> Vec<Value> {
     attempts_of(hub, id, "evt_").await
-}
-
-/// A delivery-log timestamp as Unix ms.
-fn at_ms(value: &Value) -> i64 {
-    let text = value
-        .as_str()
-        .unwrap_or_else(|| panic!("a timestamp: {value}"));
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|e| panic!("{text}: {e}"));
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Waits until the subscription's log holds `n` event attempts.
@@ -243,14 +225,15 @@ mod scenarios {
         // 429 (the schedule alone said 1 s), recorded it, and made it no sooner than recorded.
         let tries = wait_attempts(&hub, &ids["/429"], 2, Duration::from_secs(20)).await;
         assert_eq!(tries[0]["status_code"], 429);
-        let answered = at_ms(&tries[0]["timestamp"]) + tries[0]["latency_ms"].as_i64().unwrap();
-        let scheduled = at_ms(&tries[0]["next_attempt_at"]) - answered;
+        let answered =
+            timestamp_ms(&tries[0]["timestamp"]) + tries[0]["latency_ms"].as_i64().unwrap();
+        let scheduled = timestamp_ms(&tries[0]["next_attempt_at"]) - answered;
         assert!(
             (1_995..=2_100).contains(&scheduled),
             "Retry-After 2 is the floor of the recorded delay: {scheduled} ms"
         );
         assert!(
-            at_ms(&tries[1]["timestamp"]) >= at_ms(&tries[0]["next_attempt_at"]) - 5,
+            timestamp_ms(&tries[1]["timestamp"]) >= timestamp_ms(&tries[0]["next_attempt_at"]) - 5,
             "not retried before the recorded time: {tries:#?}"
         );
         assert_eq!(

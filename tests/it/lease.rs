@@ -194,14 +194,7 @@ mod scenarios {
     /// unattempted after.
     pub async fn queued_delivery_dropped_after_lapse(backend: Backend) {
         let hub = HubProcess::start(backend, &["--retry-schedule", "2s"]).await;
-        let receiver = TestReceiver::scripted(|req, _| {
-            if req.json()["type"] == "Confirmation" {
-                Reply::status(200)
-            } else {
-                Reply::status(500)
-            }
-        })
-        .await;
+        let receiver = TestReceiver::failing_events().await;
         let created =
             subscribe_confirmed(&hub, &receiver, KEY_A, "/d", json!({"expires": 60})).await;
         publish(
@@ -214,22 +207,10 @@ mod scenarios {
         // moves past the lease.
         let id = created["id"].as_str().unwrap();
         eventually(WAIT, "the retry is scheduled", || async {
-            let log = hub
-                .call(
-                    "GET",
-                    &format!("/v1/subscriptions/{id}/deliveries"),
-                    Some(KEY_A),
-                    None,
-                )
-                .await;
-            log.body["data"]
-                .as_array()
-                .unwrap()
+            delivery_log(&hub, id)
+                .await
                 .iter()
-                .any(|a| {
-                    a["message_id"].as_str().unwrap().starts_with("evt_")
-                        && !a["next_attempt_at"].is_null()
-                })
+                .any(|a| is_event_attempt(a) && !a["next_attempt_at"].is_null())
                 .then_some(())
         })
         .await;

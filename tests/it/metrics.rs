@@ -73,22 +73,10 @@ mod scenarios {
         for (sub, wanted) in [(&ok, true), (&down, false)] {
             let id = sub["id"].as_str().unwrap();
             eventually(WAIT, "three attempts recorded", || async {
-                let log = hub
-                    .call(
-                        "GET",
-                        &format!("/v1/subscriptions/{id}/deliveries"),
-                        Some(KEY_A),
-                        None,
-                    )
-                    .await;
-                let n = log.body["data"]
-                    .as_array()
-                    .unwrap()
+                let n = delivery_log(&hub, id)
+                    .await
                     .iter()
-                    .filter(|a| {
-                        a["message_id"].as_str().unwrap().starts_with("evt_")
-                            && a["delivered"] == wanted
-                    })
+                    .filter(|a| is_event_attempt(a) && a["delivered"] == wanted)
                     .count();
                 (n == 3).then_some(())
             })

@@ -86,17 +86,9 @@ mod scenarios {
                 let sub = hub
                     .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
                     .await;
-                let log = hub
-                    .call(
-                        "GET",
-                        &format!("/v1/subscriptions/{id}/deliveries"),
-                        Some(KEY_A),
-                        None,
-                    )
-                    .await;
                 (
                     sub.body["odometer"].as_u64().unwrap(),
-                    log.body["data"].as_array().unwrap().clone(),
+                    delivery_log(hub, &id).await,
                 )
             }
         };
@@ -472,14 +464,7 @@ async fn the_old_confirmation_link_dies_with_the_old_callback() {
 async fn a_flag_wins_over_its_hub_variable() {
     async fn scheduled_delay_ms(extra: &[&str], env: &[(&str, &str)]) -> i64 {
         let hub = HubProcess::start_on(Backend::Memory, &unique("env"), extra, env).await;
-        let receiver = TestReceiver::scripted(|req, _| {
-            if req.json()["type"] == "Confirmation" {
-                Reply::status(200)
-            } else {
-                Reply::status(500)
-            }
-        })
-        .await;
+        let receiver = TestReceiver::failing_events().await;
         let created = subscribe_confirmed(&hub, &receiver, KEY_A, "/e", json!({})).await;
         let id = created["id"].as_str().unwrap().to_string();
         publish(
@@ -489,32 +474,14 @@ async fn a_flag_wins_over_its_hub_variable() {
         )
         .await;
         let first = eventually(WAIT, "the failed attempt is logged", || async {
-            let log = hub
-                .call(
-                    "GET",
-                    &format!("/v1/subscriptions/{id}/deliveries"),
-                    Some(KEY_A),
-                    None,
-                )
-                .await;
-            log.body["data"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| a["message_id"].as_str().unwrap().starts_with("evt_"))
-                .cloned()
+            delivery_log(&hub, &id)
+                .await
+                .into_iter()
+                .find(is_event_attempt)
         })
         .await;
-        let ms = |v: &Value| {
-            let t = time::OffsetDateTime::parse(
-                v.as_str().unwrap(),
-                &time::format_description::well_known::Rfc3339,
-            )
-            .unwrap();
-            (t.unix_timestamp_nanos() / 1_000_000) as i64
-        };
-        ms(&first["next_attempt_at"])
-            - ms(&first["timestamp"])
+        timestamp_ms(&first["next_attempt_at"])
+            - timestamp_ms(&first["timestamp"])
             - first["latency_ms"].as_i64().unwrap()
     }
     // ±20 % jitter around each delay.
@@ -575,20 +542,8 @@ async fn a_graceful_stop_finishes_the_attempt_in_flight() {
         "the attempt in flight finished before the exit:\n{log}"
     );
     hub.restart().await;
-    let attempts = hub
-        .call(
-            "GET",
-            &format!("/v1/subscriptions/{id}/deliveries"),
-            Some(KEY_A),
-            None,
-        )
-        .await;
-    let events: Vec<&Value> = attempts.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["message_id"].as_str().unwrap().starts_with("evt_"))
-        .collect();
+    let log = delivery_log(&hub, &id).await;
+    let events: Vec<&Value> = log.iter().filter(|a| is_event_attempt(a)).collect();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["delivered"], true);
     // A sentinel through the same pipeline: once it arrived, a redelivery would have too.
@@ -662,15 +617,7 @@ async fn the_ssrf_guard_holds_end_to_end() {
     assert_eq!(named.status, 201, "{:?}", named.body);
     let id = named.body["id"].as_str().unwrap();
     let attempt = eventually(WAIT, "the confirmation attempt is logged", || async {
-        let log = hub
-            .call(
-                "GET",
-                &format!("/v1/subscriptions/{id}/deliveries"),
-                Some(KEY_A),
-                None,
-            )
-            .await;
-        log.body["data"].as_array().and_then(|a| a.first().cloned())
+        delivery_log(&hub, id).await.into_iter().next()
     })
     .await;
     assert_eq!(attempt["error"], "forbidden_target", "{attempt}");

@@ -83,3 +83,35 @@ pub async fn fanned_out(hub: &HubProcess, event_id: &str) -> u64 {
     })
     .await
 }
+
+/// A subscription's delivery log as the API answers it (`GET …/deliveries`), newest first.
+pub async fn delivery_log(hub: &HubProcess, id: &str) -> Vec<Value> {
+    hub.call(
+        "GET",
+        &format!("/v1/subscriptions/{id}/deliveries"),
+        Some(KEY_A),
+        None,
+    )
+    .await
+    .body["data"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether a delivery-log entry is an event's attempt (not a confirmation's).
+pub fn is_event_attempt(attempt: &Value) -> bool {
+    attempt["message_id"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("evt_"))
+}
+
+/// An RFC 3339 timestamp of the API (`timestamp`, `next_attempt_at`) as Unix ms.
+pub fn timestamp_ms(value: &Value) -> i64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a timestamp: {value}"));
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}

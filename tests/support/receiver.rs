@@ -78,6 +78,19 @@ impl TestReceiver {
         Self::scripted(|_, _| Reply::status(200)).await
     }
 
+    /// A receiver that confirms (`200` to the confirmation) and then fails every event with
+    /// `500`.
+    pub async fn failing_events() -> TestReceiver {
+        Self::scripted(|req, _| {
+            if req.json()["type"] == "Confirmation" {
+                Reply::status(200)
+            } else {
+                Reply::status(500)
+            }
+        })
+        .await
+    }
+
     /// A receiver answering with `script(request, index)`; `index` counts requests from 0.
     pub async fn scripted(
         script: impl Fn(&Received, usize) -> Reply + Send + Sync + 'static,
