@@ -144,8 +144,15 @@ async fn aws_every_function_binary_answers_its_sample() {
         store.get(SAMPLE_SUB).await.unwrap().is_none(),
         "unsubscribe removed it"
     );
+    let which = match std::env::var("HUB_LAMBDA_ARTIFACTS") {
+        Ok(dir) => format!(
+            "the artifacts in {dir}, run by `{}`",
+            std::env::var("HUB_LAMBDA_RUNNER").unwrap_or_default()
+        ),
+        Err(_) => "debug build".to_string(),
+    };
     println!(
-        "Lambda binaries under the Runtime API emulator (debug build):\n{}",
+        "Lambda binaries under the Runtime API emulator ({which}):\n{}",
         lines.join("\n")
     );
 }
