@@ -51,8 +51,13 @@ struct Deployed {
 }
 
 /// The template's settings of the three functions on a delivery's path, and whether the
-/// platform's own records are sent (system log level INFO or DEBUG).
-fn deployed() -> ([Deployed; 3], bool) {
+/// platform's own records are sent (system log level INFO or DEBUG); read once.
+fn deployed() -> &'static ([Deployed; 3], bool) {
+    static DEPLOYED: std::sync::OnceLock<([Deployed; 3], bool)> = std::sync::OnceLock::new();
+    DEPLOYED.get_or_init(read_template)
+}
+
+fn read_template() -> ([Deployed; 3], bool) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
     let text = std::fs::read_to_string(&path).expect("template.yaml");
     let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("template.yaml parses");
@@ -356,7 +361,7 @@ fn bill(run: &Run) -> Bill {
     let d = run.deliveries;
     let (p, f, s) = (&run.publish, &run.fanout, &run.sender);
     let ([publish_fn, fanout_fn, sender_fn], platform_lines) = deployed();
-    let platform_bytes = if platform_lines {
+    let platform_bytes = if *platform_lines {
         PLATFORM_LOG_BYTES
     } else {
         0.0
@@ -446,7 +451,7 @@ fn bill(run: &Run) -> Bill {
                     log_bytes / d,
                     (p.log_bytes + f.log_bytes + s.log_bytes) / d,
                     platform_bytes * invocations / d,
-                    if platform_lines {
+                    if *platform_lines {
                         "~350 B per invocation"
                     } else {
                         "none, the template's SystemLogLevel is WARN"

@@ -406,16 +406,16 @@ impl Hub {
                 .topic_entries(account, pattern, None, self.settings.fanout_page)
         }))
         .await;
-        let mut entries: HashMap<(String, Pattern), Result<Vec<TopicEntry>>> = HashMap::new();
-        for (key, page) in wanted.into_iter().zip(pages) {
-            let read = match page {
-                // More than a page: this pattern streams, event by event.
-                Ok(page) if page.next_cursor.is_some() => Err(HubError::backend("large fan-out")),
-                Ok(page) => Ok(page.items),
-                Err(err) => Err(err),
-            };
-            entries.insert(key, read);
-        }
+        // `None` for a pattern read event by event instead: more than a page of entries (a
+        // large fan-out), or a read that failed (`fan_out` reads, and fails, on its own).
+        let entries: HashMap<(String, Pattern), Option<Vec<TopicEntry>>> = wanted
+            .into_iter()
+            .zip(pages)
+            .map(|(key, page)| {
+                let whole = page.ok().filter(|p| p.next_cursor.is_none());
+                (key, whole.map(|p| p.items))
+            })
+            .collect();
         let mut results: Vec<Option<Result<usize>>> = (0..events.len()).map(|_| None).collect();
         // At most one batch of task bodies in memory: each goes out as soon as it is full.
         let mut pending: Vec<(usize, OutgoingMessage)> = Vec::with_capacity(FANOUT_BATCH);
@@ -424,7 +424,7 @@ impl Hub {
             let patterns = event.topic.patterns();
             let read: Option<Vec<&Vec<TopicEntry>>> = patterns
                 .iter()
-                .map(|p| entries[&(event.account.clone(), p.clone())].as_ref().ok())
+                .map(|p| entries[&(event.account.clone(), p.clone())].as_ref())
                 .collect();
             let Some(read) = read else {
                 streamed.push(index);
