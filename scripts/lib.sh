@@ -36,7 +36,8 @@ start_moto() {
   step "moto_server on loopback"
   local port
   port=$(free_port)
-  "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log_dir/moto.log" 2>&1 &
+  # moto with its SQS delete/send race mended (scripts/moto_server.py says which).
+  "$venv/bin/python" scripts/moto_server.py -H 127.0.0.1 -p "$port" >"$log_dir/moto.log" 2>&1 &
   moto_pid=$!
   trap 'for p in ${extra_pids:-} $moto_pid; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$log_dir"' EXIT
   for _ in $(seq 1 100); do
