@@ -45,6 +45,12 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Unix ms of an RFC 3339 time (any offset), or `None` when `text` is not one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// Seconds with three decimals, as `validity_ts` and `sent_ts` carry them.
 pub fn seconds_ts(ms: i64) -> f64 {
     ms as f64 / 1000.0
@@ -53,6 +59,16 @@ pub fn seconds_ts(ms: i64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_reads_back_what_it_writes() {
+        let ms = 1_764_500_000_123;
+        assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms));
+        assert_eq!(parse_rfc3339("2025-11-30T11:53:20.123+01:00"), Some(ms));
+        for bad in ["", "yesterday", "2026-11-30", "1764500000"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_rfc3339_with_millis() {

@@ -19,6 +19,9 @@ pub struct Settings {
     pub retry: RetrySchedule,
     /// How long deliveries may keep failing before the subscription is disabled.
     pub disable_after: Duration,
+    /// How long deliveries may keep failing before the account is warned
+    /// (`hub.subscription.failing`), once per streak.
+    pub warn_after: Duration,
     /// Budget of one delivery attempt, all included.
     pub attempt_timeout: Duration,
     /// Whether callback host names are looked up in DNS (off in the embedded test mode, so that
@@ -50,6 +53,7 @@ impl Default for Settings {
             allow_private_targets: false,
             retry: RetrySchedule::default(),
             disable_after: Duration::from_secs(24 * 3600),
+            warn_after: Duration::from_secs(3600),
             attempt_timeout: Duration::from_secs(5),
             resolve_names: true,
             max_subscriptions_per_account: 1000,

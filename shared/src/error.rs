@@ -57,6 +57,8 @@ error_codes! {
     InvalidLabels = "invalid_labels",
     /// Receiver credentials are empty, too long, or set a reserved header.
     InvalidReceiverAuth = "invalid_receiver_auth",
+    /// The signature scheme does not go with the signing algorithm.
+    InvalidSignatureScheme = "invalid_signature_scheme",
     /// The secrecy level is not 0, 1 or 2.
     InvalidSecrecyLevel = "invalid_secrecy_level",
     /// The sensitive-field map is malformed.
@@ -67,6 +69,10 @@ error_codes! {
     InvalidEventId = "invalid_event_id",
     /// A batch publish holds no events or more than it may.
     InvalidBatch = "invalid_batch",
+    /// A producer published under the hub's own `hub.` namespace.
+    ReservedTopic = "reserved_topic",
+    /// A time is not RFC 3339, or a window ends before it starts.
+    InvalidTime = "invalid_time",
     /// A page size is not a number from 1 to 100.
     InvalidLimit = "invalid_limit",
     /// The confirmation token does not match.
@@ -101,6 +107,8 @@ error_codes! {
     SubscriptionLimitReached = "subscription_limit_reached",
     /// Too many rotated-out secrets still sign.
     TooManyRotations = "too_many_rotations",
+    /// The delivery is parked until its subscription is resumed.
+    DeliveryParked = "delivery_parked",
     /// The request body did not arrive in time.
     RequestTimeout = "request_timeout",
     /// A backing service refused the input itself.
@@ -173,6 +181,11 @@ pub enum HubError {
     /// Too many secret rotations within one overlap.
     #[error("at most {0} rotated-out secrets may sign at once; wait for the oldest overlap to end")]
     TooManyRotations(usize),
+    /// A parked delivery was asked to be resent.
+    #[error(
+        "the delivery is parked while the subscription is paused or disabled; resume the subscription to release it"
+    )]
+    Parked,
     /// The request body did not arrive in time.
     #[error("the request body did not arrive within {0} s")]
     RequestTimeout(u64),
@@ -210,7 +223,7 @@ impl HubError {
             HubError::Conflict => 409,
             HubError::PayloadTooLarge(_) | HubError::EventTooLarge { .. } => 413,
             HubError::InProgress { .. } | HubError::SubscriptionLimit(_) => 409,
-            HubError::TooManyRotations(_) => 409,
+            HubError::TooManyRotations(_) | HubError::Parked => 409,
             HubError::RequestTimeout(_) => 408,
             HubError::Rejected(_) => 400,
             HubError::Backend(_) => 503,
@@ -232,6 +245,7 @@ impl HubError {
             HubError::InProgress { .. } => ErrorCode::InProgress,
             HubError::SubscriptionLimit(_) => ErrorCode::SubscriptionLimitReached,
             HubError::TooManyRotations(_) => ErrorCode::TooManyRotations,
+            HubError::Parked => ErrorCode::DeliveryParked,
             HubError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             HubError::Rejected(_) => ErrorCode::Rejected,
             HubError::Backend(_) => ErrorCode::BackendUnavailable,

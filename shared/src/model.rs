@@ -43,6 +43,20 @@ impl SubscriptionStatus {
         SubscriptionStatus::Disabled,
     ];
 
+    /// Whether matching events are parked for it (kept until it is resumed) rather than
+    /// delivered: paused and disabled subscriptions.
+    pub fn parks_events(self) -> bool {
+        matches!(
+            self,
+            SubscriptionStatus::Paused | SubscriptionStatus::Disabled
+        )
+    }
+
+    /// Whether fan-out queues matching events for it: to deliver or to park.
+    pub fn takes_events(self) -> bool {
+        self == SubscriptionStatus::Active || self.parks_events()
+    }
+
     /// The wire name (`pending`, `active`, `paused`, `disabled`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -163,9 +177,37 @@ pub struct Subscription {
     /// Since when (Unix ms) deliveries have failed without a success in between.
     #[serde(default)]
     pub failing_since_ms: Option<i64>,
+    /// When (Unix ms) the account was last warned that it is failing
+    /// (`hub.subscription.failing`); a streak that began after it is warned about again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_warned_ms: Option<i64>,
 }
 
 impl Subscription {
+    /// Makes `fresh` the signing secret; the current one keeps signing beside it for
+    /// [`ROTATION_OVERLAP_MS`], and so does every earlier one still in its overlap (at most
+    /// [`MAX_RETIRING_SECRETS`] at once: `409 too_many_rotations` beyond).
+    pub fn retire_secret(&mut self, fresh: String, now_ms: i64) -> crate::error::Result<()> {
+        self.retiring_secrets.retain(|old| old.until_ms > now_ms);
+        if self.retiring_secrets.len() >= MAX_RETIRING_SECRETS {
+            return Err(crate::error::HubError::TooManyRotations(
+                MAX_RETIRING_SECRETS,
+            ));
+        }
+        let old = std::mem::replace(&mut self.secret, fresh);
+        self.retiring_secrets.push(RetiringSecret {
+            secret: old,
+            until_ms: now_ms + ROTATION_OVERLAP_MS,
+        });
+        Ok(())
+    }
+
+    /// What its receiver verifies deliveries with: the secret (HMAC), or the `whpk_` public key
+    /// of its Ed25519 key. The API shows this, never an Ed25519 signing key.
+    pub fn verification_key(&self) -> String {
+        crate::signing::verification_key(&self.secret)
+    }
+
     /// A new subscription waiting for its confirmation, with the defaults of a subscribe that
     /// sets nothing else: no topics yet, a fresh `whsec_` secret, the standard scheme, secrecy
     /// level 1, the expiry notice on, a lease ending now (the caller sets the real one).
@@ -202,6 +244,7 @@ impl Subscription {
             version: 0,
             odometer: 0,
             failing_since_ms: None,
+            failing_warned_ms: None,
         }
     }
 
@@ -298,9 +341,10 @@ impl TopicEntry {
         }
     }
 
-    /// Whether fan-out should enqueue a delivery of `event` for this entry at `now_ms`.
+    /// Whether fan-out should enqueue a delivery of `event` for this entry at `now_ms` (the
+    /// sender then delivers or parks it).
     pub fn wants(&self, event: &Event, now_ms: i64) -> bool {
-        self.status == SubscriptionStatus::Active
+        self.status.takes_events()
             && self.expires_at_ms > now_ms
             && labels_match(&self.labels, &event.labels)
     }
@@ -342,6 +386,11 @@ pub struct DeliveryTask {
     /// receiver's `Retry-After`. A message that arrives earlier is hidden again until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// Whether the subscription keeps a copy of this delivery ([`KeptDelivery`]) to settle
+    /// once it is delivered: set from the first failed attempt on, and on deliveries that
+    /// resend, recover or a resume queued again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 impl DeliveryTask {
@@ -352,6 +401,15 @@ impl DeliveryTask {
             payload,
             attempts_made: 0,
             not_before_ms: None,
+            kept: false,
+        }
+    }
+
+    /// A kept delivery queued again from the start of the schedule (resend, recover).
+    pub fn again(kept: &KeptDelivery) -> Self {
+        DeliveryTask {
+            kept: true,
+            ..DeliveryTask::new(kept.subscription_id.clone(), kept.payload.clone())
         }
     }
 }
@@ -408,6 +466,25 @@ pub enum TaskPayload {
         /// The capability token the `confirmation_url` carries.
         token: String,
     },
+    /// Not a delivery: the subscription was resumed, so its parked deliveries go out now, in
+    /// event-time order, a page per message.
+    Resume,
+}
+
+impl TaskPayload {
+    /// Whether a failing delivery of it is kept with its subscription (events and notices:
+    /// what `resend`, `recover` and parking work on; never a confirmation).
+    pub fn is_kept_when_failing(&self) -> bool {
+        self.event_id().is_some()
+    }
+
+    /// The id of the event or notice it carries (`None` for a confirmation or a resume).
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            TaskPayload::Event { event } | TaskPayload::Notice { event } => Some(&event.id),
+            TaskPayload::Confirmation { .. } | TaskPayload::Resume => None,
+        }
+    }
 }
 
 /// Why an attempt did not deliver: the closed set the delivery log and the attempt log lines
@@ -479,6 +556,64 @@ pub struct AttemptRecord {
     /// `Retry-After` floor, the backoff) can be read back, not inferred from clocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at_ms: Option<i64>,
+}
+
+/// Where a delivery the hub keeps with its subscription stands: the record behind resend,
+/// recover and parking (`docs/operations.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeptState {
+    /// Failed at least once and a retry is queued (or it was resent or recovered and is on its
+    /// way again).
+    Retrying,
+    /// Every attempt of the schedule failed: `recover` and `resend` can queue it again.
+    Exhausted,
+    /// Held while the subscription is paused or disabled; delivered in event-time order when it
+    /// is resumed.
+    Parked,
+}
+
+impl KeptState {
+    /// Its wire name (as serialized), which the stores also index by.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeptState::Retrying => "retrying",
+            KeptState::Exhausted => "exhausted",
+            KeptState::Parked => "parked",
+        }
+    }
+}
+
+/// A delivery the hub keeps with its subscription (never a confirmation): from its first failed
+/// attempt until it is delivered, and while it is parked. Keyed by subscription and event id
+/// (event ids are time-ordered, so the key order is the event order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptDelivery {
+    /// The subscription it is for.
+    pub subscription_id: String,
+    /// What to deliver (an event or a hub notice).
+    pub payload: TaskPayload,
+    /// Where it stands.
+    pub state: KeptState,
+    /// When it entered that state, Unix ms (`recover` selects exhausted ones by it).
+    pub since_ms: i64,
+}
+
+impl KeptDelivery {
+    /// How long a kept delivery outlives its last change: the longest lease, after which its
+    /// subscription has lapsed unless refreshed (a removed subscription takes its kept
+    /// deliveries along at once).
+    pub const LIFETIME_MS: i64 = MAX_LEASE_SECS * 1000;
+
+    /// The event id (`webhook-id`) it delivers; its key beside the subscription id.
+    pub fn event_id(&self) -> &str {
+        self.payload.event_id().unwrap_or_default()
+    }
+
+    /// When its store entry may be dropped.
+    pub fn expires_at_ms(&self) -> i64 {
+        self.since_ms + Self::LIFETIME_MS
+    }
 }
 
 /// A time-ordered id with a prefix: 12 hex digits of Unix ms, then 16 random hex digits.

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::model::{AttemptError, AttemptRecord, Subscription, SubscriptionStatus, TopicEntry};
+use crate::model::{
+    AttemptError, AttemptRecord, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
+    TopicEntry,
+};
 use crate::topic::Pattern;
 
 /// One page of a listing.
@@ -105,12 +108,32 @@ pub trait Store: Send + Sync {
         delivered: bool,
         now_ms: i64,
     ) -> Result<Option<i64>>;
+    /// Keeps `kept` with its subscription, replacing what was kept for the same event; it
+    /// lives until [`KeptDelivery::expires_at_ms`] or until the subscription is deleted.
+    async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()>;
+    /// What `subscription_id` keeps for `event_id`, if anything.
+    async fn kept_delivery(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<Option<KeptDelivery>>;
+    /// A page (at most `limit`) of the deliveries `subscription_id` keeps in `state`, in event
+    /// order (event ids are time-ordered) after the event id `cursor`.
+    async fn kept_deliveries(
+        &self,
+        subscription_id: &str,
+        state: KeptState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KeptDelivery>>;
+    /// Drops what `subscription_id` keeps for `event_id` (delivered, or gone with it).
+    async fn forget_delivery(&self, subscription_id: &str, event_id: &str) -> Result<()>;
     /// How many subscriptions there are in each status (lapsed ones included until swept), for
     /// the metrics; `None` where counting would mean reading the whole table (DynamoDB).
     async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
         Ok(None)
     }
-    /// Drops what has outlived its window (idempotency keys, delivery logs) and gives the space
+    /// Drops what has outlived its window (idempotency keys, delivery logs, kept deliveries) and gives the space
     /// back, for stores that have no TTL of their own; the sweeper calls it after each sweep.
     /// DynamoDB's TTL and the memory store's own pruning need nothing here.
     async fn prune(&self, _now_ms: i64) -> Result<()> {

@@ -24,6 +24,16 @@ fn segments_ok(text: &str) -> bool {
         .all(|seg| !seg.is_empty() && seg.chars().all(is_segment_char))
 }
 
+/// The namespace of the hub's own operational events (`hub.delivery.exhausted`, ...): producers
+/// cannot publish under it, and only patterns that name it (`hub.*`, `hub.delivery.*`, a whole
+/// topic) match it — `*` means every topic of the platform, not the hub's.
+pub const OPERATIONAL_PREFIX: &str = "hub.";
+
+/// Whether a topic or pattern text lies in the operational namespace.
+fn is_operational(text: &str) -> bool {
+    text.starts_with(OPERATIONAL_PREFIX)
+}
+
 /// A concrete topic: dot-separated segments of `[0-9A-Za-z_-]`, 3–128 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -49,6 +59,11 @@ impl Topic {
         &self.0
     }
 
+    /// Whether it is one of the hub's operational topics ([`OPERATIONAL_PREFIX`]).
+    pub fn is_operational(&self) -> bool {
+        is_operational(&self.0)
+    }
+
     /// Every pattern that matches this topic: itself, each ancestor with `.*`, and `*`. Fan-out
     /// asks the store for exactly these, so it never scans.
     pub fn patterns(&self) -> Vec<Pattern> {
@@ -59,7 +74,9 @@ impl Topic {
             patterns.push(Pattern(format!("{}.*", &topic[..dot])));
             end = dot;
         }
-        patterns.push(Pattern("*".to_string()));
+        if !self.is_operational() {
+            patterns.push(Pattern("*".to_string()));
+        }
         patterns
     }
 }
@@ -106,8 +123,11 @@ impl Pattern {
 
     fn covers_text(&self, inner: &str) -> bool {
         let outer = self.as_str();
-        if outer == "*" || outer == inner {
+        if outer == inner {
             return true;
+        }
+        if outer == "*" {
+            return !is_operational(inner);
         }
         match outer.strip_suffix(".*") {
             Some(prefix) => inner
@@ -204,6 +224,24 @@ mod tests {
         assert_eq!(Topic::parse("abc").unwrap().patterns(), ["abc", "*"]);
         for pattern in topic.patterns() {
             assert!(pattern.covers(&topic), "{pattern}");
+        }
+    }
+
+    #[test]
+    fn the_operational_namespace_is_matched_only_by_name() {
+        let exhausted = Topic::parse("hub.delivery.exhausted").unwrap();
+        assert!(exhausted.is_operational());
+        assert_eq!(
+            exhausted.patterns(),
+            ["hub.delivery.exhausted", "hub.delivery.*", "hub.*"]
+        );
+        let all = Pattern::parse("*").unwrap();
+        assert!(!all.covers(&exhausted));
+        assert!(!all.covers_pattern(&Pattern::parse("hub.*").unwrap()));
+        assert!(Pattern::parse("hub.*").unwrap().covers(&exhausted));
+        assert!(all.covers(&Topic::parse("hubcap.sold").unwrap()));
+        for pattern in exhausted.patterns() {
+            assert!(pattern.covers(&exhausted), "{pattern}");
         }
     }
 

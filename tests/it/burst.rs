@@ -109,7 +109,10 @@ async fn delivered_exactly(
                 .filter(|l| {
                     l.contains("\"WARN\"")
                         || l.contains("\"ERROR\"")
-                        || missing.iter().take(3).any(|(_, id)| l.contains(id.as_str()))
+                        || missing
+                            .iter()
+                            .take(3)
+                            .any(|(_, id)| l.contains(id.as_str()))
                 })
                 .take(40)
                 .collect();

@@ -525,8 +525,8 @@ mod scenarios {
         .await;
         assert_eq!(
             fanned_out(&hub, while_paused["id"].as_str().unwrap()).await,
-            0,
-            "nothing queued for the paused subscription"
+            1,
+            "queued for the paused subscription, to be parked"
         );
         assert_eq!(
             fanned_out(&hub, first["id"].as_str().unwrap()).await,
@@ -563,9 +563,13 @@ mod scenarios {
         receiver
             .wait_for_match(WAIT, |r| r.path == "/m" && r.json()["data"]["k"] == 3)
             .await;
+        // What was published while it was paused was parked, and comes with the resume.
+        receiver
+            .wait_for_match(WAIT, |r| r.path == "/m" && r.json()["data"]["k"] == 2)
+            .await;
 
         // The receiver sees a request before the hub records its outcome: wait for the record.
-        let attempts = eventually(WAIT, "three attempts and an odometer of 2", || async {
+        let attempts = eventually(WAIT, "four attempts and an odometer of 3", || async {
             let log = hub
                 .call(
                     "GET",
@@ -580,12 +584,12 @@ mod scenarios {
                 .await
                 .body["odometer"]
                 .clone();
-            (attempts.len() >= 3 && odometer == 2).then_some(attempts)
+            (attempts.len() >= 4 && odometer == 3).then_some(attempts)
         })
         .await;
         assert!(
-            attempts.len() >= 3,
-            "confirmation and two events: {attempts:?}"
+            attempts.len() >= 4,
+            "confirmation and three events: {attempts:?}"
         );
         assert!(attempts.iter().all(|a| a["status_code"] == 200
             && a["latency_ms"].is_u64()
@@ -593,7 +597,7 @@ mod scenarios {
         let got = hub
             .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
             .await;
-        assert_eq!(got.body["odometer"], 2);
+        assert_eq!(got.body["odometer"], 3);
 
         let moved = hub
             .call(

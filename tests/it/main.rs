@@ -6,6 +6,7 @@
 //!   security review's findings; `burst`: load (the sweep at scale is its own binary, `sweep_scale`, so its 10,000-item moto table does not slow the rest); `replay`, `lambda_boot`: the
 //!   `events/` samples through the handlers and the built binaries; `openapi`: the document; `paths`: error and race paths, one test each; `metrics`: `/metrics` read by an independent parser.
 
+mod asymmetric;
 mod batch;
 mod burst;
 mod durable;
@@ -14,8 +15,10 @@ mod faults;
 mod hardening;
 mod lambda_boot;
 mod lease;
+mod listen;
 mod metrics;
 mod openapi;
 mod paths;
+mod recovery;
 mod replay;
 mod vendors;

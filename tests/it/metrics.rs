@@ -1,40 +1,16 @@
 //! `/metrics` on every backend, read by an independent parser (the Python `prometheus_client`
 //! OpenMetrics parser, in the test venv): the counts match the traffic the test sent.
 
-use std::process::{Command, Stdio};
-
 use hub_tests::*;
 use serde_json::{Value, json};
 
 /// The samples of an OpenMetrics text as `(name, labels, value)`, parsed by `prometheus_client`.
 fn parse(text: &str) -> Vec<(String, Value, f64)> {
-    let venv = std::env::var("HUB_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| workspace_root().join(".venv"));
     let script = "import sys, json\n\
         from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
         print(json.dumps([[s.name, s.labels, s.value] for f in parse(sys.stdin.read()) for s in f.samples]))";
-    let mut child = Command::new(venv.join("bin/python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the test venv's python (scripts/test creates it)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the parser refused the text: {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let samples: Vec<(String, Value, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    let out = venv_python(script, text.as_bytes());
+    let samples: Vec<(String, Value, f64)> = serde_json::from_slice(&out).unwrap();
     samples
 }
 

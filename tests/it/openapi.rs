@@ -46,7 +46,7 @@ fn every_route_is_described_and_nothing_else() {
         unserved.is_empty(),
         "openapi.yaml describes routes the router does not serve: {unserved:?}"
     );
-    assert_eq!(served.len(), 11);
+    assert_eq!(served.len(), 13);
 }
 
 #[test]
@@ -250,5 +250,26 @@ fn response_types_match_the_document() {
         &response("/v1/subscriptions", "delete", "200"),
         &to_json(&DeletedOut { deleted: 2 }),
         "bulk delete",
+    );
+    conforms(
+        &doc,
+        &response(
+            "/v1/subscriptions/{id}/deliveries/{event_id}/resend",
+            "post",
+            "202",
+        ),
+        &to_json(&ResentOut {
+            event_id: "evt_1".into(),
+        }),
+        "resend",
+    );
+    conforms(
+        &doc,
+        &response("/v1/subscriptions/{id}/recover", "post", "202"),
+        &to_json(&RecoveredOut {
+            requeued: 3,
+            more: false,
+        }),
+        "recover",
     );
 }

@@ -14,7 +14,7 @@ use hub::adapters::memory::{MemoryQueue, MemoryStore};
 use hub::adapters::sqlite::{Durability, SqliteDb, SqliteQueue, SqliteStore};
 use hub::adapters::sqs::SqsQueue;
 use hub::clock::SystemClock;
-use hub::model::{AttemptRecord, Subscription, TopicEntry};
+use hub::model::{AttemptRecord, KeptDelivery, KeptState, Subscription, TopicEntry};
 use hub::ports::{ClaimOutcome, KeyClaim, OutgoingMessage, Page, Queue, ReceivedMessage, Store};
 use hub::runtime::consume::{QueueRole, consume};
 use hub::topic::Pattern;
@@ -335,6 +335,24 @@ impl Store for FlakyStore {
     }
     async fn record_outcome(&self, id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>> {
         self.inner.record_outcome(id, delivered, now_ms).await
+    }
+    async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
+        self.inner.keep_delivery(kept).await
+    }
+    async fn kept_delivery(&self, id: &str, event_id: &str) -> Result<Option<KeptDelivery>> {
+        self.inner.kept_delivery(id, event_id).await
+    }
+    async fn kept_deliveries(
+        &self,
+        id: &str,
+        state: KeptState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KeptDelivery>> {
+        self.inner.kept_deliveries(id, state, cursor, limit).await
+    }
+    async fn forget_delivery(&self, id: &str, event_id: &str) -> Result<()> {
+        self.inner.forget_delivery(id, event_id).await
     }
 }
 

@@ -7,6 +7,7 @@ mod flow;
 mod inprocess;
 mod lambda;
 mod process;
+mod python;
 mod receiver;
 mod verify;
 
@@ -15,6 +16,7 @@ pub use flow::*;
 pub use inprocess::*;
 pub use lambda::*;
 pub use process::*;
+pub use python::*;
 pub use receiver::*;
 pub use verify::*;
 

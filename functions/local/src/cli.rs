@@ -28,6 +28,9 @@ pub enum Command {
     /// Copy the SQLite database to a new file with SQLite's online backup (safe while `serve`
     /// runs on it)
     Backup(BackupOptions),
+    /// Receive a hub's deliveries here: subscribe a local callback, confirm it, verify and
+    /// print every delivery (optionally forwarding it), unsubscribe on exit
+    Listen(crate::listen::ListenOptions),
 }
 
 /// What `backup` copies where.

@@ -191,7 +191,7 @@ async fn dead_letter_account(hub: &Hub, body: &str) -> Option<String> {
         hub::model::TaskPayload::Event { event } | hub::model::TaskPayload::Notice { event } => {
             Some(event.account)
         }
-        hub::model::TaskPayload::Confirmation { .. } => hub
+        hub::model::TaskPayload::Confirmation { .. } | hub::model::TaskPayload::Resume => hub
             .store
             .get(&task.subscription_id)
             .await

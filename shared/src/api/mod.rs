@@ -15,10 +15,12 @@ use crate::auth::Caller;
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::service::events::PublishRequest;
+use crate::service::recovery::RecoverRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
 use resources::{
     AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, PublishBatchOut,
-    PublishItemOut, PublishedOut, SecretOut, SubscriptionOut, SubscriptionPageOut, to_json,
+    PublishItemOut, PublishedOut, RecoveredOut, ResentOut, SecretOut, SubscriptionOut,
+    SubscriptionPageOut, to_json,
 };
 
 /// Largest request body the API reads: room for a batch publish of 100 events (each event's own
@@ -63,6 +65,10 @@ pub enum Operation {
     RotateSecret,
     /// `POST /v1/events`
     Publish,
+    /// `POST /v1/subscriptions/{id}/deliveries/{event_id}/resend`
+    Resend,
+    /// `POST /v1/subscriptions/{id}/recover`
+    Recover,
 }
 
 impl Operation {
@@ -79,6 +85,8 @@ impl Operation {
         Operation::Secret,
         Operation::RotateSecret,
         Operation::Publish,
+        Operation::Resend,
+        Operation::Recover,
     ];
 }
 
@@ -92,7 +100,7 @@ pub enum ApiFunction {
     Confirm,
     /// Removal, one or all of the caller's own.
     Unsubscribe,
-    /// Reads, updates, delivery logs, secrets.
+    /// Reads, updates, delivery logs, secrets, resend and recover.
     Manage,
     /// `POST /v1/events`.
     Publish,
@@ -126,7 +134,16 @@ impl ApiFunction {
             ApiFunction::Subscribe => &[Subscribe],
             ApiFunction::Confirm => &[Confirm],
             ApiFunction::Unsubscribe => &[Unsubscribe, UnsubscribeOwn],
-            ApiFunction::Manage => &[List, Get, Update, Deliveries, Secret, RotateSecret],
+            ApiFunction::Manage => &[
+                List,
+                Get,
+                Update,
+                Deliveries,
+                Secret,
+                RotateSecret,
+                Resend,
+                Recover,
+            ],
             ApiFunction::Publish => &[Publish],
         }
     }
@@ -169,34 +186,52 @@ pub const ROUTES: &[(&str, &str, Operation)] = &[
         Operation::RotateSecret,
     ),
     ("POST", "/v1/events", Operation::Publish),
+    (
+        "POST",
+        "/v1/subscriptions/{id}/deliveries/{event_id}/resend",
+        Operation::Resend,
+    ),
+    ("POST", "/v1/subscriptions/{id}/recover", Operation::Recover),
 ];
 
-/// The `{id}` of `path` if it fits `template`.
-fn match_template<'a>(template: &str, path: &'a str) -> Option<Option<&'a str>> {
-    let mut id = None;
+/// The ids a request's path names: the subscription (`{id}`) and, for a resend, the event
+/// (`{event_id}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathIds {
+    /// The subscription id.
+    pub id: Option<String>,
+    /// The event id.
+    pub event_id: Option<String>,
+}
+
+/// The ids of `path` if it fits `template`.
+fn match_template(template: &str, path: &str) -> Option<PathIds> {
+    let mut ids = PathIds::default();
     let mut given = path.trim_end_matches('/').split('/');
     for want in template.split('/') {
         let got = given.next()?;
-        if want == "{id}" {
-            if got.is_empty() {
-                return None;
-            }
-            id = Some(got);
-        } else if want != got {
+        let slot = match want {
+            "{id}" => &mut ids.id,
+            "{event_id}" => &mut ids.event_id,
+            _ if want == got => continue,
+            _ => return None,
+        };
+        if got.is_empty() {
             return None;
         }
+        *slot = Some(got.to_string());
     }
-    given.next().is_none().then_some(id)
+    given.next().is_none().then_some(ids)
 }
 
-/// Finds the operation and the subscription id of a request.
-pub fn route(method: &Method, path: &str) -> Result<(Operation, Option<String>)> {
+/// Finds the operation and the ids a request's path names.
+pub fn route(method: &Method, path: &str) -> Result<(Operation, PathIds)> {
     let mut path_known = false;
     for (route_method, template, op) in ROUTES {
-        if let Some(id) = match_template(template, path) {
+        if let Some(ids) = match_template(template, path) {
             path_known = true;
             if method.as_str() == *route_method {
-                return Ok((*op, id.map(str::to_string)));
+                return Ok((*op, ids));
             }
         }
     }
@@ -320,7 +355,7 @@ async fn dispatch(
     req: &ApiRequest,
     caller: Option<Caller>,
 ) -> Result<(u16, Option<Value>)> {
-    let (op, id) = route(&req.method, &req.path)?;
+    let (op, ids) = route(&req.method, &req.path)?;
     if !allowed.contains(&op) {
         return Err(HubError::NotFound("route"));
     }
@@ -328,7 +363,7 @@ async fn dispatch(
         return Err(HubError::PayloadTooLarge(MAX_BODY_BYTES));
     }
     let query = req.query.as_deref();
-    let id = id.unwrap_or_default();
+    let id = ids.id.unwrap_or_default();
     if op == Operation::Confirm {
         let token = query_param(query, "token").ok_or_else(|| {
             HubError::invalid(
@@ -349,7 +384,7 @@ async fn dispatch(
             Ok(if done.created {
                 let created = CreatedSubscriptionOut {
                     subscription,
-                    secret: done.subscription.secret,
+                    secret: done.subscription.verification_key(),
                 };
                 (201, Some(to_json(&created)))
             } else {
@@ -419,9 +454,25 @@ async fn dispatch(
                 json_body(&req.body)?
             };
             let sub = hub.rotate_secret(&caller, &id, body.secret).await?;
-            Ok((200, Some(to_json(&SecretOut { secret: sub.secret }))))
+            let secret = sub.verification_key();
+            Ok((200, Some(to_json(&SecretOut { secret }))))
         }
         Operation::Publish => publish(hub, &caller, req).await,
+        Operation::Resend => {
+            let event_id = ids.event_id.unwrap_or_default();
+            hub.resend(&caller, &id, &event_id).await?;
+            Ok((202, Some(to_json(&ResentOut { event_id }))))
+        }
+        Operation::Recover => {
+            let window: RecoverRequest = json_body(&req.body)?;
+            let (since_ms, until_ms) = window.bounds(hub.now_ms())?;
+            let recovered = hub.recover(&caller, &id, since_ms, until_ms).await?;
+            let body = RecoveredOut {
+                requeued: recovered.requeued,
+                more: recovered.more,
+            };
+            Ok((202, Some(to_json(&body))))
+        }
         Operation::Confirm => unreachable!("answered above"),
     }
 }
@@ -523,7 +574,33 @@ mod tests {
         );
         assert_eq!(
             route(&Method::GET, "/v1/subscriptions/sub_1").unwrap(),
-            (Operation::Get, Some("sub_1".into()))
+            (
+                Operation::Get,
+                PathIds {
+                    id: Some("sub_1".into()),
+                    event_id: None
+                }
+            )
+        );
+        assert_eq!(
+            route(
+                &Method::POST,
+                "/v1/subscriptions/sub_1/deliveries/evt_2/resend"
+            )
+            .unwrap(),
+            (
+                Operation::Resend,
+                PathIds {
+                    id: Some("sub_1".into()),
+                    event_id: Some("evt_2".into())
+                }
+            )
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/subscriptions/sub_1/deliveries//resend")
+                .unwrap_err()
+                .code(),
+            "not_found"
         );
         assert_eq!(
             route(&Method::POST, "/v1/subscriptions/sub_1/secret/rotate")

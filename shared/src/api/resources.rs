@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::clock::{rfc3339, seconds_ts};
 use crate::model::{AttemptError, AttemptRecord, ReceiverAuth, Subscription, SubscriptionStatus};
-use crate::signing::SignatureScheme;
+use crate::signing::{SignatureScheme, SigningAlgorithm};
 use crate::topic::{Pattern, Topic};
 
 /// The kind of receiver credentials a subscription presents; the credentials themselves are
@@ -58,6 +58,11 @@ pub struct SubscriptionOut {
     pub labels: BTreeMap<String, Vec<String>>,
     /// Extra signature header.
     pub signature_scheme: SignatureScheme,
+    /// `v1` HMAC or `v1a` Ed25519.
+    pub signing_algorithm: SigningAlgorithm,
+    /// The `whpk_` key an Ed25519 subscription's receiver verifies with (`null` for HMAC): public,
+    /// so every read shows it.
+    pub public_key: Option<String>,
     /// Which sensitive fields are removed.
     pub secrecy_level: u8,
     /// Whether `subscription.expiring` is sent.
@@ -89,6 +94,9 @@ impl From<&Subscription> for SubscriptionOut {
             user_data: sub.user_data.clone(),
             labels: sub.labels.clone(),
             signature_scheme: sub.signature_scheme,
+            signing_algorithm: SigningAlgorithm::of(&sub.secret),
+            public_key: (SigningAlgorithm::of(&sub.secret) == SigningAlgorithm::Ed25519)
+                .then(|| sub.verification_key()),
             secrecy_level: sub.secrecy_level,
             expiry_notice: sub.expiry_notice,
             receiver_auth: sub.receiver_auth.as_ref().map(ReceiverAuthKind::from),
@@ -240,4 +248,20 @@ pub struct PublishBatchOut {
 /// Any response body as JSON.
 pub fn to_json(body: &impl Serialize) -> Value {
     serde_json::to_value(body).expect("response types serialize")
+}
+
+/// `Resent`: `resend`'s answer: the delivery is queued again under its `webhook-id`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResentOut {
+    /// The event (`webhook-id`) queued again.
+    pub event_id: String,
+}
+
+/// `Recovered`: `recover`'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecoveredOut {
+    /// How many exhausted deliveries were queued again.
+    pub requeued: usize,
+    /// Whether the window holds more: call again with the same window for the next batch.
+    pub more: bool,
 }

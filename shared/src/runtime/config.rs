@@ -23,6 +23,10 @@ pub struct HubArgs {
     /// Continuous failure this long disables a subscription
     #[arg(long, env = "HUB_DISABLE_AFTER", default_value = "24h", value_parser = parse_duration_arg)]
     pub disable_after: Duration,
+    /// Continuous failure this long sends the account `hub.subscription.failing` (once per
+    /// streak)
+    #[arg(long, env = "HUB_WARN_AFTER", default_value = "1h", value_parser = parse_duration_arg)]
+    pub warn_after: Duration,
     /// Budget of one delivery attempt: DNS, connect, TLS, response
     #[arg(long, env = "HUB_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration_arg)]
     pub attempt_timeout: Duration,
@@ -53,6 +57,7 @@ impl HubArgs {
             allow_private_targets: false,
             retry: self.retry_schedule.clone(),
             disable_after: self.disable_after,
+            warn_after: self.warn_after,
             attempt_timeout: self.attempt_timeout,
             resolve_names: true,
             max_subscriptions_per_account: self.max_subscriptions_per_account as usize,

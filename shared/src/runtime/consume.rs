@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use crate::context::Hub;
-use crate::model::{DeliveryTask, Event, queue_json};
-use crate::ports::{MAX_HIDE, MAX_SEND_DELAY, OutgoingMessage, ReceivedMessage};
-use crate::service::delivery::Verdict;
+use crate::model::{DeliveryTask, Event, TaskPayload};
+use crate::ports::{MAX_HIDE, ReceivedMessage};
 
 /// Which queue a consumer reads: an SQS-triggered function's, or an embedded poller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +98,15 @@ pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
         }
         return false;
     }
+    if matches!(task.payload, TaskPayload::Resume) {
+        return match hub.release_parked(&task.subscription_id).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not release parked deliveries; the message will come back");
+                false
+            }
+        };
+    }
     let verdict = match hub.deliver(&task).await {
         Ok(verdict) => verdict,
         Err(err) => {
@@ -107,27 +115,7 @@ pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
         }
     };
     let subscription_id = task.subscription_id.clone();
-    let attempted = DeliveryTask {
-        attempts_made: task.attempts_made.saturating_add(1),
-        ..task
-    };
-    let settled = match verdict {
-        Verdict::Done => return true,
-        Verdict::RetryIn(delay) => {
-            let retry = DeliveryTask {
-                not_before_ms: Some(now + delay.as_millis() as i64),
-                ..attempted
-            };
-            hub.deliveries
-                .send(vec![OutgoingMessage {
-                    body: queue_json(&retry),
-                    delay: delay.min(MAX_SEND_DELAY),
-                }])
-                .await
-        }
-        Verdict::Exhausted => hub.deliveries.dead_letter(queue_json(&attempted)).await,
-    };
-    match settled {
+    match hub.settle(task, &verdict, now).await {
         Ok(()) => true,
         Err(err) => {
             // The message comes back after the visibility timeout and the attempt is made again

@@ -12,9 +12,11 @@ use crate::context::{DeliveryLog, Hub};
 use crate::error::Result;
 use crate::metrics::AttemptOutcome;
 use crate::model::{
-    AttemptError, AttemptRecord, DeliveryTask, Event, ReceiverAuth, Subscription,
-    SubscriptionStatus, TaskPayload,
+    AttemptError, AttemptRecord, DeliveryTask, Event, KeptDelivery, KeptState, ReceiverAuth,
+    Subscription, SubscriptionStatus, TaskPayload, queue_json,
 };
+use crate::ports::{MAX_SEND_DELAY, OutgoingMessage};
+use crate::service::operational::{OperationalTopic, subscription_data};
 use crate::signing::{scheme_header, signature_header};
 
 /// The `user-agent` of every delivery.
@@ -23,12 +25,26 @@ pub const USER_AGENT: &str = concat!("webhook-hub/", env!("CARGO_PKG_VERSION"));
 /// What to do with a delivery message after an attempt (or a decision not to attempt).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
-    /// Remove the message: delivered, or nothing left to do (subscription gone, paused, lapsed).
+    /// Remove the message: delivered, or nothing left to do (subscription gone, lapsed, no
+    /// longer listening).
     Done,
+    /// Remove the message: the subscription is paused or disabled and keeps the delivery
+    /// parked until it is resumed.
+    Parked,
     /// Try again after this delay (the message stays on the queue, hidden until then).
     RetryIn(Duration),
     /// The schedule is exhausted: the message goes to the dead-letter queue.
     Exhausted,
+}
+
+/// What the sender does with a task for a subscription as it stands.
+enum Wanted {
+    /// Send this body under this `webhook-id`.
+    Send(String, Value),
+    /// Keep it parked: the subscription is paused or disabled.
+    Park,
+    /// Nothing: the subscription no longer listens for it.
+    Drop,
 }
 
 /// The reference tokens of a JSON pointer (RFC 6901), unescaped.
@@ -133,38 +149,42 @@ impl Hub {
         )
     }
 
-    /// What to send for `task` to `sub` now, if anything: `(webhook-id, body)`.
-    fn message_for(
-        &self,
-        task: &DeliveryTask,
-        sub: &Subscription,
-        now: i64,
-    ) -> Option<(String, Value)> {
+    /// What to do with `task` for `sub` now: send it (`webhook-id`, body), park it, or drop it.
+    fn wanted(&self, task: &DeliveryTask, sub: &Subscription, now: i64) -> Wanted {
+        let send = |(id, body)| Wanted::Send(id, body);
         match &task.payload {
             TaskPayload::Event { event } => {
-                let wanted = sub.status == SubscriptionStatus::Active
-                    && sub.topics.iter().any(|p| p.covers(&event.topic))
+                let listening = sub.topics.iter().any(|p| p.covers(&event.topic))
                     && sub.accepts_labels(&event.labels);
-                wanted.then(|| (event.id.clone(), event_body(event, sub)))
+                match sub.status {
+                    _ if !listening => Wanted::Drop,
+                    SubscriptionStatus::Active => send((event.id.clone(), event_body(event, sub))),
+                    status if status.parks_events() => Wanted::Park,
+                    _ => Wanted::Drop,
+                }
             }
-            TaskPayload::Notice { event } => (sub.status == SubscriptionStatus::Active)
-                .then(|| (event.id.clone(), event_body(event, sub))),
+            TaskPayload::Notice { event } => match sub.status {
+                SubscriptionStatus::Active => send((event.id.clone(), event_body(event, sub))),
+                _ => Wanted::Drop,
+            },
+            TaskPayload::Resume => Wanted::Drop,
             TaskPayload::Confirmation { message_id, token } => {
                 let hash = crate::signing::sha256_hex(token.as_bytes());
                 let current = sub.status == SubscriptionStatus::Pending
                     && sub.confirm_token_sha256.as_deref() == Some(hash.as_str());
-                current.then(|| {
-                    (
-                        format!("msg_{}", message_id.replace('-', "")),
-                        json!({
-                            "type": "Confirmation",
-                            "message": message_id,
-                            "sent_ts": seconds_ts(now),
-                            "confirmation_url": self.confirmation_url(&sub.id, token),
-                            "subscription": SubscriptionOut::from(sub),
-                        }),
-                    )
-                })
+                if !current {
+                    return Wanted::Drop;
+                }
+                send((
+                    format!("msg_{}", message_id.replace('-', "")),
+                    json!({
+                        "type": "Confirmation",
+                        "message": message_id,
+                        "sent_ts": seconds_ts(now),
+                        "confirmation_url": self.confirmation_url(&sub.id, token),
+                        "subscription": SubscriptionOut::from(sub),
+                    }),
+                ))
             }
         }
     }
@@ -219,9 +239,10 @@ impl Hub {
         // The cheap read first; any answer but "deliver" is read again strongly before the
         // hub acts on it, so a moment-stale copy can never drop a delivery.
         let mut wanted = match self.store.get_eventually(&task.subscription_id).await? {
-            Some(sub) if !sub.is_expired(now) => {
-                self.message_for(task, &sub, now).map(|m| (sub, m))
-            }
+            Some(sub) if !sub.is_expired(now) => match self.wanted(task, &sub, now) {
+                Wanted::Send(id, body) => Some((sub, id, body)),
+                _ => None,
+            },
             _ => None,
         };
         if wanted.is_none() {
@@ -229,16 +250,21 @@ impl Hub {
                 Some(sub) if !sub.is_expired(now) => sub,
                 _ => {
                     tracing::info!(subscription_id = %task.subscription_id, attempt, "delivery dropped: subscription gone or lapsed");
+                    self.settle_kept(task).await?;
                     return Ok(Verdict::Done);
                 }
             };
-            let Some(message) = self.message_for(task, &sub, now) else {
-                tracing::info!(subscription_id = %sub.id, attempt, status = ?sub.status, "delivery dropped: subscription no longer wants it");
-                return Ok(Verdict::Done);
-            };
-            wanted = Some((sub, message));
+            match self.wanted(task, &sub, now) {
+                Wanted::Send(id, body) => wanted = Some((sub, id, body)),
+                Wanted::Park => return self.park(task, &sub, now).await,
+                Wanted::Drop => {
+                    tracing::info!(subscription_id = %sub.id, attempt, status = ?sub.status, "delivery dropped: subscription no longer wants it");
+                    self.settle_kept(task).await?;
+                    return Ok(Verdict::Done);
+                }
+            }
         }
-        let (sub, (message_id, body)) = wanted.expect("read above");
+        let (sub, message_id, body) = wanted.expect("read above");
         let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"));
         let headers = self.delivery_headers(&sub, &message_id, now, &body);
         let outcome = self.transport.post(&sub.callback_url, headers, body).await;
@@ -251,6 +277,10 @@ impl Hub {
             let failing_since = self.store.record_outcome(&sub.id, false, now).await?;
             self.disable_if_failing_too_long(&sub, failing_since, now)
                 .await
+                || {
+                    self.warn_if_failing(&sub, failing_since, now).await;
+                    false
+                }
         } else {
             false
         };
@@ -301,6 +331,7 @@ impl Hub {
             if counts {
                 self.store.record_outcome(&sub.id, true, now).await?;
             }
+            self.settle_kept(task).await?;
             return Ok(Verdict::Done);
         }
         if gone {
@@ -314,20 +345,162 @@ impl Hub {
             return Ok(Verdict::Done);
         }
         if disabled {
+            // The delivery that disabled it waits with the others for the subscription to be
+            // resumed.
+            if task.payload.is_kept_when_failing() {
+                return self.park(task, &sub, now).await;
+            }
             return Ok(Verdict::Done);
         }
         match (retry, next_attempt_at_ms) {
             (None, _) => {
                 self.metrics.exhausted();
-                tracing::warn!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery exhausted: to the dead-letter queue");
+                tracing::warn!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery exhausted: kept for recover, and to the dead-letter queue");
+                if task.payload.is_kept_when_failing() {
+                    self.keep(task, &sub.id, KeptState::Exhausted, now).await?;
+                    self.report_exhausted(task, &sub, &record).await;
+                }
                 Ok(Verdict::Exhausted)
             }
             (Some(_), None) => {
                 tracing::info!(subscription_id = %sub.id, event_id = %message_id, attempt, "delivery dropped: the lease ends before the next attempt");
+                self.settle_kept(task).await?;
                 Ok(Verdict::Done)
             }
-            (Some(delay), Some(_)) => Ok(Verdict::RetryIn(delay)),
+            (Some(delay), Some(_)) => {
+                // Kept from the first failure of a series on (a first attempt, or a task from
+                // before tasks carried the mark), so `resend` can reach it while it waits.
+                if task.payload.is_kept_when_failing() && (task.attempts_made == 0 || !task.kept) {
+                    self.keep(task, &sub.id, KeptState::Retrying, now).await?;
+                }
+                Ok(Verdict::RetryIn(delay))
+            }
         }
+    }
+
+    /// Parks `task`'s delivery with `sub` (paused or disabled) until it is resumed.
+    async fn park(&self, task: &DeliveryTask, sub: &Subscription, now: i64) -> Result<Verdict> {
+        self.keep(task, &sub.id, KeptState::Parked, now).await?;
+        tracing::info!(subscription_id = %sub.id, event_id = task.payload.event_id().unwrap_or_default(), "delivery parked");
+        Ok(Verdict::Parked)
+    }
+
+    /// Keeps `task`'s delivery with subscription `sub_id` in `state` from `now`.
+    async fn keep(
+        &self,
+        task: &DeliveryTask,
+        sub_id: &str,
+        state: KeptState,
+        now: i64,
+    ) -> Result<()> {
+        self.store
+            .keep_delivery(&KeptDelivery {
+                subscription_id: sub_id.to_string(),
+                payload: task.payload.clone(),
+                state,
+                since_ms: now,
+            })
+            .await
+    }
+
+    /// A kept delivery that needs keeping no more (delivered, or dropped) is forgotten.
+    async fn settle_kept(&self, task: &DeliveryTask) -> Result<()> {
+        match task.payload.event_id() {
+            Some(event_id) if task.kept => {
+                self.store
+                    .forget_delivery(&task.subscription_id, event_id)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `hub.delivery.exhausted` to the account, except about an operational event itself (a
+    /// failing operational subscriber must not feed itself).
+    async fn report_exhausted(
+        &self,
+        task: &DeliveryTask,
+        sub: &Subscription,
+        last: &AttemptRecord,
+    ) {
+        let (TaskPayload::Event { event } | TaskPayload::Notice { event }) = &task.payload else {
+            return;
+        };
+        if event.topic.is_operational() {
+            return;
+        }
+        let data = json!({
+            "subscription_id": sub.id,
+            "event_id": event.id,
+            "topic": event.topic,
+            "attempts": last.attempt,
+            "last_status_code": last.status_code,
+            "last_error": last.error,
+            "callback_url": sub.callback_url,
+        });
+        self.emit(&sub.account, OperationalTopic::DeliveryExhausted, data)
+            .await;
+    }
+
+    /// After `deliver` answered `verdict` for `task`: queues the retry, or dead-letters an
+    /// exhausted delivery. `now` is when the attempt began (the retry's earliest time counts
+    /// from it).
+    pub async fn settle(&self, task: DeliveryTask, verdict: &Verdict, now: i64) -> Result<()> {
+        let attempted = DeliveryTask {
+            attempts_made: task.attempts_made.saturating_add(1),
+            ..task
+        };
+        match verdict {
+            Verdict::Done | Verdict::Parked => Ok(()),
+            Verdict::RetryIn(delay) => {
+                let retry = DeliveryTask {
+                    not_before_ms: Some(now + delay.as_millis() as i64),
+                    kept: attempted.kept || attempted.payload.is_kept_when_failing(),
+                    ..attempted
+                };
+                self.deliveries
+                    .send(vec![OutgoingMessage {
+                        body: queue_json(&retry),
+                        delay: (*delay).min(MAX_SEND_DELAY),
+                    }])
+                    .await
+            }
+            Verdict::Exhausted => self.deliveries.dead_letter(queue_json(&attempted)).await,
+        }
+    }
+
+    /// Tells the account once per failure streak that an active subscription has been failing
+    /// for [`Settings::warn_after`](crate::Settings), before it is disabled: the warning time is
+    /// saved with the subscription (conditional on its version, like the disabling), so
+    /// concurrent attempts warn once.
+    async fn warn_if_failing(&self, sub: &Subscription, failing_since: Option<i64>, now: i64) {
+        let Some(since) = failing_since else {
+            return;
+        };
+        let due = sub.status == SubscriptionStatus::Active
+            && now - since >= self.settings.warn_after.as_millis() as i64
+            && sub.failing_warned_ms.is_none_or(|warned| warned < since);
+        if !due {
+            return;
+        }
+        let mut warned = sub.clone();
+        warned.failing_warned_ms = Some(now);
+        warned.failing_since_ms = Some(since);
+        warned.version += 1;
+        if self.store.save(&warned, Some(sub)).await.is_err() {
+            return; // changed meanwhile: a later failure decides again
+        }
+        let details = json!({
+            "callback_url": sub.callback_url,
+            "failing_since": rfc3339(since),
+            "disable_at": rfc3339(since + self.settings.disable_after.as_millis() as i64),
+        });
+        self.emit(
+            &sub.account,
+            OperationalTopic::SubscriptionFailing,
+            subscription_data(&sub.id, details),
+        )
+        .await;
     }
 
     /// Turns an active subscription `disabled` once its deliveries have failed without a success
@@ -355,6 +528,16 @@ impl Hub {
         match self.store.save(&disabled, Some(sub)).await {
             Ok(()) => {
                 tracing::warn!(subscription_id = %sub.id, account = %sub.account, "subscription disabled after continuous failure");
+                let details = json!({
+                    "callback_url": sub.callback_url,
+                    "failing_since": rfc3339(since),
+                });
+                self.emit(
+                    &sub.account,
+                    OperationalTopic::SubscriptionDisabled,
+                    subscription_data(&sub.id, details),
+                )
+                .await;
                 true
             }
             Err(err) => {
@@ -545,8 +728,12 @@ mod decision_tests {
         hub.store.save(&paused, Some(&sub)).await.unwrap();
         assert_eq!(
             hub.deliver(&attempt(&task, 1)).await.unwrap(),
-            Verdict::Done
+            Verdict::Parked,
+            "a paused subscription keeps it for the resume"
         );
+        let event_id = task.payload.event_id().unwrap();
+        let kept = hub.store.kept_delivery(&sub.id, event_id).await.unwrap();
+        assert_eq!(kept.map(|k| k.state), Some(KeptState::Parked));
         hub.store.delete(&paused).await.unwrap();
         assert_eq!(
             hub.deliver(&attempt(&task, 2)).await.unwrap(),

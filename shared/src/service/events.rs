@@ -12,7 +12,7 @@ use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{Event, TopicEntry, new_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
-use crate::topic::{Pattern, Topic};
+use crate::topic::{OPERATIONAL_PREFIX, Pattern, Topic};
 use crate::validate;
 
 /// How long a producer's event `id` is remembered to drop repeats.
@@ -64,9 +64,9 @@ pub struct Published {
 
 /// A subscription id as long as any (`sub_`, 12 hex digits of time, 16 random).
 const WIDEST_SUBSCRIPTION_ID: &str = "sub_0000000000000000000000000000";
-/// What a retry adds to a task body at the most (the task's last two fields, widest).
+/// What a retry adds to a task body at the most (the task's last three fields, widest).
 const WIDEST_RETRY_FIELDS: &str =
-    r#","attempts_made":4294967295,"not_before_ms":9223372036854775807"#;
+    r#","attempts_made":4294967295,"not_before_ms":9223372036854775807,"kept":true"#;
 
 /// The size of the largest delivery task an event can become (its queue JSON given): what the
 /// deliveries queue must carry for it, retries included.
@@ -123,6 +123,15 @@ impl Hub {
     /// Checks and builds one event; `None` for the key when the producer gave no `id`.
     fn prepare(&self, caller: &Caller, req: PublishRequest, now: i64) -> Result<Prepared> {
         let topic = Topic::parse(&req.topic)?;
+        if topic.is_operational() {
+            return Err(HubError::invalid(
+                ErrorCode::ReservedTopic,
+                format!(
+                    "topics under `{OPERATIONAL_PREFIX}` are the hub's own operational events; \
+                     publish under another name"
+                ),
+            ));
+        }
         if serde_json::to_vec(&req.data).map_or(usize::MAX, |v| v.len()) > MAX_EVENT_DATA_BYTES {
             return Err(HubError::PayloadTooLarge(MAX_EVENT_DATA_BYTES));
         }
@@ -499,6 +508,7 @@ mod tests {
             subscription_id: new_id("sub_", i64::MAX),
             attempts_made: u32::MAX,
             not_before_ms: Some(i64::MAX),
+            kept: true,
             ..task
         };
         assert_eq!(

@@ -3,4 +3,6 @@
 pub mod delivery;
 pub mod events;
 pub mod lease;
+pub mod operational;
+pub mod recovery;
 pub mod subscriptions;

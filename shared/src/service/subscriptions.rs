@@ -8,12 +8,11 @@ use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{
-    DeliveryTask, LabelFilter, MAX_RETIRING_SECRETS, PENDING_LIFETIME_MS, ROTATION_OVERLAP_MS,
-    ReceiverAuth, RetiringSecret, Subscription, SubscriptionStatus, TaskPayload, new_id,
-    queue_json,
+    DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ReceiverAuth, Subscription, SubscriptionStatus,
+    TaskPayload, new_id, queue_json,
 };
 use crate::ports::{OutgoingMessage, Page};
-use crate::signing::{SignatureScheme, generate_secret, hex, sha256_hex};
+use crate::signing::{SignatureScheme, SigningAlgorithm, constant_time_eq, hex, sha256_hex};
 use crate::validate;
 
 /// The body of `POST /v1/subscriptions`.
@@ -39,6 +38,9 @@ pub struct SubscribeRequest {
     pub receiver_auth: Option<ReceiverAuth>,
     /// Extra signature header.
     pub signature_scheme: Option<SignatureScheme>,
+    /// `hmac_sha256` (default, `v1`) or `ed25519` (`v1a`: the receiver verifies with a public
+    /// key).
+    pub signing_algorithm: Option<SigningAlgorithm>,
     /// Which sensitive fields are removed.
     pub secrecy_level: Option<u8>,
     /// Whether to send `subscription.expiring`.
@@ -119,7 +121,7 @@ pub fn uuid_v4() -> String {
 impl Hub {
     /// A subscription of the caller's account that has not lapsed, or `404`; `403` when the
     /// caller's topic scopes do not cover every one of its topics.
-    async fn owned(&self, caller: &Caller, id: &str) -> Result<Subscription> {
+    pub(crate) async fn owned(&self, caller: &Caller, id: &str) -> Result<Subscription> {
         match self.store.get(id).await? {
             Some(sub) if sub.account == caller.account && !sub.is_expired(self.now_ms()) => {
                 if !caller.may_act_on(&sub.topics) {
@@ -199,6 +201,11 @@ impl Hub {
         if let Some(secret) = &req.client_secret {
             validate::client_secret(secret)?;
         }
+        validate::signing(
+            req.signing_algorithm.unwrap_or_default(),
+            req.client_secret.is_some(),
+            req.signature_scheme.unwrap_or_default(),
+        )?;
         if let Some(labels) = &req.labels {
             validate::label_filter(labels)?;
         }
@@ -250,8 +257,18 @@ impl Hub {
         sub.secrecy_level = secrecy_level;
         sub.expiry_notice = req.expiry_notice.unwrap_or(true);
         sub.expiry_notice_sent = false;
+        let algorithm = req.signing_algorithm.unwrap_or_default();
         if let Some(secret) = &req.client_secret {
             sub.secret = secret.clone();
+        } else if previous.is_none() || SigningAlgorithm::of(&sub.secret) != algorithm {
+            // New, or a refresh that changes the algorithm: a key of that kind, the old one
+            // signing beside it for the overlap (as in a rotation).
+            let fresh = algorithm.generate_secret();
+            if previous.is_some() {
+                sub.retire_secret(fresh, now)?;
+            } else {
+                sub.secret = fresh;
+            }
         }
         if sub.status == SubscriptionStatus::Disabled {
             // Subscribing again is the owner's answer to a disabled subscription.
@@ -307,11 +324,12 @@ impl Hub {
         self.owned(caller, id).await
     }
 
-    /// `GET /v1/subscriptions/{id}/secret`: the signing secret forges deliveries, so it takes the
+    /// `GET /v1/subscriptions/{id}/secret`: what the receiver verifies with (the HMAC secret, or
+    /// an Ed25519 subscription's public key). An HMAC secret forges deliveries, so it takes the
     /// scope that could have set it (`webhooks:subscribe`), not `webhooks:read`.
     pub async fn subscription_secret(&self, caller: &Caller, id: &str) -> Result<String> {
         caller.require(SCOPE_SUBSCRIBE)?;
-        Ok(self.owned(caller, id).await?.secret)
+        Ok(self.owned(caller, id).await?.verification_key())
     }
 
     /// `GET /v1/subscriptions`: live subscriptions in creation order, `limit` 1–100 (default 50).
@@ -370,6 +388,7 @@ impl Hub {
             sub.receiver_auth = auth;
         }
         if let Some(scheme) = req.signature_scheme {
+            validate::signing(SigningAlgorithm::of(&sub.secret), false, scheme)?;
             sub.signature_scheme = scheme;
         }
         if let Some(level) = req.secrecy_level {
@@ -417,6 +436,17 @@ impl Hub {
         self.store.save(&sub, Some(&previous)).await?;
         if let Some(task) = confirmation {
             self.enqueue_delivery(&task).await?;
+        }
+        // Resumed (or asked to be active again): its parked deliveries go out. Asked again on
+        // an active one, it releases whatever a failed earlier request left parked.
+        let resumed = sub.status == SubscriptionStatus::Active
+            && (req.active == Some(true)
+                || matches!(
+                    previous.status,
+                    SubscriptionStatus::Paused | SubscriptionStatus::Disabled
+                ));
+        if resumed {
+            self.queue_resume(&sub.id).await?;
         }
         Ok(sub)
     }
@@ -468,20 +498,16 @@ impl Hub {
     ) -> Result<Subscription> {
         caller.require(SCOPE_SUBSCRIBE)?;
         let previous = self.owned(caller, id).await?;
+        let algorithm = SigningAlgorithm::of(&previous.secret);
         if let Some(secret) = &new_secret {
             validate::client_secret(secret)?;
+            validate::signing(algorithm, true, previous.signature_scheme)?;
         }
-        let now = self.now_ms();
         let mut sub = previous.clone();
-        sub.retiring_secrets.retain(|old| old.until_ms > now);
-        if sub.retiring_secrets.len() >= MAX_RETIRING_SECRETS {
-            return Err(HubError::TooManyRotations(MAX_RETIRING_SECRETS));
-        }
-        let old = std::mem::replace(&mut sub.secret, new_secret.unwrap_or_else(generate_secret));
-        sub.retiring_secrets.push(RetiringSecret {
-            secret: old,
-            until_ms: now + ROTATION_OVERLAP_MS,
-        });
+        sub.retire_secret(
+            new_secret.unwrap_or_else(|| algorithm.generate_secret()),
+            self.now_ms(),
+        )?;
         sub.version += 1;
         self.store.save(&sub, Some(&previous)).await?;
         Ok(sub)
@@ -512,9 +538,4 @@ fn page_limit(limit: Option<usize>) -> Result<usize> {
             "limit is between 1 and 100",
         ))
     }
-}
-
-/// Compares two byte strings in time independent of where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

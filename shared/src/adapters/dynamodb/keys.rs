@@ -58,6 +58,14 @@ pub(super) fn account_part(account: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The sort key of a kept delivery in its subscription's partition.
+pub(super) fn kept_sk(event_id: &str) -> String {
+    format!("KEPT#{event_id}")
+}
+
+/// Above every [`kept_sk`] and below the partition's other sort keys after them (`SUB`).
+pub(super) const KEPT_SK_END: &str = "KEPT$";
+
 pub(super) fn callback_pk(account: &str, url: &str) -> String {
     let digest = crate::signing::sha256_hex(url.as_bytes());
     format!("CB#{}#{digest}", account_part(account))

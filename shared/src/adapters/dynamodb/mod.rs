@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | subscription | `SUB#{id}` | `SUB` |
 //! | delivery attempt | `SUB#{id}` | `ATT#{ms}#{rand}` |
+//! | kept delivery (failing, exhausted, parked) | `SUB#{id}` | `KEPT#{event id}` |
 //! | callback index | `CB#{account}#{sha256(url)}` | `CB` |
 //! | topic entry (fan-out) | `T#{account}#{pattern}` | `{id}` |
 //! | event idempotency key | `EVK#{account}#{key}` | `EVK` |
@@ -29,7 +30,7 @@ use aws_sdk_dynamodb::types::{
 use self::keys::*;
 use super::aws_error;
 use crate::error::{HubError, Result};
-use crate::model::{AttemptRecord, Subscription, TopicEntry};
+use crate::model::{AttemptRecord, KeptDelivery, KeptState, Subscription, TopicEntry};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
 
@@ -270,11 +271,13 @@ impl Store for DynamoStore {
         }
         keys.sort_by(|a, b| get_s(a, "pk").cmp(&get_s(b, "pk")));
         keys.dedup();
+        // Its whole partition: the item itself, its delivery log and its kept deliveries.
         keys.extend(
-            self.query_partition(sub_pk(&sub.id), Some("ATT#"))
+            self.query_partition(sub_pk(&sub.id), None)
                 .await?
                 .into_iter()
-                .filter_map(|item| Some(key(get_s(&item, "pk")?.to_string(), get_s(&item, "sk")?))),
+                .filter_map(|item| Some(key(get_s(&item, "pk")?.to_string(), get_s(&item, "sk")?)))
+                .filter(|k| get_s(k, "sk") != Some("SUB")),
         );
         keys.push(key(sub_pk(&sub.id), "SUB"));
         // The callback index goes first: a crash half-way leaves no index pointing nowhere.
@@ -551,6 +554,104 @@ impl Store for DynamoStore {
             .filter_map(|item| get_s(item, "doc"))
             .map(|doc| serde_json::from_str(doc).map_err(HubError::backend))
             .collect()
+    }
+
+    async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
+        let mut item = key(sub_pk(&kept.subscription_id), kept_sk(kept.event_id()));
+        item.insert(
+            "doc".into(),
+            s(serde_json::to_string(kept).map_err(HubError::backend)?),
+        );
+        item.insert("state".into(), s(kept.state.as_str()));
+        item.insert("expires_at".into(), n(ttl_secs(kept.expires_at_ms())));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+
+    async fn kept_delivery(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<Option<KeptDelivery>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(subscription_id), kept_sk(event_id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws_error)?;
+        out.item
+            .as_ref()
+            .and_then(|item| get_s(item, "doc"))
+            .map(|doc| serde_json::from_str(doc).map_err(HubError::backend))
+            .transpose()
+    }
+
+    async fn kept_deliveries(
+        &self,
+        subscription_id: &str,
+        state: KeptState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KeptDelivery>> {
+        // From the cursor's key (itself skipped) to the end of the `KEPT#` range, filtered by
+        // state; pages continue until one item more than the page needs has come.
+        let after = cursor.unwrap_or("");
+        let mut items: Vec<KeptDelivery> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .filter_expression("#state = :state")
+                .expression_attribute_names("#state", "state")
+                .expression_attribute_values(":pk", s(sub_pk(subscription_id)))
+                .expression_attribute_values(":from", s(kept_sk(after)))
+                .expression_attribute_values(":to", s(KEPT_SK_END))
+                .expression_attribute_values(":state", s(state.as_str()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for item in out.items.unwrap_or_default() {
+                let Some(doc) = get_s(&item, "doc") else {
+                    continue;
+                };
+                let kept: KeptDelivery = serde_json::from_str(doc).map_err(HubError::backend)?;
+                if kept.event_id() != after {
+                    items.push(kept);
+                }
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() && items.len() <= limit => start = Some(next),
+                _ => break,
+            }
+        }
+        Ok(Page::from_overfetch(items, limit, |k| {
+            k.event_id().to_string()
+        }))
+    }
+
+    async fn forget_delivery(&self, subscription_id: &str, event_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(subscription_id), kept_sk(event_id))))
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
     }
 
     async fn record_outcome(

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::error::{HubError, Result};
-use crate::model::{AttemptRecord, Subscription, SubscriptionStatus, TopicEntry};
+use crate::model::{
+    AttemptRecord, KeptDelivery, KeptState, Subscription, SubscriptionStatus, TopicEntry,
+};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
 
@@ -19,6 +21,8 @@ struct StoreState {
     event_keys: HashMap<(String, String), KeyState>,
     claims_since_prune: usize,
     attempts: HashMap<String, Vec<AttemptRecord>>,
+    /// Kept deliveries by subscription, then by event id (time-ordered).
+    kept: HashMap<String, BTreeMap<String, KeptDelivery>>,
 }
 
 /// An idempotency key: claimed by one publish, then queued.
@@ -140,6 +144,7 @@ impl Store for MemoryStore {
             state.unlink(&stored);
         }
         state.attempts.remove(&sub.id);
+        state.kept.remove(&sub.id);
         Ok(())
     }
 
@@ -253,6 +258,7 @@ impl Store for MemoryStore {
             state.unlink(&stored);
         }
         state.attempts.remove(&sub.id);
+        state.kept.remove(&sub.id);
         Ok(true)
     }
 
@@ -299,6 +305,65 @@ impl Store for MemoryStore {
             .get(subscription_id)
             .map(|log| log.iter().rev().take(limit).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
+        self.lock()
+            .kept
+            .entry(kept.subscription_id.clone())
+            .or_default()
+            .insert(kept.event_id().to_string(), kept.clone());
+        Ok(())
+    }
+
+    async fn kept_delivery(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<Option<KeptDelivery>> {
+        Ok(self
+            .lock()
+            .kept
+            .get(subscription_id)
+            .and_then(|kept| kept.get(event_id))
+            .cloned())
+    }
+
+    async fn kept_deliveries(
+        &self,
+        subscription_id: &str,
+        state: KeptState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KeptDelivery>> {
+        let store = self.lock();
+        let start = cursor.unwrap_or("");
+        let items = store
+            .kept
+            .get(subscription_id)
+            .map(|kept| {
+                kept.range::<str, _>((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
+                    .map(|(_, k)| k)
+                    .filter(|k| k.state == state)
+                    .take(limit + 1)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Page::from_overfetch(items, limit, |k: &KeptDelivery| {
+            k.event_id().to_string()
+        }))
+    }
+
+    async fn forget_delivery(&self, subscription_id: &str, event_id: &str) -> Result<()> {
+        let mut state = self.lock();
+        if let Some(kept) = state.kept.get_mut(subscription_id) {
+            kept.remove(event_id);
+            if kept.is_empty() {
+                state.kept.remove(subscription_id);
+            }
+        }
+        Ok(())
     }
 
     async fn record_outcome(

@@ -71,6 +71,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN sent_at_ms INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: deliveries kept with their subscription (failing, exhausted, parked), in event order.
+    r#"
+    CREATE TABLE kept_deliveries (
+        subscription_id TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        expires_at_ms   INTEGER NOT NULL,
+        record          TEXT NOT NULL,
+        PRIMARY KEY (subscription_id, event_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX kept_deliveries_by_expiry ON kept_deliveries (expires_at_ms);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,5 +1,6 @@
 //! The SQLite [`Store`]: a subscription is one row (its JSON, with the columns its indexes and
-//! counters need); topic entries, idempotency keys and the delivery log are tables of their own.
+//! counters need); topic entries, idempotency keys, the delivery log and kept deliveries are
+//! tables of their own.
 //! Every conditional write checks and writes in one operation of the writer, so it is atomic.
 
 use async_trait::async_trait;
@@ -7,7 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db::{SqliteDb, db_error};
 use crate::error::{HubError, Result};
-use crate::model::{AttemptRecord, Subscription, SubscriptionStatus, TopicEntry};
+use crate::model::{
+    AttemptRecord, KeptDelivery, KeptState, Subscription, SubscriptionStatus, TopicEntry,
+};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
 
@@ -189,9 +192,14 @@ impl Store for SqliteStore {
         self.db
             .write(move |conn| {
                 remove_row(conn, &sub.id, Some(&sub))?;
-                conn.prepare_cached("DELETE FROM attempts WHERE subscription_id = ?1")
-                    .and_then(|mut s| s.execute([&sub.id]))
-                    .map_err(db_error)?;
+                for sql in [
+                    "DELETE FROM attempts WHERE subscription_id = ?1",
+                    "DELETE FROM kept_deliveries WHERE subscription_id = ?1",
+                ] {
+                    conn.prepare_cached(sql)
+                        .and_then(|mut s| s.execute([&sub.id]))
+                        .map_err(db_error)?;
+                }
                 Ok(())
             })
             .await
@@ -431,6 +439,96 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
+        let (id, event_id) = (kept.subscription_id.clone(), kept.event_id().to_string());
+        let (state, expires, record) = (kept.state.as_str(), kept.expires_at_ms(), to_json(kept)?);
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO kept_deliveries
+                     (subscription_id, event_id, state, expires_at_ms, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut s| s.execute(params![id, event_id, state, expires, record]))
+                .map(|_| ())
+                .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn kept_delivery(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+    ) -> Result<Option<KeptDelivery>> {
+        let (id, event_id) = (subscription_id.to_string(), event_id.to_string());
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT record FROM kept_deliveries WHERE subscription_id = ?1 AND event_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![id, event_id], |r| r.get::<_, String>(0))
+                        .optional()
+                })
+                .map_err(db_error)?
+                .map(|text| from_json(&text))
+                .transpose()
+            })
+            .await
+    }
+
+    async fn kept_deliveries(
+        &self,
+        subscription_id: &str,
+        state: KeptState,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KeptDelivery>> {
+        let (id, after) = (
+            subscription_id.to_string(),
+            cursor.unwrap_or("").to_string(),
+        );
+        let items: Vec<KeptDelivery> = self
+            .db
+            .read(move |conn| {
+                let mut select = conn
+                    .prepare_cached(
+                        "SELECT record FROM kept_deliveries
+                         WHERE subscription_id = ?1 AND state = ?2 AND event_id > ?3
+                         ORDER BY event_id LIMIT ?4",
+                    )
+                    .map_err(db_error)?;
+                select
+                    .query_map(params![id, state.as_str(), after, limit as i64 + 1], |r| {
+                        r.get::<_, String>(0)
+                    })
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(db_error)?
+                    .iter()
+                    .map(|text| from_json(text))
+                    .collect()
+            })
+            .await?;
+        Ok(Page::from_overfetch(items, limit, |k| {
+            k.event_id().to_string()
+        }))
+    }
+
+    async fn forget_delivery(&self, subscription_id: &str, event_id: &str) -> Result<()> {
+        let (id, event_id) = (subscription_id.to_string(), event_id.to_string());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "DELETE FROM kept_deliveries WHERE subscription_id = ?1 AND event_id = ?2",
+                )
+                .and_then(|mut s| s.execute(params![id, event_id]))
+                .map(|_| ())
+                .map_err(db_error)
+            })
+            .await
+    }
+
     async fn record_outcome(
         &self,
         subscription_id: &str,
@@ -507,6 +605,9 @@ impl Store for SqliteStore {
                 (SELECT account, key FROM event_keys WHERE window_until_ms <= ?1 LIMIT ?2)",
             "DELETE FROM attempts WHERE (subscription_id, n) IN
                 (SELECT subscription_id, n FROM attempts WHERE expires_at_ms <= ?1 LIMIT ?2)",
+            "DELETE FROM kept_deliveries WHERE (subscription_id, event_id) IN
+                (SELECT subscription_id, event_id FROM kept_deliveries
+                 WHERE expires_at_ms <= ?1 LIMIT ?2)",
         ] {
             loop {
                 let deleted = self

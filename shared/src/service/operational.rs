@@ -1,0 +1,102 @@
+//! Operational events: what the hub tells an account about its own subscriptions, as ordinary
+//! events under the reserved `hub.` topics, delivered (signed, retried) to whichever of the
+//! account's subscriptions listen to them (`docs/operations.md` lists each with its data).
+
+use serde_json::{Value, json};
+
+use crate::context::Hub;
+use crate::model::{Event, new_id, queue_json};
+use crate::ports::OutgoingMessage;
+use crate::topic::Topic;
+
+/// The operational topics the hub publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperationalTopic {
+    /// A delivery used up its schedule; it is kept for `recover` and `resend`.
+    DeliveryExhausted,
+    /// A subscription has failed without a success for the warning time; it will be disabled
+    /// if that goes on.
+    SubscriptionFailing,
+    /// A subscription was disabled after failing continuously; its deliveries are parked.
+    SubscriptionDisabled,
+    /// A `recover` queued a subscription's exhausted deliveries again.
+    SubscriptionRecovered,
+}
+
+impl OperationalTopic {
+    /// Every operational topic.
+    pub const ALL: &'static [OperationalTopic] = &[
+        OperationalTopic::DeliveryExhausted,
+        OperationalTopic::SubscriptionFailing,
+        OperationalTopic::SubscriptionDisabled,
+        OperationalTopic::SubscriptionRecovered,
+    ];
+
+    /// Its topic name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationalTopic::DeliveryExhausted => "hub.delivery.exhausted",
+            OperationalTopic::SubscriptionFailing => "hub.subscription.failing",
+            OperationalTopic::SubscriptionDisabled => "hub.subscription.disabled",
+            OperationalTopic::SubscriptionRecovered => "hub.subscription.recovered",
+        }
+    }
+
+    fn topic(self) -> Topic {
+        Topic::parse(self.as_str()).expect("operational topics follow the grammar")
+    }
+}
+
+impl Hub {
+    /// Publishes an operational event to `account` (queued like any event, so it reaches the
+    /// account's subscriptions to its topic). Best effort: a failure is logged, never the
+    /// caller's failure, since what it reports has already happened and is recorded.
+    pub async fn emit(&self, account: &str, topic: OperationalTopic, data: Value) {
+        let now = self.now_ms();
+        let event = Event {
+            id: new_id("evt_", now),
+            account: account.to_string(),
+            topic: topic.topic(),
+            timestamp_ms: now,
+            data,
+            labels: Default::default(),
+            sensitive: Default::default(),
+        };
+        let sent = self
+            .events
+            .send(vec![OutgoingMessage {
+                body: queue_json(&event),
+                delay: std::time::Duration::ZERO,
+            }])
+            .await;
+        match sent {
+            Ok(()) => {
+                tracing::info!(event_id = %event.id, account, topic = topic.as_str(), "operational event")
+            }
+            Err(err) => {
+                tracing::warn!(account, topic = topic.as_str(), error = %err, "could not publish an operational event")
+            }
+        }
+    }
+}
+
+/// The data of a `hub.subscription.*` event: which subscription, and any details.
+pub fn subscription_data(subscription_id: &str, details: Value) -> Value {
+    let mut data = json!({ "subscription_id": subscription_id });
+    if let (Some(data), Value::Object(details)) = (data.as_object_mut(), details) {
+        data.extend(details);
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operational_topic_is_in_the_reserved_namespace() {
+        for topic in OperationalTopic::ALL {
+            assert!(topic.topic().is_operational(), "{}", topic.as_str());
+        }
+    }
+}

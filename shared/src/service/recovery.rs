@@ -1,0 +1,215 @@
+//! Getting failed deliveries through after all: `resend` of one, `recover` of every delivery
+//! exhausted in a window, and the release of parked deliveries when a paused or disabled
+//! subscription is resumed. All work on the deliveries a subscription keeps
+//! ([`KeptDelivery`]); `docs/operations.md` describes them for users.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::auth::{Caller, SCOPE_SUBSCRIBE};
+use crate::clock::{parse_rfc3339, rfc3339};
+use crate::context::Hub;
+use crate::error::{ErrorCode, HubError, Result};
+use crate::model::{DeliveryTask, KeptDelivery, KeptState, TaskPayload, queue_json};
+use crate::ports::OutgoingMessage;
+use crate::service::delivery::Verdict;
+use crate::service::operational::{OperationalTopic, subscription_data};
+
+/// Most deliveries one `recover` call queues again; the answer says when more are left.
+pub const MAX_RECOVER: usize = 1000;
+/// Parked deliveries read per page while a resume releases them.
+const RESUME_PAGE: usize = 25;
+/// How long one resume message delivers parked deliveries before it hands over to the next
+/// (half the sender function's timeout, so the last attempt always fits).
+const RESUME_BUDGET: Duration = Duration::from_secs(15);
+
+/// `POST /v1/subscriptions/{id}/recover`'s body: the window of exhaustion times, RFC 3339;
+/// `until` defaults to now.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverRequest {
+    /// From this time on (inclusive).
+    pub since: String,
+    /// Up to this time (exclusive); now when left out.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+impl RecoverRequest {
+    /// The window in Unix ms, checked: both times RFC 3339, `since` before `until`.
+    pub fn bounds(&self, now_ms: i64) -> Result<(i64, i64)> {
+        let parse = |name: &str, text: &str| {
+            parse_rfc3339(text).ok_or_else(|| {
+                HubError::invalid(
+                    ErrorCode::InvalidTime,
+                    format!("`{name}` must be an RFC 3339 time, e.g. 2026-11-30T10:53:20Z"),
+                )
+            })
+        };
+        let since = parse("since", &self.since)?;
+        let until = match &self.until {
+            Some(text) => parse("until", text)?,
+            None => now_ms,
+        };
+        if since >= until {
+            return Err(HubError::invalid(
+                ErrorCode::InvalidTime,
+                "`since` must come before `until` (or before now)",
+            ));
+        }
+        Ok((since, until))
+    }
+}
+
+/// What a `recover` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// How many exhausted deliveries were queued again.
+    pub requeued: usize,
+    /// Whether more exhausted deliveries of the window are left for another call.
+    pub more: bool,
+}
+
+impl Hub {
+    /// `POST /v1/subscriptions/{id}/deliveries/{event_id}/resend`: queues a kept delivery (one
+    /// that failed and is waiting for its retry, or was exhausted) again now, under its
+    /// `webhook-id`, with a fresh retry schedule. A parked one waits for the resume instead.
+    pub async fn resend(&self, caller: &Caller, id: &str, event_id: &str) -> Result<()> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let sub = self.owned(caller, id).await?;
+        let kept = match self.store.kept_delivery(&sub.id, event_id).await? {
+            Some(kept) if kept.state != KeptState::Parked => kept,
+            Some(_) => return Err(HubError::Parked),
+            None => return Err(HubError::NotFound("failed delivery")),
+        };
+        self.requeue(vec![kept]).await?;
+        tracing::info!(subscription_id = %sub.id, event_id, "delivery resent");
+        Ok(())
+    }
+
+    /// `POST /v1/subscriptions/{id}/recover`: queues again every delivery of the subscription
+    /// that was exhausted from `since_ms` up to `until_ms`, oldest event first, at most
+    /// [`MAX_RECOVER`] per call. Each is marked retrying, so the next call goes on with the rest.
+    pub async fn recover(
+        &self,
+        caller: &Caller,
+        id: &str,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Recovered> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let sub = self.owned(caller, id).await?;
+        let mut chosen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let more = loop {
+            let page = self
+                .store
+                .kept_deliveries(&sub.id, KeptState::Exhausted, cursor.as_deref(), 100)
+                .await?;
+            for kept in page.items {
+                if (since_ms..until_ms).contains(&kept.since_ms) {
+                    if chosen.len() == MAX_RECOVER {
+                        break;
+                    }
+                    chosen.push(kept);
+                }
+            }
+            if chosen.len() == MAX_RECOVER {
+                break true;
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break false,
+            }
+        };
+        let requeued = chosen.len();
+        self.requeue(chosen).await?;
+        tracing::info!(subscription_id = %sub.id, requeued, more, "exhausted deliveries recovered");
+        if requeued > 0 {
+            let details = json!({
+                "requeued": requeued,
+                "since": rfc3339(since_ms),
+                "until": rfc3339(until_ms),
+            });
+            self.emit(
+                &sub.account,
+                OperationalTopic::SubscriptionRecovered,
+                subscription_data(&sub.id, details),
+            )
+            .await;
+        }
+        Ok(Recovered { requeued, more })
+    }
+
+    /// Queues kept deliveries again (first), then marks them retrying: a crash in between
+    /// queues them once more later (a duplicate under the same `webhook-id`, never a loss).
+    async fn requeue(&self, kept: Vec<KeptDelivery>) -> Result<()> {
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let messages = kept
+            .iter()
+            .map(|k| OutgoingMessage {
+                body: queue_json(&DeliveryTask::again(k)),
+                delay: Duration::ZERO,
+            })
+            .collect();
+        self.deliveries.send(messages).await?;
+        let now = self.now_ms();
+        for chunk in kept.chunks(16) {
+            let marked: Vec<KeptDelivery> = chunk
+                .iter()
+                .map(|k| KeptDelivery {
+                    state: KeptState::Retrying,
+                    since_ms: now,
+                    ..k.clone()
+                })
+                .collect();
+            futures::future::try_join_all(marked.iter().map(|k| self.store.keep_delivery(k)))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Queues the release of a resumed subscription's parked deliveries.
+    pub(crate) async fn queue_resume(&self, subscription_id: &str) -> Result<()> {
+        self.enqueue_delivery(&DeliveryTask::new(subscription_id, TaskPayload::Resume))
+            .await
+    }
+
+    /// Delivers a subscription's parked deliveries one after another in event order (the
+    /// sender's handling of a resume message), for up to [`RESUME_BUDGET`]; then queues a resume
+    /// for the rest. A delivery that fails goes on with its own retries, so later ones are not
+    /// held back by it. Stops when the subscription is paused or disabled again.
+    pub async fn release_parked(&self, subscription_id: &str) -> Result<()> {
+        let started = Instant::now();
+        let mut seen = HashSet::new();
+        loop {
+            let page = self
+                .store
+                .kept_deliveries(subscription_id, KeptState::Parked, None, RESUME_PAGE)
+                .await?;
+            if page.items.is_empty() {
+                return Ok(());
+            }
+            for kept in page.items {
+                if !seen.insert(kept.event_id().to_string()) {
+                    // Still parked after its turn: nothing more this message can do.
+                    return Ok(());
+                }
+                if started.elapsed() >= RESUME_BUDGET {
+                    return self.queue_resume(subscription_id).await;
+                }
+                let task = DeliveryTask::again(&kept);
+                let now = self.now_ms();
+                let verdict = self.deliver(&task).await?;
+                if verdict == Verdict::Parked {
+                    return Ok(()); // paused or disabled again: its resume goes on from here
+                }
+                self.settle(task, &verdict, now).await?;
+            }
+        }
+    }
+}

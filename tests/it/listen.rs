@@ -1,0 +1,125 @@
+//! `webhook-hub listen` driven as a user runs it: against a hub on loopback it subscribes and
+//! confirms itself, prints a delivery as verified (✓) and forwards it, prints a tampered one as
+//! not verified (✗) and refuses it, and unsubscribes on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hub_tests::*;
+use serde_json::json;
+
+/// What `listen` printed so far.
+fn printed(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+async fn wait_for_output(path: &std::path::Path, what: &str, done: impl Fn(&str) -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done(&printed(path)) {
+        assert!(
+            Instant::now() < deadline,
+            "listen never printed {what}; it printed:\n{}",
+            printed(path)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_verifies_prints_forwards_and_unsubscribes() {
+    let hub = HubProcess::start(Backend::Memory, &[]).await;
+    let app = TestReceiver::start().await;
+    let out = std::env::temp_dir().join(format!("{}.out", unique("listen")));
+    let mut listen = Command::new(binary("webhook-hub"))
+        .args(["listen", "--hub", &hub.url, "--api-key", KEY_A])
+        .args(["--topics", "door.*", "--forward-to", &app.url("/app")])
+        .env_remove("HUB_URL")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("webhook-hub listen starts");
+
+    wait_for_output(&out, "the confirmation", |o| o.contains("is active")).await;
+    let text = printed(&out);
+    let callback = text
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .expect("listen prints its callback")
+        .to_string();
+    let sub_id = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .find(|w| w.starts_with("sub_"))
+        .expect("listen names its subscription")
+        .to_string();
+    assert!(
+        text.contains("Confirmation") && text.contains("✓ verified"),
+        "{text}"
+    );
+
+    let event = publish(
+        &hub,
+        KEY_A,
+        json!({"topic": "door.request.allowed", "data": {"door": "4711"}}),
+    )
+    .await;
+    let id = event["id"].as_str().unwrap();
+    wait_for_output(&out, "the delivery", |o| {
+        o.lines().any(|l| {
+            l.contains(id) && l.contains("door.request.allowed") && l.contains("✓ verified")
+        })
+    })
+    .await;
+    assert!(
+        printed(&out).contains("\"door\": \"4711\""),
+        "the body, pretty"
+    );
+    let forwarded = app
+        .wait_for_match(WAIT, |r| r.path == "/app" && r.header("webhook-id") == id)
+        .await;
+    assert!(printed(&out).contains("forwarded to"));
+
+    // The same headers over another body: what a forger would send.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut tampered = http
+        .post(&callback)
+        .body(r#"{"id":"evt_forged","type":"door.request.allowed","data":{"door":"0"}}"#);
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        tampered = tampered.header(name, forwarded.header(name));
+    }
+    let refused = tampered.send().await.unwrap();
+    assert_eq!(refused.status(), 401, "a tampered delivery is refused");
+    wait_for_output(&out, "the ✗", |o| o.contains("✗ NOT verified")).await;
+    assert_eq!(
+        app.received().iter().filter(|r| r.path == "/app").count(),
+        1,
+        "nothing tampered is forwarded"
+    );
+
+    // SIGTERM: it unsubscribes and exits cleanly.
+    let killed = Command::new("kill")
+        .args(["-TERM", &listen.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = listen.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "listen did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{}", printed(&out));
+    assert!(printed(&out).contains(&format!("unsubscribed {sub_id}")));
+    let gone = hub
+        .call(
+            "GET",
+            &format!("/v1/subscriptions/{sub_id}"),
+            Some(KEY_A),
+            None,
+        )
+        .await;
+    assert_eq!(gone.status, 404);
+    let _ = std::fs::remove_file(out);
+}
