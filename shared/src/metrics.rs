@@ -2,7 +2,10 @@
 //! services bump as things happen (events published, attempts by outcome and their latency,
 //! deliveries exhausted), and gauges read from the queues and the store when scraped (queue
 //! depth, age of the oldest message, subscriptions by status). Encoded as OpenMetrics text
-//! (`prometheus-client`) for `webhook-hub serve`'s `/metrics`.
+//! (`prometheus-client`) for `webhook-hub serve`'s `/metrics`; the same counters also go to the
+//! `metrics` facade, which the Lambda functions turn into CloudWatch Embedded Metric Format lines
+//! (`metrics_cloudwatch_embedded`, flushed after each invocation: no API call) and which is a
+//! no-op where no recorder is installed.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +16,9 @@ use prometheus_client::registry::Registry;
 
 use crate::context::Hub;
 use crate::model::SubscriptionStatus;
+
+/// The CloudWatch namespace of the Lambda functions' metrics (the template's alarms read it).
+pub const CLOUDWATCH_NAMESPACE: &str = "webhook-hub";
 
 /// The content type of [`Metrics::render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -27,6 +33,17 @@ pub enum AttemptOutcome {
     failed,
     /// `410 Gone`: the subscription was removed.
     gone,
+}
+
+impl AttemptOutcome {
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::delivered => "delivered",
+            AttemptOutcome::failed => "failed",
+            AttemptOutcome::gone => "gone",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -126,6 +143,7 @@ impl Metrics {
     /// Counts events accepted and queued.
     pub fn published(&self, events: u64) {
         self.published.inc_by(events);
+        metrics::counter!("events_published").increment(events);
     }
 
     /// Counts one attempt and its time.
@@ -134,11 +152,14 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.attempt_seconds.observe(latency.as_secs_f64());
+        metrics::counter!("delivery_attempts", "outcome" => outcome.as_str()).increment(1);
+        metrics::histogram!("delivery_attempt_seconds").record(latency.as_secs_f64());
     }
 
     /// Counts a delivery that used up its retries.
     pub fn exhausted(&self) {
         self.exhausted.inc();
+        metrics::counter!("deliveries_exhausted").increment(1);
     }
 
     /// The metrics as OpenMetrics text, with the gauges read now from `hub`'s queues and store

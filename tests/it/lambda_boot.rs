@@ -120,6 +120,18 @@ async fn aws_every_function_binary_answers_its_sample() {
                 let log = store.attempts(SAMPLE_SUB, 10).await.unwrap();
                 assert_eq!(log.len(), 1, "{log:?}");
                 assert_eq!(log[0].error.map(|e| e.as_str()), Some("forbidden_target"));
+                let emf = emf_documents(&answer.stdout);
+                let attempts = emf
+                    .iter()
+                    .find(|d| d.get("delivery_attempts").is_some())
+                    .unwrap_or_else(|| panic!("an EMF line for the attempt: {}", answer.stdout));
+                assert_eq!(attempts["delivery_attempts"], 1);
+                assert_eq!(attempts["outcome"], "failed");
+                assert_eq!(
+                    attempts["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+                    "webhook-hub"
+                );
+                assert!(emf.iter().any(|d| d["delivery_attempt_seconds"].is_array()));
             }
             "sweeper" => {
                 assert_eq!(answer.body["removed"], 1, "{}", answer.body);
@@ -155,4 +167,40 @@ async fn aws_every_function_binary_answers_its_sample() {
         "Lambda binaries under the Runtime API emulator ({which}):\n{}",
         lines.join("\n")
     );
+}
+
+/// The Embedded Metric Format documents among a function's stdout lines, each checked against
+/// the EMF specification's JSON schema (`tests/fixtures/emf.schema.json`, by Python's
+/// `jsonschema`) and its target-member rules: every dimension named is a string member, every
+/// metric a number or an array of at most 100 numbers.
+fn emf_documents(stdout: &str) -> Vec<Value> {
+    let documents: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|d| d.get("_aws").is_some())
+        .collect();
+    let script = r#"
+import sys, json, jsonschema
+schema = json.load(open(sys.argv[1]))
+for doc in json.load(sys.stdin):
+    jsonschema.validate(doc, schema)
+    for directive in doc["_aws"]["CloudWatchMetrics"]:
+        for dimension_set in directive["Dimensions"]:
+            for name in dimension_set:
+                assert isinstance(doc.get(name), str), f"dimension {name} is not a string member"
+        for metric in directive["Metrics"]:
+            value = doc.get(metric["Name"])
+            values = value if isinstance(value, list) else [value]
+            assert 1 <= len(values) <= 100, f"{metric['Name']}: {value}"
+            assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values), metric
+print("ok")
+"#;
+    let schema = workspace_root().join("tests/fixtures/emf.schema.json");
+    let script = format!(
+        "import sys; sys.argv = ['emf', {:?}]\n{script}",
+        schema.to_string_lossy()
+    );
+    let out = venv_python(&script, &serde_json::to_vec(&documents).unwrap());
+    assert_eq!(String::from_utf8_lossy(&out).trim(), "ok");
+    documents
 }

@@ -26,6 +26,8 @@ pub struct Invocation {
     pub answered: Duration,
     /// Peak resident memory of the process when it answered (`VmHWM`), KiB.
     pub peak_rss_kib: u64,
+    /// What it wrote to stdout (its log lines, as CloudWatch Logs would get them).
+    pub stdout: String,
 }
 
 /// Peak resident set size of a process (`VmHWM` in `/proc/<pid>/status`), KiB.
@@ -85,6 +87,13 @@ fn lambda_command(path: &std::path::Path, api: &SocketAddr, env: &[(&str, String
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// A file for a function's stdout.
+fn stdout_file() -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("{}.out", crate::unique("lambda")));
+    let file = std::fs::File::create(&path).unwrap();
+    (path, file)
 }
 
 #[derive(Default)]
@@ -219,8 +228,10 @@ impl RuntimeEmulator {
     /// [`RuntimeEmulator::invoke`] for a binary at `path`.
     pub async fn invoke_path(&self, path: &std::path::Path, env: &[(&str, String)]) -> Invocation {
         let binary_name = path.file_name().unwrap().to_string_lossy().to_string();
+        let (stdout_path, stdout) = stdout_file();
         let started = Instant::now();
         let mut child = lambda_command(path, &self.addr, env)
+            .stdout(stdout)
             .spawn()
             .expect("the function binary starts");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -260,6 +271,11 @@ impl RuntimeEmulator {
             first_next: first_next - started,
             answered: answer.2 - started,
             peak_rss_kib,
+            stdout: {
+                let text = std::fs::read_to_string(&stdout_path).unwrap_or_default();
+                let _ = std::fs::remove_file(&stdout_path);
+                text
+            },
         }
     }
 }

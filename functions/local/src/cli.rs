@@ -31,6 +31,8 @@ pub enum Command {
     /// Receive a hub's deliveries here: subscribe a local callback, confirm it, verify and
     /// print every delivery (optionally forwarding it), unsubscribe on exit
     Listen(crate::listen::ListenOptions),
+    /// The AWS dead-letter queues: list what waits there, or redrive it to its queue
+    DeadLetters(crate::dead_letters::DeadLettersOptions),
 }
 
 /// What `backup` copies where.

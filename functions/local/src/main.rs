@@ -1,6 +1,7 @@
 //! `webhook-hub`: every function of the hub in one process, for one machine (the embedded mode).
 
 mod cli;
+mod dead_letters;
 mod listen;
 mod server;
 
@@ -13,6 +14,7 @@ async fn main() -> std::process::ExitCode {
     match cli.command {
         cli::Command::Serve(options) => finish(server::serve(options).await),
         cli::Command::Listen(options) => finish(listen::listen(options).await),
+        cli::Command::DeadLetters(options) => finish(dead_letters::dead_letters(options).await),
         cli::Command::Backup(options) => finish(
             hub::adapters::sqlite::backup(&options.data, &options.to).map(|pages| {
                 println!(

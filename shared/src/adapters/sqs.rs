@@ -111,6 +111,13 @@ impl SqsQueue {
             .map(String::as_str)
     }
 
+    /// Its dead-letter queue (named by its redrive policy), for the operator's
+    /// `webhook-hub dead-letters`.
+    pub async fn dead_letter_queue(&self) -> Result<SqsQueue> {
+        let url = self.dead_letter_url().await?.to_string();
+        Ok(SqsQueue::at(self.client.clone(), url))
+    }
+
     /// Creates the queue `name` (if missing) with a dead-letter queue `{name}-dlq` that takes a
     /// message after `max_receives` receives, as `template.yaml` does.
     pub async fn ensure(

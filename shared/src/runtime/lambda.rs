@@ -17,7 +17,39 @@ async fn hub_from_env() -> Result<(Hub, LambdaConfig), Error> {
     init_logging();
     let config = LambdaConfig::from_env()?;
     let hub = aws_hub(config.hub.settings(), &config.hub.aws).await?;
+    init_emf()?;
     Ok((hub, config))
+}
+
+/// The process's Embedded Metric Format collector: the hub's counters as CloudWatch metrics,
+/// written to stdout (CloudWatch Logs extracts them; no API call).
+static EMF: std::sync::OnceLock<&'static metrics_cloudwatch_embedded::Collector> =
+    std::sync::OnceLock::new();
+
+fn init_emf() -> Result<(), Error> {
+    if EMF.get().is_none() {
+        let collector = metrics_cloudwatch_embedded::Builder::new()
+            .cloudwatch_namespace(crate::metrics::CLOUDWATCH_NAMESPACE)
+            .init()
+            .map_err(|e| Error::from(e.to_string()))?;
+        metrics::describe_histogram!(
+            "delivery_attempt_seconds",
+            metrics::Unit::Seconds,
+            "Time of one delivery attempt, DNS to response"
+        );
+        let _ = EMF.set(collector);
+    }
+    Ok(())
+}
+
+/// Writes what this invocation counted as EMF lines, before the answer (Lambda may freeze the
+/// process right after it).
+fn flush_metrics() {
+    if let Some(collector) = EMF.get()
+        && let Err(err) = collector.flush(std::io::stdout().lock())
+    {
+        tracing::warn!(error = %err, "could not write the metrics");
+    }
 }
 
 /// Answers one API Gateway request with the operations `ops`.
@@ -78,7 +110,9 @@ pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
     let claim = config.account_claim;
     let (hub, claim) = (&hub, claim.as_str());
     lambda_http::run(service_fn(move |req: Request| async move {
-        Ok::<_, Error>(api_handler(hub, ops, claim, req).await)
+        let response = api_handler(hub, ops, claim, req).await;
+        flush_metrics();
+        Ok::<_, Error>(response)
     }))
     .await
 }
@@ -88,7 +122,9 @@ pub async fn serve_queue(role: QueueRole) -> Result<(), Error> {
     let (hub, _) = hub_from_env().await?;
     let hub = &hub;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(sqs_handler(hub, role, event.payload).await)
+        let response = sqs_handler(hub, role, event.payload).await;
+        flush_metrics();
+        Ok::<_, Error>(response)
     }))
     .await
 }
@@ -104,7 +140,11 @@ pub async fn serve_sweeper() -> Result<(), Error> {
     let (hub, _) = hub_from_env().await?;
     let hub = &hub;
     lambda_runtime::run(service_fn(
-        move |_event: LambdaEvent<serde_json::Value>| async move { sweep_handler(hub).await },
+        move |_event: LambdaEvent<serde_json::Value>| async move {
+            let report = sweep_handler(hub).await;
+            flush_metrics();
+            report
+        },
     ))
     .await
 }
