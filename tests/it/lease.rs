@@ -156,6 +156,8 @@ mod scenarios {
     pub async fn expiring_notice_once(backend: Backend) {
         let hub = HubProcess::start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
+        let ops = TestReceiver::start().await;
+        subscribe_confirmed(&hub, &ops, KEY_A, "/ops", json!({"topics": ["hub.*"]})).await;
         let wants =
             subscribe_confirmed(&hub, &receiver, KEY_A, "/n", json!({"expires": 600})).await;
         subscribe_confirmed(
@@ -182,6 +184,11 @@ mod scenarios {
         assert_eq!(body["data"]["validity_ts"], wants["validity_ts"]);
         assert!(notice.header("webhook-id").starts_with("evt_"));
         assert_eq!(hub.sweep().await["notices"], 0, "queued once");
+        // The account hears of it too, as an operational event.
+        let operational = ops
+            .wait_for_match(WAIT, |r| r.json()["type"] == "hub.subscription.expiring")
+            .await;
+        assert_eq!(operational.json()["data"]["subscription_id"], wants["id"]);
         let notices = receiver
             .received()
             .into_iter()

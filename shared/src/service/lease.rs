@@ -5,6 +5,7 @@
 use crate::context::Hub;
 use crate::error::Result;
 use crate::model::{DeliveryTask, Event, Subscription, TaskPayload};
+use crate::service::operational::{OperationalTopic, subscription_data};
 use crate::signing::sha256_hex;
 use crate::topic::Topic;
 
@@ -69,6 +70,16 @@ impl Hub {
             TaskPayload::Notice { event },
         ))
         .await?;
+        let details = serde_json::json!({
+            "callback_url": sub.callback_url,
+            "expires_at": crate::clock::rfc3339(sub.expires_at_ms),
+        });
+        self.emit(
+            &sub.account,
+            OperationalTopic::SubscriptionExpiring,
+            subscription_data(&sub.id, details),
+        )
+        .await;
         let mut marked = sub.clone();
         marked.expiry_notice_sent = true;
         marked.version += 1;

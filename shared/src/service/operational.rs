@@ -21,6 +21,8 @@ pub enum OperationalTopic {
     SubscriptionDisabled,
     /// A `recover` queued a subscription's exhausted deliveries again.
     SubscriptionRecovered,
+    /// A subscription's lease ends soon (sent with its own `subscription.expiring` notice).
+    SubscriptionExpiring,
 }
 
 impl OperationalTopic {
@@ -30,6 +32,7 @@ impl OperationalTopic {
         OperationalTopic::SubscriptionFailing,
         OperationalTopic::SubscriptionDisabled,
         OperationalTopic::SubscriptionRecovered,
+        OperationalTopic::SubscriptionExpiring,
     ];
 
     /// Its topic name.
@@ -39,6 +42,7 @@ impl OperationalTopic {
             OperationalTopic::SubscriptionFailing => "hub.subscription.failing",
             OperationalTopic::SubscriptionDisabled => "hub.subscription.disabled",
             OperationalTopic::SubscriptionRecovered => "hub.subscription.recovered",
+            OperationalTopic::SubscriptionExpiring => "hub.subscription.expiring",
         }
     }
 
