@@ -33,6 +33,9 @@ pub struct Settings {
     pub fanout_page: usize,
     /// Which attempts the delivery log keeps.
     pub delivery_log: DeliveryLog,
+    /// Direct publishing: the account each ingest-queue sender (SQS `SenderId`, an IAM user or
+    /// role id) publishes to. A sender not listed publishes nothing.
+    pub ingest_senders: std::collections::BTreeMap<String, String>,
 }
 
 /// Which delivery attempts are stored one by one in a subscription's delivery log.
@@ -59,6 +62,7 @@ impl Default for Settings {
             max_subscriptions_per_account: 1000,
             fanout_page: crate::service::events::FANOUT_PAGE,
             delivery_log: DeliveryLog::Full,
+            ingest_senders: Default::default(),
         }
     }
 }
@@ -80,6 +84,19 @@ pub struct Hub {
     pub settings: Arc<Settings>,
     /// The process's metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The queues producers inside AWS publish to without the API, where deployed.
+    pub ingest: IngestQueues,
+}
+
+/// The direct-publishing queues (`docs/ingest.md`): each is read by the fan-out, which
+/// publishes what it may and dead-letters the rest.
+#[derive(Clone, Default)]
+pub struct IngestQueues {
+    /// `SendMessage`/`SendMessageBatch` by IAM principals; the account comes from the sender.
+    pub direct: Option<Arc<dyn Queue>>,
+    /// The target of the EventBridge rule; the account comes from the event's `source`, which
+    /// the bus policy binds to the principals allowed to put it.
+    pub bus: Option<Arc<dyn Queue>>,
 }
 
 impl Hub {

@@ -69,6 +69,9 @@ error_codes! {
     InvalidEventId = "invalid_event_id",
     /// A batch publish holds no events or more than it may.
     InvalidBatch = "invalid_batch",
+    /// A message on an ingest queue from a sender (or an EventBridge source) that no account
+    /// is mapped to.
+    UnknownPublisher = "unknown_publisher",
     /// A producer published under the hub's own `hub.` namespace.
     ReservedTopic = "reserved_topic",
     /// A time is not RFC 3339, or a window ends before it starts.
@@ -250,6 +253,15 @@ impl HubError {
             HubError::Rejected(_) => ErrorCode::Rejected,
             HubError::Backend(_) => ErrorCode::BackendUnavailable,
         }
+    }
+
+    /// Whether trying the same thing again later may succeed (a backing service failed, a
+    /// concurrent change or claim won); otherwise the input itself is refused for good.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            HubError::Backend(_) | HubError::Conflict | HubError::InProgress { .. }
+        )
     }
 
     /// The stable JSON `code` of this error, as text.

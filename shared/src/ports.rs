@@ -201,7 +201,7 @@ pub struct QueueStats {
 }
 
 /// A message received from a queue by a poller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReceivedMessage {
     /// Stable message id.
     pub id: String,
@@ -211,6 +211,11 @@ pub struct ReceivedMessage {
     pub body: String,
     /// How many times it has been received, this time included.
     pub receive_count: u32,
+    /// Who sent it, as the queue vouches (SQS's `SenderId`: the IAM user or role id); `None`
+    /// where the queue does not say. Direct publishing maps it to an account.
+    pub sender: Option<String>,
+    /// When it was sent, Unix ms, where the queue says (SQS's `SentTimestamp`).
+    pub sent_at_ms: Option<i64>,
 }
 
 /// A work queue with SQS semantics: at-least-once, visibility timeouts, a dead-letter queue after

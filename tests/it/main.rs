@@ -14,6 +14,7 @@ mod durable;
 mod e2e;
 mod faults;
 mod hardening;
+mod ingest;
 mod lambda_boot;
 mod lease;
 mod listen;

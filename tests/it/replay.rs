@@ -186,6 +186,71 @@ async fn fanout_sample_queues_one_delivery_per_match() {
     assert!(queued[0].body.contains(SAMPLE_SUB));
 }
 
+/// The fan-out function also reads the ingest queues: a record from one (by its
+/// `eventSourceARN`) is published for its sender's account and fanned out; a refused one is
+/// dead-lettered, and neither is reported failed.
+#[tokio::test]
+async fn fanout_routes_ingest_queue_records_by_their_source() {
+    use hub::adapters::memory::MemoryQueue;
+    use hub::runtime::lambda::sqs_handler_routed;
+    use hub::service::ingest::IngestSource;
+    let mut hub = memory_hub(Settings {
+        ingest_senders: [("AROAPRODUCER".to_string(), "acme".to_string())].into(),
+        ..Settings::default()
+    })
+    .0;
+    let dead = std::sync::Arc::new(MemoryQueue::new(
+        std::time::Duration::from_secs(30),
+        5,
+        None,
+    ));
+    hub.ingest.direct = Some(std::sync::Arc::new(MemoryQueue::new(
+        std::time::Duration::from_secs(30),
+        5,
+        Some(dead.clone()),
+    )));
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    let mut event: SqsEvent = serde_json::from_str(&event_sample("fanout")).unwrap();
+    let template = event.records[0].clone();
+    event.records = ["door.request.allowed", "not a topic"]
+        .iter()
+        .enumerate()
+        .map(|(i, topic)| {
+            let mut record = template.clone();
+            record.message_id = Some(format!("ingest-{i}"));
+            record.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:hub-ingest".into());
+            record
+                .attributes
+                .insert("SenderId".into(), "AROAPRODUCER:session".into());
+            record.body = Some(serde_json::json!({"topic": topic, "data": {"n": i}}).to_string());
+            record
+        })
+        .collect();
+    let routes = [(
+        "hub-ingest".to_string(),
+        QueueRole::Ingest(IngestSource::Direct),
+    )];
+    let response = sqs_handler_routed(&hub, QueueRole::Events, &routes, event).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let queued = hub
+        .deliveries
+        .receive(10, std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        queued.len(),
+        1,
+        "the valid one fanned out to the seeded subscription"
+    );
+    assert!(queued[0].body.contains(SAMPLE_SUB) && queued[0].body.contains("\"n\":0"));
+    assert_eq!(dead.len(), 1, "the refused one is dead-lettered");
+}
+
 #[tokio::test]
 async fn sender_sample_queues_the_retry_and_reports_only_what_it_could_not_settle() {
     // The first message's subscription answers nothing (connection refused): its retry goes on

@@ -138,6 +138,7 @@ impl InProcess {
             clock: clock.clone(),
             settings: Arc::new(settings),
             metrics: Arc::default(),
+            ingest: Default::default(),
         };
         InProcess {
             hub,
@@ -155,6 +156,7 @@ impl InProcess {
         let queue: Arc<dyn Queue> = match role {
             QueueRole::Events => self.events.clone(),
             QueueRole::Deliveries => self.deliveries.clone(),
+            QueueRole::Ingest(_) => hub::runtime::consume::queue_of(&self.hub, role),
         };
         let mut quiet_since = std::time::Instant::now();
         while quiet_since.elapsed() < idle {

@@ -37,6 +37,11 @@ pub struct HubArgs {
     /// successes are counted by the odometer)
     #[arg(long, env = "HUB_DELIVERY_LOG", value_enum, default_value = "full")]
     pub delivery_log: crate::context::DeliveryLog,
+    /// Direct publishing: which account each ingest-queue sender publishes to, as
+    /// SENDER_ID=ACCOUNT pairs separated by commas (the sender id is SQS's SenderId: an IAM
+    /// user id, or a role id without its session)
+    #[arg(long, env = "HUB_INGEST_SENDERS", default_value = "", value_parser = parse_senders)]
+    pub ingest_senders: std::collections::BTreeMap<String, String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub aws: AwsResources,
@@ -63,6 +68,7 @@ impl HubArgs {
             max_subscriptions_per_account: self.max_subscriptions_per_account as usize,
             fanout_page: defaults.fanout_page,
             delivery_log: self.delivery_log,
+            ingest_senders: self.ingest_senders.clone(),
         }
     }
 }
@@ -87,6 +93,12 @@ pub struct AwsResources {
     /// SQLite queues (after a crash, what was in flight comes back after this)
     #[arg(long, env = "HUB_QUEUE_VISIBILITY", default_value = "180s", value_parser = parse_duration_arg)]
     pub queue_visibility: Duration,
+    /// The direct-publishing queue producers send to, name or URL (optional)
+    #[arg(long, env = "HUB_INGEST_QUEUE")]
+    pub ingest_queue: Option<String>,
+    /// The queue the EventBridge rule sends published events to, name or URL (optional)
+    #[arg(long, env = "HUB_BUS_INGEST_QUEUE")]
+    pub bus_ingest_queue: Option<String>,
 }
 
 /// What a Lambda function reads from its environment: the hub's settings and, for the API
@@ -110,6 +122,22 @@ impl LambdaConfig {
         <Self as clap::Parser>::try_parse_from(["webhook-hub-function"])
             .map_err(|err| crate::HubError::invalid(ErrorCode::InvalidSetting, err.to_string()))
     }
+}
+
+/// `SENDER=ACCOUNT,SENDER=ACCOUNT` (empty for none).
+fn parse_senders(
+    text: &str,
+) -> std::result::Result<std::collections::BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((sender, account)) if !sender.is_empty() && !account.is_empty() => {
+                Ok((sender.trim().to_string(), account.trim().to_string()))
+            }
+            _ => Err(format!("`{pair}` is not SENDER_ID=ACCOUNT")),
+        })
+        .collect()
 }
 
 /// A retry schedule argument.

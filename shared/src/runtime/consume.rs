@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use crate::context::Hub;
+use crate::error::HubError;
 use crate::model::{DeliveryTask, Event, TaskPayload};
 use crate::ports::{MAX_HIDE, ReceivedMessage};
+use crate::service::ingest::IngestSource;
 
 /// Which queue a consumer reads: an SQS-triggered function's, or an embedded poller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +16,8 @@ pub enum QueueRole {
     Events,
     /// The deliveries queue: the sender.
     Deliveries,
+    /// An ingest queue (direct publishing): publish, then fan out; the fan-out function reads it.
+    Ingest(IngestSource),
 }
 
 /// The queue a consumer role reads.
@@ -21,6 +25,11 @@ pub fn queue_of(hub: &Hub, role: QueueRole) -> std::sync::Arc<dyn crate::ports::
     match role {
         QueueRole::Events => hub.events.clone(),
         QueueRole::Deliveries => hub.deliveries.clone(),
+        QueueRole::Ingest(source) => match source {
+            IngestSource::Direct => hub.ingest.direct.clone(),
+            IngestSource::Bus => hub.ingest.bus.clone(),
+        }
+        .expect("an ingest queue is read only where it is configured"),
     }
 }
 
@@ -38,6 +47,37 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
         QueueRole::Events => fan_out_messages(hub, msgs).await,
         QueueRole::Deliveries => {
             futures::future::join_all(msgs.iter().map(|msg| deliver_message(hub, msg))).await
+        }
+        QueueRole::Ingest(source) => {
+            futures::future::join_all(msgs.iter().map(|msg| ingest_message(hub, source, msg))).await
+        }
+    }
+}
+
+/// Publishes one ingest-queue message; `true` when it may be removed: published, a repeat, or
+/// refused for good and dead-lettered (never delivered).
+async fn ingest_message(hub: &Hub, source: IngestSource, msg: &ReceivedMessage) -> bool {
+    match hub.ingest(source, msg).await {
+        Ok(_) => true,
+        Err(HubError::InProgress { retry_after_secs }) => {
+            // Another copy holds the producer id's claim: look again when it has settled (or
+            // lapsed), not after the whole visibility timeout.
+            let wait = Duration::from_secs(retry_after_secs.max(1));
+            let _ = queue_of(hub, QueueRole::Ingest(source))
+                .postpone(&msg.receipt, wait)
+                .await;
+            false
+        }
+        Err(err) if err.is_transient() => {
+            tracing::warn!(message_id = %msg.id, ?source, error = %err, "ingest failed; the message will come back");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(message_id = %msg.id, ?source, code = err.code(), error = %err, "ingest message refused: to the dead-letter queue");
+            queue_of(hub, QueueRole::Ingest(source))
+                .dead_letter(msg.body.clone())
+                .await
+                .is_ok()
         }
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use super::consume::{QueueRole, consume, consume_batch, queue_of};
 use crate::context::Hub;
 use crate::ports::{Queue, ReceivedMessage};
+use crate::service::ingest::IngestSource;
 
 /// How many messages the deliveries poller works on at once.
 pub const DELIVERY_CONCURRENCY: usize = 512;
@@ -222,13 +223,14 @@ pub async fn sweep_every(hub: Hub, interval: Duration, mut shutdown: watch::Rece
     }
 }
 
-/// Starts the fan-out and delivery pollers and the sweep loop.
+/// Starts the fan-out and delivery pollers, the ingest pollers where ingest queues are
+/// configured, and the sweep loop.
 pub fn start_workers(
     hub: &Hub,
     sweep_interval: Duration,
     shutdown: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    vec![
+    let mut workers = vec![
         tokio::spawn(poll(
             hub.clone(),
             QueueRole::Events,
@@ -242,5 +244,19 @@ pub fn start_workers(
             shutdown.clone(),
         )),
         tokio::spawn(sweep_every(hub.clone(), sweep_interval, shutdown.clone())),
-    ]
+    ];
+    for (queue, source) in [
+        (&hub.ingest.direct, IngestSource::Direct),
+        (&hub.ingest.bus, IngestSource::Bus),
+    ] {
+        if queue.is_some() {
+            workers.push(tokio::spawn(poll(
+                hub.clone(),
+                QueueRole::Ingest(source),
+                FANOUT_CONCURRENCY,
+                shutdown.clone(),
+            )));
+        }
+    }
+    workers
 }

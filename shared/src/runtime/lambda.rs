@@ -12,6 +12,7 @@ use crate::api::lambda::{api_request, jwt_caller};
 use crate::api::{ApiFunction, Operation, handle};
 use crate::context::Hub;
 use crate::ports::ReceivedMessage;
+use crate::service::ingest::IngestSource;
 
 async fn hub_from_env() -> Result<(Hub, LambdaConfig), Error> {
     init_logging();
@@ -70,6 +71,47 @@ pub async fn api_handler(
 
 /// Processes one SQS batch concurrently and reports exactly the messages to retry.
 pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatchResponse {
+    sqs_handler_routed(hub, role, &[], event).await
+}
+
+/// The queue role of each ingest queue the fan-out function also reads, by queue name.
+fn ingest_routes(aws: &super::config::AwsResources) -> Vec<(String, QueueRole)> {
+    [
+        (&aws.ingest_queue, IngestSource::Direct),
+        (&aws.bus_ingest_queue, IngestSource::Bus),
+    ]
+    .into_iter()
+    .filter_map(|(queue, source)| {
+        let name = queue.as_deref()?.rsplit('/').next()?.to_string();
+        Some((name, QueueRole::Ingest(source)))
+    })
+    .collect()
+}
+
+/// [`sqs_handler`] for a function fed by several queues: a record whose source queue (the last
+/// part of its `eventSourceARN`) is named in `routes` is consumed in that role, any other in
+/// `role`.
+pub async fn sqs_handler_routed(
+    hub: &Hub,
+    role: QueueRole,
+    routes: &[(String, QueueRole)],
+    event: SqsEvent,
+) -> SqsBatchResponse {
+    let roles: Vec<QueueRole> = event
+        .records
+        .iter()
+        .map(|record| {
+            let queue = record
+                .event_source_arn
+                .as_deref()
+                .and_then(|arn| arn.rsplit(':').next())
+                .unwrap_or_default();
+            routes
+                .iter()
+                .find(|(name, _)| name == queue)
+                .map_or(role, |(_, routed)| *routed)
+        })
+        .collect();
     let msgs: Vec<ReceivedMessage> = event
         .records
         .into_iter()
@@ -82,9 +124,28 @@ pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatc
                 .get("ApproximateReceiveCount")
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(1),
+            sender: record.attributes.get("SenderId").cloned(),
+            sent_at_ms: record
+                .attributes
+                .get("SentTimestamp")
+                .and_then(|t| t.parse().ok()),
         })
         .collect();
-    let done = consume_batch(hub, role, &msgs).await;
+    // Each role's records together (one SQS batch comes from one queue; routing guards mixes).
+    let mut done = vec![false; msgs.len()];
+    let mut distinct: Vec<QueueRole> = Vec::new();
+    for r in &roles {
+        if !distinct.contains(r) {
+            distinct.push(*r);
+        }
+    }
+    for r in distinct {
+        let indexes: Vec<usize> = (0..msgs.len()).filter(|i| roles[*i] == r).collect();
+        let group: Vec<ReceivedMessage> = indexes.iter().map(|i| msgs[*i].clone()).collect();
+        for (i, ok) in indexes.into_iter().zip(consume_batch(hub, r, &group).await) {
+            done[i] = ok;
+        }
+    }
     let failed = msgs
         .into_iter()
         .zip(done)
@@ -119,10 +180,11 @@ pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
 
 /// Runs an SQS-triggered function with partial batch failures.
 pub async fn serve_queue(role: QueueRole) -> Result<(), Error> {
-    let (hub, _) = hub_from_env().await?;
-    let hub = &hub;
+    let (hub, config) = hub_from_env().await?;
+    let routes = ingest_routes(&config.hub.aws);
+    let (hub, routes) = (&hub, routes.as_slice());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let response = sqs_handler(hub, role, event.payload).await;
+        let response = sqs_handler_routed(hub, role, routes, event.payload).await;
         flush_metrics();
         Ok::<_, Error>(response)
     }))

@@ -55,12 +55,18 @@ pub async fn provision_aws(resources: &AwsResources, queue_visibility: Duration)
     )
     .await?;
     SqsQueue::ensure(
-        sqs,
+        sqs.clone(),
         &resources.deliveries_queue,
         queue_visibility,
         DELIVERY_RECEIVE_LIMIT,
     )
     .await?;
+    for name in [&resources.ingest_queue, &resources.bus_ingest_queue]
+        .into_iter()
+        .flatten()
+    {
+        SqsQueue::ensure(sqs.clone(), name, queue_visibility, EVENTS_RECEIVE_LIMIT).await?;
+    }
     Ok(())
 }
 
@@ -69,13 +75,24 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub
     let (dynamo, sqs) = aws_clients(None).await;
     let store = DynamoStore::new(dynamo, &resources.table);
     let events = SqsQueue::open(sqs.clone(), &resources.events_queue).await?;
-    let deliveries = SqsQueue::open(sqs, &resources.deliveries_queue).await?;
-    Ok(assemble(
+    let deliveries = SqsQueue::open(sqs.clone(), &resources.deliveries_queue).await?;
+    let mut hub = assemble(
         settings,
         Arc::new(store),
         Arc::new(events),
         Arc::new(deliveries),
-    ))
+    );
+    for (name, slot) in [
+        (&resources.ingest_queue, &mut hub.ingest.direct),
+        (&resources.bus_ingest_queue, &mut hub.ingest.bus),
+    ] {
+        if let Some(name) = name {
+            let queue: Arc<dyn crate::ports::Queue> =
+                Arc::new(SqsQueue::open(sqs.clone(), name).await?);
+            *slot = Some(queue);
+        }
+    }
+    Ok(hub)
 }
 
 /// The dead-letter queue of the deliveries queue, as `SqsQueue::ensure` names it.
@@ -187,5 +204,6 @@ fn assemble(
         clock: Arc::new(SystemClock::default()),
         settings: Arc::new(settings),
         metrics: Arc::default(),
+        ingest: Default::default(),
     }
 }

@@ -85,10 +85,10 @@ fn event_task_body(subscription_id: &str, event_json: &str) -> String {
 pub const MAX_BATCH_EVENTS: usize = 100;
 
 /// One event checked and built, on its way to the events queue.
-struct Prepared {
-    event: Event,
+pub(crate) struct Prepared {
+    pub(crate) event: Event,
     json: String,
-    key: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 impl Hub {
@@ -121,7 +121,12 @@ impl Hub {
     }
 
     /// Checks and builds one event; `None` for the key when the producer gave no `id`.
-    fn prepare(&self, caller: &Caller, req: PublishRequest, now: i64) -> Result<Prepared> {
+    pub(crate) fn prepare(
+        &self,
+        caller: &Caller,
+        req: PublishRequest,
+        now: i64,
+    ) -> Result<Prepared> {
         let topic = Topic::parse(&req.topic)?;
         if topic.is_operational() {
             return Err(HubError::invalid(
@@ -172,7 +177,7 @@ impl Hub {
 
     /// Claims the producer's key of one event: `Ok(None)` when this request may queue it,
     /// `Ok(Some(published))` for a repeat already queued.
-    async fn claim(&self, prepared: &Prepared, now: i64) -> Result<Option<Published>> {
+    pub(crate) async fn claim(&self, prepared: &Prepared, now: i64) -> Result<Option<Published>> {
         let Some(key) = &prepared.key else {
             return Ok(None);
         };

@@ -2,6 +2,7 @@
 
 pub mod delivery;
 pub mod events;
+pub mod ingest;
 pub mod lease;
 pub mod operational;
 pub mod recovery;

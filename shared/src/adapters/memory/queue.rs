@@ -137,6 +137,7 @@ impl MemoryQueue {
                 receipt: seq.to_string(),
                 body: msg.body.clone(),
                 receive_count: msg.receive_count,
+                ..Default::default()
             });
             let new_key = (msg.visible_at, seq);
             state.in_flight.insert(seq, new_key);

@@ -127,6 +127,7 @@ impl SqliteQueue {
                         receipt: format!("{id}:{stamp}"),
                         body,
                         receive_count: (receive_count + 1) as u32,
+                        ..Default::default()
                     });
                 }
                 if !taken.is_empty() {
