@@ -174,6 +174,10 @@ pub struct Subscription {
     /// Delivered events (maintained by the store, not by saves).
     #[serde(default)]
     pub odometer: u64,
+    /// When an event was last delivered, Unix ms (maintained by the store beside the odometer,
+    /// so it holds under the lean delivery log too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivered_ms: Option<i64>,
     /// Since when (Unix ms) deliveries have failed without a success in between.
     #[serde(default)]
     pub failing_since_ms: Option<i64>,
@@ -243,6 +247,7 @@ impl Subscription {
             confirm_token_sha256: None,
             version: 0,
             odometer: 0,
+            last_delivered_ms: None,
             failing_since_ms: None,
             failing_warned_ms: None,
         }

@@ -2,7 +2,8 @@
 //! 11th subscription's receiver hangs. Each subscription receives exactly the accepted events
 //! (every id answered `202`, each once after the receiver's dedupe on `webhook-id`), and the
 //! hanging receiver does not hold the others back: the second burst takes about as long as the
-//! baseline, not the hang's 30 s per event.
+//! baseline, not the hang's 30 s per event. Each odometer then reads exactly the events
+//! delivered.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -148,8 +149,11 @@ mod scenarios {
             }
         })
         .await;
+        let mut subscription_ids = Vec::new();
         for i in 0..SUBSCRIBERS {
-            subscribe_confirmed(&hub, &receiver, KEY_A, &format!("/s{i}"), json!({})).await;
+            let created =
+                subscribe_confirmed(&hub, &receiver, KEY_A, &format!("/s{i}"), json!({})).await;
+            subscription_ids.push(created["id"].as_str().unwrap().to_string());
         }
 
         let started = Instant::now();
@@ -165,6 +169,22 @@ mod scenarios {
         let accepted = publish_burst(&hub, "hanging", events).await;
         let (with_hang, raw) =
             delivered_exactly(|| hub.log(), &receiver, "hanging", &accepted, started).await;
+
+        // The odometer is exact: it counts every delivery the receiver answered (both bursts;
+        // a redelivery, were there one, is a delivery too).
+        for (i, id) in subscription_ids.iter().enumerate() {
+            let answered = events_at(&receiver.received(), &format!("/s{i}")).len() as u64;
+            assert!(answered >= 2 * events as u64);
+            let counted = eventually(WAIT, "the odometers", || async {
+                let sub = hub
+                    .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+                    .await;
+                let odometer = sub.body["odometer"].as_u64().unwrap_or(0);
+                (odometer >= answered).then_some(odometer)
+            })
+            .await;
+            assert_eq!(counted, answered, "/s{i}'s odometer");
+        }
 
         let expected = events * SUBSCRIBERS;
         let failed_elsewhere = hub

@@ -89,17 +89,24 @@ mod scenarios {
                 (
                     sub.body["odometer"].as_u64().unwrap(),
                     delivery_log(hub, &id).await,
+                    sub.body["last_delivered_at"].clone(),
                 )
             }
         };
         // The odometer is the barrier: once it reads 3, every attempt is recorded (or not).
         for (sub, failures) in [(&ok, 0), (&flaky, 1)] {
             let id = sub["id"].as_str().unwrap();
-            let log = eventually(WAIT, "three delivered", || async {
-                let (odometer, log) = log_of(id).await;
-                (odometer == 3).then_some(log)
+            let (log, last) = eventually(WAIT, "three delivered", || async {
+                let (odometer, log, last) = log_of(id).await;
+                (odometer == 3).then_some((log, last))
             })
             .await;
+            // The last success is kept though no success is stored one by one.
+            assert!(
+                last.as_str()
+                    .is_some_and(|t| timestamp_ms(&last) > 0 && t.ends_with('Z')),
+                "{id}: last_delivered_at {last}"
+            );
             assert_eq!(
                 log.len(),
                 failures,

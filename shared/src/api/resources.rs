@@ -79,6 +79,8 @@ pub struct SubscriptionOut {
     pub confirmed_at: Option<String>,
     /// Delivered events.
     pub odometer: u64,
+    /// When an event was last delivered (`null` before the first).
+    pub last_delivered_at: Option<String>,
 }
 
 impl From<&Subscription> for SubscriptionOut {
@@ -105,6 +107,7 @@ impl From<&Subscription> for SubscriptionOut {
             created_at: rfc3339(sub.created_at_ms),
             confirmed_at: sub.confirmed_at_ms.map(rfc3339),
             odometer: sub.odometer,
+            last_delivered_at: sub.last_delivered_ms.map(rfc3339),
         }
     }
 }

@@ -40,8 +40,9 @@ pub async fn consume(hub: &Hub, role: QueueRole, msg: &ReceivedMessage) -> bool 
 
 /// Processes the messages of `role`'s queue received together (an SQS batch, one poll);
 /// `true` for each that may be removed, in order. The Lambda handlers and the embedded pollers
-/// both go through here: deliveries are attempted concurrently, events are fanned out together
-/// ([`Hub::fan_out_batch`]: each pattern read once, tasks sent in batches of 10).
+/// both go through here: deliveries are attempted concurrently, events (and ingested messages,
+/// once published) are fanned out together ([`Hub::fan_out_batch`]: each pattern read once,
+/// tasks sent in batches of 10).
 pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage]) -> Vec<bool> {
     match role {
         QueueRole::Events => fan_out_messages(hub, msgs).await,
@@ -49,15 +50,26 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
             futures::future::join_all(msgs.iter().map(|msg| deliver_message(hub, msg))).await
         }
         QueueRole::Ingest(source) => {
-            futures::future::join_all(msgs.iter().map(|msg| ingest_message(hub, source, msg))).await
+            let results = hub.ingest_batch(source, msgs).await;
+            futures::future::join_all(
+                msgs.iter()
+                    .zip(results)
+                    .map(|(msg, result)| settle_ingested(hub, source, msg, result)),
+            )
+            .await
         }
     }
 }
 
-/// Publishes one ingest-queue message; `true` when it may be removed: published, a repeat, or
+/// Settles one ingest-queue message; `true` when it may be removed: published, a repeat, or
 /// refused for good and dead-lettered (never delivered).
-async fn ingest_message(hub: &Hub, source: IngestSource, msg: &ReceivedMessage) -> bool {
-    match hub.ingest(source, msg).await {
+async fn settle_ingested(
+    hub: &Hub,
+    source: IngestSource,
+    msg: &ReceivedMessage,
+    result: crate::error::Result<crate::service::ingest::Ingested>,
+) -> bool {
+    match result {
         Ok(_) => true,
         Err(HubError::InProgress { retry_after_secs }) => {
             // Another copy holds the producer id's claim: look again when it has settled (or

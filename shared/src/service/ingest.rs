@@ -13,7 +13,7 @@ use crate::auth::Caller;
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::ports::ReceivedMessage;
-use crate::service::events::PublishRequest;
+use crate::service::events::{Prepared, PublishRequest};
 use crate::signing::sha256_hex;
 
 /// The EventBridge `source` of hub events: `webhook-hub.<account>`.
@@ -49,8 +49,83 @@ impl Hub {
     /// Publishes one ingest-queue message. `Err` with [`HubError::is_transient`] means try
     /// again later; any other `Err` refuses the message for good (to be dead-lettered).
     pub async fn ingest(&self, source: IngestSource, msg: &ReceivedMessage) -> Result<Ingested> {
-        let (caller, req) = self.ingest_request(source, msg)?;
+        self.ingest_batch(source, std::slice::from_ref(msg))
+            .await
+            .pop()
+            .expect("one result per message")
+    }
+
+    /// Publishes the messages of one ingest batch together, one result each, in order: each is
+    /// checked and its producer id claimed on its own, then the accepted events are fanned out
+    /// together ([`Hub::fan_out_batch`]: each pattern read once, tasks sent ten at a time).
+    pub async fn ingest_batch(
+        &self,
+        source: IngestSource,
+        msgs: &[ReceivedMessage],
+    ) -> Vec<Result<Ingested>> {
         let now = self.now_ms();
+        let mut results: Vec<Option<Result<Ingested>>> = (0..msgs.len()).map(|_| None).collect();
+        let mut ready = Vec::new();
+        let prepared = futures::future::join_all(
+            msgs.iter()
+                .map(|msg| self.ingest_prepared(source, msg, now)),
+        )
+        .await;
+        for (index, prepared) in prepared.into_iter().enumerate() {
+            match prepared {
+                Ok(Ok(prepared)) => ready.push((index, prepared)),
+                Ok(Err(repeat)) => results[index] = Some(Ok(repeat)),
+                Err(err) => results[index] = Some(Err(err)),
+            }
+        }
+        let events: Vec<crate::model::Event> = ready.iter().map(|(_, p)| p.event.clone()).collect();
+        let fanned = self.fan_out_batch(&events).await;
+        for ((index, prepared), fanned) in ready.into_iter().zip(fanned) {
+            let event = &prepared.event;
+            results[index] = Some(match fanned {
+                Ok(deliveries) => {
+                    if let Some(key) = &prepared.key
+                        && let Err(err) = self
+                            .store
+                            .mark_event_key_queued(&event.account, key, &event.id)
+                            .await
+                    {
+                        tracing::warn!(event_id = %event.id, error = %err, "could not mark the idempotency key queued");
+                    }
+                    self.metrics.published(1);
+                    // The fan-out line records it too; this one is for debugging, as publish's is.
+                    tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, ?source, deliveries, "event ingested");
+                    Ok(Ingested::Published {
+                        id: event.id.clone(),
+                        deliveries,
+                    })
+                }
+                Err(err) => {
+                    if let Some(key) = &prepared.key {
+                        let _ = self
+                            .store
+                            .release_event_key(&event.account, key, &event.id)
+                            .await;
+                    }
+                    Err(err)
+                }
+            });
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every message is settled"))
+            .collect()
+    }
+
+    /// One message checked and built into an event with its producer id claimed: `Ok(Ok(_))`
+    /// to fan out, `Ok(Err(_))` for a repeat already published.
+    async fn ingest_prepared(
+        &self,
+        source: IngestSource,
+        msg: &ReceivedMessage,
+        now: i64,
+    ) -> Result<std::result::Result<Prepared, Ingested>> {
+        let (caller, req) = self.ingest_request(source, msg)?;
         let mut prepared = self.prepare(&caller, req, now)?;
         // Stable across redeliveries of the message (its id and send time), so a repeat carries
         // the same `webhook-id`; time-ordered like every event id.
@@ -63,36 +138,9 @@ impl Hub {
         prepared.event.timestamp_ms = at;
         if let Some(repeat) = self.claim(&prepared, now).await? {
             tracing::info!(event_id = %repeat.id, account = %caller.account, ?source, "ingested message repeats a published id");
-            return Ok(Ingested::Duplicate { id: repeat.id });
+            return Ok(Err(Ingested::Duplicate { id: repeat.id }));
         }
-        let event = &prepared.event;
-        match self.fan_out(event).await {
-            Ok(deliveries) => {
-                if let Some(key) = &prepared.key
-                    && let Err(err) = self
-                        .store
-                        .mark_event_key_queued(&event.account, key, &event.id)
-                        .await
-                {
-                    tracing::warn!(event_id = %event.id, error = %err, "could not mark the idempotency key queued");
-                }
-                self.metrics.published(1);
-                tracing::info!(event_id = %event.id, account = %event.account, topic = %event.topic, ?source, deliveries, "event ingested");
-                Ok(Ingested::Published {
-                    id: event.id.clone(),
-                    deliveries,
-                })
-            }
-            Err(err) => {
-                if let Some(key) = &prepared.key {
-                    let _ = self
-                        .store
-                        .release_event_key(&event.account, key, &event.id)
-                        .await;
-                }
-                Err(err)
-            }
-        }
+        Ok(Ok(prepared))
     }
 
     /// The publishing account and the publish body of a message.

@@ -117,7 +117,8 @@ pub(super) fn bucket_number(ms: i64) -> i64 {
 }
 
 /// The attributes of a subscription's own item besides its key and the store-maintained
-/// counters (`odometer`, `failing_since`), as `save` sets them and `import` writes them.
+/// counters (`odometer`, `last_delivered`, `failing_since`), as `save` sets them and `import`
+/// writes them.
 pub(super) fn subscription_attributes(
     sub: &Subscription,
 ) -> Result<Vec<(&'static str, AttributeValue)>> {

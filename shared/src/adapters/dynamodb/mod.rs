@@ -78,6 +78,7 @@ impl DynamoStore {
             get_s(item, "doc").ok_or_else(|| HubError::backend("subscription item without doc"))?;
         let mut sub: Subscription = serde_json::from_str(doc).map_err(HubError::backend)?;
         sub.odometer = get_n(item, "odometer").unwrap_or(0) as u64;
+        sub.last_delivered_ms = get_n(item, "last_delivered");
         sub.failing_since_ms = get_n(item, "failing_since");
         Ok(sub)
     }
@@ -669,9 +670,11 @@ impl Store for DynamoStore {
             .return_values(ReturnValue::AllNew);
         let update = if delivered {
             update
-                .update_expression("ADD #odometer :one REMOVE #failing")
+                .update_expression("SET #last = :now ADD #odometer :one REMOVE #failing")
+                .expression_attribute_names("#last", "last_delivered")
                 .expression_attribute_names("#odometer", "odometer")
                 .expression_attribute_names("#failing", "failing_since")
+                .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":one", n(1))
         } else {
             update

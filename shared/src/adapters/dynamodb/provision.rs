@@ -132,6 +132,9 @@ impl DynamoStore {
                     .map(|(k, v)| (k.to_string(), v)),
             );
             item.insert("odometer".into(), n(sub.odometer as i64));
+            if let Some(at) = sub.last_delivered_ms {
+                item.insert("last_delivered".into(), n(at));
+            }
             items.push(item);
             items.extend(index_items(sub)?);
         }

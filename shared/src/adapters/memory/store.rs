@@ -113,16 +113,16 @@ impl Store for MemoryStore {
             // Another subscription holds this callback: one subscription per callback.
             return Err(HubError::Conflict);
         }
-        let odometer = state
+        let (odometer, last_delivered) = state
             .subscriptions
             .get(&sub.id)
-            .map(|s| s.odometer)
-            .unwrap_or(0);
+            .map_or((0, None), |s| (s.odometer, s.last_delivered_ms));
         if let Some(prev) = previous {
             state.unlink(prev);
         }
         let mut stored = sub.clone();
         stored.odometer = odometer;
+        stored.last_delivered_ms = last_delivered;
         for pattern in &sub.topics {
             state
                 .topics
@@ -378,6 +378,7 @@ impl Store for MemoryStore {
         };
         if delivered {
             sub.odometer += 1;
+            sub.last_delivered_ms = Some(now_ms);
             sub.failing_since_ms = None;
         } else if sub.failing_since_ms.is_none() {
             sub.failing_since_ms = Some(now_ms);

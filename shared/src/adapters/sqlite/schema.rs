@@ -83,6 +83,10 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX kept_deliveries_by_expiry ON kept_deliveries (expires_at_ms);
     "#,
+    // 4: when each subscription last had an event delivered.
+    r#"
+    ALTER TABLE subscriptions ADD COLUMN last_delivered_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -43,16 +43,18 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| HubError::backend(format!("a stored row: {e}")))
 }
 
-const SUBSCRIPTION_COLUMNS: &str = "body, odometer, failing_since_ms";
+const SUBSCRIPTION_COLUMNS: &str = "body, odometer, failing_since_ms, last_delivered_ms";
 
 /// A subscription from a row of [`SUBSCRIPTION_COLUMNS`]: the counters come from their columns.
 fn subscription_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Subscription>> {
     let body: String = row.get(0)?;
     let odometer: i64 = row.get(1)?;
     let failing_since: Option<i64> = row.get(2)?;
+    let last_delivered: Option<i64> = row.get(3)?;
     Ok(from_json::<Subscription>(&body).map(|mut sub| {
         sub.odometer = odometer.max(0) as u64;
         sub.failing_since_ms = failing_since;
+        sub.last_delivered_ms = last_delivered;
         sub
     }))
 }
@@ -540,10 +542,10 @@ impl Store for SqliteStore {
             // Not waited for, like the attempt record it follows: a success only counts.
             self.db.write_behind("count a delivery", move |conn| {
                 conn.prepare_cached(
-                    "UPDATE subscriptions SET odometer = odometer + 1, failing_since_ms = NULL
-                     WHERE id = ?1",
+                    "UPDATE subscriptions SET odometer = odometer + 1, failing_since_ms = NULL,
+                     last_delivered_ms = ?2 WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute([&id]))
+                .and_then(|mut s| s.execute(params![id, now_ms]))
                 .map(|_| ())
                 .map_err(db_error)
             });
