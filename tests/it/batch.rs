@@ -219,12 +219,15 @@ mod scenarios {
         assert_eq!(repeat.body["data"][0]["id"], first.as_str());
         assert_eq!(repeat.body["data"][0]["duplicate"], true);
 
-        // Exactly the accepted events arrive: a sentinel published after them is the barrier.
+        // Exactly the accepted events arrive, and a sentinel published after them. Deliveries are
+        // concurrent, so the wait is for all three; refused items have no id that could arrive.
         let sentinel = publish(&hub, KEY_A, good(99)).await;
         let sentinel = sentinel["id"].as_str().unwrap().to_string();
-        receiver
-            .wait_for_match(WAIT, |r| r.header("webhook-id") == sentinel)
-            .await;
+        for id in [&first, &plain, &sentinel] {
+            receiver
+                .wait_for_match(WAIT, |r| r.header("webhook-id") == id.as_str())
+                .await;
+        }
         let delivered: Vec<String> = events_at(&receiver.received(), "/b")
             .iter()
             .map(|r| r.header("webhook-id").to_string())

@@ -43,6 +43,14 @@ fn parked_lines(hub: &HubProcess, subscription_id: &str) -> usize {
         .count()
 }
 
+/// The account's operational subscriber, confirmed, on `pattern`; with its secret.
+async fn operational_subscriber(hub: &HubProcess, pattern: &str) -> (TestReceiver, String) {
+    let ops = TestReceiver::start().await;
+    let created = subscribe_confirmed(hub, &ops, KEY_A, "/ops", json!({"topics": [pattern]})).await;
+    let secret = created["secret"].as_str().unwrap().to_string();
+    (ops, secret)
+}
+
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + WAIT;
     while !done() {
@@ -84,18 +92,7 @@ mod scenarios {
     pub async fn exhausted_deliveries_are_reported_resent_and_recovered(backend: Backend) {
         // Two attempts a second apart, then exhausted.
         let hub = HubProcess::start(backend, &["--retry-schedule", "1s"]).await;
-        let ops = TestReceiver::start().await;
-        let ops_secret = subscribe_confirmed(
-            &hub,
-            &ops,
-            KEY_A,
-            "/ops",
-            json!({"topics": ["hub.*"]}),
-        )
-        .await["secret"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let (ops, ops_secret) = operational_subscriber(&hub, "hub.*").await;
         let everything = TestReceiver::start().await;
         subscribe_confirmed(&hub, &everything, KEY_A, "/all", json!({"topics": ["*"]})).await;
         let receiver = TestReceiver::failing_events().await;
@@ -279,18 +276,7 @@ mod scenarios {
             ],
         )
         .await;
-        let ops = TestReceiver::start().await;
-        let ops_secret = subscribe_confirmed(
-            &hub,
-            &ops,
-            KEY_A,
-            "/ops",
-            json!({"topics": ["hub.subscription.*"]}),
-        )
-        .await["secret"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let (ops, ops_secret) = operational_subscriber(&hub, "hub.subscription.*").await;
         let receiver = TestReceiver::failing_events().await;
         let sub = subscribe_confirmed(&hub, &receiver, KEY_A, "/d", json!({})).await;
         let sub_id = sub["id"].as_str().unwrap().to_string();
