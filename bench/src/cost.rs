@@ -109,6 +109,7 @@ impl std::io::Write for LogMeter {
         for kind in [
             "\"message\":\"request\"",
             "\"message\":\"delivery attempt\"",
+            "\"_aws\"",
         ] {
             if text.contains(kind) && !samples.iter().any(|s| s.contains(kind)) {
                 samples.push(text.trim_end().to_string());
@@ -291,6 +292,7 @@ async fn measure(
             request_id: format!("req-{first}"),
         };
         let response = handle(&hub, &[Operation::Publish], request, Some(caller.clone())).await;
+        hub::runtime::lambda::flush_metrics_to(logs.clone());
         assert!(
             [200, 202].contains(&response.status().as_u16()),
             "published: {:?}",
@@ -369,6 +371,8 @@ async fn run_batches(
         let (before, bytes) = (counter.snapshot(), logs.bytes());
         let started = Instant::now();
         let results = consume_batch(hub, role, &msgs).await;
+        // The function writes its EMF lines before it answers: they are part of its log bytes.
+        hub::runtime::lambda::flush_metrics_to(logs.clone());
         total_ms += started.elapsed().as_secs_f64() * 1000.0;
         for (op, n) in since(&before, &counter.snapshot()) {
             *phase.calls.entry(op).or_default() += n;
@@ -487,7 +491,7 @@ fn bill(run: &Run) -> Bill {
                 "CloudWatch Logs",
                 log_bytes * LOG_INGEST / d,
                 format!(
-                    "{:.0} bytes per delivery ({:.0} from the hub's lines, {:.0} from the platform's START/END/REPORT: {}) at $0.50/GB",
+                    "{:.0} bytes per delivery ({:.0} from the hub's lines and EMF metrics, {:.0} from the platform's START/END/REPORT: {}) at $0.50/GB",
                     log_bytes / d,
                     (p.log_bytes + f.log_bytes + s.log_bytes) / d,
                     platform_bytes * invocations / d,
@@ -508,13 +512,16 @@ pub async fn cost_per_million(options: &Options) -> Section {
     );
     let logs = LogMeter::default();
     hub::runtime::init_logging_to(logs.clone());
+    // The functions' EMF recorder, process-wide from here on: this section runs last.
+    hub::runtime::lambda::init_emf().expect("the EMF recorder installs");
     let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info (the default)".into());
     let events = if options.smoke { 20 } else { 200 };
     let counter = CallCounter::default();
     section.line(format!(
         "method: each scenario is run on moto through the functions' own handlers (publish through the API handler, \
          fan-out and sender through the SQS batch path); calls are counted by an SDK interceptor, log bytes by the \
-         hub's own JSON logger at RUST_LOG={level}; the bill is computed from those counts and durations at \
+         hub's own JSON logger at RUST_LOG={level} plus the EMF metric lines each function writes before it \
+         answers; the bill is computed from those counts and durations at \
          us-east-1 list prices (constants at the top of bench/src/cost.rs). Memory sizes and event-source batch sizes are read \
          from template.yaml. Assumptions: an SQS event source makes one ReceiveMessage and one DeleteMessageBatch \
          per 10 messages it hands over (its empty polls while idle, a few cents a month, are left out); Lambda's \

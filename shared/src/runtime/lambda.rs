@@ -27,7 +27,9 @@ async fn hub_from_env() -> Result<(Hub, LambdaConfig), Error> {
 static EMF: std::sync::OnceLock<&'static metrics_cloudwatch_embedded::Collector> =
     std::sync::OnceLock::new();
 
-fn init_emf() -> Result<(), Error> {
+/// Installs the EMF collector as the process's `metrics` recorder (once; the functions do it at
+/// cold start, the cost benchmark to count the lines' bytes).
+pub fn init_emf() -> Result<(), Error> {
     if EMF.get().is_none() {
         let collector = metrics_cloudwatch_embedded::Builder::new()
             .cloudwatch_namespace(crate::metrics::CLOUDWATCH_NAMESPACE)
@@ -46,9 +48,19 @@ fn init_emf() -> Result<(), Error> {
 /// Writes what this invocation counted as EMF lines, before the answer (Lambda may freeze the
 /// process right after it).
 fn flush_metrics() {
-    if let Some(collector) = EMF.get()
-        && let Err(err) = collector.flush(std::io::stdout().lock())
-    {
+    flush_metrics_to(std::io::stdout().lock());
+}
+
+/// Writes what was counted since the last flush as EMF lines to `writer`, in one write.
+pub fn flush_metrics_to(mut writer: impl std::io::Write) {
+    let Some(collector) = EMF.get() else {
+        return;
+    };
+    let mut lines = Vec::new();
+    let written = collector
+        .flush(&mut lines)
+        .and_then(|()| writer.write_all(&lines));
+    if let Err(err) = written {
         tracing::warn!(error = %err, "could not write the metrics");
     }
 }
