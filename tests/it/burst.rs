@@ -2,8 +2,8 @@
 //! 11th subscription's receiver hangs. Each subscription receives exactly the accepted events
 //! (every id answered `202`, each once after the receiver's dedupe on `webhook-id`), and the
 //! hanging receiver does not hold the others back: the second burst takes about as long as the
-//! baseline, not the hang's 30 s per event. Each odometer then reads exactly the events
-//! delivered.
+//! baseline, not the hang's 30 s per event. Each odometer then counts every event delivered, and
+//! no more than the receiver answered.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -170,20 +170,23 @@ mod scenarios {
         let (with_hang, raw) =
             delivered_exactly(|| hub.log(), &receiver, "hanging", &accepted, started).await;
 
-        // The odometer is exact: it counts every delivery the receiver answered (both bursts;
-        // a redelivery, were there one, is a delivery too).
+        // The odometer counts each delivery the hub saw succeed: every accepted event at least
+        // once (both bursts), and never more than the receiver answered (an attempt the hub
+        // timed out on may still have been answered, and then is retried).
         for (i, id) in subscription_ids.iter().enumerate() {
             let answered = events_at(&receiver.received(), &format!("/s{i}")).len() as u64;
-            assert!(answered >= 2 * events as u64);
             let counted = eventually(WAIT, "the odometers", || async {
                 let sub = hub
                     .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
                     .await;
                 let odometer = sub.body["odometer"].as_u64().unwrap_or(0);
-                (odometer >= answered).then_some(odometer)
+                (odometer >= 2 * events as u64).then_some(odometer)
             })
             .await;
-            assert_eq!(counted, answered, "/s{i}'s odometer");
+            assert!(
+                counted <= answered,
+                "/s{i}'s odometer {counted} counts more than the {answered} deliveries answered"
+            );
         }
 
         let expected = events * SUBSCRIBERS;

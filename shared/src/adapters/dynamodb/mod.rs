@@ -52,17 +52,26 @@ pub struct DynamoStore {
 
 impl DynamoStore {
     /// One subscription item, read strongly (`consistent`) or eventually consistently.
-    async fn get_subscription(&self, id: &str, consistent: bool) -> Result<Option<Subscription>> {
-        let out = self
+    /// The item with this key, if there is one (a strongly consistent read when `consistent`).
+    async fn item(&self, key: Item, consistent: bool) -> Result<Option<Item>> {
+        Ok(self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(sub_pk(id), "SUB")))
+            .set_key(Some(key))
             .consistent_read(consistent)
             .send()
             .await
-            .map_err(aws_error)?;
-        out.item.as_ref().map(Self::subscription_from).transpose()
+            .map_err(aws_error)?
+            .item)
+    }
+
+    async fn get_subscription(&self, id: &str, consistent: bool) -> Result<Option<Subscription>> {
+        self.item(key(sub_pk(id), "SUB"), consistent)
+            .await?
+            .as_ref()
+            .map(Self::subscription_from)
+            .transpose()
     }
 
     /// The store on `table`.
@@ -166,16 +175,10 @@ impl Store for DynamoStore {
         account: &str,
         callback_url: &str,
     ) -> Result<Option<Subscription>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(callback_pk(account, callback_url), "CB")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws_error)?;
-        match out.item.as_ref().and_then(|item| get_s(item, "sub_id")) {
+        let index = self
+            .item(key(callback_pk(account, callback_url), "CB"), true)
+            .await?;
+        match index.as_ref().and_then(|item| get_s(item, "sub_id")) {
             Some(id) => Ok(self
                 .get(id)
                 .await?
@@ -410,17 +413,7 @@ impl Store for DynamoStore {
         if condition_held(put)? {
             return Ok(ClaimOutcome::Claimed);
         }
-        let held = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk, "EVK")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws_error)?
-            .item
-            .unwrap_or_default();
+        let held = self.item(key(pk, "EVK"), true).await?.unwrap_or_default();
         Ok(match (get_s(&held, "state"), get_s(&held, "event_id")) {
             (Some("queued"), Some(event_id)) => ClaimOutcome::Queued {
                 event_id: event_id.to_string(),
@@ -580,16 +573,8 @@ impl Store for DynamoStore {
         subscription_id: &str,
         event_id: &str,
     ) -> Result<Option<KeptDelivery>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(sub_pk(subscription_id), kept_sk(event_id))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws_error)?;
-        out.item
+        self.item(key(sub_pk(subscription_id), kept_sk(event_id)), true)
+            .await?
             .as_ref()
             .and_then(|item| get_s(item, "doc"))
             .map(|doc| serde_json::from_str(doc).map_err(HubError::backend))
