@@ -171,15 +171,19 @@ mod scenarios {
             .map(|r| r.header("webhook-id").to_string())
             .collect::<Vec<_>>();
         assert_eq!(tries, vec![event_id.clone(), event_id.clone()]);
-        let flaky_sub = hub
-            .call(
-                "GET",
-                &format!("/v1/subscriptions/{}", ids["/flaky"]),
-                Some(KEY_A),
-                None,
-            )
-            .await;
-        assert_eq!(flaky_sub.body["odometer"], 1);
+        // The attempt is recorded just before the odometer counts it: wait for the count.
+        eventually(WAIT, "the odometer at 1", || async {
+            let flaky_sub = hub
+                .call(
+                    "GET",
+                    &format!("/v1/subscriptions/{}", ids["/flaky"]),
+                    Some(KEY_A),
+                    None,
+                )
+                .await;
+            (flaky_sub.body["odometer"] == 1).then_some(())
+        })
+        .await;
         // Redirects are failures and are never followed.
         for path in ["/301", "/302", "/307"] {
             let attempts = wait_attempts(&hub, &ids[path], 1, Duration::from_secs(20)).await;

@@ -261,10 +261,14 @@ mod scenarios {
             )
             .await;
         assert_eq!(paused.body["status"], "paused");
-        let got = hub
-            .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
-            .await;
-        assert_eq!(got.body["odometer"], 1);
+        // The receiver sees the request before the hub records its outcome: wait for the count.
+        eventually(WAIT, "the odometer at 1", || async {
+            let got = hub
+                .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+                .await;
+            (got.body["odometer"] == 1).then_some(())
+        })
+        .await;
         let list = hub
             .call("GET", "/v1/subscriptions", Some(KEY_A), None)
             .await;
