@@ -12,22 +12,33 @@ free_port() {
 
 # Installs scripts/requirements-test.txt into the venv (created if missing).
 ensure_python_tools() {
-  step "Python tools (moto, cfn-lint, sam, schemathesis) in $venv"
+  step "Python tools (moto, cfn-lint, sam, schemathesis, playwright) in $venv"
   if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 }
 
-# Installs wrk from Debian's packages if it is missing.
-ensure_wrk() {
-  if ! command -v wrk >/dev/null 2>&1; then
-    step "wrk (Debian package)"
-    if ! apt-get install -y -q wrk >/dev/null 2>&1; then
+# Installs Debian package $2 if command $1 is missing.
+ensure_debian() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    step "$2 (Debian package)"
+    if ! apt-get install -y -q "$2" >/dev/null 2>&1; then
       apt-get update -q >/dev/null 2>&1
-      apt-get install -y -q wrk >/dev/null
+      apt-get install -y -q "$2" >/dev/null
     fi
   fi
+}
+
+# Installs wrk from Debian's packages if it is missing.
+ensure_wrk() {
+  ensure_debian wrk wrk
+}
+
+# Installs Debian's Chromium (the portal's browser tests drive it with Playwright; Playwright's
+# own browser download needs the internet).
+ensure_chromium() {
+  ensure_debian chromium chromium
 }
 
 # Starts moto_server on a free loopback port, exports the AWS environment pointing at it, and

@@ -249,11 +249,7 @@ async fn measure(
         .unwrap();
         hub.ingest.direct = Some(Arc::new(ingest));
     }
-    let caller = Caller {
-        account: "acme".into(),
-        owner: "acme".into(),
-        scopes: None,
-    };
+    let caller = Caller::of_account("acme", "acme", None);
 
     // publish λ: its handler, request by request, as API Gateway invokes it.
     let (c0, l0) = (counter.snapshot(), logs.bytes());
@@ -290,6 +286,7 @@ async fn measure(
             query: None,
             body: Bytes::from(body.to_string()),
             request_id: format!("req-{first}"),
+            bearer: None,
         };
         let response = handle(&hub, &[Operation::Publish], request, Some(caller.clone())).await;
         hub::runtime::lambda::flush_metrics_to(logs.clone());

@@ -11,6 +11,17 @@ pub const SCOPE_READ: &str = "webhooks:read";
 /// Scope to publish events.
 pub const SCOPE_PUBLISH: &str = "webhooks:publish";
 
+/// Which of its account's subscriptions a caller may see and touch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// Every subscription of the account (the platform's own API keys and JWTs).
+    #[default]
+    Account,
+    /// Only those whose owner is the caller's (a customer in a portal session): the others are
+    /// absent to it, as another account's are.
+    OwnSubscriptions,
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -20,9 +31,43 @@ pub struct Caller {
     pub owner: String,
     /// `None` means every scope.
     pub scopes: Option<Vec<String>>,
+    /// Which of the account's subscriptions it reaches.
+    pub reach: Reach,
 }
 
 impl Caller {
+    /// A caller reaching its whole account.
+    pub fn of_account(
+        account: impl Into<String>,
+        owner: impl Into<String>,
+        scopes: Option<Vec<String>>,
+    ) -> Self {
+        Caller {
+            account: account.into(),
+            owner: owner.into(),
+            scopes,
+            reach: Reach::Account,
+        }
+    }
+
+    /// Whether a subscription of `account` owned by `owner` is within the caller's reach (its
+    /// topic scopes are checked apart, by [`Caller::may_act_on`]).
+    pub fn reaches(&self, account: &str, owner: &str) -> bool {
+        self.account == account && (self.reach == Reach::Account || self.owner == owner)
+    }
+
+    /// The `topic:` patterns the caller is limited to; `None` when it may use every topic.
+    pub fn topic_scopes(&self) -> Option<Vec<Pattern>> {
+        let scopes = self.scopes.as_ref()?;
+        let patterns: Vec<Pattern> = scopes
+            .iter()
+            .filter_map(|s| s.strip_prefix("topic:"))
+            .filter_map(|s| Pattern::parse(s).ok())
+            .collect();
+        let limited = scopes.iter().any(|s| s.starts_with("topic:"));
+        limited.then_some(patterns)
+    }
+
     /// Fails with `403 insufficient_scope` unless the caller holds `scope`.
     pub fn require(&self, scope: &str) -> Result<()> {
         match &self.scopes {
@@ -69,11 +114,11 @@ mod tests {
     use super::*;
 
     fn caller(scopes: &[&str]) -> Caller {
-        Caller {
-            account: "acme".into(),
-            owner: "alice".into(),
-            scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
-        }
+        Caller::of_account(
+            "acme",
+            "alice",
+            Some(scopes.iter().map(|s| s.to_string()).collect()),
+        )
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub struct Hub {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The queues producers inside AWS publish to without the API, where deployed.
     pub ingest: IngestQueues,
+    /// The portal's session-signing key once read from the store (it never changes).
+    pub portal_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
 }
 
 /// The direct-publishing queues (`docs/ingest.md`): each is read by the fan-out, which

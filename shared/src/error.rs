@@ -92,6 +92,14 @@ error_codes! {
     InvalidSetting = "invalid_setting",
     /// A test-clock jump is not a number of at most ten years.
     InvalidMs = "invalid_ms",
+    /// A portal session's owner is empty, too long or not printable.
+    InvalidOwner = "invalid_owner",
+    /// A portal session's theme names an unknown variable or a value that is not a colour.
+    InvalidTheme = "invalid_theme",
+    /// A portal session token that the hub did not sign, or that was altered.
+    InvalidSession = "invalid_session",
+    /// A portal session token past its end.
+    SessionExpired = "session_expired",
     /// No or an unknown bearer token.
     Unauthorized = "unauthorized",
     /// The token lacks a scope the operation needs.
@@ -112,6 +120,8 @@ error_codes! {
     TooManyRotations = "too_many_rotations",
     /// The delivery is parked until its subscription is resumed.
     DeliveryParked = "delivery_parked",
+    /// The subscription is not active (pending, paused or disabled), so it takes no test event.
+    SubscriptionNotActive = "subscription_not_active",
     /// The request body did not arrive in time.
     RequestTimeout = "request_timeout",
     /// A backing service refused the input itself.
@@ -147,6 +157,12 @@ pub enum HubError {
     /// No or unknown credentials.
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A portal session token that does not verify.
+    #[error("this portal link is not valid; ask for a new one")]
+    InvalidSession,
+    /// A portal session token past its end.
+    #[error("this portal session has expired; ask for a new link")]
+    SessionExpired,
     /// The caller's token lacks a scope the operation needs.
     #[error("this operation needs the scope `{0}`")]
     InsufficientScope(String),
@@ -189,6 +205,11 @@ pub enum HubError {
         "the delivery is parked while the subscription is paused or disabled; resume the subscription to release it"
     )]
     Parked,
+    /// A test event was asked for a subscription that is not active.
+    #[error(
+        "the subscription is {0}; only an active subscription takes a test event (confirm or resume it first)"
+    )]
+    NotActive(&'static str),
     /// The request body did not arrive in time.
     #[error("the request body did not arrive within {0} s")]
     RequestTimeout(u64),
@@ -219,14 +240,14 @@ impl HubError {
     pub fn status(&self) -> u16 {
         match self {
             HubError::Invalid { .. } => 400,
-            HubError::Unauthorized => 401,
+            HubError::Unauthorized | HubError::InvalidSession | HubError::SessionExpired => 401,
             HubError::InsufficientScope(_) => 403,
             HubError::NotFound(_) => 404,
             HubError::MethodNotAllowed => 405,
             HubError::Conflict => 409,
             HubError::PayloadTooLarge(_) | HubError::EventTooLarge { .. } => 413,
             HubError::InProgress { .. } | HubError::SubscriptionLimit(_) => 409,
-            HubError::TooManyRotations(_) | HubError::Parked => 409,
+            HubError::TooManyRotations(_) | HubError::Parked | HubError::NotActive(_) => 409,
             HubError::RequestTimeout(_) => 408,
             HubError::Rejected(_) => 400,
             HubError::Backend(_) => 503,
@@ -238,6 +259,8 @@ impl HubError {
         match self {
             HubError::Invalid { code, .. } => *code,
             HubError::Unauthorized => ErrorCode::Unauthorized,
+            HubError::InvalidSession => ErrorCode::InvalidSession,
+            HubError::SessionExpired => ErrorCode::SessionExpired,
             HubError::InsufficientScope(_) => ErrorCode::InsufficientScope,
             HubError::NotFound(_) => ErrorCode::NotFound,
             HubError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
@@ -249,6 +272,7 @@ impl HubError {
             HubError::SubscriptionLimit(_) => ErrorCode::SubscriptionLimitReached,
             HubError::TooManyRotations(_) => ErrorCode::TooManyRotations,
             HubError::Parked => ErrorCode::DeliveryParked,
+            HubError::NotActive(_) => ErrorCode::SubscriptionNotActive,
             HubError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             HubError::Rejected(_) => ErrorCode::Rejected,
             HubError::Backend(_) => ErrorCode::BackendUnavailable,

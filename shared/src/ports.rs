@@ -139,6 +139,10 @@ pub trait Store: Send + Sync {
     async fn prune(&self, _now_ms: i64) -> Result<()> {
         Ok(())
     }
+    /// The hub's own key named `name` (the portal signs its session tokens with one): the first
+    /// call anywhere stores `fresh`, every later call in any process reads what was stored, so
+    /// all the functions of one deployment share it without configuration.
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// A producer's idempotency key being claimed by a publish.

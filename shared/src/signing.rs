@@ -91,7 +91,9 @@ pub fn key_bytes(secret: &str) -> Vec<u8> {
         .unwrap_or_else(|| secret.as_bytes().to_vec())
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+/// The HMAC-SHA256 tag of `parts`, one after another, under `key`; the hub also seals its own
+/// tokens (portal sessions) with it.
+pub fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key size");
     for part in parts {
         mac.update(part);

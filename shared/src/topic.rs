@@ -110,6 +110,11 @@ impl Pattern {
         &self.0
     }
 
+    /// Whether it names the hub's operational namespace ([`OPERATIONAL_PREFIX`]).
+    pub fn is_operational(&self) -> bool {
+        is_operational(self.as_str())
+    }
+
     /// Whether this pattern matches `topic`.
     pub fn covers(&self, topic: &Topic) -> bool {
         self.covers_text(topic.as_str())

@@ -15,11 +15,7 @@ fn good(n: u32) -> Value {
 /// Publishes `topics` (one event each) for `acme` and fans them out as one consumer batch;
 /// returns each message's verdict.
 async fn fan_out_together(hub: &InProcess, topics: &[&str]) -> Vec<bool> {
-    let caller = hub::auth::Caller {
-        account: "acme".into(),
-        owner: "acme".into(),
-        scopes: None,
-    };
+    let caller = hub::auth::Caller::of_account("acme", "acme", None);
     let items = topics
         .iter()
         .map(|t| Ok(serde_json::from_value(json!({"topic": t, "data": {}})).unwrap()))

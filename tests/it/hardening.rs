@@ -23,11 +23,7 @@ use serde_json::{Value, json};
 const DAY: Duration = Duration::from_secs(86_400);
 
 fn acme() -> Caller {
-    Caller {
-        account: "acme".into(),
-        owner: "acme:test".into(),
-        scopes: None,
-    }
+    Caller::of_account("acme", "acme:test", None)
 }
 
 fn keyed(key: &str) -> PublishRequest {

@@ -21,6 +21,7 @@ mod listen;
 mod metrics;
 mod openapi;
 mod paths;
+mod portal;
 mod recovery;
 mod replay;
 mod vendors;

@@ -18,11 +18,7 @@ use serde_json::{Value, json};
 const HOUR_MS: i64 = 3_600_000;
 
 fn acme() -> Caller {
-    Caller {
-        account: "acme".into(),
-        owner: "acme:test".into(),
-        scopes: None,
-    }
+    Caller::of_account("acme", "acme:test", None)
 }
 
 fn request(body: Value) -> SubscribeRequest {

@@ -139,6 +139,7 @@ impl InProcess {
             settings: Arc::new(settings),
             metrics: Arc::default(),
             ingest: Default::default(),
+            portal_key: Default::default(),
         };
         InProcess {
             hub,
@@ -355,6 +356,9 @@ impl Store for FlakyStore {
     }
     async fn forget_delivery(&self, id: &str, event_id: &str) -> Result<()> {
         self.inner.forget_delivery(id, event_id).await
+    }
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        self.inner.hub_key(name, fresh).await
     }
 }
 

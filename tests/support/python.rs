@@ -28,3 +28,24 @@ pub fn venv_python(script: &str, input: &[u8]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// Runs the Python file `script` with the test venv's Python and `env`; returns what it printed
+/// (stdout and stderr), or panics with it when it fails.
+pub fn venv_python_file(script: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let venv = std::env::var("HUB_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".venv"));
+    let out = Command::new(venv.join("bin/python"))
+        .arg(script)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("the test venv's python (scripts/test creates it)");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{} failed:\n{printed}", script.display());
+    printed
+}

@@ -155,11 +155,7 @@ pub fn parse_api_key(spec: &str) -> Result<(String, Caller), String> {
         return Err(format!("`{spec}`: key and account must not be empty"));
     }
     let digest = hub::signing::hex(&Sha256::digest(key.as_bytes())[..4]);
-    let caller = Caller {
-        account: account.to_string(),
-        owner: format!("{account}:{digest}"),
-        scopes,
-    };
+    let caller = Caller::of_account(account.to_string(), format!("{account}:{digest}"), scopes);
     Ok((key.to_string(), caller))
 }
 

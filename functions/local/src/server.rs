@@ -75,10 +75,12 @@ async fn answer(
         .cloned();
     // Authenticate on the headers, before reading a byte of the body: only the confirmation
     // link (a GET whose token is the capability) needs no key.
-    let open_route = matches!(
+    // The portal checks its own session tokens (they are no API keys).
+    let open_route = (matches!(
         hub::api::route(&parts.method, &path),
         Ok((Operation::Confirm, _)) | Err(_)
-    ) && !path.starts_with("/_test/");
+    ) && !path.starts_with("/_test/"))
+        || hub::api::portal::is_portal_path(&path);
     if caller.is_none() && !open_route {
         return Ok(error_response(&HubError::Unauthorized).map(Full::new));
     }
@@ -118,6 +120,7 @@ async fn answer(
         query: parts.uri.query().map(str::to_string),
         body,
         request_id: request_id(),
+        bearer: bearer(&parts.headers).map(str::to_string),
     };
     Ok(handle(&app.hub, Operation::ALL, request, caller)
         .await

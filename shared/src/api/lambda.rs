@@ -30,6 +30,13 @@ pub fn api_request(req: &Request) -> ApiRequest {
         query: req.uri().query().map(str::to_string),
         body,
         request_id,
+        bearer: req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim().to_string()),
     }
 }
 
@@ -56,9 +63,5 @@ pub fn jwt_caller(req: &Request, account_claim: &str) -> Option<Caller> {
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
     };
-    Some(Caller {
-        account,
-        owner,
-        scopes: Some(scopes),
-    })
+    Some(Caller::of_account(account, owner, Some(scopes)))
 }

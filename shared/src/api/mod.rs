@@ -2,6 +2,7 @@
 //! Lambda ([`lambda`]) and the embedded server both hand their requests to [`handle`].
 
 pub mod lambda;
+pub mod portal;
 pub mod resources;
 
 use std::time::Instant;
@@ -18,9 +19,9 @@ use crate::service::events::PublishRequest;
 use crate::service::recovery::RecoverRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
 use resources::{
-    AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, PublishBatchOut,
-    PublishItemOut, PublishedOut, RecoveredOut, ResentOut, SecretOut, SubscriptionOut,
-    SubscriptionPageOut, to_json,
+    AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, PortalSessionOut,
+    PublishBatchOut, PublishItemOut, PublishedOut, RecoveredOut, ResentOut, SecretOut,
+    SubscriptionOut, SubscriptionPageOut, TestEventOut, to_json,
 };
 
 /// Largest request body the API reads: room for a batch publish of 100 events (each event's own
@@ -69,6 +70,12 @@ pub enum Operation {
     Resend,
     /// `POST /v1/subscriptions/{id}/recover`
     Recover,
+    /// `POST /v1/subscriptions/{id}/test`
+    SendTest,
+    /// `POST /v1/portal/sessions`
+    MintPortalSession,
+    /// `GET /portal`: the customer portal, its assets and its API under `/portal/api`.
+    Portal,
 }
 
 impl Operation {
@@ -87,6 +94,9 @@ impl Operation {
         Operation::Publish,
         Operation::Resend,
         Operation::Recover,
+        Operation::SendTest,
+        Operation::MintPortalSession,
+        Operation::Portal,
     ];
 }
 
@@ -100,7 +110,8 @@ pub enum ApiFunction {
     Confirm,
     /// Removal, one or all of the caller's own.
     Unsubscribe,
-    /// Reads, updates, delivery logs, secrets, resend and recover.
+    /// Reads, updates, delivery logs, secrets, resend, recover, test events, and the portal
+    /// (its sessions, page and API).
     Manage,
     /// `POST /v1/events`.
     Publish,
@@ -143,6 +154,9 @@ impl ApiFunction {
                 RotateSecret,
                 Resend,
                 Recover,
+                SendTest,
+                MintPortalSession,
+                Portal,
             ],
             ApiFunction::Publish => &[Publish],
         }
@@ -162,6 +176,9 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// Request id for the logs.
     pub request_id: String,
+    /// The `Authorization: Bearer` token, where one came; read here only by the portal's API
+    /// (the servers resolve every other caller before the router).
+    pub bearer: Option<String>,
 }
 
 /// Every route of the API: method, path template (`{id}` is a subscription id), operation.
@@ -192,6 +209,9 @@ pub const ROUTES: &[(&str, &str, Operation)] = &[
         Operation::Resend,
     ),
     ("POST", "/v1/subscriptions/{id}/recover", Operation::Recover),
+    ("POST", "/v1/subscriptions/{id}/test", Operation::SendTest),
+    ("POST", "/v1/portal/sessions", Operation::MintPortalSession),
+    ("GET", "/portal", Operation::Portal),
 ];
 
 /// The ids a request's path names: the subscription (`{id}`) and, for a resend, the event
@@ -326,9 +346,19 @@ pub async fn handle(
         .as_ref()
         .map(|c| c.account.clone())
         .unwrap_or_default();
-    let result = dispatch(hub, allowed, &req, caller).await;
+    let result = if portal::is_portal_path(&req.path) {
+        if allowed.contains(&Operation::Portal) {
+            Ok(portal::answer(hub, &req).await)
+        } else {
+            Err(HubError::NotFound("route"))
+        }
+    } else {
+        dispatch(hub, allowed, &req, caller)
+            .await
+            .map(|(status, body)| respond(status, body.as_ref()))
+    };
     let response = match result {
-        Ok((status, body)) => respond(status, body.as_ref()),
+        Ok(response) => response,
         Err(err) => {
             match &err {
                 HubError::Backend(detail) => {
@@ -363,8 +393,8 @@ async fn dispatch(
         return Err(HubError::PayloadTooLarge(MAX_BODY_BYTES));
     }
     let query = req.query.as_deref();
-    let id = ids.id.unwrap_or_default();
     if op == Operation::Confirm {
+        let id = ids.id.unwrap_or_default();
         let token = query_param(query, "token").ok_or_else(|| {
             HubError::invalid(
                 ErrorCode::MissingToken,
@@ -375,6 +405,19 @@ async fn dispatch(
         return Ok((200, Some(to_json(&SubscriptionOut::from(&sub)))));
     }
     let caller = caller.ok_or(HubError::Unauthorized)?;
+    dispatch_operation(hub, op, ids, req, caller).await
+}
+
+/// Runs one routed operation for an authenticated caller (the `/v1` API's and the portal's).
+async fn dispatch_operation(
+    hub: &Hub,
+    op: Operation,
+    ids: PathIds,
+    req: &ApiRequest,
+    caller: Caller,
+) -> Result<(u16, Option<Value>)> {
+    let query = req.query.as_deref();
+    let id = ids.id.unwrap_or_default();
     match op {
         Operation::Subscribe => {
             let done = hub
@@ -473,7 +516,21 @@ async fn dispatch(
             };
             Ok((202, Some(to_json(&body))))
         }
-        Operation::Confirm => unreachable!("answered above"),
+        Operation::SendTest => {
+            let event_id = hub.send_test_event(&caller, &id).await?;
+            let body = TestEventOut {
+                event_id,
+                topic: crate::service::operational::TEST_TOPIC,
+            };
+            Ok((202, Some(to_json(&body))))
+        }
+        Operation::MintPortalSession => {
+            let minted = hub
+                .mint_portal_session(&caller, json_body(&req.body)?)
+                .await?;
+            Ok((201, Some(to_json(&PortalSessionOut::from(&minted)))))
+        }
+        Operation::Confirm | Operation::Portal => Err(HubError::NotFound("route")),
     }
 }
 

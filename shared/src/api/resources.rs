@@ -268,3 +268,42 @@ pub struct RecoveredOut {
     /// Whether the window holds more: call again with the same window for the next batch.
     pub more: bool,
 }
+
+/// `TestEventSent`: the test event queued for one subscription.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestEventOut {
+    /// The test event (`webhook-id`).
+    pub event_id: String,
+    /// Its topic, `hub.test`.
+    pub topic: &'static str,
+}
+
+/// `PortalSession`: a minted portal session.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortalSessionOut {
+    /// The portal with the token in its fragment: hand this to the customer.
+    pub url: String,
+    /// The token alone (`whpt_…`), for a platform that opens the portal its own way.
+    pub token: String,
+    /// The customer the session is for.
+    pub owner: String,
+    /// The topic patterns it allows.
+    pub topics: Vec<Pattern>,
+    /// `read` or `write`.
+    pub access: crate::service::portal::PortalAccess,
+    /// When the link stops working.
+    pub expires_at: String,
+}
+
+impl From<&crate::service::portal::MintedSession> for PortalSessionOut {
+    fn from(minted: &crate::service::portal::MintedSession) -> Self {
+        PortalSessionOut {
+            url: minted.url.clone(),
+            token: minted.token.clone(),
+            owner: minted.session.owner.clone(),
+            topics: minted.session.topics.clone(),
+            access: minted.session.access,
+            expires_at: rfc3339(minted.session.expires_at_ms),
+        }
+    }
+}

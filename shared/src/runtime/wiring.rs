@@ -205,5 +205,6 @@ fn assemble(
         settings: Arc::new(settings),
         metrics: Arc::default(),
         ingest: Default::default(),
+        portal_key: Default::default(),
     }
 }

@@ -641,11 +641,7 @@ mod decision_tests {
         let clock = Arc::new(SystemClock::default());
         hub.transport = transport.clone();
         hub.clock = clock.clone();
-        let caller = Caller {
-            account: "acme".into(),
-            owner: "o".into(),
-            scopes: None,
-        };
+        let caller = Caller::of_account("acme", "o", None);
         let req = SubscribeRequest {
             callback_url: "http://127.0.0.1:9/hook".into(),
             topic: Some("door.opened".into()),

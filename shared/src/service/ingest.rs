@@ -196,11 +196,7 @@ impl Hub {
             HubError::invalid(ErrorCode::InvalidJson, format!("invalid publish body: {e}"))
         })?;
         Ok((
-            Caller {
-                account,
-                owner,
-                scopes: None,
-            },
+            Caller::of_account(account, owner, None),
             req,
         ))
     }

@@ -5,5 +5,6 @@ pub mod events;
 pub mod ingest;
 pub mod lease;
 pub mod operational;
+pub mod portal;
 pub mod recovery;
 pub mod subscriptions;

@@ -4,10 +4,16 @@
 
 use serde_json::{Value, json};
 
+use crate::auth::{Caller, SCOPE_SUBSCRIBE};
 use crate::context::Hub;
-use crate::model::{Event, new_id, queue_json};
+use crate::error::{HubError, Result};
+use crate::model::{DeliveryTask, Event, SubscriptionStatus, TaskPayload, new_id, queue_json};
 use crate::ports::OutgoingMessage;
 use crate::topic::Topic;
+
+/// The topic of a test event: sent by the hub to one subscription on request (the portal's
+/// "send test event"), whatever its topics, signed and retried like any delivery.
+pub const TEST_TOPIC: &str = "hub.test";
 
 /// The operational topics the hub publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,40 @@ impl Hub {
                 tracing::warn!(account, topic = topic.as_str(), error = %err, "could not publish an operational event")
             }
         }
+    }
+}
+
+impl Hub {
+    /// `POST /v1/subscriptions/{id}/test`: queues a `hub.test` event for this one subscription,
+    /// so its receiver can check it verifies what arrives. Only an active subscription takes one
+    /// (a paused or pending one would drop it), and the answer is its event id.
+    pub async fn send_test_event(&self, caller: &Caller, id: &str) -> Result<String> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let sub = self.owned(caller, id).await?;
+        if sub.status != SubscriptionStatus::Active {
+            return Err(HubError::NotActive(sub.status.as_str()));
+        }
+        let now = self.now_ms();
+        let event = Event {
+            id: new_id("evt_", now),
+            account: sub.account.clone(),
+            topic: Topic::parse(TEST_TOPIC).expect("the test topic follows the grammar"),
+            timestamp_ms: now,
+            data: subscription_data(
+                &sub.id,
+                json!({"message": "a test event, sent on request; it needs no action"}),
+            ),
+            labels: Default::default(),
+            sensitive: Default::default(),
+        };
+        self.enqueue_delivery(&DeliveryTask::new(
+            sub.id.clone(),
+            TaskPayload::Notice {
+                event: event.clone(),
+            },
+        ))
+        .await?;
+        Ok(event.id)
     }
 }
 

@@ -84,6 +84,9 @@ pub struct UpdateRequest {
     pub secrecy_level: Option<u8>,
     /// Whether to send `subscription.expiring`.
     pub expiry_notice: Option<bool>,
+    /// A new lease, in seconds from now (60 s to 7 days): refreshes it without restating the
+    /// other settings, as subscribing again would.
+    pub expires: Option<i64>,
 }
 
 /// How often subscribe starts over after losing a race for its callback.
@@ -118,12 +121,23 @@ pub fn uuid_v4() -> String {
     )
 }
 
+/// `duplicate_callback_url` for a callback `other` holds; its id is named only to a caller that
+/// could reach it.
+fn callback_taken(caller: &Caller, other: &Subscription) -> HubError {
+    let message = if caller.reaches(&other.account, &other.owner) {
+        format!("subscription {} already uses this callback_url", other.id)
+    } else {
+        "another subscription already uses this callback_url".to_string()
+    };
+    HubError::invalid(ErrorCode::DuplicateCallbackUrl, message)
+}
+
 impl Hub {
     /// A subscription of the caller's account that has not lapsed, or `404`; `403` when the
     /// caller's topic scopes do not cover every one of its topics.
     pub(crate) async fn owned(&self, caller: &Caller, id: &str) -> Result<Subscription> {
         match self.store.get(id).await? {
-            Some(sub) if sub.account == caller.account && !sub.is_expired(self.now_ms()) => {
+            Some(sub) if caller.reaches(&sub.account, &sub.owner) && !sub.is_expired(self.now_ms()) => {
                 if !caller.may_act_on(&sub.topics) {
                     return Err(HubError::InsufficientScope(format!(
                         "topic:{}",
@@ -225,6 +239,17 @@ impl Hub {
             Some(sub) if sub.is_expired(now) => (None, Some(sub)),
             other => (other, None),
         };
+        if let Some(prev) = &previous {
+            // Subscribing again refreshes and replaces: only for a caller that may act on it.
+            if !caller.reaches(&prev.account, &prev.owner) {
+                return Err(callback_taken(caller, prev));
+            }
+            if !caller.may_act_on(&prev.topics) {
+                return Err(HubError::InsufficientScope(
+                    "topic scopes covering the subscription that holds this callback_url".into(),
+                ));
+            }
+        }
         if let Some(lapsed) = lapsed {
             // A lapsed lease starts over: clear its leftovers before the new one takes the callback.
             self.store.delete(&lapsed).await?;
@@ -344,7 +369,11 @@ impl Hub {
         let mut page = self.store.list(&caller.account, limit, cursor).await?;
         let now = self.now_ms();
         page.items
-            .retain(|sub| !sub.is_expired(now) && caller.may_act_on(&sub.topics));
+            .retain(|sub| {
+                !sub.is_expired(now)
+                    && caller.reaches(&sub.account, &sub.owner)
+                    && caller.may_act_on(&sub.topics)
+            });
         Ok(page)
     }
 
@@ -398,6 +427,12 @@ impl Hub {
         if let Some(notice) = req.expiry_notice {
             sub.expiry_notice = notice;
         }
+        if let Some(secs) = req.expires {
+            let lease_ms = validate::lease_secs(Some(secs))? * 1000;
+            sub.lease_ms = lease_ms;
+            sub.expires_at_ms = self.now_ms() + lease_ms;
+            sub.expiry_notice_sent = false;
+        }
         match (req.active, sub.status) {
             (Some(false), SubscriptionStatus::Active | SubscriptionStatus::Disabled) => {
                 sub.status = SubscriptionStatus::Paused
@@ -420,10 +455,7 @@ impl Hub {
             if url != sub.callback_url {
                 if let Some(other) = self.store.find_by_callback(&caller.account, &url).await? {
                     if !other.is_expired(self.now_ms()) {
-                        return Err(HubError::invalid(
-                            ErrorCode::DuplicateCallbackUrl,
-                            format!("subscription {} already uses this callback_url", other.id),
-                        ));
+                        return Err(callback_taken(caller, &other));
                     }
                     // A lapsed holder gives the callback up, as on subscribe.
                     self.store.delete(&other).await?;

@@ -64,6 +64,9 @@ pub(super) fn kept_sk(event_id: &str) -> String {
 }
 
 /// Above every [`kept_sk`] and below the partition's other sort keys after them (`SUB`).
+/// The partition of the hub's own keys (`sk` is the key's name).
+pub(super) const HUB_KEYS_PK: &str = "HUB#KEYS";
+
 pub(super) const KEPT_SK_END: &str = "KEPT$";
 
 pub(super) fn callback_pk(account: &str, url: &str) -> String {

@@ -629,6 +629,33 @@ impl Store for DynamoStore {
         }))
     }
 
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        let key = key(HUB_KEYS_PK.to_string(), name);
+        let mut item = key.clone();
+        item.insert(
+            "key".into(),
+            aws_sdk_dynamodb::types::AttributeValue::B(fresh.to_vec().into()),
+        );
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        if condition_held(written)? {
+            return Ok(fresh.to_vec());
+        }
+        self.item(key, true)
+            .await?
+            .as_ref()
+            .and_then(|item| item.get("key"))
+            .and_then(|v| v.as_b().ok())
+            .map(|b| b.as_ref().to_vec())
+            .ok_or_else(|| HubError::backend(format!("hub key {name} has no value")))
+    }
+
     async fn forget_delivery(&self, subscription_id: &str, event_id: &str) -> Result<()> {
         self.client
             .delete_item()

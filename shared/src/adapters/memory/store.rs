@@ -23,6 +23,8 @@ struct StoreState {
     attempts: HashMap<String, Vec<AttemptRecord>>,
     /// Kept deliveries by subscription, then by event id (time-ordered).
     kept: HashMap<String, BTreeMap<String, KeptDelivery>>,
+    /// The hub's own keys by name.
+    hub_keys: HashMap<String, Vec<u8>>,
 }
 
 /// An idempotency key: claimed by one publish, then queued.
@@ -74,6 +76,15 @@ impl StoreState {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        Ok(self
+            .lock()
+            .hub_keys
+            .entry(name.to_string())
+            .or_insert_with(|| fresh.to_vec())
+            .clone())
+    }
+
     async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
         let mut counts = std::collections::BTreeMap::new();
         for sub in self.lock().subscriptions.values() {

@@ -87,6 +87,13 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE subscriptions ADD COLUMN last_delivered_ms INTEGER;
     "#,
+    // 5: the hub's own keys (the portal's session-signing key).
+    r#"
+    CREATE TABLE hub_keys (
+        name TEXT PRIMARY KEY,
+        key  BLOB NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -573,6 +573,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        let (name, fresh) = (name.to_string(), fresh.to_vec());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("INSERT OR IGNORE INTO hub_keys (name, key) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![name, fresh]))
+                    .and_then(|_| {
+                        conn.prepare_cached("SELECT key FROM hub_keys WHERE name = ?1")?
+                            .query_row([&name], |r| r.get::<_, Vec<u8>>(0))
+                    })
+                    .map_err(db_error)
+            })
+            .await
+    }
+
     async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
         let counts: Vec<(String, i64)> = self
             .db
