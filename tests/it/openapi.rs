@@ -46,7 +46,7 @@ fn every_route_is_described_and_nothing_else() {
         unserved.is_empty(),
         "openapi.yaml describes routes the router does not serve: {unserved:?}"
     );
-    assert_eq!(served.len(), 13);
+    assert_eq!(served.len(), 16);
 }
 
 #[test]
@@ -185,6 +185,25 @@ fn response_types_match_the_document() {
         next_attempt_at_ms: Some(1_800_000_005_000),
     });
     conforms(&doc, &schema("Attempt"), &to_json(&attempt), "Attempt");
+    let test_event = TestEventOut {
+        event_id: "evt_1".into(),
+        topic: "hub.test",
+    };
+    conforms(
+        &doc,
+        &schema("TestEventSent"),
+        &to_json(&test_event),
+        "TestEventSent",
+    );
+    let portal = PortalSessionOut {
+        url: "http://127.0.0.1:3000/portal#session=whpt_x.y".into(),
+        token: "whpt_x.y".into(),
+        owner: "alice".into(),
+        topics: vec![hub::topic::Pattern::parse("door.*").unwrap()],
+        access: hub::service::portal::PortalAccess::Write,
+        expires_at: "2026-11-28T10:00:00.000Z".into(),
+    };
+    conforms(&doc, &schema("PortalSession"), &to_json(&portal), "PortalSession");
     let response = |path: &str, method: &str, status: &str| {
         doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
             .clone()
