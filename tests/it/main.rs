@@ -24,4 +24,5 @@ mod paths;
 mod portal;
 mod recovery;
 mod replay;
+mod template;
 mod vendors;

@@ -203,7 +203,12 @@ fn response_types_match_the_document() {
         access: hub::service::portal::PortalAccess::Write,
         expires_at: "2026-11-28T10:00:00.000Z".into(),
     };
-    conforms(&doc, &schema("PortalSession"), &to_json(&portal), "PortalSession");
+    conforms(
+        &doc,
+        &schema("PortalSession"),
+        &to_json(&portal),
+        "PortalSession",
+    );
     let response = |path: &str, method: &str, status: &str| {
         doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
             .clone()

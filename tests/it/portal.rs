@@ -98,7 +98,11 @@ mod scenarios {
             ),
             ("GET", format!("/v1/subscriptions/{id}/deliveries"), None),
             ("GET", format!("/v1/subscriptions/{id}/secret"), None),
-            ("POST", format!("/v1/subscriptions/{id}/secret/rotate"), None),
+            (
+                "POST",
+                format!("/v1/subscriptions/{id}/secret/rotate"),
+                None,
+            ),
             (
                 "POST",
                 format!("/v1/subscriptions/{id}/recover"),
@@ -130,7 +134,12 @@ mod scenarios {
 
         // A read-only session reads and changes nothing.
         let read = hub
-            .call("GET", &portal(&format!("/v1/subscriptions/{id}")), Some(&reader), None)
+            .call(
+                "GET",
+                &portal(&format!("/v1/subscriptions/{id}")),
+                Some(&reader),
+                None,
+            )
             .await;
         assert_eq!(read.status, 200);
         let write = hub
@@ -201,7 +210,11 @@ mod scenarios {
             .await;
         assert_eq!(session.status, 200);
         assert_eq!(
-            (&session.body["owner"], &session.body["topics"], &session.body["access"]),
+            (
+                &session.body["owner"],
+                &session.body["topics"],
+                &session.body["access"]
+            ),
             (&json!("alice"), &json!(["door.*"]), &json!("write"))
         );
 
@@ -227,14 +240,28 @@ async fn minting_refuses_what_the_platform_may_not_grant() {
     for (body, code) in [
         (json!({}), "invalid_json"),
         (json!({"owner": ""}), "invalid_owner"),
-        (json!({"owner": "a", "expires_in": 86_401}), "invalid_expires"),
-        (json!({"owner": "a", "topics": ["no spaces"]}), "invalid_topic"),
+        (
+            json!({"owner": "a", "expires_in": 86_401}),
+            "invalid_expires",
+        ),
+        (
+            json!({"owner": "a", "topics": ["no spaces"]}),
+            "invalid_topic",
+        ),
         (json!({"owner": "a", "access": "admin"}), "invalid_json"),
         (json!({"owner": "a", "topics": ["hub.*"]}), "invalid_topic"),
-        (json!({"owner": "a", "theme": {"accent": "url(x)"}}), "invalid_theme"),
+        (
+            json!({"owner": "a", "theme": {"accent": "url(x)"}}),
+            "invalid_theme",
+        ),
     ] {
         let answer = hub
-            .call("POST", "/v1/portal/sessions", Some(KEY_A), Some(body.clone()))
+            .call(
+                "POST",
+                "/v1/portal/sessions",
+                Some(KEY_A),
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(
             (answer.status, answer.body["code"].as_str()),
@@ -244,7 +271,12 @@ async fn minting_refuses_what_the_platform_may_not_grant() {
         );
     }
     let anonymous = hub
-        .call("POST", "/v1/portal/sessions", None, Some(json!({"owner": "a"})))
+        .call(
+            "POST",
+            "/v1/portal/sessions",
+            None,
+            Some(json!({"owner": "a"})),
+        )
         .await;
     assert_eq!(anonymous.status, 401);
 }
@@ -307,5 +339,9 @@ async fn the_portal_works_in_a_real_browser() {
     .await
     .unwrap();
     println!("{out}");
-    assert!(out.contains("portal: done"), "{out}\nhub log:\n{}", hub.log());
+    assert!(
+        out.contains("portal: done"),
+        "{out}\nhub log:\n{}",
+        hub.log()
+    );
 }

@@ -348,3 +348,78 @@ fn every_sample_has_a_replay() {
         ]
     );
 }
+
+/// The manage function on AWS serves the portal past the JWT authorizer (`template.yaml` routes
+/// `/portal` and `/portal/{proxy+}` with no authorizer): the page to anyone, the portal's API to
+/// a portal session token, and the `/v1` API still only to the authorizer's callers.
+#[tokio::test]
+async fn manage_serves_the_portal_without_the_jwt_authorizer() {
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    let platform = hub::auth::Caller::of_account("acme", "acme", None);
+    let request = serde_json::from_value(serde_json::json!({"owner": "acme"})).unwrap();
+    let minted = hub.mint_portal_session(&platform, request).await.unwrap();
+    // The sample, as API Gateway sends an unauthorized route: no authorizer context.
+    let as_portal = |path: &str, bearer: &str| {
+        let mut event: Value = serde_json::from_str(&event_sample("manage")).unwrap();
+        event["rawPath"] = path.into();
+        event["rawQueryString"] = "".into();
+        event["requestContext"]["http"]["path"] = path.into();
+        event["requestContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorizer");
+        event["headers"]["authorization"] = format!("Bearer {bearer}").into();
+        lambda_http::request::from_str(&event.to_string()).unwrap()
+    };
+    let ops = ApiFunction::Manage.operations();
+    let answer = |response: lambda_http::Response<lambda_http::Body>| {
+        let status = response.status().as_u16();
+        let body = match response.body() {
+            lambda_http::Body::Text(text) => text.clone(),
+            _ => String::new(),
+        };
+        (status, body)
+    };
+    let (status, page) = answer(api_handler(&hub, ops, "sub", as_portal("/portal", "")).await);
+    assert_eq!(status, 200);
+    assert!(page.contains("<base href=\"portal/\">"));
+    let (status, body) = answer(
+        api_handler(
+            &hub,
+            ops,
+            "sub",
+            as_portal("/portal/api/v1/subscriptions", &minted.token),
+        )
+        .await,
+    );
+    assert_eq!(status, 200, "{body}");
+    // The sample's subscription is owned by the account itself ("acme"), like the session.
+    assert!(body.contains(hub_tests::SAMPLE_SUB), "{body}");
+    let (status, _) = answer(
+        api_handler(
+            &hub,
+            ops,
+            "sub",
+            as_portal("/v1/subscriptions", &minted.token),
+        )
+        .await,
+    );
+    assert_eq!(status, 401, "no JWT context: the /v1 API refuses");
+    // Other functions do not serve it.
+    let (status, _) = answer(
+        api_handler(
+            &hub,
+            ApiFunction::Subscribe.operations(),
+            "sub",
+            as_portal("/portal", ""),
+        )
+        .await,
+    );
+    assert_eq!(status, 404);
+}

@@ -46,6 +46,10 @@ pub fn venv_python_file(script: &std::path::Path, env: &[(&str, &str)]) -> Strin
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{} failed:\n{printed}", script.display());
+    assert!(
+        out.status.success(),
+        "{} failed:\n{printed}",
+        script.display()
+    );
     printed
 }

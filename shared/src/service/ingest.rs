@@ -195,9 +195,6 @@ impl Hub {
         let req: PublishRequest = serde_json::from_value(body).map_err(|e| {
             HubError::invalid(ErrorCode::InvalidJson, format!("invalid publish body: {e}"))
         })?;
-        Ok((
-            Caller::of_account(account, owner, None),
-            req,
-        ))
+        Ok((Caller::of_account(account, owner, None), req))
     }
 }

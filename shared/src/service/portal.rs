@@ -185,7 +185,9 @@ impl Hub {
             // Operational events describe every subscription of the account: the platform's.
             return Err(HubError::invalid(
                 ErrorCode::InvalidTopic,
-                format!("`{reserved}` is one of the hub's own topics, which only the platform's credentials subscribe to"),
+                format!(
+                    "`{reserved}` is one of the hub's own topics, which only the platform's credentials subscribe to"
+                ),
             ));
         }
         topics.iter().try_for_each(|t| caller.require_topic(t))?;
@@ -272,12 +274,18 @@ mod tests {
         let minted = hub
             .mint_portal_session(
                 &platform(None),
-                request(serde_json::json!({"owner": "customer-7", "topics": ["door.*"],
-                    "expires_in": 120, "theme": {"accent": "#0b6e4f"}})),
+                request(
+                    serde_json::json!({"owner": "customer-7", "topics": ["door.*"],
+                    "expires_in": 120, "theme": {"accent": "#0b6e4f"}}),
+                ),
             )
             .await
             .unwrap();
-        assert!(minted.url.ends_with(&format!("/portal#session={}", minted.token)));
+        assert!(
+            minted
+                .url
+                .ends_with(&format!("/portal#session={}", minted.token))
+        );
         let session = hub.open_portal_session(&minted.token).await.unwrap();
         assert_eq!(session, minted.session);
         let caller = session.caller();
@@ -362,7 +370,10 @@ mod tests {
                 serde_json::json!({"owner": "c", "theme": {"font": "#fff"}}),
                 "invalid_theme",
             ),
-            (serde_json::json!({"owner": "c", "topics": []}), "invalid_topics"),
+            (
+                serde_json::json!({"owner": "c", "topics": []}),
+                "invalid_topics",
+            ),
         ] {
             let err = hub
                 .mint_portal_session(&platform(None), request(body.clone()))

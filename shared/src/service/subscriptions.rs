@@ -137,7 +137,9 @@ impl Hub {
     /// caller's topic scopes do not cover every one of its topics.
     pub(crate) async fn owned(&self, caller: &Caller, id: &str) -> Result<Subscription> {
         match self.store.get(id).await? {
-            Some(sub) if caller.reaches(&sub.account, &sub.owner) && !sub.is_expired(self.now_ms()) => {
+            Some(sub)
+                if caller.reaches(&sub.account, &sub.owner) && !sub.is_expired(self.now_ms()) =>
+            {
                 if !caller.may_act_on(&sub.topics) {
                     return Err(HubError::InsufficientScope(format!(
                         "topic:{}",
@@ -368,12 +370,11 @@ impl Hub {
         let limit = page_limit(limit)?;
         let mut page = self.store.list(&caller.account, limit, cursor).await?;
         let now = self.now_ms();
-        page.items
-            .retain(|sub| {
-                !sub.is_expired(now)
-                    && caller.reaches(&sub.account, &sub.owner)
-                    && caller.may_act_on(&sub.topics)
-            });
+        page.items.retain(|sub| {
+            !sub.is_expired(now)
+                && caller.reaches(&sub.account, &sub.owner)
+                && caller.may_act_on(&sub.topics)
+        });
         Ok(page)
     }
 
