@@ -278,13 +278,36 @@ def main():
         expect(failed_rows.first).to_contain_text("500")
         axe_check(page, "failures")
         shot(page, "failures")
+
+        step("resend one failed delivery once the endpoint is mended")
+        receivers.failing.discard("/flaky")
+        page.get_by_role("button", name=f"Resend {failed_event['id']}").click()
+        expect(page.locator("#notice")).to_contain_text(f"Delivery {failed_event['id']} queued again")
+        receivers.wait_for("/flaky", lambda b: b.get("id") == failed_event["id"], "the resent delivery")
+        delivered = page.locator("#deliveries tr:not(.failed)", has_text=failed_event["id"])
+        reload_until(page, delivered, "the resent delivery")
+        expect(delivered.locator(".badge")).to_have_text("delivered")
+
+        step("recover every failed delivery since a time")
+        receivers.failing.add("/flaky")
+        status, second = api("POST", "/v1/events", {"topic": "door.forced", "data": {"door": 10}})
+        assert status == 202
+        deadline = time.time() + WAIT / 1000
+        while True:
+            _, log = api("GET", f"/v1/subscriptions/{flaky_id}/deliveries")
+            tries = [a for a in log["data"] if a["message_id"] == second["id"]]
+            last = max(tries, key=lambda a: a["attempt"]) if tries else None
+            if last and not last["delivered"] and last["next_attempt_at"] is None:
+                break
+            assert time.time() < deadline, f"the second failing delivery never ran out of retries: {tries}"
+            time.sleep(0.2)
         receivers.failing.discard("/flaky")
         page.get_by_role("button", name="Recover").click()
         expect(page.locator("#notice")).to_contain_text("Recovered: 1 delivery queued again")
-        receivers.wait_for("/flaky", lambda b: b.get("id") == failed_event["id"], "the recovered delivery")
-        delivered = page.locator("#deliveries tr:not(.failed)", has_text=failed_event["id"])
-        reload_until(page, delivered, "the recovered delivery")
-        expect(delivered.locator(".badge")).to_have_text("delivered")
+        receivers.wait_for("/flaky", lambda b: b.get("id") == second["id"], "the recovered delivery")
+        recovered = page.locator("#deliveries tr:not(.failed)", has_text=second["id"])
+        reload_until(page, recovered, "the recovered delivery")
+        expect(recovered.locator(".badge")).to_have_text("delivered")
 
         step("the list shows both, with status and lease; a phone-sized screen stacks them")
         page.get_by_role("link", name="← All endpoints").click()
@@ -312,6 +335,27 @@ def main():
         status, body = api("GET", "/portal/api/v1/subscriptions", token=KEY)
         assert (status, body["code"]) == (401, "invalid_session"), (status, body)
         other.close()
+
+        step("a platform's theme colours the page; ?theme=dark switches to the dark palette")
+        status, themed = api("POST", "/v1/portal/sessions", {"owner": "carol", "theme": {"accent": "#6a1b9a"}})
+        assert status == 201, themed
+        look = browser.new_context().new_page()
+        look.goto(themed["url"])
+        expect(look.get_by_role("heading", name="Your webhook endpoints")).to_be_visible()
+        accent = look.evaluate("getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()")
+        assert accent == "#6a1b9a", accent
+        button = look.evaluate("getComputedStyle(document.querySelector('button.primary')).backgroundColor")
+        assert button == "rgb(106, 27, 154)", button
+        axe_check(look, "themed")
+        look.context.close()
+        dark = browser.new_context().new_page()
+        dark.goto(alice["url"].replace("/portal#", "/portal?theme=dark#"))
+        expect(dark.locator("#subscriptions tbody tr")).to_have_count(2)
+        background = dark.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(17, 20, 24)", background
+        axe_check(dark, "dark theme")
+        shot(dark, "dark")
+        dark.context.close()
 
         step("an expired session is refused with a clear message")
         status, _ = api("POST", "/_test/clock/advance?ms=61000")
