@@ -79,6 +79,9 @@ fn machine() -> String {
     )
 }
 
+/// BENCHMARKS.md keeps everything from this line on when the bench rewrites its sections.
+const KEPT_MARKER: &str = "<!-- Kept when scripts/bench rewrites the sections above";
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -162,6 +165,12 @@ async fn main() {
             section.title,
             section.lines.join("\n")
         ));
+    }
+    // What is recorded by hand (the deploy path, profiles) follows the marker and is kept.
+    let previous = std::fs::read_to_string(root.join("BENCHMARKS.md")).unwrap_or_default();
+    if let Some(at) = previous.find(KEPT_MARKER) {
+        doc.push('\n');
+        doc.push_str(&previous[at..]);
     }
     std::fs::write(root.join("BENCHMARKS.md"), doc).expect("BENCHMARKS.md is writable");
     println!("\nwrote BENCHMARKS.md");
