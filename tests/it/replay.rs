@@ -377,49 +377,31 @@ async fn manage_serves_the_portal_without_the_jwt_authorizer() {
         event["headers"]["authorization"] = format!("Bearer {bearer}").into();
         lambda_http::request::from_str(&event.to_string()).unwrap()
     };
-    let ops = ApiFunction::Manage.operations();
-    let answer = |response: lambda_http::Response<lambda_http::Body>| {
-        let status = response.status().as_u16();
+    // One call of `function`'s handler: status and text body.
+    let call = async |function: ApiFunction, path: &str, bearer: &str| {
+        let response =
+            api_handler(&hub, function.operations(), "sub", as_portal(path, bearer)).await;
         let body = match response.body() {
             lambda_http::Body::Text(text) => text.clone(),
             _ => String::new(),
         };
-        (status, body)
+        (response.status().as_u16(), body)
     };
-    let (status, page) = answer(api_handler(&hub, ops, "sub", as_portal("/portal", "")).await);
+    let (status, page) = call(ApiFunction::Manage, "/portal", "").await;
     assert_eq!(status, 200);
     assert!(page.contains("<base href=\"portal/\">"));
-    let (status, body) = answer(
-        api_handler(
-            &hub,
-            ops,
-            "sub",
-            as_portal("/portal/api/v1/subscriptions", &minted.token),
-        )
-        .await,
-    );
+    let (status, body) = call(
+        ApiFunction::Manage,
+        "/portal/api/v1/subscriptions",
+        &minted.token,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     // The sample's subscription is owned by the account itself ("acme"), like the session.
     assert!(body.contains(hub_tests::SAMPLE_SUB), "{body}");
-    let (status, _) = answer(
-        api_handler(
-            &hub,
-            ops,
-            "sub",
-            as_portal("/v1/subscriptions", &minted.token),
-        )
-        .await,
-    );
+    let (status, _) = call(ApiFunction::Manage, "/v1/subscriptions", &minted.token).await;
     assert_eq!(status, 401, "no JWT context: the /v1 API refuses");
     // Other functions do not serve it.
-    let (status, _) = answer(
-        api_handler(
-            &hub,
-            ApiFunction::Subscribe.operations(),
-            "sub",
-            as_portal("/portal", ""),
-        )
-        .await,
-    );
+    let (status, _) = call(ApiFunction::Subscribe, "/portal", "").await;
     assert_eq!(status, 404);
 }

@@ -130,6 +130,19 @@ def reload_until(page, locator, what):
     raise AssertionError(f"never shown: {what}")
 
 
+def wait_exhausted(sub_id, event_id):
+    """Waits until every attempt of the (short) schedule failed: the last one records no next."""
+    deadline = time.time() + WAIT / 1000
+    while True:
+        _, log = api("GET", f"/v1/subscriptions/{sub_id}/deliveries")
+        tries = [a for a in log["data"] if a["message_id"] == event_id]
+        last = max(tries, key=lambda a: a["attempt"]) if tries else None
+        if last and not last["delivered"] and last["next_attempt_at"] is None:
+            return
+        assert time.time() < deadline, f"{event_id} never ran out of retries: {tries}"
+        time.sleep(0.2)
+
+
 def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     receivers = Receivers()
@@ -262,16 +275,7 @@ def main():
             time.sleep(0.1)
         status, failed_event = api("POST", "/v1/events", {"topic": "door.forced", "data": {"door": 9}})
         assert status == 202
-        # Exhausted: every attempt of the (short) schedule failed.
-        deadline = time.time() + WAIT / 1000
-        while True:
-            _, log = api("GET", f"/v1/subscriptions/{flaky_id}/deliveries")
-            tries = [a for a in log["data"] if a["message_id"] == failed_event["id"]]
-            last = max(tries, key=lambda a: a["attempt"]) if tries else None
-            if last and not last["delivered"] and last["next_attempt_at"] is None:
-                break
-            assert time.time() < deadline, f"the failing delivery never ran out of retries: {tries}"
-            time.sleep(0.2)
+        wait_exhausted(flaky_id, failed_event["id"])
         failed_rows = page.locator("#deliveries tr.failed", has_text=failed_event["id"])
         reload_until(page, failed_rows, "the failed attempts")
         expect(failed_rows.first.locator(".badge")).to_have_text("failed")
@@ -292,15 +296,7 @@ def main():
         receivers.failing.add("/flaky")
         status, second = api("POST", "/v1/events", {"topic": "door.forced", "data": {"door": 10}})
         assert status == 202
-        deadline = time.time() + WAIT / 1000
-        while True:
-            _, log = api("GET", f"/v1/subscriptions/{flaky_id}/deliveries")
-            tries = [a for a in log["data"] if a["message_id"] == second["id"]]
-            last = max(tries, key=lambda a: a["attempt"]) if tries else None
-            if last and not last["delivered"] and last["next_attempt_at"] is None:
-                break
-            assert time.time() < deadline, f"the second failing delivery never ran out of retries: {tries}"
-            time.sleep(0.2)
+        wait_exhausted(flaky_id, second["id"])
         receivers.failing.discard("/flaky")
         page.get_by_role("button", name="Recover").click()
         expect(page.locator("#notice")).to_contain_text("Recovered: 1 delivery queued again")
