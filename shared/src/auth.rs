@@ -87,18 +87,11 @@ impl Caller {
         }
     }
 
-    /// Whether the caller's `topic:` scopes (if it has any) cover `pattern`.
+    /// Whether the caller's `topic:` scopes (if it has any) cover `pattern`. A scope that is no
+    /// valid pattern covers nothing.
     fn covers(&self, pattern: &Pattern) -> bool {
-        let Some(scopes) = &self.scopes else {
-            return true;
-        };
-        let mut allowed = scopes
-            .iter()
-            .filter_map(|s| s.strip_prefix("topic:"))
-            .peekable();
-        // A scope that is no valid pattern covers nothing.
-        allowed.peek().is_none()
-            || allowed.any(|a| Pattern::parse(a).is_ok_and(|a| a.covers_pattern(pattern)))
+        self.topic_scopes()
+            .is_none_or(|allowed| allowed.iter().any(|a| a.covers_pattern(pattern)))
     }
 
     /// Whether the caller may act on (read, change, delete, rotate) a subscription with these

@@ -60,8 +60,8 @@ struct SessionOut<'a> {
     theme: &'a std::collections::BTreeMap<String, String>,
 }
 
-fn asset(path: &str, content_type: &'static str, text: &'static str) -> http::Response<Bytes> {
-    let mut response = respond(200, None).map(|_| Bytes::from_static(text.as_bytes()));
+fn asset(path: &str, content_type: &'static str, body: Bytes) -> http::Response<Bytes> {
+    let mut response = respond(200, None).map(|_| body);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -85,9 +85,7 @@ fn asset(path: &str, content_type: &'static str, text: &'static str) -> http::Re
 fn page(path: &str) -> http::Response<Bytes> {
     let base = if path.ends_with('/') { "./" } else { "portal/" };
     let html = INDEX_HTML.replace("{{base}}", base);
-    let mut response = asset(path, "text/html; charset=utf-8", "");
-    *response.body_mut() = Bytes::from(html);
-    response
+    asset(path, "text/html; charset=utf-8", Bytes::from(html))
 }
 
 /// Answers a request under `/portal`.
@@ -96,8 +94,24 @@ pub(super) async fn answer(hub: &Hub, req: &ApiRequest) -> http::Response<Bytes>
     let get = req.method == http::Method::GET;
     match rest {
         "" | "/" | "/index.html" if get => return page(&req.path),
-        "/app.js" if get => return asset(&req.path, "text/javascript; charset=utf-8", APP_JS),
-        "/app.css" if get => return asset(&req.path, "text/css; charset=utf-8", APP_CSS),
+        "/app.js" if get => {
+            return {
+                asset(
+                    &req.path,
+                    "text/javascript; charset=utf-8",
+                    Bytes::from_static(APP_JS.as_bytes()),
+                )
+            };
+        }
+        "/app.css" if get => {
+            return {
+                asset(
+                    &req.path,
+                    "text/css; charset=utf-8",
+                    Bytes::from_static(APP_CSS.as_bytes()),
+                )
+            };
+        }
         _ => {}
     }
     match api(hub, req).await {
