@@ -33,6 +33,8 @@ pub struct Settings {
     pub fanout_page: usize,
     /// Which attempts the delivery log keeps.
     pub delivery_log: DeliveryLog,
+    /// Who folds successful deliveries into the odometer.
+    pub odometer_fold: OdometerFold,
     /// Direct publishing: the account each ingest-queue sender (SQS `SenderId`, an IAM user or
     /// role id) publishes to. A sender not listed publishes nothing.
     pub ingest_senders: std::collections::BTreeMap<String, String>,
@@ -49,6 +51,19 @@ pub enum DeliveryLog {
     Lean,
 }
 
+/// Who folds successful deliveries into the odometer (`docs/delivery.md`, "The odometer").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OdometerFold {
+    /// The sender, after each batch of deliveries: one write per subscription per batch (the
+    /// embedded modes, and any deployment without the stream).
+    #[default]
+    Batch,
+    /// The `fold` function, from the delivery log's DynamoDB stream (the AWS template): the
+    /// sender writes nothing but the log for a success. Successes a lean log does not store
+    /// are still folded by the sender after each batch.
+    Stream,
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -62,6 +77,7 @@ impl Default for Settings {
             max_subscriptions_per_account: 1000,
             fanout_page: crate::service::events::FANOUT_PAGE,
             delivery_log: DeliveryLog::Full,
+            odometer_fold: OdometerFold::Batch,
             ingest_senders: Default::default(),
         }
     }
@@ -88,6 +104,8 @@ pub struct Hub {
     pub ingest: IngestQueues,
     /// The portal's session-signing key once read from the store (it never changes).
     pub portal_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
+    /// Successful deliveries waiting for the odometer's fold.
+    pub pending_tallies: Arc<crate::service::odometer::PendingTallies>,
 }
 
 /// The direct-publishing queues (`docs/ingest.md`): each is read by the fan-out, which

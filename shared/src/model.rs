@@ -561,6 +561,46 @@ pub struct AttemptRecord {
     /// `Retry-After` floor, the backoff) can be read back, not inferred from clocks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at_ms: Option<i64>,
+    /// Whether a success counts on the odometer: every delivery of an event or notice does, a
+    /// confirmation does not. The odometer's fold reads it from the record.
+    #[serde(default = "counts_by_default", skip_serializing_if = "is_true")]
+    pub counted: bool,
+}
+
+fn counts_by_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// Successful deliveries to one subscription, counted together: the odometer's fold adds them
+/// in one write (`docs/delivery.md`, "The odometer"), after the batch that made them (embedded
+/// modes, a lean log on AWS) or from the delivery log's stream (AWS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveredTally {
+    /// The subscription.
+    pub subscription_id: String,
+    /// How many deliveries to add to its odometer (0 when it only ends a failure streak).
+    pub delivered: u64,
+    /// When the latest of them was made, Unix ms.
+    pub last_delivered_ms: i64,
+    /// Ends the subscription's failure streak (a success after failures).
+    pub ends_streak: bool,
+    /// The stream records folded, first and last sequence number, when the tally comes from
+    /// the delivery log's stream: the store adds a span once, so a retried stream batch never
+    /// counts twice.
+    pub stream_span: Option<(u128, u128)>,
+}
+
+impl DeliveredTally {
+    /// Adds one delivery made at `at_ms`.
+    pub fn add(&mut self, at_ms: i64, counted: bool, ends_streak: bool) {
+        self.delivered += u64::from(counted);
+        self.last_delivered_ms = self.last_delivered_ms.max(at_ms);
+        self.ends_streak |= ends_streak;
+    }
 }
 
 /// Where a delivery the hub keeps with its subscription stands: the record behind resend,

@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::model::{
-    AttemptError, AttemptRecord, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
-    TopicEntry,
+    AttemptError, AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription,
+    SubscriptionStatus, TopicEntry,
 };
 use crate::topic::Pattern;
 
@@ -99,15 +99,14 @@ pub trait Store: Send + Sync {
     async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()>;
     /// The most recent attempts, newest first.
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>>;
-    /// Notes the outcome of a delivery: a success adds one to the odometer and clears the
-    /// failure streak; a failure starts the streak at `now_ms` unless one is running. Returns
-    /// since when the subscription has been failing, if it is.
-    async fn record_outcome(
-        &self,
-        subscription_id: &str,
-        delivered: bool,
-        now_ms: i64,
-    ) -> Result<Option<i64>>;
+    /// Notes a failed delivery: starts the failure streak at `now_ms` unless one is running.
+    /// Returns since when the subscription has been failing (`None` once it is gone).
+    async fn record_failure(&self, subscription_id: &str, now_ms: i64) -> Result<Option<i64>>;
+    /// Folds successful deliveries into their subscriptions' odometers, one write per
+    /// subscription: adds the count, sets the last delivery, ends the failure streak where the
+    /// tally says so. A tally with a stream span already folded is skipped; a subscription gone
+    /// meanwhile is skipped.
+    async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()>;
     /// Keeps `kept` with its subscription, replacing what was kept for the same event; it
     /// lives until [`KeptDelivery::expires_at_ms`] or until the subscription is deleted.
     async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()>;

@@ -19,6 +19,7 @@ mod lambda_boot;
 mod lease;
 mod listen;
 mod metrics;
+mod odometer;
 mod openapi;
 mod paths;
 mod portal;

@@ -183,6 +183,7 @@ fn response_types_match_the_document() {
         error: Some(hub::model::AttemptError::Timeout),
         delivered: false,
         next_attempt_at_ms: Some(1_800_000_005_000),
+        counted: true,
     });
     conforms(&doc, &schema("Attempt"), &to_json(&attempt), "Attempt");
     let test_event = TestEventOut {

@@ -14,7 +14,9 @@ use hub::adapters::memory::{MemoryQueue, MemoryStore};
 use hub::adapters::sqlite::{Durability, SqliteDb, SqliteQueue, SqliteStore};
 use hub::adapters::sqs::SqsQueue;
 use hub::clock::SystemClock;
-use hub::model::{AttemptRecord, KeptDelivery, KeptState, Subscription, TopicEntry};
+use hub::model::{
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, TopicEntry,
+};
 use hub::ports::{ClaimOutcome, KeyClaim, OutgoingMessage, Page, Queue, ReceivedMessage, Store};
 use hub::runtime::consume::{QueueRole, consume};
 use hub::topic::Pattern;
@@ -36,6 +38,8 @@ pub struct InProcess {
     pub deliveries: Arc<FlakyQueue>,
     /// The deliveries queue's dead-letter queue.
     pub deliveries_dead: Arc<dyn Queue>,
+    /// The DynamoDB table on moto (the AWS backend only).
+    pub table: Option<String>,
 }
 
 /// The store, the events and deliveries queues, and the deliveries' dead-letter queue.
@@ -57,6 +61,7 @@ impl InProcess {
             allow_private_targets: true,
             ..settings
         };
+        let mut table = None;
         let (store, events, deliveries, deliveries_dead): Ports = match backend {
             Backend::Memory => {
                 let dead = Arc::new(MemoryQueue::new(IN_PROCESS_VISIBILITY, u32::MAX, None));
@@ -95,6 +100,7 @@ impl InProcess {
                 let (dynamo, sqs) = hub::runtime::aws_clients(None).await;
                 let store = DynamoStore::new(dynamo, &name);
                 store.ensure_table().await.expect("table");
+                table = Some(name.clone());
                 let events = SqsQueue::ensure(
                     sqs.clone(),
                     &format!("{name}-events"),
@@ -140,6 +146,7 @@ impl InProcess {
             metrics: Arc::default(),
             ingest: Default::default(),
             portal_key: Default::default(),
+            pending_tallies: Default::default(),
         };
         InProcess {
             hub,
@@ -148,6 +155,7 @@ impl InProcess {
             events,
             deliveries,
             deliveries_dead,
+            table,
         }
     }
 
@@ -336,8 +344,11 @@ impl Store for FlakyStore {
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
         self.inner.attempts(subscription_id, limit).await
     }
-    async fn record_outcome(&self, id: &str, delivered: bool, now_ms: i64) -> Result<Option<i64>> {
-        self.inner.record_outcome(id, delivered, now_ms).await
+    async fn record_failure(&self, id: &str, now_ms: i64) -> Result<Option<i64>> {
+        self.inner.record_failure(id, now_ms).await
+    }
+    async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()> {
+        self.inner.add_delivered(tallies).await
     }
     async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
         self.inner.keep_delivery(kept).await

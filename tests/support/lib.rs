@@ -9,6 +9,7 @@ mod lambda;
 mod process;
 mod python;
 mod receiver;
+mod streams;
 mod verify;
 
 pub use fault_servers::*;
@@ -18,6 +19,7 @@ pub use lambda::*;
 pub use process::*;
 pub use python::*;
 pub use receiver::*;
+pub use streams::*;
 pub use verify::*;
 
 use std::time::{Duration, Instant};

@@ -37,6 +37,10 @@ pub struct HubArgs {
     /// successes are counted by the odometer)
     #[arg(long, env = "HUB_DELIVERY_LOG", value_enum, default_value = "full")]
     pub delivery_log: crate::context::DeliveryLog,
+    /// Who folds successes into the odometer: `batch` (the sender, after each batch) or
+    /// `stream` (the `fold` function, from the delivery log's DynamoDB stream)
+    #[arg(long, env = "HUB_ODOMETER_FOLD", value_enum, default_value = "batch")]
+    pub odometer_fold: crate::context::OdometerFold,
     /// Direct publishing: which account each ingest-queue sender publishes to, as
     /// SENDER_ID=ACCOUNT pairs separated by commas (the sender id is SQS's SenderId: an IAM
     /// user id, or a role id without its session)
@@ -68,6 +72,7 @@ impl HubArgs {
             max_subscriptions_per_account: self.max_subscriptions_per_account as usize,
             fanout_page: defaults.fanout_page,
             delivery_log: self.delivery_log,
+            odometer_fold: self.odometer_fold,
             ingest_senders: self.ingest_senders.clone(),
         }
     }

@@ -42,12 +42,20 @@ pub async fn consume(hub: &Hub, role: QueueRole, msg: &ReceivedMessage) -> bool 
 /// `true` for each that may be removed, in order. The Lambda handlers and the embedded pollers
 /// both go through here: deliveries are attempted concurrently, events (and ingested messages,
 /// once published) are fanned out together ([`Hub::fan_out_batch`]: each pattern read once,
-/// tasks sent in batches of 10).
+/// tasks sent in batches of 10), and the batch's successes are folded into the odometers
+/// together when it is done.
 pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage]) -> Vec<bool> {
     match role {
         QueueRole::Events => fan_out_messages(hub, msgs).await,
         QueueRole::Deliveries => {
-            futures::future::join_all(msgs.iter().map(|msg| deliver_message(hub, msg))).await
+            let done =
+                futures::future::join_all(msgs.iter().map(|msg| deliver_message(hub, msg))).await;
+            // The batch's successes, one odometer write per subscription; what cannot be
+            // written now waits in the process for the next batch's fold.
+            if let Err(err) = hub.fold_pending().await {
+                tracing::warn!(error = %err, waiting = hub.pending_tallies.waiting(), "could not fold the odometer; the next batch tries again");
+            }
+            done
         }
         QueueRole::Ingest(source) => {
             let results = hub.ingest_batch(source, msgs).await;

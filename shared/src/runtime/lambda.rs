@@ -203,6 +203,29 @@ pub async fn serve_queue(role: QueueRole) -> Result<(), Error> {
     .await
 }
 
+/// Folds one batch of the table's stream (the delivery log's inserts; the event source's
+/// filter passes only those) into the odometers. An error fails the whole batch and Lambda
+/// hands it over again: the folded spans make that safe.
+pub async fn fold_handler(hub: &Hub, event: serde_json::Value) -> Result<serde_json::Value, Error> {
+    let logged = crate::adapters::dynamodb::stream::logged_attempts(&event);
+    let subscriptions = hub.fold_stream(&logged).await?;
+    Ok(serde_json::json!({"attempts": logged.len(), "subscriptions": subscriptions}))
+}
+
+/// Runs the `fold` function on its DynamoDB stream batches.
+pub async fn serve_fold() -> Result<(), Error> {
+    let (hub, _) = hub_from_env().await?;
+    let hub = &hub;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let answer = fold_handler(hub, event.payload).await;
+            flush_metrics();
+            answer
+        },
+    ))
+    .await
+}
+
 /// Answers one scheduled sweep.
 pub async fn sweep_handler(hub: &Hub) -> Result<serde_json::Value, Error> {
     let report = hub.sweep().await?;

@@ -206,5 +206,6 @@ fn assemble(
         metrics: Arc::default(),
         ingest: Default::default(),
         portal_key: Default::default(),
+        pending_tallies: Default::default(),
     }
 }

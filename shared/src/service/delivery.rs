@@ -274,7 +274,7 @@ impl Hub {
         // A failure's bookkeeping comes first: whether it disabled the subscription decides
         // whether a retry follows, and the attempt is recorded with that decision.
         let disabled = if counts && !delivered && !gone {
-            let failing_since = self.store.record_outcome(&sub.id, false, now).await?;
+            let failing_since = self.store.record_failure(&sub.id, now).await?;
             self.disable_if_failing_too_long(&sub, failing_since, now)
                 .await
                 || {
@@ -305,6 +305,7 @@ impl Hub {
                 .or_else(|| (!delivered).then_some(AttemptError::HttpStatus)),
             delivered,
             next_attempt_at_ms,
+            counted: counts,
         };
         self.metrics.attempt(
             if delivered {
@@ -328,9 +329,8 @@ impl Hub {
                 .await?;
         }
         if delivered {
-            if counts {
-                self.store.record_outcome(&sub.id, true, now).await?;
-            }
+            self.count_delivered(&record, sub.failing_since_ms.is_some())
+                .await?;
             self.settle_kept(task).await?;
             return Ok(Verdict::Done);
         }
@@ -749,6 +749,7 @@ mod decision_tests {
             hub.deliver(&attempt(&task, 1)).await.unwrap(),
             Verdict::Done
         );
+        hub.fold_pending().await.unwrap();
         assert_eq!(
             hub.store
                 .get(&task.subscription_id)

@@ -4,6 +4,7 @@ pub mod delivery;
 pub mod events;
 pub mod ingest;
 pub mod lease;
+pub mod odometer;
 pub mod operational;
 pub mod portal;
 pub mod recovery;

@@ -18,6 +18,14 @@ pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
+/// How every delivery-log item's sort key begins (`ATT#{ms}#{rand}`).
+pub const ATTEMPT_SK_PREFIX: &str = "ATT#";
+
+/// A number attribute from its decimal text (stream sequence numbers exceed `i64`).
+pub(super) fn n_text(value: String) -> AttributeValue {
+    AttributeValue::N(value)
+}
+
 pub(super) fn n(value: i64) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }

@@ -18,6 +18,7 @@
 
 mod keys;
 mod provision;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -30,7 +31,9 @@ use aws_sdk_dynamodb::types::{
 use self::keys::*;
 use super::aws_error;
 use crate::error::{HubError, Result};
-use crate::model::{AttemptRecord, KeptDelivery, KeptState, Subscription, TopicEntry};
+use crate::model::{
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, TopicEntry,
+};
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
 
@@ -512,7 +515,10 @@ impl Store for DynamoStore {
         let random: u32 = rand::random();
         let mut item = key(
             sub_pk(&attempt.subscription_id),
-            format!("ATT#{:015}#{random:08x}", attempt.started_at_ms),
+            format!(
+                "{ATTEMPT_SK_PREFIX}{:015}#{random:08x}",
+                attempt.started_at_ms
+            ),
         );
         item.insert(
             "doc".into(),
@@ -536,7 +542,7 @@ impl Store for DynamoStore {
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :att)")
             .expression_attribute_values(":pk", s(sub_pk(subscription_id)))
-            .expression_attribute_values(":att", s("ATT#"))
+            .expression_attribute_values(":att", s(ATTEMPT_SK_PREFIX))
             .scan_index_forward(false)
             .limit(limit as i32)
             .send()
@@ -667,33 +673,17 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    async fn record_outcome(
-        &self,
-        subscription_id: &str,
-        delivered: bool,
-        now_ms: i64,
-    ) -> Result<Option<i64>> {
+    async fn record_failure(&self, subscription_id: &str, now_ms: i64) -> Result<Option<i64>> {
         let update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(sub_pk(subscription_id), "SUB")))
             .condition_expression("attribute_exists(pk)")
-            .return_values(ReturnValue::AllNew);
-        let update = if delivered {
-            update
-                .update_expression("SET #last = :now ADD #odometer :one REMOVE #failing")
-                .expression_attribute_names("#last", "last_delivered")
-                .expression_attribute_names("#odometer", "odometer")
-                .expression_attribute_names("#failing", "failing_since")
-                .expression_attribute_values(":now", n(now_ms))
-                .expression_attribute_values(":one", n(1))
-        } else {
-            update
-                .update_expression("SET #failing = if_not_exists(#failing, :now)")
-                .expression_attribute_names("#failing", "failing_since")
-                .expression_attribute_values(":now", n(now_ms))
-        };
+            .return_values(ReturnValue::UpdatedNew)
+            .update_expression("SET #failing = if_not_exists(#failing, :now)")
+            .expression_attribute_names("#failing", "failing_since")
+            .expression_attribute_values(":now", n(now_ms));
         match update.send().await {
             Ok(out) => Ok(out
                 .attributes
@@ -702,6 +692,49 @@ impl Store for DynamoStore {
             Err(err) if is_condition_failed(&err) => Ok(None),
             Err(err) => Err(aws_error(err)),
         }
+    }
+
+    async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()> {
+        // One write per subscription, concurrently; each is conditional on the item (a
+        // subscription deleted meanwhile is not brought back as counters alone) and, for a
+        // stream tally, on its span not being folded yet.
+        let writes = tallies.iter().map(|tally| async move {
+            let mut set = vec!["#last = :last"];
+            let mut condition = String::from("attribute_exists(pk)");
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(sub_pk(&tally.subscription_id), "SUB")))
+                .expression_attribute_names("#last", "last_delivered")
+                .expression_attribute_names("#odometer", "odometer")
+                .expression_attribute_values(":last", n(tally.last_delivered_ms))
+                .expression_attribute_values(":count", n(tally.delivered as i64));
+            if let Some((first, last)) = tally.stream_span {
+                set.push("#folded = :to");
+                condition.push_str(" AND (attribute_not_exists(#folded) OR #folded < :from)");
+                update = update
+                    .expression_attribute_names("#folded", "folded_to")
+                    .expression_attribute_values(":from", n_text(first.to_string()))
+                    .expression_attribute_values(":to", n_text(last.to_string()));
+            }
+            let mut expression = format!("SET {} ADD #odometer :count", set.join(", "));
+            if tally.ends_streak {
+                expression.push_str(" REMOVE #failing");
+                update = update.expression_attribute_names("#failing", "failing_since");
+            }
+            let written = update
+                .update_expression(expression)
+                .condition_expression(condition)
+                .send()
+                .await;
+            match written {
+                Ok(_) => Ok(()),
+                Err(err) if is_condition_failed(&err) => Ok(()),
+                Err(err) => Err(aws_error(err)),
+            }
+        });
+        futures::future::try_join_all(writes).await.map(drop)
     }
 }
 

@@ -1,11 +1,12 @@
-//! Provisioning: the table with the keys, indexes and TTL `template.yaml` declares, for
+//! Provisioning: the table with the keys, indexes, TTL and stream `template.yaml` declares, for
 //! emulators and first runs, and a bulk import for migrations and restores.
 
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, PutRequest, ScalarAttributeType, TimeToLiveSpecification, WriteRequest,
+    ProjectionType, PutRequest, ScalarAttributeType, StreamSpecification, StreamViewType,
+    TimeToLiveSpecification, WriteRequest,
 };
 
 use super::keys::{index_items, key, n, sub_pk, subscription_attributes};
@@ -15,7 +16,8 @@ use crate::error::{HubError, Result};
 use crate::model::Subscription;
 
 impl DynamoStore {
-    /// Creates the table (if missing) with the keys, indexes and TTL `template.yaml` declares.
+    /// Creates the table (if missing) with the keys, indexes, TTL and stream (new images, for
+    /// the odometer's fold) `template.yaml` declares.
     pub async fn ensure_table(&self) -> Result<()> {
         let attr = |name: &str, kind: ScalarAttributeType| {
             AttributeDefinition::builder()
@@ -56,6 +58,13 @@ impl DynamoStore {
             .create_table()
             .table_name(&self.table)
             .billing_mode(BillingMode::PayPerRequest)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewImage)
+                    .build()
+                    .map_err(HubError::backend)?,
+            )
             .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
             .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
             .attribute_definitions(attr("gsi1pk", ScalarAttributeType::S)?)

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use crate::error::{HubError, Result};
 use crate::model::{
-    AttemptRecord, KeptDelivery, KeptState, Subscription, SubscriptionStatus, TopicEntry,
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
+    TopicEntry,
 };
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
@@ -21,6 +22,8 @@ struct StoreState {
     event_keys: HashMap<(String, String), KeyState>,
     claims_since_prune: usize,
     attempts: HashMap<String, Vec<AttemptRecord>>,
+    /// How far each subscription's odometer has folded the delivery log's stream.
+    folded_to: HashMap<String, u128>,
     /// Kept deliveries by subscription, then by event id (time-ordered).
     kept: HashMap<String, BTreeMap<String, KeptDelivery>>,
     /// The hub's own keys by name.
@@ -377,24 +380,37 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn record_outcome(
-        &self,
-        subscription_id: &str,
-        delivered: bool,
-        now_ms: i64,
-    ) -> Result<Option<i64>> {
+    async fn record_failure(&self, subscription_id: &str, now_ms: i64) -> Result<Option<i64>> {
         let mut state = self.lock();
         let Some(sub) = state.subscriptions.get_mut(subscription_id) else {
             return Ok(None);
         };
-        if delivered {
-            sub.odometer += 1;
-            sub.last_delivered_ms = Some(now_ms);
-            sub.failing_since_ms = None;
-        } else if sub.failing_since_ms.is_none() {
-            sub.failing_since_ms = Some(now_ms);
+        Ok(Some(*sub.failing_since_ms.get_or_insert(now_ms)))
+    }
+
+    async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()> {
+        let mut state = self.lock();
+        for tally in tallies {
+            if let Some((first, last)) = tally.stream_span {
+                let folded = state
+                    .folded_to
+                    .entry(tally.subscription_id.clone())
+                    .or_default();
+                if *folded >= first {
+                    continue;
+                }
+                *folded = last;
+            }
+            let Some(sub) = state.subscriptions.get_mut(&tally.subscription_id) else {
+                continue;
+            };
+            sub.odometer += tally.delivered;
+            sub.last_delivered_ms = sub.last_delivered_ms.max(Some(tally.last_delivered_ms));
+            if tally.ends_streak {
+                sub.failing_since_ms = None;
+            }
         }
-        Ok(sub.failing_since_ms)
+        Ok(())
     }
 }
 

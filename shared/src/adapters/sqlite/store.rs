@@ -9,7 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::db::{SqliteDb, db_error};
 use crate::error::{HubError, Result};
 use crate::model::{
-    AttemptRecord, KeptDelivery, KeptState, Subscription, SubscriptionStatus, TopicEntry,
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
+    TopicEntry,
 };
 use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
 use crate::topic::Pattern;
@@ -531,26 +532,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_outcome(
-        &self,
-        subscription_id: &str,
-        delivered: bool,
-        now_ms: i64,
-    ) -> Result<Option<i64>> {
+    async fn record_failure(&self, subscription_id: &str, now_ms: i64) -> Result<Option<i64>> {
         let id = subscription_id.to_string();
-        if delivered {
-            // Not waited for, like the attempt record it follows: a success only counts.
-            self.db.write_behind("count a delivery", move |conn| {
-                conn.prepare_cached(
-                    "UPDATE subscriptions SET odometer = odometer + 1, failing_since_ms = NULL,
-                     last_delivered_ms = ?2 WHERE id = ?1",
-                )
-                .and_then(|mut s| s.execute(params![id, now_ms]))
-                .map(|_| ())
-                .map_err(db_error)
-            });
-            return Ok(None);
-        }
         self.db
             .write(move |conn| {
                 // No RETURNING: SQLite compiles it as a temporary trigger, which expires every
@@ -571,6 +554,34 @@ impl Store for SqliteStore {
                 since.optional().map(Option::flatten).map_err(db_error)
             })
             .await
+    }
+
+    async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()> {
+        // Not waited for, like the attempt records they follow: successes only count. The
+        // stream spans of DynamoDB's fold never reach this store.
+        let tallies = tallies.to_vec();
+        self.db.write_behind("count deliveries", move |conn| {
+            let mut update = conn
+                .prepare_cached(
+                    "UPDATE subscriptions SET odometer = odometer + ?2,
+                     last_delivered_ms = max(coalesce(last_delivered_ms, 0), ?3),
+                     failing_since_ms = CASE WHEN ?4 THEN NULL ELSE failing_since_ms END
+                     WHERE id = ?1",
+                )
+                .map_err(db_error)?;
+            for t in &tallies {
+                update
+                    .execute(params![
+                        t.subscription_id,
+                        t.delivered as i64,
+                        t.last_delivered_ms,
+                        t.ends_streak
+                    ])
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        });
+        Ok(())
     }
 
     async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {

@@ -1,0 +1,217 @@
+//! The odometer's fold (`docs/delivery.md`, "The odometer"): after a burst every subscription's
+//! odometer reaches the exact number of deliveries made, whether the sender folds its batches
+//! (memory, SQLite, any deployment without the stream) or the `fold` function folds the
+//! delivery log's DynamoDB stream (AWS, on moto's stream), and a stream batch handed over twice
+//! is not counted twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hub::Settings;
+use hub::context::{DeliveryLog, OdometerFold};
+use hub::model::{DeliveryTask, Event, TaskPayload};
+use hub::ports::{Queue, Store};
+use hub::retry::RetrySchedule;
+use hub::runtime::consume::{QueueRole, consume_batch};
+use hub::runtime::lambda::fold_handler;
+use hub_tests::*;
+use serde_json::json;
+
+/// Deliveries per subscription in the burst.
+const PER_SUBSCRIPTION: usize = 23;
+
+/// Three subscriptions, a burst of events to each (every third one failing once first), the
+/// deliveries queue consumed in batches of 10 as the sender's event source hands them over.
+/// Returns the subscription ids.
+async fn burst(p: &InProcess, (receiver, taken): &(TestReceiver, Arc<AtomicUsize>)) -> Vec<String> {
+    let now = p.hub.now_ms();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let sub = active_subscription(
+            n,
+            "acme",
+            &["door.*"],
+            &receiver.url(&format!("/s{n}")),
+            now,
+            3_600_000,
+        );
+        p.store.save(&sub, None).await.unwrap();
+        ids.push(sub.id);
+    }
+    for i in 0..PER_SUBSCRIPTION {
+        for id in &ids {
+            let event = Event {
+                id: format!("evt_{now:012x}{i:04x}{}", &id[id.len() - 4..]),
+                account: "acme".into(),
+                topic: hub::topic::Topic::parse("door.opened").unwrap(),
+                timestamp_ms: now,
+                data: json!({"i": i}),
+                labels: Default::default(),
+                sensitive: Default::default(),
+            };
+            let task = DeliveryTask::new(id.clone(), TaskPayload::Event { event });
+            p.hub.enqueue_delivery(&task).await.unwrap();
+        }
+    }
+    // Until every delivery has arrived (the failed ones retried, each once).
+    let expected = 3 * PER_SUBSCRIPTION;
+    eventually(Duration::from_secs(60), "every delivery", || async {
+        let batch = p
+            .deliveries
+            .receive(10, Duration::from_millis(200))
+            .await
+            .unwrap();
+        let done = consume_batch(&p.hub, QueueRole::Deliveries, &batch).await;
+        for (msg, done) in batch.iter().zip(done) {
+            if done {
+                p.deliveries.ack(&msg.receipt).await.unwrap();
+            }
+        }
+        (taken.load(Ordering::SeqCst) >= expected).then_some(())
+    })
+    .await;
+    ids
+}
+
+/// A receiver that fails the first attempt of every third event, then takes it; with the
+/// count of deliveries it took.
+async fn receiver() -> (TestReceiver, Arc<AtomicUsize>) {
+    let failed = std::sync::Mutex::new(std::collections::HashSet::new());
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counter = taken.clone();
+    let receiver = TestReceiver::scripted(move |req, _| {
+        let id = req.header("webhook-id").to_string();
+        let third = id.bytes().map(u32::from).sum::<u32>() % 3 == 0;
+        if third && failed.lock().unwrap().insert(id) {
+            Reply::status(500)
+        } else {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Reply::status(200)
+        }
+    })
+    .await;
+    (receiver, taken)
+}
+
+/// The hub's settings for the burst: a 1 s retry, so the failed first attempts come back soon.
+fn settings(odometer_fold: OdometerFold, delivery_log: DeliveryLog) -> Settings {
+    Settings {
+        retry: RetrySchedule::parse("1s").unwrap(),
+        odometer_fold,
+        delivery_log,
+        ..Settings::default()
+    }
+}
+
+mod scenarios {
+    use super::*;
+
+    /// The sender folds each batch: every odometer is exact once the burst is delivered.
+    pub async fn the_batch_fold_reaches_the_exact_count(backend: Backend) {
+        let receiver = receiver().await;
+        let p = InProcess::start(backend, settings(OdometerFold::Batch, DeliveryLog::Full)).await;
+        let ids = burst(&p, &receiver).await;
+        for id in &ids {
+            // SQLite writes the counts behind the batch (not waited for): read until written.
+            let odometer = eventually(Duration::from_secs(10), "the odometer", || async {
+                let sub = p.hub.store.get(id).await.unwrap().unwrap();
+                (sub.odometer >= PER_SUBSCRIPTION as u64).then_some(sub.odometer)
+            })
+            .await;
+            assert_eq!(odometer, PER_SUBSCRIPTION as u64, "{id}");
+        }
+    }
+}
+
+hub_tests::on_every_backend!(the_batch_fold_reaches_the_exact_count);
+
+/// On AWS with the template's settings the sender writes only the log; the `fold` function's
+/// handler, given moto's stream in batches (one handed over twice, as Lambda retries a failed
+/// batch), brings every odometer to the exact count; with a lean log the sender folds the
+/// successes it does not store.
+#[tokio::test]
+async fn the_stream_fold_reaches_the_exact_count_on_aws() {
+    let receiver = receiver().await;
+    let p = InProcess::start(
+        Backend::Aws,
+        settings(OdometerFold::Stream, DeliveryLog::Full),
+    )
+    .await;
+    let mut tap = StreamTap::open(p.table.as_deref().unwrap()).await;
+    let ids = burst(&p, &receiver).await;
+    for id in &ids {
+        let sub = p.hub.store.get(id).await.unwrap().unwrap();
+        assert!(
+            sub.odometer < PER_SUBSCRIPTION as u64,
+            "the sender did not count every success itself: {}",
+            sub.odometer
+        );
+    }
+    let records = tap.records().await;
+    let inserts = records
+        .iter()
+        .filter(|r| r["eventName"] == "INSERT")
+        .filter(|r| {
+            r["dynamodb"]["Keys"]["sk"]["S"]
+                .as_str()
+                .is_some_and(|sk| sk.starts_with("ATT#"))
+        })
+        .count();
+    assert!(
+        inserts > 3 * PER_SUBSCRIPTION,
+        "successes and failures are logged: {inserts}"
+    );
+    // Batches of 25 records of every kind (the filter is the template's; the handler skips
+    // what is not an attempt insert), the second one handed over twice.
+    let batches: Vec<serde_json::Value> = records
+        .chunks(25)
+        .map(|chunk| json!({"Records": chunk}))
+        .collect();
+    for (i, batch) in batches.iter().enumerate() {
+        fold_handler(&p.hub, batch.clone()).await.unwrap();
+        if i == 1 {
+            fold_handler(&p.hub, batch.clone()).await.unwrap();
+        }
+    }
+    for id in &ids {
+        let sub = p.hub.store.get(id).await.unwrap().unwrap();
+        assert_eq!(sub.odometer, PER_SUBSCRIPTION as u64, "{id}");
+        assert!(sub.last_delivered_ms.is_some());
+    }
+    // The whole stream once more: nothing moves.
+    fold_handler(&p.hub, json!({"Records": records}))
+        .await
+        .unwrap();
+    for id in &ids {
+        let sub = p.hub.store.get(id).await.unwrap().unwrap();
+        assert_eq!(sub.odometer, PER_SUBSCRIPTION as u64, "{id}");
+    }
+}
+
+/// A lean log on AWS with the stream: the successes are not in the log, so the sender folds
+/// them after each batch; the stream (failures only) adds nothing.
+#[tokio::test]
+async fn a_lean_log_is_folded_by_the_sender_on_aws() {
+    let receiver = receiver().await;
+    let p = InProcess::start(
+        Backend::Aws,
+        settings(OdometerFold::Stream, DeliveryLog::Lean),
+    )
+    .await;
+    let mut tap = StreamTap::open(p.table.as_deref().unwrap()).await;
+    let ids = burst(&p, &receiver).await;
+    let records = tap.records().await;
+    fold_handler(&p.hub, json!({"Records": records}))
+        .await
+        .unwrap();
+    for id in &ids {
+        let sub = p.hub.store.get(id).await.unwrap().unwrap();
+        assert_eq!(sub.odometer, PER_SUBSCRIPTION as u64, "{id}");
+        let log = p.hub.store.attempts(id, 100).await.unwrap();
+        assert!(
+            log.iter().all(|a| !a.delivered),
+            "a lean log keeps failures only"
+        );
+    }
+}
