@@ -15,8 +15,8 @@ use serde_json::json;
 
 use crate::{Options, Section};
 
-/// The eight Lambda functions.
-pub const FUNCTIONS: [&str; 8] = [
+/// The nine Lambda functions.
+pub const FUNCTIONS: [&str; 9] = [
     "subscribe",
     "confirm",
     "unsubscribe",
@@ -24,6 +24,7 @@ pub const FUNCTIONS: [&str; 8] = [
     "publish",
     "fanout",
     "sender",
+    "fold",
     "sweeper",
 ];
 

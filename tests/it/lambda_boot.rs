@@ -74,6 +74,7 @@ async fn aws_every_function_binary_answers_its_sample() {
         "publish",
         "fanout",
         "sender",
+        "fold",
         "sweeper",
         "unsubscribe",
     ];
@@ -132,6 +133,11 @@ async fn aws_every_function_binary_answers_its_sample() {
                     "webhook-hub"
                 );
                 assert!(emf.iter().any(|d| d["delivery_attempt_seconds"].is_array()));
+            }
+            "fold" => {
+                assert_eq!(answer.body["attempts"], 1, "{}", answer.body);
+                let sub = store.get(SAMPLE_SUB).await.unwrap().unwrap();
+                assert_eq!(sub.odometer, 1, "the sample's success is on the odometer");
             }
             "sweeper" => {
                 assert_eq!(answer.body["removed"], 1, "{}", answer.body);

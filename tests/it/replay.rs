@@ -7,7 +7,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use hub::api::ApiFunction;
 use hub::model::SubscriptionStatus;
 use hub::runtime::consume::QueueRole;
-use hub::runtime::lambda::{api_handler, sqs_handler, sweep_handler};
+use hub::runtime::lambda::{api_handler, fold_handler, sqs_handler, sweep_handler};
 use hub::runtime::memory_hub;
 use hub::{Hub, Settings};
 use hub_tests::{SAMPLE_SUB, event_sample, sample_subscription};
@@ -319,6 +319,34 @@ async fn sweeper_sample_runs_a_sweep() {
     assert_eq!(sweep_handler(&hub).await.unwrap()["removed"], 0);
 }
 
+#[tokio::test]
+async fn fold_sample_counts_its_delivery_once() {
+    // The sample is a DynamoDB stream batch as Lambda hands it over: one delivery-log insert,
+    // a success of the sample subscription.
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    let event: Value = serde_json::from_str(&event_sample("fold")).unwrap();
+    let answer = fold_handler(&hub, event.clone()).await.unwrap();
+    assert_eq!(
+        answer,
+        serde_json::json!({"attempts": 1, "subscriptions": 1})
+    );
+    let sub = hub.store.get(SAMPLE_SUB).await.unwrap().unwrap();
+    assert_eq!(sub.odometer, 1);
+    assert_eq!(sub.last_delivered_ms, Some(1_795_849_500_123));
+    // Handed over again (a retried batch): counted once.
+    fold_handler(&hub, event).await.unwrap();
+    assert_eq!(
+        hub.store.get(SAMPLE_SUB).await.unwrap().unwrap().odometer,
+        1
+    );
+}
+
 #[test]
 fn every_sample_has_a_replay() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events");
@@ -339,6 +367,7 @@ fn every_sample_has_a_replay() {
         [
             "confirm",
             "fanout",
+            "fold",
             "manage",
             "publish",
             "sender",
