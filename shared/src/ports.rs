@@ -95,8 +95,9 @@ pub trait Store: Send + Sync {
     /// Subscriptions whose [`Subscription::sweep_at_ms`] has come by `now_ms`, found through an
     /// index by time bucket: the cost grows with what is due, not with the table.
     async fn due_for_sweep(&self, now_ms: i64) -> Result<Vec<Subscription>>;
-    /// Appends to a subscription's delivery log.
-    async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()>;
+    /// Appends attempts of one subscription (one batch's, in the order made) to its delivery
+    /// log, in one write where the store can (DynamoDB: one item), kept until `expires_at_ms`.
+    async fn record_attempts(&self, attempts: &[AttemptRecord], expires_at_ms: i64) -> Result<()>;
     /// The most recent attempts, newest first.
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>>;
     /// Notes a failed delivery: starts the failure streak at `now_ms` unless one is running.

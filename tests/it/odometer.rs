@@ -149,18 +149,17 @@ async fn the_stream_fold_reaches_the_exact_count_on_aws() {
         );
     }
     let records = tap.records().await;
-    let inserts = records
-        .iter()
-        .filter(|r| r["eventName"] == "INSERT")
-        .filter(|r| {
-            r["dynamodb"]["Keys"]["sk"]["S"]
-                .as_str()
-                .is_some_and(|sk| sk.starts_with("ATT#"))
-        })
-        .count();
+    let logged = hub::adapters::dynamodb::stream::logged_attempts(&json!({"Records": records}));
+    let successes = logged.iter().filter(|l| l.record.delivered).count();
+    assert_eq!(
+        successes,
+        3 * PER_SUBSCRIPTION,
+        "every success is in the log"
+    );
     assert!(
-        inserts > 3 * PER_SUBSCRIPTION,
-        "successes and failures are logged: {inserts}"
+        logged.len() > successes,
+        "the first failures are logged too: {}",
+        logged.len()
     );
     // Batches of 25 records of every kind (the filter is the template's; the handler skips
     // what is not an attempt insert), the second one handed over twice.
@@ -178,6 +177,20 @@ async fn the_stream_fold_reaches_the_exact_count_on_aws() {
         let sub = p.hub.store.get(id).await.unwrap().unwrap();
         assert_eq!(sub.odometer, PER_SUBSCRIPTION as u64, "{id}");
         assert!(sub.last_delivered_ms.is_some());
+    }
+    // The log reads back whole from the batch items, newest first.
+    for id in &ids {
+        let log = p.hub.store.attempts(id, 100).await.unwrap();
+        let delivered = log.iter().filter(|a| a.delivered).count();
+        assert_eq!(delivered, PER_SUBSCRIPTION, "{id}: {log:?}");
+        assert!(
+            log.windows(2)
+                .all(|w| w[0].started_at_ms >= w[1].started_at_ms)
+        );
+        let few = p.hub.store.attempts(id, 5).await.unwrap();
+        assert_eq!(few.len(), 5);
+        assert_eq!(few[0], log[0], "a short page starts with the newest");
+        assert!(few.iter().all(|a| log.contains(a)));
     }
     // The whole stream once more: nothing moves.
     fold_handler(&p.hub, json!({"Records": records}))

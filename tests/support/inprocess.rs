@@ -338,8 +338,8 @@ impl Store for FlakyStore {
         }
         self.inner.due_for_sweep(now_ms).await
     }
-    async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
-        self.inner.record_attempt(attempt, expires_at_ms).await
+    async fn record_attempts(&self, attempts: &[AttemptRecord], expires_at_ms: i64) -> Result<()> {
+        self.inner.record_attempts(attempts, expires_at_ms).await
     }
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
         self.inner.attempts(subscription_id, limit).await

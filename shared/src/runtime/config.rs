@@ -167,13 +167,18 @@ pub fn init_logging() {
     let _ = log_format().with_writer(std::io::stdout).try_init();
 }
 
-/// The Lambda functions' log lines, written to `writer` instead of stdout: for the cost
-/// benchmark, which counts the bytes CloudWatch Logs would ingest.
-pub fn init_logging_to<W>(writer: W)
+/// The Lambda functions' log lines, written to `writer` instead of stdout, at `level` (as
+/// `AWS_LAMBDA_LOG_LEVEL` would set it) unless `RUST_LOG` is set: for the cost benchmark, which
+/// counts the bytes CloudWatch Logs would ingest.
+pub fn init_logging_to<W>(writer: W, level: &str)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let _ = log_format().with_writer(writer).try_init();
+    let filter = env_var("RUST_LOG").unwrap_or_else(|| level.to_ascii_lowercase());
+    let _ = log_format()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(writer)
+        .try_init();
 }
 
 /// The same logs for the long-running `webhook-hub serve`: formatted on the thread that logs,

@@ -7,6 +7,7 @@ use crate::context::Hub;
 use crate::error::HubError;
 use crate::model::{DeliveryTask, Event, TaskPayload};
 use crate::ports::{MAX_HIDE, ReceivedMessage};
+use crate::service::delivery::{DeliveryBatch, Verdict};
 use crate::service::ingest::IngestSource;
 
 /// Which queue a consumer reads: an SQS-triggered function's, or an embedded poller's.
@@ -48,8 +49,25 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
     match role {
         QueueRole::Events => fan_out_messages(hub, msgs).await,
         QueueRole::Deliveries => {
-            let done =
-                futures::future::join_all(msgs.iter().map(|msg| deliver_message(hub, msg))).await;
+            let batch = DeliveryBatch::default();
+            let attempted =
+                futures::future::join_all(msgs.iter().map(|msg| attempt_message(hub, msg, &batch)))
+                    .await;
+            // The batch's attempts to the delivery log before any message is settled: if they
+            // cannot be written, the attempted messages come back and are attempted again.
+            let logged = match hub.write_batch_log(&batch).await {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not write the batch's delivery log; its messages will come back");
+                    false
+                }
+            };
+            let done = futures::future::join_all(
+                attempted
+                    .into_iter()
+                    .map(|step| settle_message(hub, step, logged)),
+            )
+            .await;
             // The batch's successes, one odometer write per subscription; what cannot be
             // written now waits in the process for the next batch's fold.
             if let Err(err) = hub.fold_pending().await {
@@ -131,7 +149,20 @@ async fn fan_out_messages(hub: &Hub, msgs: &[ReceivedMessage]) -> Vec<bool> {
     done
 }
 
-/// Makes one delivery attempt for a deliveries-queue message; `true` when it may be removed.
+/// Where a deliveries-queue message stands after its part of the batch.
+enum Step {
+    /// Nothing more to do: `true` when it may be removed.
+    Finished(bool),
+    /// An attempt was made (or decided against): settle `task` by `verdict` once the batch's
+    /// log is written; `now` is when the attempt began.
+    Attempted {
+        task: Box<DeliveryTask>,
+        verdict: Verdict,
+        now: i64,
+    },
+}
+
+/// Makes one delivery attempt for a deliveries-queue message (its record gathered in `batch`).
 ///
 /// The message carries its own attempt count and earliest time ([`DeliveryTask`]): a retry is
 /// a new message with the count raised and the schedule's delay (sent delayed by at most SQS's
@@ -139,12 +170,12 @@ async fn fan_out_messages(hub: &Hub, msgs: &[ReceivedMessage]) -> Vec<bool> {
 /// to the dead-letter queue explicitly. So receives that made no attempt (a store error, a
 /// throttled or crashed consumer) never use up an attempt, and no delay ever needs a
 /// visibility beyond SQS's 12 h limit.
-pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
+async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch) -> Step {
     let task: DeliveryTask = match serde_json::from_str(&msg.body) {
         Ok(task) => task,
         Err(err) => {
             tracing::error!(message_id = %msg.id, error = %err, "unreadable delivery message: to the dead-letter queue");
-            return hub.deliveries.dead_letter(msg.body.clone()).await.is_ok();
+            return Step::Finished(hub.deliveries.dead_letter(msg.body.clone()).await.is_ok());
         }
     };
     let now = hub.now_ms();
@@ -156,26 +187,40 @@ pub async fn deliver_message(hub: &Hub, msg: &ReceivedMessage) -> bool {
         if let Err(err) = hub.deliveries.postpone(&msg.receipt, wait).await {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not hide an early message; it comes back after the visibility timeout");
         }
-        return false;
+        return Step::Finished(false);
     }
     if matches!(task.payload, TaskPayload::Resume) {
-        return match hub.release_parked(&task.subscription_id).await {
+        return Step::Finished(match hub.release_parked(&task.subscription_id).await {
             Ok(()) => true,
             Err(err) => {
                 tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not release parked deliveries; the message will come back");
                 false
             }
-        };
+        });
     }
-    let verdict = match hub.deliver(&task).await {
-        Ok(verdict) => verdict,
+    match hub.deliver_in_batch(&task, batch).await {
+        Ok(verdict) => Step::Attempted {
+            task: Box::new(task),
+            verdict,
+            now,
+        },
         Err(err) => {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back (no attempt counted)");
-            return false;
+            Step::Finished(false)
         }
+    }
+}
+
+/// Settles a message after its batch's log was written (`logged`); `true` when it may be
+/// removed.
+async fn settle_message(hub: &Hub, step: Step, logged: bool) -> bool {
+    let (task, verdict, now) = match step {
+        Step::Finished(done) => return done,
+        Step::Attempted { .. } if !logged => return false,
+        Step::Attempted { task, verdict, now } => (task, verdict, now),
     };
     let subscription_id = task.subscription_id.clone();
-    match hub.settle(task, &verdict, now).await {
+    match hub.settle(*task, &verdict, now).await {
         Ok(()) => true,
         Err(err) => {
             // The message comes back after the visibility timeout and the attempt is made again

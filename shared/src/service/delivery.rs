@@ -1,6 +1,7 @@
 //! The sender's per-message logic: read the subscription again, build and sign the body, make
 //! one attempt, log it, and decide what happens to the message (done, retry later, dead letter).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,41 @@ pub enum Verdict {
     RetryIn(Duration),
     /// The schedule is exhausted: the message goes to the dead-letter queue.
     Exhausted,
+}
+
+/// What one batch of deliveries shares: the subscriptions it has read (eventually consistent),
+/// each once, and the attempts it made, written together after it (one write per subscription
+/// where the store can).
+#[derive(Default)]
+pub struct DeliveryBatch {
+    reads: std::sync::Mutex<
+        std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Option<Subscription>>>>,
+    >,
+    log: std::sync::Mutex<Vec<(AttemptRecord, i64)>>,
+}
+
+impl DeliveryBatch {
+    /// The subscription as the batch's one read of it found it.
+    async fn read(&self, hub: &Hub, id: &str) -> Result<Option<Subscription>> {
+        let cell = self
+            .reads
+            .lock()
+            .expect("batch reads lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| hub.store.get_eventually(id))
+            .await
+            .cloned()
+    }
+
+    /// Gathers an attempt for the delivery log, kept until `expires_at_ms`.
+    fn log(&self, record: &AttemptRecord, expires_at_ms: i64) {
+        self.log
+            .lock()
+            .expect("batch log lock")
+            .push((record.clone(), expires_at_ms));
+    }
 }
 
 /// What the sender does with a task for a subscription as it stands.
@@ -234,11 +270,26 @@ impl Hub {
     /// Makes the next attempt of a delivery task (its attempt number is
     /// `task.attempts_made + 1`) and decides what comes next.
     pub async fn deliver(&self, task: &DeliveryTask) -> Result<Verdict> {
+        let batch = DeliveryBatch::default();
+        let verdict = self.deliver_in_batch(task, &batch).await?;
+        self.write_batch_log(&batch).await?;
+        Ok(verdict)
+    }
+
+    /// [`Hub::deliver`] for one task of a batch: the batch's deliveries to one subscription
+    /// share one cheap read of it, so a batch of a hundred to ten subscriptions reads ten items,
+    /// not a hundred; the attempt is gathered in `batch` for [`Hub::write_batch_log`], which
+    /// the caller runs before it settles any of the batch's messages.
+    pub async fn deliver_in_batch(
+        &self,
+        task: &DeliveryTask,
+        batch: &DeliveryBatch,
+    ) -> Result<Verdict> {
         let attempt = task.attempts_made.saturating_add(1);
         let now = self.now_ms();
         // The cheap read first; any answer but "deliver" is read again strongly before the
         // hub acts on it, so a moment-stale copy can never drop a delivery.
-        let mut wanted = match self.store.get_eventually(&task.subscription_id).await? {
+        let mut wanted = match batch.read(self, &task.subscription_id).await? {
             Some(sub) if !sub.is_expired(now) => match self.wanted(task, &sub, now) {
                 Wanted::Send(id, body) => Some((sub, id, body)),
                 _ => None,
@@ -317,16 +368,26 @@ impl Hub {
             },
             outcome.latency,
         );
-        tracing::info!(
-            subscription_id = %sub.id, account = %sub.account, event_id = %message_id, attempt,
-            status_code = outcome.status, error = record.error.map(AttemptError::as_str), latency_ms = record.latency_ms,
-            delivered, "delivery attempt"
-        );
+        // A failed attempt is a warning: on Lambda, where the template's level is WARN to keep
+        // CloudWatch Logs off the per-delivery bill, failures are still in the logs (and every
+        // attempt is in the delivery log).
+        macro_rules! attempt_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    subscription_id = %sub.id, account = %sub.account, event_id = %message_id, attempt,
+                    status_code = outcome.status, error = record.error.map(AttemptError::as_str), latency_ms = record.latency_ms,
+                    delivered, "delivery attempt"
+                )
+            };
+        }
+        if delivered {
+            attempt_line!(info);
+        } else {
+            attempt_line!(warn);
+        }
         // A lean log keeps failures only: a success is counted by the odometer below.
         if !(delivered && self.settings.delivery_log == DeliveryLog::Lean) {
-            self.store
-                .record_attempt(&record, sub.expires_at_ms)
-                .await?;
+            batch.log(&record, sub.expires_at_ms);
         }
         if delivered {
             self.count_delivered(&record, sub.failing_since_ms.is_some())
@@ -376,6 +437,31 @@ impl Hub {
                 Ok(Verdict::RetryIn(delay))
             }
         }
+    }
+
+    /// Writes the attempts `batch` gathered to the delivery log, each subscription's in one
+    /// store call. The batch's messages are settled only after this succeeds: when it fails,
+    /// they come back and the attempts are made again (a duplicate at worst, never an attempt
+    /// that counted without its record).
+    pub async fn write_batch_log(&self, batch: &DeliveryBatch) -> Result<()> {
+        let gathered = std::mem::take(&mut *batch.log.lock().expect("batch log lock"));
+        let mut by_subscription: Vec<(Vec<AttemptRecord>, i64)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        for (record, expires_at_ms) in gathered {
+            let slot = *index
+                .entry(record.subscription_id.clone())
+                .or_insert_with(|| {
+                    by_subscription.push((Vec::new(), expires_at_ms));
+                    by_subscription.len() - 1
+                });
+            let (records, expires) = &mut by_subscription[slot];
+            *expires = (*expires).max(expires_at_ms);
+            records.push(record);
+        }
+        let writes = by_subscription
+            .iter()
+            .map(|(records, expires)| self.store.record_attempts(records, *expires));
+        futures::future::try_join_all(writes).await.map(drop)
     }
 
     /// Parks `task`'s delivery with `sub` (paused or disabled) until it is resumed.

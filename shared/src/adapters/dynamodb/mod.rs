@@ -511,31 +511,43 @@ impl Store for DynamoStore {
         Ok(due)
     }
 
-    async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
-        let random: u32 = rand::random();
-        let mut item = key(
-            sub_pk(&attempt.subscription_id),
-            format!(
-                "{ATTEMPT_SK_PREFIX}{:015}#{random:08x}",
-                attempt.started_at_ms
-            ),
-        );
-        item.insert(
-            "doc".into(),
-            s(serde_json::to_string(attempt).map_err(HubError::backend)?),
-        );
-        item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(aws_error)?;
-        Ok(())
+    async fn record_attempts(&self, attempts: &[AttemptRecord], expires_at_ms: i64) -> Result<()> {
+        // One item per batch of a subscription's attempts (at most ATTEMPTS_PER_ITEM, far from
+        // DynamoDB's 400 KB): a write is billed per KB of item, not per attempt, so a batch of
+        // ten attempts to one subscription costs about three write units instead of ten.
+        let writes = attempts.chunks(ATTEMPTS_PER_ITEM).map(|group| async move {
+            // Keyed by its newest attempt, so the log's newest attempt is in its first item.
+            let newest = group
+                .iter()
+                .map(|a| a.started_at_ms)
+                .max()
+                .unwrap_or_default();
+            let random: u32 = rand::random();
+            let mut item = key(
+                sub_pk(&group[0].subscription_id),
+                format!("{ATTEMPT_SK_PREFIX}{newest:015}#{random:08x}"),
+            );
+            let (name, text) = match group {
+                [one] => ("doc", serde_json::to_string(one)),
+                many => ("docs", serde_json::to_string(many)),
+            };
+            item.insert(name.into(), s(text.map_err(HubError::backend)?));
+            item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(aws_error)
+        });
+        futures::future::try_join_all(writes).await.map(drop)
     }
 
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {
+        // Items hold one attempt (`doc`) or a batch's (`docs`), keyed by their newest: `limit`
+        // items hold at least `limit` attempts, newest first once sorted (at a short page's
+        // end, an attempt of the same batch window may give way to an older one).
         let out = self
             .client
             .query()
@@ -548,12 +560,16 @@ impl Store for DynamoStore {
             .send()
             .await
             .map_err(aws_error)?;
-        out.items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|item| get_s(item, "doc"))
-            .map(|doc| serde_json::from_str(doc).map_err(HubError::backend))
-            .collect()
+        let mut attempts = Vec::new();
+        for item in out.items.unwrap_or_default() {
+            attempts.extend(attempts_of(&item)?);
+        }
+        attempts.sort_by(|a, b| {
+            let key = |x: &AttemptRecord| (x.started_at_ms, x.attempt, x.message_id.clone());
+            key(b).cmp(&key(a))
+        });
+        attempts.truncate(limit);
+        Ok(attempts)
     }
 
     async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
@@ -735,6 +751,20 @@ impl Store for DynamoStore {
             }
         });
         futures::future::try_join_all(writes).await.map(drop)
+    }
+}
+
+/// Most attempts one delivery-log item holds (a few KB; DynamoDB allows 400 KB).
+const ATTEMPTS_PER_ITEM: usize = 50;
+
+/// The attempts one delivery-log item holds: its `doc` (one) or `docs` (a batch's).
+pub(crate) fn attempts_of(item: &Item) -> Result<Vec<AttemptRecord>> {
+    if let Some(doc) = get_s(item, "doc") {
+        return Ok(vec![serde_json::from_str(doc).map_err(HubError::backend)?]);
+    }
+    match get_s(item, "docs") {
+        Some(docs) => serde_json::from_str(docs).map_err(HubError::backend),
+        None => Ok(Vec::new()),
     }
 }
 

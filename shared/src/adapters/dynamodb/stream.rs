@@ -7,7 +7,7 @@ use crate::service::odometer::LoggedAttempt;
 
 /// The delivery-log inserts of a DynamoDB stream event (as Lambda hands it over), in order:
 /// other records (subscriptions, indexes, kept deliveries; modifications and removals) are
-/// skipped, and so is an item whose `doc` does not read as an attempt (logged, not fatal: a
+/// skipped, and so is an item whose `doc` (one attempt) or `docs` (a batch's) does not read (logged, not fatal: a
 /// record that can never be read must not hold back the stream).
 pub fn logged_attempts(event: &serde_json::Value) -> Vec<LoggedAttempt> {
     let records = event
@@ -34,15 +34,29 @@ pub fn logged_attempts(event: &serde_json::Value) -> Vec<LoggedAttempt> {
             .get("SequenceNumber")
             .and_then(serde_json::Value::as_str)
             .and_then(|s| s.parse::<u128>().ok());
-        let doc = change
-            .pointer("/NewImage/doc/S")
-            .and_then(serde_json::Value::as_str);
-        match (sequence, doc.map(serde_json::from_str::<AttemptRecord>)) {
-            (Some(sequence), Some(Ok(record))) => logged.push(LoggedAttempt { sequence, record }),
-            (sequence, doc) => {
+        let image = change.get("NewImage");
+        let text = |name: &str| {
+            image
+                .and_then(|i| i.get(name))
+                .and_then(|v| v.get("S"))
+                .and_then(serde_json::Value::as_str)
+        };
+        // One attempt (`doc`) or a batch's (`docs`), as `record_attempts` writes them.
+        let records = match (text("doc"), text("docs")) {
+            (Some(doc), _) => serde_json::from_str::<AttemptRecord>(doc).map(|r| vec![r]),
+            (None, Some(docs)) => serde_json::from_str::<Vec<AttemptRecord>>(docs),
+            (None, None) => serde_json::from_str::<Vec<AttemptRecord>>(""),
+        };
+        match (sequence, records) {
+            (Some(sequence), Ok(records)) => logged.extend(
+                records
+                    .into_iter()
+                    .map(|record| LoggedAttempt { sequence, record }),
+            ),
+            (sequence, records) => {
                 tracing::error!(
                     ?sequence,
-                    readable = matches!(doc, Some(Ok(_))),
+                    readable = records.is_ok(),
                     "a delivery-log stream record the fold cannot read: skipped"
                 );
             }
@@ -76,14 +90,21 @@ mod tests {
             {"eventName": "MODIFY", "dynamodb": {"Keys": {"sk": {"S": "SUB"}}, "SequenceNumber": "300000000000000000002"}},
             {"eventName": "INSERT", "dynamodb": {"Keys": {"sk": {"S": "KEPT#evt_1"}}, "NewImage": {"doc": {"S": "{}"}}, "SequenceNumber": "300000000000000000003"}},
             {"eventName": "INSERT", "dynamodb": {"Keys": {"sk": {"S": "ATT#x"}}, "NewImage": {"doc": {"S": "{"}}, "SequenceNumber": "300000000000000000004"}},
+            {"eventName": "INSERT", "dynamodb": {"Keys": {"sk": {"S": "ATT#000000000000011#01"}},
+                "NewImage": {"docs": {"S": serde_json::to_string(&[&record, &record]).unwrap()}}, "SequenceNumber": "300000000000000000005"}},
         ]});
         let logged = logged_attempts(&event);
+        let at = |sequence| LoggedAttempt {
+            sequence,
+            record: record.clone(),
+        };
         assert_eq!(
             logged,
-            vec![LoggedAttempt {
-                sequence: 300000000000000000001,
-                record
-            }]
+            vec![
+                at(300000000000000000001),
+                at(300000000000000000005),
+                at(300000000000000000005)
+            ]
         );
         assert!(logged_attempts(&serde_json::json!({})).is_empty());
     }

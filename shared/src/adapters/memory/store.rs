@@ -299,15 +299,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn record_attempt(&self, attempt: &AttemptRecord, _expires_at_ms: i64) -> Result<()> {
+    async fn record_attempts(&self, attempts: &[AttemptRecord], _expires_at_ms: i64) -> Result<()> {
         let mut state = self.lock();
-        let log = state
-            .attempts
-            .entry(attempt.subscription_id.clone())
-            .or_default();
-        log.push(attempt.clone());
-        if log.len() > ATTEMPT_LOG_LEN {
-            log.remove(0);
+        for attempt in attempts {
+            let log = state
+                .attempts
+                .entry(attempt.subscription_id.clone())
+                .or_default();
+            log.push(attempt.clone());
+            if log.len() > ATTEMPT_LOG_LEN {
+                log.remove(0);
+            }
         }
         Ok(())
     }

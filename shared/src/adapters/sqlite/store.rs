@@ -394,28 +394,34 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_attempt(&self, attempt: &AttemptRecord, expires_at_ms: i64) -> Result<()> {
-        let id = attempt.subscription_id.clone();
-        let record = to_json(attempt)?;
+    async fn record_attempts(&self, attempts: &[AttemptRecord], expires_at_ms: i64) -> Result<()> {
+        let records: Vec<(String, String)> = attempts
+            .iter()
+            .map(|a| Ok((a.subscription_id.clone(), to_json(a)?)))
+            .collect::<Result<_>>()?;
         // Not waited for: the writer commits it before the message's acknowledgement, which is
         // sent after it; a crash before that commit loses both, and the attempt is made again.
         self.db
-            .write_behind("record a delivery attempt", move |conn| {
-                let n: i64 = conn
-                    .prepare_cached(
-                        "SELECT coalesce(max(n), 0) + 1 FROM attempts WHERE subscription_id = ?1",
+            .write_behind("record delivery attempts", move |conn| {
+                for (id, record) in &records {
+                    let n: i64 = conn
+                        .prepare_cached(
+                            "SELECT coalesce(max(n), 0) + 1 FROM attempts WHERE subscription_id = ?1",
+                        )
+                        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                        .map_err(db_error)?;
+                    conn.prepare_cached(
+                        "INSERT INTO attempts (subscription_id, n, expires_at_ms, record)
+                         VALUES (?1, ?2, ?3, ?4)",
                     )
-                    .and_then(|mut s| s.query_row([&id], |r| r.get(0)))
+                    .and_then(|mut s| s.execute(params![id, n, expires_at_ms, record]))
                     .map_err(db_error)?;
-                conn.prepare_cached(
-                    "INSERT INTO attempts (subscription_id, n, expires_at_ms, record)
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .and_then(|mut s| s.execute(params![id, n, expires_at_ms, record]))
-                .map_err(db_error)?;
-                conn.prepare_cached("DELETE FROM attempts WHERE subscription_id = ?1 AND n <= ?2")
+                    conn.prepare_cached(
+                        "DELETE FROM attempts WHERE subscription_id = ?1 AND n <= ?2",
+                    )
                     .and_then(|mut s| s.execute(params![id, n - ATTEMPT_LOG_LEN]))
                     .map_err(db_error)?;
+                }
                 Ok(())
             });
         Ok(())
