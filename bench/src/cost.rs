@@ -65,6 +65,11 @@ struct Template {
     odometer_fold: hub::context::OdometerFold,
 }
 
+/// The sender's event-source batch size in `template.yaml`.
+pub fn sender_batch() -> usize {
+    deployed().functions[2].batch
+}
+
 /// The template, read once.
 fn deployed() -> &'static Template {
     static DEPLOYED: std::sync::OnceLock<Template> = std::sync::OnceLock::new();

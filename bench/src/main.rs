@@ -103,7 +103,7 @@ async fn main() {
     );
 
     // `--only throughput` (or cold, signing, fanout, memory, cost) runs one figure and writes
-    // nothing: for working on it.
+    // nothing unless `--write` is given too.
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -130,6 +130,11 @@ async fn main() {
         sections.push(cost::cost_per_million(&options).await);
     }
     if only.is_some() {
+        // `--only NAME --write` replaces that one section of BENCHMARKS.md in place, stamped
+        // with its own date and commit (the file's header keeps the full run's).
+        if args.iter().any(|a| a == "--write") && !smoke {
+            write_sections(&root, &sections);
+        }
         return;
     }
     if smoke {
@@ -174,4 +179,52 @@ async fn main() {
     }
     std::fs::write(root.join("BENCHMARKS.md"), doc).expect("BENCHMARKS.md is writable");
     println!("\nwrote BENCHMARKS.md");
+}
+
+/// The commit and whether the work tree differs from it, as the run's stamp says them.
+fn stamp(root: &std::path::Path) -> String {
+    let run = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .current_dir(root)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let commit = run("git", &["rev-parse", "--short=12", "HEAD"]);
+    let dirty = !run("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    format!(
+        "this section alone rerun by `bench --only … --write` on {} at commit `{commit}`{}",
+        run("date", &["-u", "+%Y-%m-%d"]),
+        if dirty {
+            " plus uncommitted changes"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Replaces each section's block (found by its number) in BENCHMARKS.md, stamped.
+fn write_sections(root: &std::path::Path, sections: &[Section]) {
+    let path = root.join("BENCHMARKS.md");
+    let mut doc = std::fs::read_to_string(&path).expect("BENCHMARKS.md");
+    for section in sections {
+        let number = section.title.split(' ').next().unwrap_or_default();
+        let start = doc
+            .find(&format!("\n## {number} "))
+            .expect("the section is in BENCHMARKS.md")
+            + 1;
+        let end = doc[start + 3..]
+            .find("\n## ")
+            .or_else(|| doc[start + 3..].find("\n<!--"))
+            .map_or(doc.len(), |i| start + 3 + i + 1);
+        let block = format!(
+            "## {}\n\n{}\n\n```\n{}\n```\n\n",
+            section.title,
+            stamp(root),
+            section.lines.join("\n")
+        );
+        doc.replace_range(start..end, &block);
+    }
+    std::fs::write(&path, doc).expect("BENCHMARKS.md is writable");
 }

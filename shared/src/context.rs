@@ -51,7 +51,7 @@ pub enum DeliveryLog {
     Lean,
 }
 
-/// Who folds successful deliveries into the odometer (`docs/delivery.md`, "The odometer").
+/// Who folds successful deliveries into the odometer (`docs/design.md`, "The odometer").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OdometerFold {
     /// The sender, after each batch of deliveries: one write per subscription per batch (the

@@ -576,7 +576,7 @@ fn is_true(b: &bool) -> bool {
 }
 
 /// Successful deliveries to one subscription, counted together: the odometer's fold adds them
-/// in one write (`docs/delivery.md`, "The odometer"), after the batch that made them (embedded
+/// in one write (`docs/design.md`, "The odometer"), after the batch that made them (embedded
 /// modes, a lean log on AWS) or from the delivery log's stream (AWS).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveredTally {

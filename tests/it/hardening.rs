@@ -979,29 +979,34 @@ mod scenarios {
         let arrived = receiver.wait_for(3, WAIT).await;
         let gap = arrived[2].at - arrived[1].at;
         assert!(gap >= Duration::from_secs(3), "retried after {gap:?}");
-        let log = hub
-            .call(
-                "GET",
-                &format!("/v1/subscriptions/{id}/deliveries"),
-                Some(KEY_A),
-                None,
-            )
-            .await;
-        let times: Vec<i64> = log.body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|a| a["message_id"].as_str().unwrap().starts_with("evt_"))
-            .map(|a| {
-                time::OffsetDateTime::parse(
-                    a["timestamp"].as_str().unwrap(),
-                    &time::format_description::well_known::Rfc3339,
+        // The receiver sees the attempt before the hub has recorded it: wait for the record.
+        let (times, log) = eventually(WAIT, "both attempts of the event logged", || async {
+            let log = hub
+                .call(
+                    "GET",
+                    &format!("/v1/subscriptions/{id}/deliveries"),
+                    Some(KEY_A),
+                    None,
                 )
+                .await;
+            let times: Vec<i64> = log.body["data"]
+                .as_array()
                 .unwrap()
-                .unix_timestamp_nanos() as i64
-                    / 1_000_000
-            })
-            .collect();
+                .iter()
+                .filter(|a| a["message_id"].as_str().unwrap().starts_with("evt_"))
+                .map(|a| {
+                    time::OffsetDateTime::parse(
+                        a["timestamp"].as_str().unwrap(),
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .unwrap()
+                    .unix_timestamp_nanos() as i64
+                        / 1_000_000
+                })
+                .collect();
+            (times.len() >= 2).then_some((times, log))
+        })
+        .await;
         assert_eq!(times.len(), 2, "{}", log.body);
         assert!(times[0] - times[1] >= 3000, "recorded attempts {times:?}");
     }

@@ -1,4 +1,4 @@
-//! The odometer's fold (`docs/delivery.md`, "The odometer"): after a burst every subscription's
+//! The odometer's fold (`docs/design.md`, "The odometer"): after a burst every subscription's
 //! odometer reaches the exact number of deliveries made, whether the sender folds its batches
 //! (memory, SQLite, any deployment without the stream) or the `fold` function folds the
 //! delivery log's DynamoDB stream (AWS, on moto's stream), and a stream batch handed over twice

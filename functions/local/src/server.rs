@@ -239,6 +239,15 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
         resolve_names: !opts.test_control,
         ..opts.hub.settings()
     };
+    if settings.odometer_fold == hub::context::OdometerFold::Stream && opts.backend != Backend::Aws
+    {
+        // Only DynamoDB has the stream the `fold` function reads: nothing would count.
+        return Err(
+            "--odometer-fold stream needs --backend aws and the fold function on the table's stream; \
+             the embedded backends fold after each batch (--odometer-fold batch)"
+                .into(),
+        );
+    }
     let mut database = None;
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Sqlite => {

@@ -201,8 +201,8 @@ pub fn init_buffered_logging() -> tracing_appender::non_blocking::WorkerGuard {
 }
 
 fn log_format() -> tracing_subscriber::fmt::SubscriberBuilder<
-    tracing_subscriber::fmt::format::JsonFields,
-    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+    tracing_subscriber::fmt::format::DefaultFields,
+    super::log_line::JsonLine,
     tracing_subscriber::EnvFilter,
 > {
     use tracing_subscriber::EnvFilter;
@@ -210,9 +210,6 @@ fn log_format() -> tracing_subscriber::fmt::SubscriberBuilder<
         .or_else(|| env_var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()))
         .unwrap_or_else(|| "info".to_string());
     tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_target(false)
+        .event_format(super::log_line::JsonLine)
         .with_env_filter(EnvFilter::new(filter))
 }

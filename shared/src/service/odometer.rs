@@ -1,5 +1,5 @@
 //! The odometer's fold: successful deliveries are counted together, one store write per
-//! subscription per batch, instead of one write per delivery (`docs/delivery.md`, "The
+//! subscription per batch, instead of one write per delivery (`docs/design.md`, "The
 //! odometer"). The sender gathers what its batch delivered and folds it when the batch is done;
 //! on AWS with the full delivery log the log itself is the record, and the `fold` function folds
 //! the log's stream ([`Hub::fold_stream`]).

@@ -696,7 +696,7 @@ impl Store for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(key(sub_pk(subscription_id), "SUB")))
             .condition_expression("attribute_exists(pk)")
-            .return_values(ReturnValue::UpdatedNew)
+            .return_values(ReturnValue::AllNew)
             .update_expression("SET #failing = if_not_exists(#failing, :now)")
             .expression_attribute_names("#failing", "failing_since")
             .expression_attribute_values(":now", n(now_ms));
