@@ -770,7 +770,10 @@ pub async fn cost_per_million(options: &Options) -> Section {
     }
     section.line(
         "the producer's SendMessageBatch calls of the direct scenario are on its SQS line; every odometer \
-         was checked exact after each scenario's fold",
+         was checked exact after each scenario's fold. A delivery-log item holds one subscription's attempts \
+         of one sender batch: here a batch of 100 goes to 1 or 10 subscribers (50 or 10 attempts per item); \
+         with many subscribers each receiving rarely, an item holds one attempt (1 write unit: at most \
+         $0.625/M more with the full log; the lean log stores no successes and is not affected)",
     );
     section
 }

@@ -10,6 +10,10 @@ use crate::ports::{MAX_HIDE, ReceivedMessage};
 use crate::service::delivery::{DeliveryBatch, Verdict};
 use crate::service::ingest::IngestSource;
 
+/// How many KiB of delivery messages one batch attempts at once (the bodies built, signed and
+/// sent from them are of the same order): bounds the sender's memory whatever its batch size.
+const IN_FLIGHT_KIB: usize = 2 * 1024;
+
 /// Which queue a consumer reads: an SQS-triggered function's, or an embedded poller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueRole {
@@ -50,9 +54,18 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
         QueueRole::Events => fan_out_messages(hub, msgs).await,
         QueueRole::Deliveries => {
             let batch = DeliveryBatch::default();
-            let attempted =
-                futures::future::join_all(msgs.iter().map(|msg| attempt_message(hub, msg, &batch)))
-                    .await;
+            // Every delivery of the batch at once, within a budget of message bytes in flight:
+            // a hundred small events all go together, 6 MB of large ones a few MiB at a time.
+            let budget = tokio::sync::Semaphore::new(IN_FLIGHT_KIB);
+            let room = |msg: &ReceivedMessage| {
+                let kib = (msg.body.len() / 1024).clamp(1, IN_FLIGHT_KIB) as u32;
+                budget.acquire_many(kib)
+            };
+            let attempted = futures::future::join_all(msgs.iter().map(|msg| async {
+                let _room = room(msg).await.expect("never closed");
+                attempt_message(hub, msg, &batch).await
+            }))
+            .await;
             // The batch's attempts to the delivery log before any message is settled: if they
             // cannot be written, the attempted messages come back and are attempted again.
             let logged = match hub.write_batch_log(&batch).await {
@@ -62,11 +75,10 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
                     false
                 }
             };
-            let done = futures::future::join_all(
-                attempted
-                    .into_iter()
-                    .map(|step| settle_message(hub, step, logged)),
-            )
+            let done = futures::future::join_all(msgs.iter().zip(attempted).map(|(msg, step)| async {
+                let _room = room(msg).await.expect("never closed");
+                settle_message(hub, msg, step, logged).await
+            }))
             .await;
             // The batch's successes, one odometer write per subscription; what cannot be
             // written now waits in the process for the next batch's fold.
@@ -153,13 +165,10 @@ async fn fan_out_messages(hub: &Hub, msgs: &[ReceivedMessage]) -> Vec<bool> {
 enum Step {
     /// Nothing more to do: `true` when it may be removed.
     Finished(bool),
-    /// An attempt was made (or decided against): settle `task` by `verdict` once the batch's
-    /// log is written; `now` is when the attempt began.
-    Attempted {
-        task: Box<DeliveryTask>,
-        verdict: Verdict,
-        now: i64,
-    },
+    /// An attempt was made (or decided against): settle by `verdict` once the batch's log is
+    /// written; `now` is when the attempt began. The task is read again from the message then
+    /// (only a retry or a dead letter needs it), so a batch of large events is not held twice.
+    Attempted { verdict: Verdict, now: i64 },
 }
 
 /// Makes one delivery attempt for a deliveries-queue message (its record gathered in `batch`).
@@ -199,11 +208,7 @@ async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch
         });
     }
     match hub.deliver_in_batch(&task, batch).await {
-        Ok(verdict) => Step::Attempted {
-            task: Box::new(task),
-            verdict,
-            now,
-        },
+        Ok(verdict) => Step::Attempted { verdict, now },
         Err(err) => {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back (no attempt counted)");
             Step::Finished(false)
@@ -213,14 +218,21 @@ async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch
 
 /// Settles a message after its batch's log was written (`logged`); `true` when it may be
 /// removed.
-async fn settle_message(hub: &Hub, step: Step, logged: bool) -> bool {
-    let (task, verdict, now) = match step {
+async fn settle_message(hub: &Hub, msg: &ReceivedMessage, step: Step, logged: bool) -> bool {
+    let (verdict, now) = match step {
         Step::Finished(done) => return done,
         Step::Attempted { .. } if !logged => return false,
-        Step::Attempted { task, verdict, now } => (task, verdict, now),
+        Step::Attempted { verdict, now } => (verdict, now),
+    };
+    if matches!(verdict, Verdict::Done | Verdict::Parked) {
+        return true;
+    }
+    let task: DeliveryTask = match serde_json::from_str(&msg.body) {
+        Ok(task) => task,
+        Err(_) => return false, // read once already: cannot happen
     };
     let subscription_id = task.subscription_id.clone();
-    match hub.settle(*task, &verdict, now).await {
+    match hub.settle(task, &verdict, now).await {
         Ok(()) => true,
         Err(err) => {
             // The message comes back after the visibility timeout and the attempt is made again

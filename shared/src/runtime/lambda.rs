@@ -127,10 +127,11 @@ pub async fn sqs_handler_routed(
     let msgs: Vec<ReceivedMessage> = event
         .records
         .into_iter()
-        .map(|record| ReceivedMessage {
-            id: record.message_id.clone().unwrap_or_default(),
-            receipt: record.receipt_handle.clone().unwrap_or_default(),
-            body: record.body.clone().unwrap_or_default(),
+        .map(|mut record| ReceivedMessage {
+            id: record.message_id.take().unwrap_or_default(),
+            receipt: record.receipt_handle.take().unwrap_or_default(),
+            // Moved, not copied: a batch may hold 6 MB of bodies.
+            body: record.body.take().unwrap_or_default(),
             receive_count: record
                 .attributes
                 .get("ApproximateReceiveCount")
@@ -151,11 +152,15 @@ pub async fn sqs_handler_routed(
             distinct.push(*r);
         }
     }
-    for r in distinct {
-        let indexes: Vec<usize> = (0..msgs.len()).filter(|i| roles[*i] == r).collect();
-        let group: Vec<ReceivedMessage> = indexes.iter().map(|i| msgs[*i].clone()).collect();
-        for (i, ok) in indexes.into_iter().zip(consume_batch(hub, r, &group).await) {
-            done[i] = ok;
+    if let [only] = distinct.as_slice() {
+        done = consume_batch(hub, *only, &msgs).await;
+    } else {
+        for r in distinct {
+            let indexes: Vec<usize> = (0..msgs.len()).filter(|i| roles[*i] == r).collect();
+            let group: Vec<ReceivedMessage> = indexes.iter().map(|i| msgs[*i].clone()).collect();
+            for (i, ok) in indexes.into_iter().zip(consume_batch(hub, r, &group).await) {
+                done[i] = ok;
+            }
         }
     }
     let failed = msgs
