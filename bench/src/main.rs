@@ -214,9 +214,12 @@ fn write_sections(root: &std::path::Path, sections: &[Section]) {
             .find(&format!("\n## {number} "))
             .expect("the section is in BENCHMARKS.md")
             + 1;
-        let end = doc[start + 3..]
-            .find("\n## ")
-            .or_else(|| doc[start + 3..].find("\n<!--"))
+        // Up to the next section or the hand-recorded part's marker, whichever comes first.
+        let rest = &doc[start + 3..];
+        let end = [rest.find("\n## "), rest.find("\n<!--")]
+            .into_iter()
+            .flatten()
+            .min()
             .map_or(doc.len(), |i| start + 3 + i + 1);
         let block = format!(
             "## {}\n\n{}\n\n```\n{}\n```\n\n",

@@ -5,6 +5,12 @@ mod dead_letters;
 mod listen;
 mod server;
 
+/// mimalloc instead of glibc's malloc: a profile of `serve` under load put 16 % of its CPU in
+/// glibc's malloc and free (BENCHMARKS.md, "Where a delivery's time goes"); every request,
+/// delivery and log line allocates, across threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = match cli::parse(std::env::args_os()) {

@@ -75,11 +75,12 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
                     false
                 }
             };
-            let done = futures::future::join_all(msgs.iter().zip(attempted).map(|(msg, step)| async {
-                let _room = room(msg).await.expect("never closed");
-                settle_message(hub, msg, step, logged).await
-            }))
-            .await;
+            let done =
+                futures::future::join_all(msgs.iter().zip(attempted).map(|(msg, step)| async {
+                    let _room = room(msg).await.expect("never closed");
+                    settle_message(hub, msg, step, logged).await
+                }))
+                .await;
             // The batch's successes, one odometer write per subscription; what cannot be
             // written now waits in the process for the next batch's fold.
             if let Err(err) = hub.fold_pending().await {
