@@ -533,13 +533,7 @@ impl Store for DynamoStore {
             };
             item.insert(name.into(), s(text.map_err(HubError::backend)?));
             item.insert("expires_at".into(), n(ttl_secs(expires_at_ms)));
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(aws_error)
+            self.put(item).await
         });
         futures::future::try_join_all(writes).await.map(drop)
     }
@@ -580,14 +574,7 @@ impl Store for DynamoStore {
         );
         item.insert("state".into(), s(kept.state.as_str()));
         item.insert("expires_at".into(), n(ttl_secs(kept.expires_at_ms())));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(aws_error)?;
-        Ok(())
+        self.put(item).await
     }
 
     async fn kept_delivery(
@@ -769,6 +756,18 @@ pub(crate) fn attempts_of(item: &Item) -> Result<Vec<AttemptRecord>> {
 }
 
 impl DynamoStore {
+    /// Writes `item` whole, unconditionally (the delivery log, kept deliveries).
+    async fn put(&self, item: Item) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(aws_error)?;
+        Ok(())
+    }
+
     /// Removes a subscription's callback index item, unless another subscription owns it by now.
     async fn delete_callback_index(&self, sub: &Subscription) -> Result<()> {
         let deleted = self
