@@ -81,11 +81,16 @@ mod scenarios {
 
         assert_eq!(hub.sweep().await["removed"], 1);
         assert_eq!(hub.sweep().await["removed"], 0);
-        let log = hub.log();
+        // The log writer's thread writes the line out after the sweep has answered: wait for it.
+        let log = eventually(WAIT, "one subscription.expired line", || async {
+            let log = hub.log();
+            log.contains("subscription.expired").then_some(log)
+        })
+        .await;
         let line = log
             .lines()
             .find(|l| l.contains("subscription.expired"))
-            .expect("one subscription.expired line");
+            .expect("found above");
         assert!(line.contains(id));
         assert_eq!(log.matches("subscription.expired").count(), 1);
     }
