@@ -127,7 +127,12 @@ mod scenarios {
         let made = burst(&p, &receiver).await;
         for (id, made) in &made {
             // SQLite writes the counts behind the batch (not waited for): read until written.
-            let odometer = eventually(Duration::from_secs(10), "the odometer", || async {
+            // A fold the store refused (moto under load) waits for the next batch's: folded
+            // here as the next batch would.
+            let odometer = eventually(Duration::from_secs(30), "the odometer", || async {
+                if let Err(err) = p.hub.fold_pending().await {
+                    eprintln!("fold refused, tried again: {err}");
+                }
                 let sub = p.hub.store.get(id).await.unwrap().unwrap();
                 (sub.odometer >= *made).then_some(sub.odometer)
             })
