@@ -280,8 +280,12 @@ async fn a_retry_scheduled_before_a_crash_happens_after_it() {
         attempts.iter().all(|r| r.header("webhook-id") == event_id),
         "the retry carries the same webhook-id"
     );
-    let log = get(&hub, &format!("/v1/subscriptions/{id}/deliveries")).await;
-    assert_eq!(log["data"][0]["attempt"], 2, "{log}");
+    // The receiver sees the attempt before the hub has recorded it: wait for the record.
+    let log = eventually(WAIT, "the retry recorded", || async {
+        let log = get(&hub, &format!("/v1/subscriptions/{id}/deliveries")).await;
+        (log["data"][0]["attempt"] == 2).then_some(log)
+    })
+    .await;
     assert_eq!(log["data"][0]["status_code"], 200, "{log}");
 }
 
