@@ -595,6 +595,13 @@ pub struct DeliveredTally {
 }
 
 impl DeliveredTally {
+    /// Adds what `other` (the same subscription's) counted.
+    pub fn merge(&mut self, other: &DeliveredTally) {
+        self.delivered += other.delivered;
+        self.last_delivered_ms = self.last_delivered_ms.max(other.last_delivered_ms);
+        self.ends_streak |= other.ends_streak;
+    }
+
     /// Adds one delivery made at `at_ms`.
     pub fn add(&mut self, at_ms: i64, counted: bool, ends_streak: bool) {
         self.delivered += u64::from(counted);

@@ -39,14 +39,10 @@ impl PendingTallies {
 
     /// Puts back tallies a fold could not write, merged with what came meanwhile.
     fn restore(&self, tallies: Vec<DeliveredTally>) {
+        let mut pending = self.0.lock().expect("tallies lock");
         for tally in tallies {
-            let mut pending = self.0.lock().expect("tallies lock");
             match pending.get_mut(&tally.subscription_id) {
-                Some(newer) => {
-                    newer.delivered += tally.delivered;
-                    newer.last_delivered_ms = newer.last_delivered_ms.max(tally.last_delivered_ms);
-                    newer.ends_streak |= tally.ends_streak;
-                }
+                Some(newer) => newer.merge(&tally),
                 None => {
                     pending.insert(tally.subscription_id.clone(), tally);
                 }
