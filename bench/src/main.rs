@@ -79,6 +79,11 @@ fn machine() -> String {
     )
 }
 
+/// The allocator `webhook-hub serve` runs on, so the in-process figures (the sender alone, the
+/// bare loop it is compared with) time what production runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// BENCHMARKS.md keeps everything from this line on when the bench rewrites its sections.
 const KEPT_MARKER: &str = "<!-- Kept when scripts/bench rewrites the sections above";
 
@@ -103,7 +108,8 @@ async fn main() {
     );
 
     // `--only throughput` (or cold, signing, fanout, memory, cost) runs one figure and writes
-    // nothing unless `--write` is given too.
+    // nothing unless `--write` is given too; `--only sender` runs the sender alone beside the
+    // bare loop (for profiling; never written).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -116,6 +122,9 @@ async fn main() {
     }
     if wanted("throughput") {
         sections.push(throughput::delivery_throughput(&options).await);
+    }
+    if only.as_deref() == Some("sender") {
+        sections.push(throughput::sender_against_bare(&options).await);
     }
     if wanted("signing") {
         sections.push(signing::signing(&options));
@@ -132,7 +141,7 @@ async fn main() {
     if only.is_some() {
         // `--only NAME --write` replaces that one section of BENCHMARKS.md in place, stamped
         // with its own date and commit (the file's header keeps the full run's).
-        if args.iter().any(|a| a == "--write") && !smoke {
+        if args.iter().any(|a| a == "--write") && !smoke && only.as_deref() != Some("sender") {
             write_sections(&root, &sections);
         }
         return;

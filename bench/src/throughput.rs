@@ -374,9 +374,48 @@ pub async fn delivery_throughput(options: &Options) -> Section {
         sqlite.rate / memory.rate,
         logging_share * 100.0
     ));
-    // The reference: the same signed bodies POSTed by a bare reqwest loop at the same concurrency.
+    let (bare_rate, bare_cpu, bare_count) =
+        bare_loop(&hook, &secret, &body, seconds, connections).await;
+    section.line(format!(
+        "measured, bare reqwest loop: {bare_rate:.0} signed POSTs/s, {bare_cpu:.3} ms CPU per POST (this process, receiver included)"
+    ));
+    // The sender alone: the same deliveries queued beforehand, drained by the embedded
+    // delivery poller in this process, like the bare loop (receiver in-process for both).
+    let queued = if options.smoke {
+        2_000
+    } else {
+        bare_count.max(20_000) as usize
+    };
+    let (sender_rate, sender_cpu) = sender_alone(queued, &body).await;
+    section.line(format!(
+        "measured, hub sender alone (memory queue, in this process): {sender_rate:.0} deliveries/s ({queued} pre-queued), {sender_cpu:.3} ms CPU per delivery (this process, receiver included)"
+    ));
+    section.line(format!(
+        "computed: sender alone / bare {:.2} (goal ≥ 0.8); end to end (memory) / bare {:.2} (goal ≥ 0.4); \
+         end to end (SQLite) / bare {:.2}",
+        sender_rate / bare_rate,
+        hub_rate / bare_rate,
+        sqlite.rate / bare_rate
+    ));
+    section.line(
+        "quoted, not measured here: Svix OSS on this kind of machine ~800 events/s at 2.4 ms CPU per event \
+         (a figure from another day and setup, kept for scale only)",
+    );
+    section
+}
+
+/// The reference: the same signed bodies POSTed by a bare reqwest loop to `hook` at the same
+/// concurrency for `seconds`. Returns POSTs/s, CPU ms per POST (this process, receiver
+/// included) and how many were sent.
+async fn bare_loop(
+    hook: &str,
+    secret: &str,
+    body: &str,
+    seconds: u64,
+    connections: u32,
+) -> (f64, f64, u64) {
     let envelope = json!({"id": "evt_ref", "type": "door.request.allowed", "timestamp": "2026-11-23T10:00:00.000Z",
-        "account": "acme", "subscription_id": "sub_ref", "data": serde_json::from_str::<Value>(&body).unwrap()["data"], "user_data": null}).to_string();
+        "account": "acme", "subscription_id": "sub_ref", "data": serde_json::from_str::<Value>(body).unwrap()["data"], "user_data": null}).to_string();
     let bare = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -390,9 +429,9 @@ pub async fn delivery_throughput(options: &Options) -> Section {
         .map(|w| {
             let (bare, hook, envelope, secret, sent) = (
                 bare.clone(),
-                hook.clone(),
+                hook.to_string(),
                 envelope.clone(),
-                secret.clone(),
+                secret.to_string(),
                 sent.clone(),
             );
             tokio::spawn(async move {
@@ -429,34 +468,37 @@ pub async fn delivery_throughput(options: &Options) -> Section {
     }
     let bare_elapsed = started.elapsed().as_secs_f64();
     let bare_count = sent.load(std::sync::atomic::Ordering::Relaxed);
-    let bare_rate = bare_count as f64 / bare_elapsed;
     let bare_cpu = (cpu_time(std::process::id()) - self_cpu_before).as_secs_f64() * 1000.0
         / bare_count.max(1) as f64;
+    (bare_count as f64 / bare_elapsed, bare_cpu, bare_count)
+}
+
+/// `bench --only sender`: the sender alone beside the bare loop, without the `serve` runs (for
+/// profiling the sender; never written to BENCHMARKS.md on its own).
+pub async fn sender_against_bare(options: &Options) -> Section {
+    let mut section =
+        Section::new("2. Delivery throughput: the sender alone vs a bare reqwest loop");
+    let (seconds, connections) = if options.smoke { (1, 4) } else { (10, 32) };
+    let (hook, _) = counting_receiver().await;
+    let body = event_body();
+    let (bare_rate, bare_cpu, bare_count) = bare_loop(
+        &hook,
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        &body,
+        seconds,
+        connections,
+    )
+    .await;
     section.line(format!(
-        "measured, bare reqwest loop: {bare_rate:.0} signed POSTs/s, {bare_cpu:.3} ms CPU per POST (this process, receiver included)"
+        "measured, bare reqwest loop: {bare_rate:.0} signed POSTs/s, {bare_cpu:.3} ms CPU per POST"
     ));
-    // The sender alone: the same deliveries queued beforehand, drained by the embedded
-    // delivery poller in this process, like the bare loop (receiver in-process for both).
-    let queued = if options.smoke {
-        2_000
-    } else {
-        bare_count.max(20_000) as usize
-    };
+    let queued = bare_count.max(2_000) as usize;
     let (sender_rate, sender_cpu) = sender_alone(queued, &body).await;
     section.line(format!(
-        "measured, hub sender alone (memory queue, in this process): {sender_rate:.0} deliveries/s ({queued} pre-queued), {sender_cpu:.3} ms CPU per delivery (this process, receiver included)"
+        "measured, hub sender alone: {sender_rate:.0} deliveries/s ({queued} pre-queued), {sender_cpu:.3} ms CPU per delivery; \
+         sender alone / bare {:.2}",
+        sender_rate / bare_rate
     ));
-    section.line(format!(
-        "computed: sender alone / bare {:.2} (goal ≥ 0.8); end to end (memory) / bare {:.2} (goal ≥ 0.4); \
-         end to end (SQLite) / bare {:.2}",
-        sender_rate / bare_rate,
-        hub_rate / bare_rate,
-        sqlite.rate / bare_rate
-    ));
-    section.line(
-        "quoted, not measured here: Svix OSS on this kind of machine ~800 events/s at 2.4 ms CPU per event \
-         (a figure from another day and setup, kept for scale only)",
-    );
     section
 }
 

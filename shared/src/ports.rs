@@ -234,6 +234,15 @@ pub trait Queue: Send + Sync {
     async fn ack(&self, receipt: &str) -> Result<()>;
     /// Hides a received message for `delay` more (at most [`MAX_HIDE`]); it comes back then.
     async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()>;
+    /// Hides several received messages for `delay` more, in as few calls as the queue allows
+    /// (the embedded poller parks and renews messages by the batch). Best effort, like
+    /// [`Queue::postpone`] one by one: a receipt that is no longer valid is skipped.
+    async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
+        for receipt in receipts {
+            self.postpone(receipt, delay).await?;
+        }
+        Ok(())
+    }
     /// Puts a message body on this queue's dead-letter queue (an exhausted or unreadable
     /// message, kept for inspection and redrive).
     async fn dead_letter(&self, body: String) -> Result<()>;

@@ -330,6 +330,34 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
+        let seconds = delay.min(MAX_HIDE).as_millis().div_ceil(1000) as i32;
+        // ChangeMessageVisibilityBatch takes ten entries a call; a receipt that is no longer
+        // valid fails alone (its entry), not the call.
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    aws_sdk_sqs::types::ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(seconds)
+                        .build()
+                        .map_err(|e| HubError::backend(e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.client
+                .change_message_visibility_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(aws_error)?;
+        }
+        Ok(())
+    }
+
     async fn dead_letter(&self, body: String) -> Result<()> {
         let url = self.dead_letter_url().await?;
         self.client

@@ -5,16 +5,19 @@
 //! Deliveries run in per-subscription lanes: at most [`PER_SUBSCRIPTION_CONCURRENCY`] attempts
 //! of one subscription at once. A message for a saturated subscription is parked (its visibility
 //! extended, which does not count as a receive) without taking a slot, so a receiver that hangs
-//! holds back only itself.
+//! holds back only itself. A lane works in batches, as the sender's SQS event source hands it
+//! batches on AWS: the messages of one poll for a subscription go through the consumer together
+//! (one read of the subscription, one delivery-log write, one odometer fold), and when a batch is
+//! done its places take as many parked messages as the next batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use super::consume::{QueueRole, consume, consume_batch, queue_of};
+use super::consume::{QueueRole, consume_batch, queue_of};
 use crate::context::Hub;
 use crate::ports::{Queue, ReceivedMessage};
 use crate::service::ingest::IngestSource;
@@ -30,6 +33,8 @@ pub const FANOUT_CONCURRENCY: usize = 16;
 const PARKED_VISIBILITY: Duration = Duration::from_secs(30);
 /// How often the visibility of parked messages is renewed.
 const PARKED_RENEWAL: Duration = Duration::from_secs(10);
+/// How many parked messages one renewal call hides again (one writer operation on SQLite).
+const RENEWAL_CHUNK: usize = 500;
 
 /// Per-subscription lanes: how many attempts run, and the messages waiting their turn.
 #[derive(Default)]
@@ -44,27 +49,27 @@ struct Lane {
 }
 
 impl Lanes {
-    /// Takes a place in `key`'s lane if there is one.
-    fn try_enter(&self, key: &str) -> bool {
+    /// Takes up to `wanted` places in `key`'s lane; how many it got.
+    fn enter(&self, key: &str, wanted: usize) -> usize {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         let lane = lanes.entry(key.to_string()).or_default();
-        let free = lane.running < PER_SUBSCRIPTION_CONCURRENCY;
-        if free {
-            lane.running += 1;
-        }
-        free
+        let places = wanted.min(PER_SUBSCRIPTION_CONCURRENCY.saturating_sub(lane.running));
+        lane.running += places;
+        places
     }
 
-    /// Parks `msg` in `key`'s lane, or hands it back with a place if one came free meanwhile.
-    fn park(&self, key: &str, msg: ReceivedMessage) -> Option<ReceivedMessage> {
+    /// Parks `msgs` in `key`'s lane, except as many as places came free meanwhile: those are
+    /// handed back with their places.
+    fn park(&self, key: &str, mut msgs: Vec<ReceivedMessage>) -> Vec<ReceivedMessage> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         let lane = lanes.entry(key.to_string()).or_default();
-        if lane.running < PER_SUBSCRIPTION_CONCURRENCY {
-            lane.running += 1;
-            return Some(msg);
-        }
-        lane.parked.push_back(msg);
-        None
+        let places = msgs
+            .len()
+            .min(PER_SUBSCRIPTION_CONCURRENCY.saturating_sub(lane.running));
+        lane.running += places;
+        let parked = msgs.split_off(places);
+        lane.parked.extend(parked);
+        msgs
     }
 
     /// The receipts of every parked message.
@@ -76,18 +81,20 @@ impl Lanes {
             .collect()
     }
 
-    /// After an attempt: the next parked message of the lane (keeping the place), or leaves it.
-    fn next(&self, key: &str) -> Option<ReceivedMessage> {
+    /// After a batch that held `held` places: up to that many parked messages, keeping their
+    /// places; the places not refilled are given back (and the lane left once it is empty).
+    fn next_batch(&self, key: &str, held: usize) -> Vec<ReceivedMessage> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let lane = lanes.get_mut(key)?;
-        if let Some(msg) = lane.parked.pop_front() {
-            return Some(msg);
-        }
-        lane.running -= 1;
+        let Some(lane) = lanes.get_mut(key) else {
+            return Vec::new();
+        };
+        let take = held.min(lane.parked.len());
+        let batch: Vec<ReceivedMessage> = lane.parked.drain(..take).collect();
+        lane.running -= held - take;
         if lane.running == 0 {
             lanes.remove(key);
         }
-        None
+        batch
     }
 }
 
@@ -100,10 +107,6 @@ fn lane_key(body: &str) -> String {
     serde_json::from_str::<Peek>(body)
         .map(|p| p.subscription_id)
         .unwrap_or_default()
-}
-
-async fn process(hub: &Hub, queue: &Arc<dyn Queue>, role: QueueRole, msg: &ReceivedMessage) {
-    acknowledge(queue, msg, consume(hub, role, msg).await).await;
 }
 
 /// Removes a message that is done; one that is not comes back after its visibility timeout.
@@ -159,34 +162,82 @@ pub async fn poll(
             });
             continue;
         }
+        // The poll's messages by lane, in the order received: each lane's start as one batch
+        // as far as it has places, the rest parked, hidden while they wait (one call for the
+        // poll's parked messages; this does not count as a receive).
+        let mut by_lane: Vec<(String, Vec<ReceivedMessage>)> = Vec::new();
         for msg in messages {
-            let permit: OwnedSemaphorePermit =
-                slots.clone().acquire_owned().await.expect("semaphore open");
-            let (hub, queue, lanes) = (hub.clone(), queue.clone(), lanes.clone());
             let key = lane_key(&msg.body);
-            let first = if lanes.try_enter(&key) {
-                msg
-            } else {
-                // Hide it while it waits (this does not count as a receive), then park it.
-                let _ = queue.postpone(&msg.receipt, PARKED_VISIBILITY).await;
-                match lanes.park(&key, msg) {
-                    Some(msg) => msg,
-                    None => continue,
+            match by_lane.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, msgs)) => msgs.push(msg),
+                None => by_lane.push((key, vec![msg])),
+            }
+        }
+        let mut to_park = Vec::new();
+        for (key, mut msgs) in by_lane {
+            let places = lanes.enter(&key, msgs.len());
+            let waiting = msgs.split_off(places);
+            if !msgs.is_empty() {
+                run_lane(&hub, &queue, role, &lanes, &slots, key.clone(), msgs).await;
+            }
+            if !waiting.is_empty() {
+                to_park.push((key, waiting));
+            }
+        }
+        if !to_park.is_empty() {
+            let receipts: Vec<String> = to_park
+                .iter()
+                .flat_map(|(_, msgs)| msgs.iter().map(|m| m.receipt.clone()))
+                .collect();
+            let _ = queue.postpone_all(&receipts, PARKED_VISIBILITY).await;
+            for (key, msgs) in to_park {
+                let freed = lanes.park(&key, msgs);
+                if !freed.is_empty() {
+                    // Places came free meanwhile.
+                    run_lane(&hub, &queue, role, &lanes, &slots, key, freed).await;
                 }
-            };
-            tokio::spawn(async move {
-                let mut next = Some(first);
-                while let Some(msg) = next {
-                    process(&hub, &queue, role, &msg).await;
-                    next = lanes.next(&key);
-                }
-                drop(permit);
-            });
+            }
         }
     }
     // Finish what is in flight.
     let _ = slots.acquire_many(concurrency as u32).await;
     keeper.abort();
+}
+
+/// Works through `key`'s lane from `first` (messages holding places in it), batch by batch:
+/// each done batch's places take the next parked messages, until the lane is empty. Holds a
+/// poller slot per message in flight.
+async fn run_lane(
+    hub: &Hub,
+    queue: &Arc<dyn Queue>,
+    role: QueueRole,
+    lanes: &Arc<Lanes>,
+    slots: &Arc<Semaphore>,
+    key: String,
+    first: Vec<ReceivedMessage>,
+) {
+    let mut permit = slots
+        .clone()
+        .acquire_many_owned(first.len() as u32)
+        .await
+        .expect("semaphore open");
+    let (hub, queue, lanes) = (hub.clone(), queue.clone(), lanes.clone());
+    tokio::spawn(async move {
+        let mut batch = first;
+        while !batch.is_empty() {
+            let done = consume_batch(&hub, role, &batch).await;
+            for (msg, done) in batch.iter().zip(done) {
+                acknowledge(&queue, msg, done).await;
+            }
+            let held = batch.len();
+            batch = lanes.next_batch(&key, held);
+            // Slots of the places not refilled go back to the poller.
+            if batch.len() < held {
+                drop(permit.split(held - batch.len()));
+            }
+        }
+        drop(permit);
+    });
 }
 
 /// Renews the visibility of parked messages until shutdown.
@@ -200,8 +251,8 @@ async fn keep_parked_hidden(
             _ = tokio::time::sleep(PARKED_RENEWAL) => {}
             _ = shutdown.changed() => return,
         }
-        for receipt in lanes.parked_receipts() {
-            let _ = queue.postpone(&receipt, PARKED_VISIBILITY).await;
+        for receipts in lanes.parked_receipts().chunks(RENEWAL_CHUNK) {
+            let _ = queue.postpone_all(receipts, PARKED_VISIBILITY).await;
         }
     }
 }

@@ -75,8 +75,8 @@ impl DeliveryBatch {
 
 /// What the sender does with a task for a subscription as it stands.
 enum Wanted {
-    /// Send this body under this `webhook-id`.
-    Send(String, Value),
+    /// Send this body (serialized) under this `webhook-id`.
+    Send(String, Bytes),
     /// Keep it parked: the subscription is paused or disabled.
     Park,
     /// Nothing: the subscription no longer listens for it.
@@ -176,6 +176,43 @@ pub fn event_body(event: &Event, sub: &Subscription) -> Value {
     body
 }
 
+/// The envelope of [`event_body`], borrowed from the event: serialized straight to bytes when no
+/// field is to be removed, instead of copying the event's data into a new document first.
+/// Its fields are in the order [`event_body`]'s document writes them.
+#[derive(serde::Serialize)]
+struct BorrowedEnvelope<'a> {
+    account: &'a str,
+    data: &'a Value,
+    id: &'a str,
+    subscription_id: &'a str,
+    timestamp: String,
+    #[serde(rename = "type")]
+    topic: &'a crate::topic::Topic,
+    user_data: &'a Option<Value>,
+}
+
+/// [`event_body`] serialized: the bytes that are signed and sent.
+pub fn event_body_bytes(event: &Event, sub: &Subscription) -> Bytes {
+    let removes_any = event
+        .sensitive
+        .iter()
+        .any(|(_, level)| *level <= sub.secrecy_level);
+    let bytes = if removes_any {
+        serde_json::to_vec(&event_body(event, sub))
+    } else {
+        serde_json::to_vec(&BorrowedEnvelope {
+            account: &event.account,
+            data: &event.data,
+            id: &event.id,
+            subscription_id: &sub.id,
+            timestamp: rfc3339(event.timestamp_ms),
+            topic: &event.topic,
+            user_data: &sub.user_data,
+        })
+    };
+    Bytes::from(bytes.expect("JSON values serialize"))
+}
+
 impl Hub {
     /// The confirmation link of a subscription.
     pub fn confirmation_url(&self, sub_id: &str, token: &str) -> String {
@@ -194,13 +231,17 @@ impl Hub {
                     && sub.accepts_labels(&event.labels);
                 match sub.status {
                     _ if !listening => Wanted::Drop,
-                    SubscriptionStatus::Active => send((event.id.clone(), event_body(event, sub))),
+                    SubscriptionStatus::Active => {
+                        send((event.id.clone(), event_body_bytes(event, sub)))
+                    }
                     status if status.parks_events() => Wanted::Park,
                     _ => Wanted::Drop,
                 }
             }
             TaskPayload::Notice { event } => match sub.status {
-                SubscriptionStatus::Active => send((event.id.clone(), event_body(event, sub))),
+                SubscriptionStatus::Active => {
+                    send((event.id.clone(), event_body_bytes(event, sub)))
+                }
                 _ => Wanted::Drop,
             },
             TaskPayload::Resume => Wanted::Drop,
@@ -211,15 +252,16 @@ impl Hub {
                 if !current {
                     return Wanted::Drop;
                 }
+                let body = json!({
+                    "type": "Confirmation",
+                    "message": message_id,
+                    "sent_ts": seconds_ts(now),
+                    "confirmation_url": self.confirmation_url(&sub.id, token),
+                    "subscription": SubscriptionOut::from(sub),
+                });
                 send((
                     format!("msg_{}", message_id.replace('-', "")),
-                    json!({
-                        "type": "Confirmation",
-                        "message": message_id,
-                        "sent_ts": seconds_ts(now),
-                        "confirmation_url": self.confirmation_url(&sub.id, token),
-                        "subscription": SubscriptionOut::from(sub),
-                    }),
+                    Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize")),
                 ))
             }
         }
@@ -316,7 +358,6 @@ impl Hub {
             }
         }
         let (sub, message_id, body) = wanted.expect("read above");
-        let body = Bytes::from(serde_json::to_vec(&body).expect("JSON values serialize"));
         let headers = self.delivery_headers(&sub, &message_id, now, &body);
         let outcome = self.transport.post(&sub.callback_url, headers, body).await;
         let delivered = outcome.status.is_some_and(|s| (200..300).contains(&s));
@@ -750,6 +791,33 @@ mod decision_tests {
         };
         let task = DeliveryTask::new(sub.id.clone(), TaskPayload::Event { event });
         (hub, transport, clock, task)
+    }
+
+    /// The body sent is the envelope of `event_body` byte for byte, whether it is serialized
+    /// borrowed (nothing to remove) or through the document (a sensitive field removed).
+    #[tokio::test]
+    async fn the_serialized_body_is_the_envelope() {
+        let (hub, _, _, task) = hub_with(200, "5s", 3600).await;
+        let TaskPayload::Event { event } = &task.payload else {
+            unreachable!("an event task");
+        };
+        let mut sub = hub.store.get(&task.subscription_id).await.unwrap().unwrap();
+        sub.user_data = Some(json!({"tenant": "t-1", "quote": "\"x\""}));
+        sub.secrecy_level = 1;
+        let mut event = event.clone();
+        event.data = json!({"pin": 1234, "name": "Ann \u{e9}", "nested": {"list": [1, 2]}});
+        let as_document = |event: &Event| serde_json::to_vec(&event_body(event, &sub)).unwrap();
+        assert_eq!(event_body_bytes(&event, &sub).to_vec(), as_document(&event));
+        // A field above the subscription's level stays: still the borrowed path.
+        event.sensitive.insert("/data/pin".into(), 2);
+        assert_eq!(event_body_bytes(&event, &sub).to_vec(), as_document(&event));
+        // At its level it is removed.
+        event.sensitive.insert("/data/pin".into(), 1);
+        let removed = event_body_bytes(&event, &sub);
+        assert_eq!(removed.to_vec(), as_document(&event));
+        let sent: Value = serde_json::from_slice(&removed).unwrap();
+        assert!(sent["data"].get("pin").is_none());
+        assert_eq!(sent["user_data"]["tenant"], "t-1");
     }
 
     /// The task as its `n`-th attempt.

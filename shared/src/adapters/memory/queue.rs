@@ -157,23 +157,32 @@ impl MemoryQueue {
         }
     }
 
-    fn reschedule(&self, receipt: &str, delay: Option<Duration>) {
-        let Ok(receipt) = receipt.parse::<u64>() else {
-            return;
-        };
+    /// Removes the in-flight messages of `receipts` (`delay: None`) or hides them for `delay`
+    /// more, under one lock.
+    fn reschedule<'r>(&self, receipts: impl IntoIterator<Item = &'r str>, delay: Option<Duration>) {
+        let visible_at = delay.map(|delay| Instant::now() + delay);
         let mut state = self.lock();
-        let Some(key) = state.in_flight.remove(&receipt) else {
-            return;
-        };
-        let Some(mut msg) = state.waiting.remove(&key) else {
-            return;
-        };
-        if let Some(delay) = delay {
-            msg.visible_at = Instant::now() + delay;
-            let new_key = (msg.visible_at, key.1);
-            state.in_flight.insert(receipt, new_key);
-            state.waiting.insert(new_key, msg);
-            drop(state);
+        let mut hidden = false;
+        for receipt in receipts {
+            let Ok(receipt) = receipt.parse::<u64>() else {
+                continue;
+            };
+            let Some(key) = state.in_flight.remove(&receipt) else {
+                continue;
+            };
+            let Some(mut msg) = state.waiting.remove(&key) else {
+                continue;
+            };
+            if let Some(visible_at) = visible_at {
+                msg.visible_at = visible_at;
+                let new_key = (visible_at, key.1);
+                state.in_flight.insert(receipt, new_key);
+                state.waiting.insert(new_key, msg);
+                hidden = true;
+            }
+        }
+        drop(state);
+        if hidden {
             self.notify.notify_waiters();
         }
     }
@@ -216,12 +225,17 @@ impl Queue for MemoryQueue {
     }
 
     async fn ack(&self, receipt: &str) -> Result<()> {
-        self.reschedule(receipt, None);
+        self.reschedule([receipt], None);
         Ok(())
     }
 
     async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
-        self.reschedule(receipt, Some(delay));
+        self.reschedule([receipt], Some(delay));
+        Ok(())
+    }
+
+    async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
+        self.reschedule(receipts.iter().map(String::as_str), Some(delay));
         Ok(())
     }
 

@@ -240,18 +240,32 @@ impl Queue for SqliteQueue {
     }
 
     async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()> {
-        let Some((id, stamp)) = parse_receipt(receipt) else {
+        self.postpone_all(std::slice::from_ref(&receipt.to_string()), delay)
+            .await
+    }
+
+    async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
+        let receipts: Vec<(i64, i64)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        if receipts.is_empty() {
             return Ok(());
-        };
+        }
         let delay = millis(delay.min(crate::ports::MAX_HIDE));
+        // One operation of the writer for the lot: each UPDATE is atomic by itself, and a
+        // message hidden a little longer or not at all only changes when it comes back.
         self.db
             .write_one(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE messages SET visible_at_ms = ?3 WHERE id = ?1 AND receipt = ?2",
-                )
-                .and_then(|mut s| s.execute(params![id, stamp, wall_ms() + delay]))
-                .map(|_| ())
-                .map_err(db_error)
+                let mut update = conn
+                    .prepare_cached(
+                        "UPDATE messages SET visible_at_ms = ?3 WHERE id = ?1 AND receipt = ?2",
+                    )
+                    .map_err(db_error)?;
+                let until = wall_ms() + delay;
+                for (id, stamp) in receipts {
+                    update
+                        .execute(params![id, stamp, until])
+                        .map_err(db_error)?;
+                }
+                Ok(())
             })
             .await?;
         self.notify.notify_waiters();
