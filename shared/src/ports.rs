@@ -232,6 +232,14 @@ pub trait Queue: Send + Sync {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>>;
     /// Removes a processed message.
     async fn ack(&self, receipt: &str) -> Result<()>;
+    /// Removes several processed messages, in as few calls as the queue allows (the embedded
+    /// poller settles a batch at once).
+    async fn ack_all(&self, receipts: &[String]) -> Result<()> {
+        for receipt in receipts {
+            self.ack(receipt).await?;
+        }
+        Ok(())
+    }
     /// Hides a received message for `delay` more (at most [`MAX_HIDE`]); it comes back then.
     async fn postpone(&self, receipt: &str, delay: Duration) -> Result<()>;
     /// Hides several received messages for `delay` more, in as few calls as the queue allows

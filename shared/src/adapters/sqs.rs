@@ -330,6 +330,40 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    async fn ack_all(&self, receipts: &[String]) -> Result<()> {
+        // DeleteMessageBatch takes ten entries a call.
+        for chunk in receipts.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, receipt)| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(receipt)
+                        .build()
+                        .map_err(|e| HubError::backend(e.to_string()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(aws_error)?;
+            if let Some(failed) = out.failed.first() {
+                return Err(HubError::backend(format!(
+                    "{} of {} deletes refused: {}",
+                    out.failed.len(),
+                    chunk.len(),
+                    failed.message.as_deref().unwrap_or(&failed.code)
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
         let seconds = delay.min(MAX_HIDE).as_millis().div_ceil(1000) as i32;
         // ChangeMessageVisibilityBatch takes ten entries a call; a receipt that is no longer

@@ -24,6 +24,9 @@ use crate::service::ingest::IngestSource;
 
 /// How many messages the deliveries poller works on at once.
 pub const DELIVERY_CONCURRENCY: usize = 512;
+/// How many messages one poll asks for: the embedded queues hand over this many in one
+/// operation (on SQLite, one writer operation for the lot); SQS gives at most 10 a call.
+const POLL_BATCH: usize = 100;
 /// How many attempts to one subscription run at once.
 pub const PER_SUBSCRIPTION_CONCURRENCY: usize = 32;
 /// How many events are fanned out at once.
@@ -109,10 +112,19 @@ fn lane_key(body: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Removes a message that is done; one that is not comes back after its visibility timeout.
-async fn acknowledge(queue: &Arc<dyn Queue>, msg: &ReceivedMessage, done: bool) {
-    if done && let Err(err) = queue.ack(&msg.receipt).await {
-        tracing::warn!(error = %err, message_id = %msg.id, "ack failed; the message will come back");
+/// Removes the messages that are done, in one call; one that is not comes back after its
+/// visibility timeout.
+async fn acknowledge(queue: &Arc<dyn Queue>, msgs: &[ReceivedMessage], done: &[bool]) {
+    let receipts: Vec<String> = msgs
+        .iter()
+        .zip(done)
+        .filter(|(_, done)| **done)
+        .map(|(msg, _)| msg.receipt.clone())
+        .collect();
+    if !receipts.is_empty()
+        && let Err(err) = queue.ack_all(&receipts).await
+    {
+        tracing::warn!(error = %err, messages = receipts.len(), "ack failed; the messages will come back");
     }
 }
 
@@ -132,7 +144,7 @@ pub async fn poll(
         shutdown.clone(),
     ));
     while !*shutdown.borrow() {
-        let free = slots.available_permits().clamp(1, 10);
+        let free = slots.available_permits().clamp(1, POLL_BATCH);
         let received = tokio::select! {
             received = queue.receive(free, Duration::from_secs(1)) => received,
             _ = shutdown.changed() => break,
@@ -155,9 +167,7 @@ pub async fn poll(
             let (hub, queue) = (hub.clone(), queue.clone());
             tokio::spawn(async move {
                 let done = consume_batch(&hub, role, &messages).await;
-                for (msg, done) in messages.iter().zip(done) {
-                    acknowledge(&queue, msg, done).await;
-                }
+                acknowledge(&queue, &messages, &done).await;
                 drop(permits);
             });
             continue;
@@ -226,9 +236,7 @@ async fn run_lane(
         let mut batch = first;
         while !batch.is_empty() {
             let done = consume_batch(&hub, role, &batch).await;
-            for (msg, done) in batch.iter().zip(done) {
-                acknowledge(&queue, msg, done).await;
-            }
+            acknowledge(&queue, &batch, &done).await;
             let held = batch.len();
             batch = lanes.next_batch(&key, held);
             // Slots of the places not refilled go back to the poller.

@@ -225,16 +225,25 @@ impl Queue for SqliteQueue {
     }
 
     async fn ack(&self, receipt: &str) -> Result<()> {
-        let Some((id, stamp)) = parse_receipt(receipt) else {
+        self.ack_all(std::slice::from_ref(&receipt.to_string()))
+            .await
+    }
+
+    async fn ack_all(&self, receipts: &[String]) -> Result<()> {
+        let receipts: Vec<(i64, i64)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        if receipts.is_empty() {
             return Ok(());
-        };
+        }
         // Not waited for: an acknowledgement lost in a crash only brings the message back
         // (at least once), and what was recorded before it is committed before it.
-        self.db.write_behind("acknowledge a message", move |conn| {
-            conn.prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")
-                .and_then(|mut s| s.execute(params![id, stamp]))
-                .map(|_| ())
-                .map_err(db_error)
+        self.db.write_behind("acknowledge messages", move |conn| {
+            let mut delete = conn
+                .prepare_cached("DELETE FROM messages WHERE id = ?1 AND receipt = ?2")
+                .map_err(db_error)?;
+            for (id, stamp) in receipts {
+                delete.execute(params![id, stamp]).map_err(db_error)?;
+            }
+            Ok(())
         });
         Ok(())
     }
@@ -374,5 +383,37 @@ mod tests {
         );
         let got = q.receive(10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(got[0].body, "later");
+    }
+
+    /// Settling by the batch: `ack_all` removes the receipts given (a stale one is skipped),
+    /// `postpone_all` hides the others until their time.
+    #[tokio::test]
+    async fn batches_are_acknowledged_and_postponed_in_one_call() {
+        let (db, _path) = scratch_db();
+        let q = SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None);
+        q.send(vec![msg("a"), msg("b"), msg("c"), msg("d")])
+            .await
+            .unwrap();
+        let got = q.receive(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(got.len(), 4);
+        let receipts = |range: std::ops::Range<usize>| -> Vec<String> {
+            got[range].iter().map(|m| m.receipt.clone()).collect()
+        };
+        let mut acked = receipts(0..2);
+        acked.push("9999:1".into());
+        q.ack_all(&acked).await.unwrap();
+        q.postpone_all(&receipts(2..4), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(q.len().await.unwrap(), 2);
+        let postponed = std::time::Instant::now();
+        let mut again = Vec::new();
+        while again.len() < 2 {
+            again.extend(q.receive(10, Duration::from_secs(10)).await.unwrap());
+        }
+        assert!(postponed.elapsed() >= Duration::from_millis(250));
+        let mut bodies: Vec<String> = again.into_iter().map(|m| m.body).collect();
+        bodies.sort();
+        assert_eq!(bodies, ["c", "d"]);
     }
 }
