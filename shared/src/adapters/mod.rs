@@ -6,6 +6,8 @@ mod call_counter;
 pub mod dynamodb;
 pub mod http;
 pub mod memory;
+#[cfg(test)]
+pub(crate) mod queue_checks;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod sqs;

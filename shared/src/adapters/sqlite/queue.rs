@@ -385,35 +385,10 @@ mod tests {
         assert_eq!(got[0].body, "later");
     }
 
-    /// Settling by the batch: `ack_all` removes the receipts given (a stale one is skipped),
-    /// `postpone_all` hides the others until their time.
     #[tokio::test]
     async fn batches_are_acknowledged_and_postponed_in_one_call() {
         let (db, _path) = scratch_db();
         let q = SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None);
-        q.send(vec![msg("a"), msg("b"), msg("c"), msg("d")])
-            .await
-            .unwrap();
-        let got = q.receive(10, Duration::from_millis(50)).await.unwrap();
-        assert_eq!(got.len(), 4);
-        let receipts = |range: std::ops::Range<usize>| -> Vec<String> {
-            got[range].iter().map(|m| m.receipt.clone()).collect()
-        };
-        let mut acked = receipts(0..2);
-        acked.push("9999:1".into());
-        q.ack_all(&acked).await.unwrap();
-        q.postpone_all(&receipts(2..4), Duration::from_millis(300))
-            .await
-            .unwrap();
-        assert_eq!(q.len().await.unwrap(), 2);
-        let postponed = std::time::Instant::now();
-        let mut again = Vec::new();
-        while again.len() < 2 {
-            again.extend(q.receive(10, Duration::from_secs(10)).await.unwrap());
-        }
-        assert!(postponed.elapsed() >= Duration::from_millis(250));
-        let mut bodies: Vec<String> = again.into_iter().map(|m| m.body).collect();
-        bodies.sort();
-        assert_eq!(bodies, ["c", "d"]);
+        crate::adapters::queue_checks::batches_are_acknowledged_and_postponed_in_one_call(&q).await;
     }
 }
