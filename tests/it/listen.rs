@@ -77,7 +77,8 @@ async fn listen_verifies_prints_forwards_and_unsubscribes() {
     let forwarded = app
         .wait_for_match(WAIT, |r| r.path == "/app" && r.header("webhook-id") == id)
         .await;
-    assert!(printed(&out).contains("forwarded to"));
+    // `listen` prints the forward once the app has answered, after the app has seen it.
+    wait_for_output(&out, "the forward", |o| o.contains("forwarded to")).await;
 
     // The same headers over another body: what a forger would send.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
