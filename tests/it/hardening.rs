@@ -62,14 +62,6 @@ fn logi_verifies(secret: &str, received: &Received) -> bool {
     received.header("x-logi-verify") == expected
 }
 
-/// Waits until the hub's log holds `line`.
-async fn log_line(hub: &HubProcess, line: &str) {
-    eventually(WAIT, &format!("the log to say `{line}`"), || async {
-        hub.log().contains(line).then_some(())
-    })
-    .await
-}
-
 async fn status_of(hub: &HubProcess, id: &str) -> (u16, Value) {
     let got = hub
         .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
@@ -350,7 +342,7 @@ mod scenarios {
                 .await;
             assert_eq!(moved.status, 200);
             assert_eq!(moved.body["status"], "pending");
-            log_line(&hub, verdict_line).await;
+            hub.wait_for_log(verdict_line).await;
             let (code, body) = status_of(&hub, &id).await;
             assert_eq!(code, 200, "{status}: the moved subscription was removed");
             assert_eq!(body["status"], "pending", "{status}: {body}");
@@ -1166,5 +1158,5 @@ async fn backend_details_stay_in_the_log() {
     for detail in ["arn:", "123456789012", "sqs", "queue", "Queue", &name] {
         assert!(!message.contains(detail), "{message}");
     }
-    log_line(&hub, "backend failure").await;
+    hub.wait_for_log("backend failure").await;
 }

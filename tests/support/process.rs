@@ -272,6 +272,15 @@ impl HubProcess {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Waits until the log holds `line`: the hub's log writer is buffered on its own thread,
+    /// so a line can reach the file after the effect it reports was seen.
+    pub async fn wait_for_log(&self, line: &str) {
+        crate::eventually(crate::WAIT, &format!("the log to say `{line}`"), || async {
+            self.log().contains(line).then_some(())
+        })
+        .await
+    }
+
     /// Sends a request; `key` is the bearer token, `body` a JSON body.
     pub async fn call(
         &self,
