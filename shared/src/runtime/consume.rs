@@ -50,8 +50,25 @@ pub async fn consume(hub: &Hub, role: QueueRole, msg: &ReceivedMessage) -> bool 
 /// tasks sent in batches of 10), and the batch's successes are folded into the odometers
 /// together when it is done.
 pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage]) -> Vec<bool> {
+    consume_batch_then(hub, role, msgs, || {}).await
+}
+
+/// [`consume_batch`], calling `attempts_over` once the batch's delivery attempts are over, before
+/// its log is written and its messages settled (for the other roles, once the batch is done).
+/// The embedded lanes hand their places to the next batch then: a place bounds the attempts a
+/// receiver sees at once, not the bookkeeping after them.
+pub async fn consume_batch_then(
+    hub: &Hub,
+    role: QueueRole,
+    msgs: &[ReceivedMessage],
+    attempts_over: impl FnOnce(),
+) -> Vec<bool> {
     match role {
-        QueueRole::Events => fan_out_messages(hub, msgs).await,
+        QueueRole::Events => {
+            let done = fan_out_messages(hub, msgs).await;
+            attempts_over();
+            done
+        }
         QueueRole::Deliveries => {
             let batch = DeliveryBatch::default();
             // Every delivery of the batch at once, within a budget of message bytes in flight:
@@ -66,6 +83,7 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
                 attempt_message(hub, msg, &batch).await
             }))
             .await;
+            attempts_over();
             // The batch's attempts to the delivery log before any message is settled: if they
             // cannot be written, the attempted messages come back and are attempted again.
             let logged = match hub.write_batch_log(&batch).await {
@@ -90,12 +108,14 @@ pub async fn consume_batch(hub: &Hub, role: QueueRole, msgs: &[ReceivedMessage])
         }
         QueueRole::Ingest(source) => {
             let results = hub.ingest_batch(source, msgs).await;
-            futures::future::join_all(
+            let done = futures::future::join_all(
                 msgs.iter()
                     .zip(results)
                     .map(|(msg, result)| settle_ingested(hub, source, msg, result)),
             )
-            .await
+            .await;
+            attempts_over();
+            done
         }
     }
 }
