@@ -181,22 +181,14 @@ where
         .try_init();
 }
 
-/// The same logs for the long-running `webhook-hub serve`: formatted on the thread that logs,
-/// written by a thread of their own in large writes, so a request or a delivery attempt never
-/// waits for stdout. No line is dropped (a full buffer makes the logger wait); keep the guard until
-/// exit, it writes out what is left when dropped.
-pub fn init_buffered_logging() -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(64 * 1024)
-        .thread_name("log-writer")
-        // Lines gathered in 64 KiB before they reach stdout: one write per batch, not per line
-        // (the worker flushes whenever it has nothing more to write).
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
-    let _ = log_format().with_writer(writer).try_init();
+/// The same logs for the long-running `webhook-hub serve`: formatted on the thread that logs and
+/// gathered for a thread of its own that writes them out in large writes every few milliseconds
+/// ([`super::log_writer`]), so a request or a delivery attempt never waits for stdout and wakes no
+/// thread. No line is dropped (a full buffer makes the logger wait); keep the guard until exit, it
+/// writes out what is left when dropped.
+pub fn init_buffered_logging() -> super::log_writer::LogWriterGuard {
+    let (lines, guard) = super::log_writer::start(std::io::stdout());
+    let _ = log_format().with_writer(lines).try_init();
     guard
 }
 
