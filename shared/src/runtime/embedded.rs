@@ -292,15 +292,7 @@ fn spawn_batch(
             let next = work.lanes.next_batch(&key, held);
             if !next.is_empty() {
                 let (work, key) = (work.clone(), key.clone());
-                tokio::spawn(async move {
-                    let permit = work
-                        .slots
-                        .clone()
-                        .acquire_many_owned(next.len() as u32)
-                        .await
-                        .expect("semaphore open");
-                    spawn_batch(work, key, next, permit);
-                });
+                tokio::spawn(async move { run_lane(&work, key, next).await });
             }
         };
         let done = consume_batch_then(&work.hub, work.role, &batch, hand_over).await;
