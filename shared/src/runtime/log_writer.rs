@@ -5,8 +5,7 @@
 //! attempt; profiled under the throughput harness, that was half of the logging's share.
 
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 /// How long lines gather before the writer thread writes them out.
@@ -77,19 +76,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for GatheredLines {
     }
 }
 
-/// Keeps the writer thread; dropping it writes out what is left and waits for that.
+/// How long dropping the guard waits for the last lines to be written (stdout may be a pipe
+/// nobody reads any more: exiting must not hang on it).
+const LAST_WRITE_WAIT: Duration = Duration::from_secs(1);
+
+/// Keeps the writer thread; dropping it writes out what is left and waits for that (at most
+/// [`LAST_WRITE_WAIT`]).
 pub struct LogWriterGuard {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    finished: mpsc::Receiver<()>,
 }
 
 impl Drop for LogWriterGuard {
     fn drop(&mut self) {
         self.shared.lock().closed = true;
         self.shared.wake.notify_one();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.finished.recv_timeout(LAST_WRITE_WAIT);
     }
 }
 
@@ -105,7 +107,8 @@ pub fn start(mut out: impl Write + Send + 'static) -> (GatheredLines, LogWriterG
         drained: Condvar::new(),
     });
     let writer = shared.clone();
-    let thread = std::thread::Builder::new()
+    let (finish, finished) = mpsc::channel();
+    std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || {
             let mut spare = Vec::with_capacity(64 * 1024);
@@ -128,6 +131,7 @@ pub fn start(mut out: impl Write + Send + 'static) -> (GatheredLines, LogWriterG
                     spare.clear();
                 }
                 if closed && writer.lock().gathered.is_empty() {
+                    let _ = finish.send(());
                     return;
                 }
             }
@@ -137,10 +141,7 @@ pub fn start(mut out: impl Write + Send + 'static) -> (GatheredLines, LogWriterG
         GatheredLines {
             shared: shared.clone(),
         },
-        LogWriterGuard {
-            shared,
-            thread: Some(thread),
-        },
+        LogWriterGuard { shared, finished },
     )
 }
 
@@ -192,6 +193,29 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [20_000; 4]);
+    }
+
+    /// An output that never takes a byte (a pipe nobody reads).
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            std::thread::sleep(Duration::from_secs(3600));
+            Ok(0)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn exiting_does_not_hang_on_an_output_that_takes_nothing() {
+        let (lines, guard) = start(Stuck);
+        lines.make_writer().write_all(b"never read\n").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        drop(guard);
+        assert!(started.elapsed() < LAST_WRITE_WAIT + Duration::from_secs(1));
     }
 
     #[test]
