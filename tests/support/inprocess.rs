@@ -229,6 +229,9 @@ pub struct FlakyStore {
     /// What the next `due_for_sweep` answers instead of asking the store: copies read before
     /// a concurrent change, as a sweep that looked just before a refresh holds.
     pub stale_sweep_reads: Mutex<Option<Vec<Subscription>>>,
+    /// A subscription whose next odometer write fails while the others of the same call are
+    /// written (as DynamoDB's one write per subscription can fail in part).
+    pub fail_fold_of: Mutex<Option<String>>,
 }
 
 impl FlakyStore {
@@ -242,6 +245,7 @@ impl FlakyStore {
             race_saves: AtomicUsize::new(0),
             topic_reads: AtomicUsize::new(0),
             stale_sweep_reads: Mutex::new(None),
+            fail_fold_of: Mutex::new(None),
         }
     }
 
@@ -348,7 +352,23 @@ impl Store for FlakyStore {
         self.inner.record_failure(id, now_ms).await
     }
     async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()> {
-        self.inner.add_delivered(tallies).await
+        let failing = {
+            let mut fail = self.fail_fold_of.lock().unwrap();
+            let hit = fail
+                .as_ref()
+                .is_some_and(|id| tallies.iter().any(|t| &t.subscription_id == id));
+            if hit { fail.take() } else { None }
+        };
+        let Some(failing) = failing else {
+            return self.inner.add_delivered(tallies).await;
+        };
+        let others: Vec<DeliveredTally> = tallies
+            .iter()
+            .filter(|t| t.subscription_id != failing)
+            .cloned()
+            .collect();
+        self.inner.add_delivered(&others).await?;
+        Err(HubError::backend("injected odometer write failure"))
     }
     async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
         self.inner.keep_delivery(kept).await

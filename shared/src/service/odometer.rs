@@ -101,17 +101,33 @@ impl Hub {
         Ok(())
     }
 
-    /// Writes the gathered successes, one write per subscription; on failure they wait for the
-    /// next fold (the consumers fold after every batch).
+    /// Writes the gathered successes, one write per subscription; a tally whose write failed
+    /// waits for the next fold (the consumers fold after every batch). Each subscription's write
+    /// is settled on its own: put back whole after a failure in part, the tallies already written
+    /// were counted twice (seen on moto under load: an odometer one past its delivery log).
     pub async fn fold_pending(&self) -> Result<()> {
         let tallies = self.pending_tallies.take();
         if tallies.is_empty() {
             return Ok(());
         }
-        match self.store.add_delivered(&tallies).await {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                self.pending_tallies.restore(tallies);
+        let written = futures::future::join_all(
+            tallies
+                .iter()
+                .map(|tally| self.store.add_delivered(std::slice::from_ref(tally))),
+        )
+        .await;
+        let mut unwritten = Vec::new();
+        let mut failure = None;
+        for (tally, result) in tallies.into_iter().zip(written) {
+            if let Err(err) = result {
+                unwritten.push(tally);
+                failure.get_or_insert(err);
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(err) => {
+                self.pending_tallies.restore(unwritten);
                 Err(err)
             }
         }
