@@ -209,8 +209,11 @@ function formView(sub) {
       "Optional. One key=value per line; only events carrying these labels are sent."),
     field("secrecy_level", "Sensitive fields",
       h("select", { id: "secrecy_level", "aria-describedby": described("secrecy_level") },
-        [[0, "Send all fields"], [1, "Remove the most sensitive fields"], [2, "Remove every sensitive field"]].map(([v, t]) =>
-          h("option", { value: v, selected: (editing ? sub.secrecy_level : 1) === v }, t)))),
+        // Only the levels the session allows: the platform sets a floor (default: the strictest).
+        [[0, "Send all fields"], [1, "Remove the most sensitive fields"], [2, "Remove every sensitive field"]]
+          .filter(([v]) => v >= (state.session.secrecy_floor ?? 0))
+          .map(([v, t]) => h("option", { value: v,
+            selected: (editing ? sub.secrecy_level : Math.max(1, state.session.secrecy_floor ?? 0)) === v }, t)))),
     field("signature_scheme", "Extra signature header",
       h("select", { id: "signature_scheme", "aria-describedby": described("signature_scheme") },
         [["standard", "None (Standard Webhooks only)"], ["logi", "X-Logi-Verify (HMAC-SHA256, base64)"], ["pdk", "X-PDK-SIGNATURE (HMAC-SHA1, hex)"]].map(([v, t]) =>

@@ -122,7 +122,7 @@ async fn aws_sweep_reads_only_what_expired() {
         );
         assert!(
             store
-                .find_by_callback("acme", &sub.callback_url)
+                .find_by_callback("acme", None, &sub.callback_url)
                 .await
                 .unwrap()
                 .is_none()

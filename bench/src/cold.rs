@@ -152,6 +152,8 @@ pub async fn memory_and_size(options: &Options) -> Section {
                         data: json!({"blob": blob}),
                         labels: Default::default(),
                         sensitive: Default::default(),
+                        owner: None,
+                        broadcast: false,
                     },
                 },
             );

@@ -75,6 +75,8 @@ pub async fn fan_out(options: &Options) -> Section {
         data: serde_json::json!({"door": "4711"}),
         labels: Default::default(),
         sensitive: Default::default(),
+        owner: None,
+        broadcast: false,
     };
     let (queries, items, batches) = (
         counter.count("Query"),

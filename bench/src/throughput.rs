@@ -541,6 +541,8 @@ async fn sender_alone(count: usize, body: &str) -> (f64, f64) {
                         data: data.clone(),
                         labels: Default::default(),
                         sensitive: Default::default(),
+                        owner: None,
+                        broadcast: false,
                     },
                 },
             );

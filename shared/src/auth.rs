@@ -11,15 +11,20 @@ pub const SCOPE_READ: &str = "webhooks:read";
 /// Scope to publish events.
 pub const SCOPE_PUBLISH: &str = "webhooks:publish";
 
+/// The strictest secrecy level: every field marked sensitive is removed. A caller bound to an
+/// owner gets this floor unless its session or token says otherwise.
+pub const STRICTEST_SECRECY: u8 = 2;
+
 /// Which of its account's subscriptions a caller may see and touch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Reach {
     /// Every subscription of the account (the platform's own API keys and JWTs).
     #[default]
     Account,
-    /// Only those whose owner is the caller's (a customer in a portal session): the others are
-    /// absent to it, as another account's are.
-    OwnSubscriptions,
+    /// Only those bound to the caller's owner (a customer in a portal session, a JWT whose
+    /// owner claim names the customer): the others are absent to it, as another account's
+    /// are, and whatever it creates is bound to its owner.
+    Bound,
 }
 
 /// An authenticated caller.
@@ -27,12 +32,16 @@ pub enum Reach {
 pub struct Caller {
     /// The tenant whose subscriptions and events it sees.
     pub account: String,
-    /// The token's subject; recorded on subscriptions it creates.
+    /// The token's subject, recorded on the account-wide subscriptions it creates; for a bound
+    /// caller, the customer it is bound to.
     pub owner: String,
     /// `None` means every scope.
     pub scopes: Option<Vec<String>>,
     /// Which of the account's subscriptions it reaches.
     pub reach: Reach,
+    /// The lowest secrecy level its subscriptions may have (a bound caller's minter decides;
+    /// 0 for the platform's own callers).
+    pub secrecy_floor: u8,
 }
 
 impl Caller {
@@ -47,13 +56,38 @@ impl Caller {
             owner: owner.into(),
             scopes,
             reach: Reach::Account,
+            secrecy_floor: 0,
         }
     }
 
-    /// Whether a subscription of `account` owned by `owner` is within the caller's reach (its
-    /// topic scopes are checked apart, by [`Caller::may_act_on`]).
-    pub fn reaches(&self, account: &str, owner: &str) -> bool {
-        self.account == account && (self.reach == Reach::Account || self.owner == owner)
+    /// A caller bound to the customer `owner` of `account`, with the secrecy floor its minter
+    /// set.
+    pub fn bound(
+        account: impl Into<String>,
+        owner: impl Into<String>,
+        scopes: Option<Vec<String>>,
+        secrecy_floor: u8,
+    ) -> Self {
+        Caller {
+            reach: Reach::Bound,
+            secrecy_floor,
+            ..Caller::of_account(account, owner, scopes)
+        }
+    }
+
+    /// The owner the caller is bound to; `None` for the platform's account-wide callers.
+    pub fn bound_to(&self) -> Option<&str> {
+        (self.reach == Reach::Bound).then_some(self.owner.as_str())
+    }
+
+    /// Whether `sub` is within the caller's reach: its account, and for a bound caller only
+    /// the subscriptions bound to the same owner (its topic scopes are checked apart, by
+    /// [`Caller::may_act_on`]).
+    pub fn reaches(&self, sub: &crate::model::Subscription) -> bool {
+        self.account == sub.account
+            && self
+                .bound_to()
+                .is_none_or(|mine| sub.bound_owner() == Some(mine))
     }
 
     /// The `topic:` patterns the caller is limited to; `None` when it may use every topic.

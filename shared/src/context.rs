@@ -29,6 +29,11 @@ pub struct Settings {
     pub resolve_names: bool,
     /// Most subscriptions one account may hold (fan-out reads each matching one per event).
     pub max_subscriptions_per_account: usize,
+    /// Most subscriptions bound to one owner (a customer), pending ones included.
+    pub max_subscriptions_per_owner: usize,
+    /// Most confirmation requests the hub sends per hour for the subscriptions bound to one
+    /// owner, so a customer cannot make it POST at third parties.
+    pub confirmations_per_owner_hour: u32,
     /// Topic entries fan-out reads per store page (its memory holds one page and one batch).
     pub fanout_page: usize,
     /// Which attempts the delivery log keeps.
@@ -75,6 +80,8 @@ impl Default for Settings {
             attempt_timeout: Duration::from_secs(5),
             resolve_names: true,
             max_subscriptions_per_account: 1000,
+            max_subscriptions_per_owner: 25,
+            confirmations_per_owner_hour: 50,
             fanout_page: crate::service::events::FANOUT_PAGE,
             delivery_log: DeliveryLog::Full,
             odometer_fold: OdometerFold::Batch,

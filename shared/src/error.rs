@@ -92,8 +92,11 @@ error_codes! {
     InvalidSetting = "invalid_setting",
     /// A test-clock jump is not a number of at most ten years.
     InvalidMs = "invalid_ms",
-    /// A portal session's owner is empty, too long or not printable.
+    /// An owner (of a portal session, a subscription or an event) is empty, too long or not
+    /// printable, or an event names an owner and is a broadcast at once.
     InvalidOwner = "invalid_owner",
+    /// A change of a subscription's owner: it is fixed at creation.
+    ImmutableOwner = "immutable_owner",
     /// A portal session's theme names an unknown variable or a value that is not a colour.
     InvalidTheme = "invalid_theme",
     /// A portal session token that the hub did not sign, or that was altered.
@@ -116,6 +119,10 @@ error_codes! {
     InProgress = "in_progress",
     /// The account holds as many subscriptions as it may.
     SubscriptionLimitReached = "subscription_limit_reached",
+    /// The owner holds as many subscriptions as it may.
+    OwnerSubscriptionLimitReached = "owner_subscription_limit_reached",
+    /// The owner's confirmation requests of the last hour are used up.
+    TooManyConfirmations = "too_many_confirmations",
     /// Too many rotated-out secrets still sign.
     TooManyRotations = "too_many_rotations",
     /// The delivery is parked until its subscription is resumed.
@@ -197,6 +204,21 @@ pub enum HubError {
     /// The account holds as many subscriptions as it may.
     #[error("the account already holds {0} subscriptions, the most it may; delete one first")]
     SubscriptionLimit(usize),
+    /// An owner holds as many subscriptions as it may (pending ones included).
+    #[error(
+        "this customer already holds {0} subscriptions, the most one customer may; delete one first"
+    )]
+    OwnerSubscriptionLimit(usize),
+    /// An owner has had as many confirmation requests sent in the last hour as it may.
+    #[error(
+        "this customer has had {per_hour} confirmation requests sent in the last hour, the most it may; retry in {retry_after_secs} s"
+    )]
+    TooManyConfirmations {
+        /// The bound per hour.
+        per_hour: u32,
+        /// When the window ends, seconds (sent as `Retry-After`).
+        retry_after_secs: u64,
+    },
     /// Too many secret rotations within one overlap.
     #[error("at most {0} rotated-out secrets may sign at once; wait for the oldest overlap to end")]
     TooManyRotations(usize),
@@ -247,6 +269,8 @@ impl HubError {
             HubError::Conflict => 409,
             HubError::PayloadTooLarge(_) | HubError::EventTooLarge { .. } => 413,
             HubError::InProgress { .. } | HubError::SubscriptionLimit(_) => 409,
+            HubError::OwnerSubscriptionLimit(_) => 409,
+            HubError::TooManyConfirmations { .. } => 429,
             HubError::TooManyRotations(_) | HubError::Parked | HubError::NotActive(_) => 409,
             HubError::RequestTimeout(_) => 408,
             HubError::Rejected(_) => 400,
@@ -270,6 +294,8 @@ impl HubError {
             }
             HubError::InProgress { .. } => ErrorCode::InProgress,
             HubError::SubscriptionLimit(_) => ErrorCode::SubscriptionLimitReached,
+            HubError::OwnerSubscriptionLimit(_) => ErrorCode::OwnerSubscriptionLimitReached,
+            HubError::TooManyConfirmations { .. } => ErrorCode::TooManyConfirmations,
             HubError::TooManyRotations(_) => ErrorCode::TooManyRotations,
             HubError::Parked => ErrorCode::DeliveryParked,
             HubError::NotActive(_) => ErrorCode::SubscriptionNotActive,

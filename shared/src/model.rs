@@ -125,8 +125,13 @@ pub struct Subscription {
     pub id: String,
     /// The account (tenant) it belongs to.
     pub account: String,
-    /// The subject of the token that created it.
+    /// The customer it belongs to: for a subscription bound to an owner, that owner; for an
+    /// account-wide one, the subject of the token that created it.
     pub owner: String,
+    /// Whether it is bound to its `owner`: it then receives only events addressed to that owner
+    /// and broadcasts ([`Event::is_for`]); otherwise it is account-wide. Fixed at creation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bound: bool,
     /// Where deliveries go.
     pub callback_url: String,
     /// Topic patterns it listens to.
@@ -226,6 +231,7 @@ impl Subscription {
             id,
             account,
             owner,
+            bound: false,
             callback_url,
             topics: vec![],
             status: SubscriptionStatus::Pending,
@@ -251,6 +257,11 @@ impl Subscription {
             failing_since_ms: None,
             failing_warned_ms: None,
         }
+    }
+
+    /// The owner it is bound to; `None` for an account-wide subscription.
+    pub fn bound_owner(&self) -> Option<&str> {
+        self.bound.then_some(self.owner.as_str())
     }
 
     /// When it stops existing: the lease end, or earlier while it waits for confirmation.
@@ -333,6 +344,10 @@ pub struct TopicEntry {
     pub expires_at_ms: i64,
     /// Its label filter.
     pub labels: LabelFilter,
+    /// The owner it is bound to (`None`: account-wide), so fan-out applies the customer
+    /// boundary from the entries it reads anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl TopicEntry {
@@ -343,6 +358,7 @@ impl TopicEntry {
             status: sub.status,
             expires_at_ms: sub.lapses_at_ms(),
             labels: sub.labels.clone(),
+            owner: sub.bound_owner().map(str::to_string),
         }
     }
 
@@ -351,6 +367,7 @@ impl TopicEntry {
     pub fn wants(&self, event: &Event, now_ms: i64) -> bool {
         self.status.takes_events()
             && self.expires_at_ms > now_ms
+            && event.is_for(self.owner.as_deref())
             && labels_match(&self.labels, &event.labels)
     }
 }
@@ -374,6 +391,48 @@ pub struct Event {
     /// JSON pointers of sensitive fields and their levels.
     #[serde(default)]
     pub sensitive: BTreeMap<String, u8>,
+    /// The customer (owner) it concerns; `None` for an event of the platform's alone, or a
+    /// broadcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Sent on purpose to every customer: subscriptions bound to any owner receive it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broadcast: bool,
+}
+
+impl Event {
+    /// An unaddressed event with no labels and no sensitive fields (the hub's own notices start
+    /// here).
+    pub fn new(
+        id: String,
+        account: impl Into<String>,
+        topic: Topic,
+        timestamp_ms: i64,
+        data: Value,
+    ) -> Self {
+        Event {
+            id,
+            account: account.into(),
+            topic,
+            timestamp_ms,
+            data,
+            labels: BTreeMap::new(),
+            sensitive: BTreeMap::new(),
+            owner: None,
+            broadcast: false,
+        }
+    }
+
+    /// The customer boundary, in one place (`docs/design.md`, "Customers: who receives what"):
+    /// an account-wide subscription (`bound_owner` `None`) receives every event of its account;
+    /// one bound to an owner receives the events addressed to that owner and broadcasts, never
+    /// another owner's and never an unaddressed one.
+    pub fn is_for(&self, bound_owner: Option<&str>) -> bool {
+        match bound_owner {
+            None => true,
+            Some(owner) => self.broadcast || self.owner.as_deref() == Some(owner),
+        }
+    }
 }
 
 /// What a message on the deliveries queue asks the sender to do.

@@ -51,10 +51,13 @@ pub trait Store: Send + Sync {
     async fn get_eventually(&self, id: &str) -> Result<Option<Subscription>> {
         self.get(id).await
     }
-    /// The subscription of `account` with this callback URL, expired or not.
+    /// The subscription with this callback URL among those of `account` bound to `bound_to`
+    /// (`None`: the account-wide ones), expired or not. A callback URL is unique within each
+    /// of these namespaces, not across them: one customer's registration never holds another's.
     async fn find_by_callback(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         callback_url: &str,
     ) -> Result<Option<Subscription>>;
     /// Writes `sub` with its callback index and a topic entry per pattern, and removes what
@@ -63,10 +66,13 @@ pub trait Store: Send + Sync {
     async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()>;
     /// Removes a subscription with every item that belongs to it.
     async fn delete(&self, sub: &Subscription) -> Result<()>;
-    /// A page of an account's subscriptions in creation order.
+    /// A page of an account's subscriptions in creation order after the id `cursor`: all of
+    /// them when `bound_to` is `None`, else only those bound to that owner (read through an
+    /// index of their own, so a customer's page costs what its own subscriptions cost).
     async fn list(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>>;
@@ -139,6 +145,16 @@ pub trait Store: Send + Sync {
     async fn prune(&self, _now_ms: i64) -> Result<()> {
         Ok(())
     }
+    /// Takes one use of the allowance `key` in the fixed window of `window_ms` that holds
+    /// `now_ms`: `true` while fewer than `limit` were taken in that window (and counts this
+    /// one), `false` once it is used up (and counts nothing). Kept until the window ends.
+    async fn take_allowance(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<bool>;
     /// The hub's own key named `name` (the portal signs its session tokens with one): the first
     /// call anywhere stores `fresh`, every later call in any process reads what was stored, so
     /// all the functions of one deployment share it without configuration.

@@ -408,6 +408,25 @@ pub fn receiver_auth(auth: &ReceiverAuth) -> Result<()> {
     Ok(())
 }
 
+/// Longest owner (customer) name.
+pub const MAX_OWNER_LEN: usize = 200;
+
+/// An owner: the customer a portal session, a bound subscription or an event names. 1 to
+/// [`MAX_OWNER_LEN`] characters, not blank, no control characters.
+pub fn owner(text: &str) -> Result<String> {
+    let ok = !text.trim().is_empty()
+        && text.chars().count() <= MAX_OWNER_LEN
+        && !text.chars().any(char::is_control);
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(HubError::invalid(
+            ErrorCode::InvalidOwner,
+            format!("`owner` must be 1 to {MAX_OWNER_LEN} printable characters"),
+        ))
+    }
+}
+
 /// `secrecy_level`: 0 (none), 1 (default) or 2.
 pub fn secrecy_level(level: u8) -> Result<()> {
     if level <= 2 {

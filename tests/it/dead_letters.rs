@@ -56,6 +56,8 @@ async fn aws_dead_letters_are_listed_and_redriven() {
             data: serde_json::json!({"n": n}),
             labels: Default::default(),
             sensitive: Default::default(),
+            owner: None,
+            broadcast: false,
         };
         let task = DeliveryTask {
             attempts_made: 7,

@@ -33,6 +33,8 @@ fn keyed(key: &str) -> PublishRequest {
         id: Some(key.into()),
         labels: BTreeMap::new(),
         sensitive: BTreeMap::new(),
+        owner: None,
+        broadcast: false,
     }
 }
 
@@ -45,6 +47,8 @@ fn event(id: &str, account: &str, topic: &str, now: i64) -> Event {
         data: json!({"n": 1}),
         labels: BTreeMap::new(),
         sensitive: BTreeMap::new(),
+        owner: None,
+        broadcast: false,
     }
 }
 

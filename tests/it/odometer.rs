@@ -87,6 +87,8 @@ async fn burst(p: &InProcess, (receiver, taken): &(TestReceiver, Taken)) -> Vec<
                 data: json!({"i": i}),
                 labels: Default::default(),
                 sensitive: Default::default(),
+                owner: None,
+                broadcast: false,
             };
             let task = DeliveryTask::new(id.clone(), TaskPayload::Event { event });
             p.hub.enqueue_delivery(&task).await.unwrap();

@@ -230,6 +230,8 @@ mod scenarios {
             data: json!({}),
             labels: Default::default(),
             sensitive: Default::default(),
+            owner: None,
+            broadcast: false,
         };
         assert_eq!(hub.hub.fan_out(&event).await.unwrap(), 1);
         let tasks = hub.deliveries.bodies();

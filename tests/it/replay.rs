@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use aws_lambda_events::event::sqs::SqsEvent;
 use hub::api::ApiFunction;
 use hub::model::SubscriptionStatus;
+use hub::runtime::config::JwtClaims;
 use hub::runtime::consume::QueueRole;
 use hub::runtime::lambda::{api_handler, fold_handler, sqs_handler, sweep_handler};
 use hub::runtime::memory_hub;
@@ -26,7 +27,7 @@ async fn seed(hub: &Hub, status: SubscriptionStatus, callback_url: &str) {
 async fn replay_api(hub: &Hub, function: ApiFunction) -> (u16, Value) {
     let request = lambda_http::request::from_str(&event_sample(function.name()))
         .expect("sample parses as an API Gateway request");
-    let response = api_handler(hub, function.operations(), "sub", request).await;
+    let response = api_handler(hub, function.operations(), &JwtClaims::default(), request).await;
     let status = response.status().as_u16();
     let body = match response.body() {
         lambda_http::Body::Text(text) => serde_json::from_str(text).unwrap(),
@@ -94,7 +95,7 @@ async fn manage_as(hub: &Hub, claims: Value, account_claim: &str) -> (u16, Value
     let response = api_handler(
         hub,
         ApiFunction::Manage.operations(),
-        account_claim,
+        &JwtClaims::with_account_claim(account_claim),
         request,
     )
     .await;
@@ -161,7 +162,13 @@ async fn publish_sample_is_accepted_once() {
 #[tokio::test]
 async fn functions_refuse_routes_of_other_functions() {
     let request = lambda_http::request::from_str(&event_sample("subscribe")).unwrap();
-    let response = api_handler(&hub(), ApiFunction::Publish.operations(), "sub", request).await;
+    let response = api_handler(
+        &hub(),
+        ApiFunction::Publish.operations(),
+        &JwtClaims::default(),
+        request,
+    )
+    .await;
     assert_eq!(response.status().as_u16(), 404);
 }
 
@@ -408,8 +415,13 @@ async fn manage_serves_the_portal_without_the_jwt_authorizer() {
     };
     // One call of `function`'s handler: status and text body.
     let call = async |function: ApiFunction, path: &str, bearer: &str| {
-        let response =
-            api_handler(&hub, function.operations(), "sub", as_portal(path, bearer)).await;
+        let response = api_handler(
+            &hub,
+            function.operations(),
+            &JwtClaims::default(),
+            as_portal(path, bearer),
+        )
+        .await;
         let body = match response.body() {
             lambda_http::Body::Text(text) => text.clone(),
             _ => String::new(),

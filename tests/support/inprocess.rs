@@ -269,11 +269,16 @@ impl Store for FlakyStore {
         inject(&self.fail_get, "get")?;
         self.inner.get(id).await
     }
-    async fn find_by_callback(&self, account: &str, url: &str) -> Result<Option<Subscription>> {
+    async fn find_by_callback(
+        &self,
+        account: &str,
+        bound_to: Option<&str>,
+        url: &str,
+    ) -> Result<Option<Subscription>> {
         if inject(&self.blind_finds, "find").is_err() {
             return Ok(None);
         }
-        self.inner.find_by_callback(account, url).await
+        self.inner.find_by_callback(account, bound_to, url).await
     }
     async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
         inject(&self.fail_save, "save")?;
@@ -293,10 +298,11 @@ impl Store for FlakyStore {
     async fn list(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>> {
-        self.inner.list(account, limit, cursor).await
+        self.inner.list(account, bound_to, limit, cursor).await
     }
     async fn count_subscriptions(&self, account: &str) -> Result<usize> {
         self.inner.count_subscriptions(account).await
@@ -387,6 +393,17 @@ impl Store for FlakyStore {
     }
     async fn forget_delivery(&self, id: &str, event_id: &str) -> Result<()> {
         self.inner.forget_delivery(id, event_id).await
+    }
+    async fn take_allowance(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<bool> {
+        self.inner
+            .take_allowance(key, now_ms, window_ms, limit)
+            .await
     }
     async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
         self.inner.hub_key(name, fresh).await

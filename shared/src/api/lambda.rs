@@ -5,7 +5,8 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt};
 
 use super::ApiRequest;
-use crate::auth::Caller;
+use crate::auth::{Caller, STRICTEST_SECRECY};
+use crate::runtime::config::JwtClaims;
 
 /// The request, as the router sees it.
 pub fn api_request(req: &Request) -> ApiRequest {
@@ -40,14 +41,15 @@ pub fn api_request(req: &Request) -> ApiRequest {
     }
 }
 
-/// The caller the JWT authorizer vouched for: the account from `account_claim`, the owner from
-/// `sub`, the scopes from the authorizer's `scopes` or the token's `scope` claim. A token
-/// without scopes holds none.
-pub fn jwt_caller(req: &Request, account_claim: &str) -> Option<Caller> {
+/// The caller the JWT authorizer vouched for: the account from the account claim, the scopes
+/// from the authorizer's `scopes` or the token's `scope` claim (a token without scopes holds
+/// none). A token carrying the owner claim is bound to that customer (with the secrecy floor
+/// its floor claim sets, else the strictest); any other is the platform's, its owner `sub`.
+pub fn jwt_caller(req: &Request, claims: &JwtClaims) -> Option<Caller> {
     let jwt = req.request_context_ref()?.authorizer()?.jwt.as_ref()?;
     let account = jwt
         .claims
-        .get(account_claim)
+        .get(&claims.account_claim)
         .filter(|a| !a.is_empty())?
         .clone();
     let owner = jwt
@@ -63,5 +65,20 @@ pub fn jwt_caller(req: &Request, account_claim: &str) -> Option<Caller> {
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default(),
     };
-    Some(Caller::of_account(account, owner, Some(scopes)))
+    let bound_to = jwt
+        .claims
+        .get(&claims.owner_claim)
+        .filter(|o| !o.is_empty());
+    Some(match bound_to {
+        Some(customer) => {
+            let floor = jwt
+                .claims
+                .get(&claims.secrecy_floor_claim)
+                .and_then(|f| f.parse::<u8>().ok())
+                .filter(|f| *f <= STRICTEST_SECRECY)
+                .unwrap_or(STRICTEST_SECRECY);
+            Caller::bound(account, customer.clone(), Some(scopes), floor)
+        }
+        None => Caller::of_account(account, owner, Some(scopes)),
+    })
 }

@@ -322,7 +322,10 @@ pub fn error_response(err: &HubError) -> http::Response<Bytes> {
                 http::HeaderValue::from_static("Bearer"),
             );
         }
-        HubError::InProgress { retry_after_secs } => {
+        HubError::InProgress { retry_after_secs }
+        | HubError::TooManyConfirmations {
+            retry_after_secs, ..
+        } => {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 http::HeaderValue::from(*retry_after_secs),

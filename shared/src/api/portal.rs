@@ -56,6 +56,7 @@ struct SessionOut<'a> {
     owner: &'a str,
     topics: Vec<&'a str>,
     access: PortalAccess,
+    secrecy_floor: u8,
     expires_at: String,
     theme: &'a std::collections::BTreeMap<String, String>,
 }
@@ -138,6 +139,7 @@ async fn api(hub: &Hub, req: &ApiRequest) -> Result<(u16, Option<serde_json::Val
             owner: &session.owner,
             topics: session.topics.iter().map(|t| t.as_str()).collect(),
             access: session.access,
+            secrecy_floor: session.secrecy_floor,
             expires_at: rfc3339(session.expires_at_ms),
             theme: &session.theme,
         };

@@ -42,8 +42,11 @@ pub struct SubscriptionOut {
     pub id: String,
     /// Its account.
     pub account: String,
-    /// The subject of the token that created it.
+    /// The customer it is bound to (`bound`), or the subject of the token that created it.
     pub owner: String,
+    /// Whether it is bound to its `owner` (it receives only that customer's events and
+    /// broadcasts) rather than account-wide.
+    pub bound: bool,
     /// Where deliveries go.
     pub callback_url: String,
     /// Its topic patterns.
@@ -89,6 +92,7 @@ impl From<&Subscription> for SubscriptionOut {
             id: sub.id.clone(),
             account: sub.account.clone(),
             owner: sub.owner.clone(),
+            bound: sub.bound,
             callback_url: sub.callback_url.clone(),
             topics: sub.topics.clone(),
             status: sub.status,

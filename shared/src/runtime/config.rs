@@ -33,6 +33,13 @@ pub struct HubArgs {
     /// Most subscriptions one account may hold
     #[arg(long, env = "HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscriptions_per_account: u32,
+    /// Most subscriptions bound to one owner (a customer of the platform), pending ones
+    /// included
+    #[arg(long, env = "HUB_MAX_SUBSCRIPTIONS_PER_OWNER", default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscriptions_per_owner: u32,
+    /// Most confirmation requests sent per hour for the subscriptions bound to one owner
+    #[arg(long, env = "HUB_CONFIRMATIONS_PER_OWNER_HOUR", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub confirmations_per_owner_hour: u32,
     /// Which attempts the delivery log stores: `full` (every one) or `lean` (failures only;
     /// successes are counted by the odometer)
     #[arg(long, env = "HUB_DELIVERY_LOG", value_enum, default_value = "full")]
@@ -70,6 +77,8 @@ impl HubArgs {
             attempt_timeout: self.attempt_timeout,
             resolve_names: true,
             max_subscriptions_per_account: self.max_subscriptions_per_account as usize,
+            max_subscriptions_per_owner: self.max_subscriptions_per_owner as usize,
+            confirmations_per_owner_hour: self.confirmations_per_owner_hour,
             fanout_page: defaults.fanout_page,
             delivery_log: self.delivery_log,
             odometer_fold: self.odometer_fold,
@@ -116,9 +125,28 @@ pub struct LambdaConfig {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub hub: HubArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub claims: JwtClaims,
+}
+
+/// Which JWT claims the API functions read the caller from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JwtClaims {
     /// The JWT claim that names the account
     #[arg(long, env = "HUB_ACCOUNT_CLAIM", default_value = "sub")]
     pub account_claim: String,
+    /// The JWT claim that names the customer (owner) a token is bound to: a token carrying
+    /// it reaches, creates and receives only that customer's subscriptions and events
+    #[arg(long, env = "HUB_OWNER_CLAIM", default_value = "webhook_owner")]
+    pub owner_claim: String,
+    /// The JWT claim of a bound token that sets its secrecy floor (0 to 2; default 2)
+    #[arg(
+        long,
+        env = "HUB_SECRECY_FLOOR_CLAIM",
+        default_value = "webhook_secrecy_floor"
+    )]
+    pub secrecy_floor_claim: String,
 }
 
 impl LambdaConfig {
@@ -126,6 +154,27 @@ impl LambdaConfig {
     pub fn from_env() -> Result<Self> {
         <Self as clap::Parser>::try_parse_from(["webhook-hub-function"])
             .map_err(|err| crate::HubError::invalid(ErrorCode::InvalidSetting, err.to_string()))
+    }
+}
+
+impl JwtClaims {
+    /// The default claim names, with `account_claim` naming the account.
+    pub fn with_account_claim(account_claim: &str) -> Self {
+        JwtClaims {
+            account_claim: account_claim.to_string(),
+            ..JwtClaims::default()
+        }
+    }
+}
+
+impl Default for JwtClaims {
+    fn default() -> Self {
+        <Self as clap::FromArgMatches>::from_arg_matches(
+            &<Self as clap::Args>::augment_args(clap::Command::new("claims"))
+                .no_binary_name(true)
+                .get_matches_from(Vec::<String>::new()),
+        )
+        .expect("every claim has a default")
     }
 }
 

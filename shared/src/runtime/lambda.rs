@@ -69,10 +69,10 @@ pub fn flush_metrics_to(mut writer: impl std::io::Write) {
 pub async fn api_handler(
     hub: &Hub,
     ops: &[Operation],
-    account_claim: &str,
+    claims: &super::config::JwtClaims,
     req: Request,
 ) -> http::Response<Body> {
-    let caller = jwt_caller(&req, account_claim);
+    let caller = jwt_caller(&req, claims);
     let response = handle(hub, ops, api_request(&req), caller).await;
     response.map(|bytes| match String::from_utf8(bytes.to_vec()) {
         Ok(text) if text.is_empty() => Body::Empty,
@@ -180,15 +180,14 @@ pub async fn sqs_handler_routed(
     response
 }
 
-/// Runs the API function `function`, with the account claim from `HUB_ACCOUNT_CLAIM` (default
-/// `sub`).
+/// Runs the API function `function`, with the claims named by `HUB_ACCOUNT_CLAIM` (default
+/// `sub`), `HUB_OWNER_CLAIM` and `HUB_SECRECY_FLOOR_CLAIM`.
 pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
     let ops = function.operations();
     let (hub, config) = hub_from_env().await?;
-    let claim = config.account_claim;
-    let (hub, claim) = (&hub, claim.as_str());
+    let (hub, claims) = (&hub, &config.claims);
     lambda_http::run(service_fn(move |req: Request| async move {
-        let response = api_handler(hub, ops, claim, req).await;
+        let response = api_handler(hub, ops, claims, req).await;
         flush_metrics();
         Ok::<_, Error>(response)
     }))

@@ -165,6 +165,14 @@ pub fn event_body(event: &Event, sub: &Subscription) -> Value {
         "data": event.data,
         "user_data": sub.user_data,
     });
+    if let Value::Object(fields) = &mut body {
+        if let Some(owner) = &event.owner {
+            fields.insert("owner".into(), json!(owner));
+        }
+        if event.broadcast {
+            fields.insert("broadcast".into(), json!(true));
+        }
+    }
     remove_pointers(
         &mut body,
         event
@@ -182,8 +190,12 @@ pub fn event_body(event: &Event, sub: &Subscription) -> Value {
 #[derive(serde::Serialize)]
 struct BorrowedEnvelope<'a> {
     account: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    broadcast: bool,
     data: &'a Value,
     id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
     subscription_id: &'a str,
     timestamp: String,
     #[serde(rename = "type")]
@@ -202,8 +214,10 @@ pub fn event_body_bytes(event: &Event, sub: &Subscription) -> Bytes {
     } else {
         serde_json::to_vec(&BorrowedEnvelope {
             account: &event.account,
+            broadcast: event.broadcast,
             data: &event.data,
             id: &event.id,
+            owner: event.owner.as_deref(),
             subscription_id: &sub.id,
             timestamp: rfc3339(event.timestamp_ms),
             topic: &event.topic,
@@ -227,7 +241,10 @@ impl Hub {
         let send = |(id, body)| Wanted::Send(id, body);
         match &task.payload {
             TaskPayload::Event { event } => {
+                // Fan-out decided this from the topic entries; the subscription read before the
+                // attempt decides again (a stale entry, a resend, a recover).
                 let listening = sub.topics.iter().any(|p| p.covers(&event.topic))
+                    && event.is_for(sub.bound_owner())
                     && sub.accepts_labels(&event.labels);
                 match sub.status {
                     _ if !listening => Wanted::Drop,
@@ -565,7 +582,7 @@ impl Hub {
             "last_error": last.error,
             "callback_url": sub.callback_url,
         });
-        self.emit(&sub.account, OperationalTopic::DeliveryExhausted, data)
+        self.emit(&sub, OperationalTopic::DeliveryExhausted, data)
             .await;
     }
 
@@ -623,7 +640,7 @@ impl Hub {
             "disable_at": rfc3339(since + self.settings.disable_after.as_millis() as i64),
         });
         self.emit(
-            &sub.account,
+            &sub,
             OperationalTopic::SubscriptionFailing,
             subscription_data(&sub.id, details),
         )
@@ -660,7 +677,7 @@ impl Hub {
                     "failing_since": rfc3339(since),
                 });
                 self.emit(
-                    &sub.account,
+                    &sub,
                     OperationalTopic::SubscriptionDisabled,
                     subscription_data(&sub.id, details),
                 )
@@ -780,15 +797,13 @@ mod decision_tests {
         active.status = SubscriptionStatus::Active;
         active.version += 1;
         hub.store.save(&active, Some(&sub)).await.unwrap();
-        let event = Event {
-            id: "evt_1".into(),
-            account: "acme".into(),
-            topic: crate::topic::Topic::parse("door.opened").unwrap(),
-            timestamp_ms: hub.now_ms(),
-            data: json!({}),
-            labels: Default::default(),
-            sensitive: Default::default(),
-        };
+        let event = Event::new(
+            "evt_1".into(),
+            "acme",
+            crate::topic::Topic::parse("door.opened").unwrap(),
+            hub.now_ms(),
+            json!({}),
+        );
         let task = DeliveryTask::new(sub.id.clone(), TaskPayload::Event { event });
         (hub, transport, clock, task)
     }
@@ -818,6 +833,20 @@ mod decision_tests {
         let sent: Value = serde_json::from_slice(&removed).unwrap();
         assert!(sent["data"].get("pin").is_none());
         assert_eq!(sent["user_data"]["tenant"], "t-1");
+        assert!(sent.get("owner").is_none() && sent.get("broadcast").is_none());
+        // The owner (or the broadcast mark) travels in the envelope, on both paths.
+        for (owner, broadcast) in [(Some("customer-42"), false), (None, true)] {
+            event.owner = owner.map(str::to_string);
+            event.broadcast = broadcast;
+            for level in [1, 2] {
+                event.sensitive.insert("/data/pin".into(), level);
+                let body = event_body_bytes(&event, &sub);
+                assert_eq!(body.to_vec(), as_document(&event));
+                let sent: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(sent["owner"].as_str(), owner);
+                assert_eq!(sent["broadcast"].as_bool(), broadcast.then_some(true));
+            }
+        }
     }
 
     /// The task as its `n`-th attempt.

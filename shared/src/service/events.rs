@@ -49,6 +49,14 @@ pub struct PublishRequest {
     /// JSON pointers of sensitive fields and their levels (1 or 2).
     #[serde(default)]
     pub sensitive: BTreeMap<String, u8>,
+    /// The customer the event concerns: subscriptions bound to that owner receive it (and the
+    /// account-wide ones). Without it (and without `broadcast`) only account-wide
+    /// subscriptions do.
+    pub owner: Option<String>,
+    /// `true` sends it on purpose to every customer's subscriptions as well (never with
+    /// `owner`).
+    #[serde(default)]
+    pub broadcast: bool,
 }
 
 /// What publish answers.
@@ -79,6 +87,29 @@ pub fn delivery_task_bytes(event_json: &str) -> usize {
 fn event_task_body(subscription_id: &str, event_json: &str) -> String {
     let id = serde_json::to_string(subscription_id).expect("strings serialize");
     format!(r#"{{"subscription_id":{id},"payload":{{"kind":"event","event":{event_json}}}}}"#)
+}
+
+/// The owner an event is addressed to, checked: a name or a broadcast, not both; a caller bound
+/// to a customer publishes only to that customer (its events are addressed to it whatever it
+/// names, and it may not broadcast).
+fn addressee(caller: &Caller, owner: Option<&str>, broadcast: bool) -> Result<Option<String>> {
+    if broadcast && owner.is_some() {
+        return Err(HubError::invalid(
+            ErrorCode::InvalidOwner,
+            "an event is addressed to one `owner` or is a `broadcast` to every customer, not both",
+        ));
+    }
+    match (caller.bound_to(), owner) {
+        (Some(_), _) if broadcast => Err(HubError::InsufficientScope(
+            "broadcast (a caller bound to a customer publishes to that customer only)".into(),
+        )),
+        (Some(mine), Some(other)) if other != mine => Err(HubError::InsufficientScope(format!(
+            "owner:{other} (this caller is bound to its own customer)"
+        ))),
+        (Some(mine), _) => Ok(Some(mine.to_string())),
+        (None, Some(owner)) => validate::owner(owner).map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Most events one batch publish takes.
@@ -151,14 +182,13 @@ impl Hub {
                 "id is 1 to 128 characters",
             ));
         }
+        let owner = addressee(caller, req.owner.as_deref(), req.broadcast)?;
         let event = Event {
-            id: new_id("evt_", now),
-            account: caller.account.clone(),
-            topic,
-            timestamp_ms: now,
-            data: req.data,
             labels: req.labels,
             sensitive: req.sensitive,
+            owner,
+            broadcast: req.broadcast,
+            ..Event::new(new_id("evt_", now), &caller.account, topic, now, req.data)
         };
         let json = queue_json(&event);
         let size = delivery_task_bytes(&json);
@@ -489,13 +519,16 @@ mod tests {
     #[test]
     fn the_hand_built_task_body_is_the_serialized_task() {
         let event = Event {
-            id: "evt_1".into(),
-            account: "a\"b".into(),
-            topic: Topic::parse("door.opened").unwrap(),
-            timestamp_ms: 1,
-            data: serde_json::json!({"x": "\u{ffff}", "n": [1, {"y": null}]}),
             labels: BTreeMap::from([("k".into(), "v".into())]),
             sensitive: BTreeMap::from([("/data/x".into(), 1)]),
+            owner: Some("customer-\"1".into()),
+            ..Event::new(
+                "evt_1".into(),
+                "a\"b",
+                Topic::parse("door.opened").unwrap(),
+                1,
+                serde_json::json!({"x": "\u{ffff}", "n": [1, {"y": null}]}),
+            )
         };
         let task = DeliveryTask::new(
             "sub_\"1",

@@ -57,13 +57,14 @@ impl Hub {
         }
         let lease_key = format!("{}\0{}", sub.id, sub.expires_at_ms);
         let event = Event {
-            id: format!("evt_{}", &sha256_hex(lease_key.as_bytes())[..28]),
-            account: sub.account.clone(),
-            topic: Topic::parse(EXPIRING_TOPIC)?,
-            timestamp_ms: now,
-            data: serde_json::json!({"id": sub.id, "validity_ts": crate::clock::seconds_ts(sub.expires_at_ms)}),
-            labels: Default::default(),
-            sensitive: Default::default(),
+            owner: sub.bound_owner().map(str::to_string),
+            ..Event::new(
+                format!("evt_{}", &sha256_hex(lease_key.as_bytes())[..28]),
+                &sub.account,
+                Topic::parse(EXPIRING_TOPIC)?,
+                now,
+                serde_json::json!({"id": sub.id, "validity_ts": crate::clock::seconds_ts(sub.expires_at_ms)}),
+            )
         };
         self.enqueue_delivery(&DeliveryTask::new(
             sub.id.clone(),
@@ -75,7 +76,7 @@ impl Hub {
             "expires_at": crate::clock::rfc3339(sub.expires_at_ms),
         });
         self.emit(
-            &sub.account,
+            &sub,
             OperationalTopic::SubscriptionExpiring,
             subscription_data(&sub.id, details),
         )

@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use crate::auth::{Caller, SCOPE_SUBSCRIBE};
 use crate::context::Hub;
 use crate::error::{HubError, Result};
-use crate::model::{DeliveryTask, Event, SubscriptionStatus, TaskPayload, new_id, queue_json};
+use crate::model::{
+    DeliveryTask, Event, Subscription, SubscriptionStatus, TaskPayload, new_id, queue_json,
+};
 use crate::ports::OutgoingMessage;
 use crate::topic::Topic;
 
@@ -58,19 +60,17 @@ impl OperationalTopic {
 }
 
 impl Hub {
-    /// Publishes an operational event to `account` (queued like any event, so it reaches the
-    /// account's subscriptions to its topic). Best effort: a failure is logged, never the
-    /// caller's failure, since what it reports has already happened and is recorded.
-    pub async fn emit(&self, account: &str, topic: OperationalTopic, data: Value) {
+    /// Publishes an operational event about `sub` to its account (queued like any event, so it
+    /// reaches the account's subscriptions to its topic), addressed to the subscription's owner
+    /// when it is bound to one: the platform and that customer hear of it, no other customer.
+    /// Best effort: a failure is logged, never the caller's failure, since what it reports has
+    /// already happened and is recorded.
+    pub async fn emit(&self, sub: &Subscription, topic: OperationalTopic, data: Value) {
         let now = self.now_ms();
+        let account = sub.account.as_str();
         let event = Event {
-            id: new_id("evt_", now),
-            account: account.to_string(),
-            topic: topic.topic(),
-            timestamp_ms: now,
-            data,
-            labels: Default::default(),
-            sensitive: Default::default(),
+            owner: sub.bound_owner().map(str::to_string),
+            ..Event::new(new_id("evt_", now), account, topic.topic(), now, data)
         };
         let sent = self
             .events
@@ -102,16 +102,17 @@ impl Hub {
         }
         let now = self.now_ms();
         let event = Event {
-            id: new_id("evt_", now),
-            account: sub.account.clone(),
-            topic: Topic::parse(TEST_TOPIC).expect("the test topic follows the grammar"),
-            timestamp_ms: now,
-            data: subscription_data(
-                &sub.id,
-                json!({"message": "a test event, sent on request; it needs no action"}),
-            ),
-            labels: Default::default(),
-            sensitive: Default::default(),
+            owner: sub.bound_owner().map(str::to_string),
+            ..Event::new(
+                new_id("evt_", now),
+                &sub.account,
+                Topic::parse(TEST_TOPIC).expect("the test topic follows the grammar"),
+                now,
+                subscription_data(
+                    &sub.id,
+                    json!({"message": "a test event, sent on request; it needs no action"}),
+                ),
+            )
         };
         self.enqueue_delivery(&DeliveryTask::new(
             sub.id.clone(),

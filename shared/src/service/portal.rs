@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Caller, Reach, SCOPE_READ, SCOPE_SUBSCRIBE};
+use crate::auth::{Caller, Reach, SCOPE_READ, SCOPE_SUBSCRIBE, STRICTEST_SECRECY};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::signing::{constant_time_eq, hmac_sha256};
@@ -27,8 +27,6 @@ pub const DEFAULT_EXPIRES_SECS: u64 = 3_600;
 pub const MIN_EXPIRES_SECS: u64 = 60;
 /// Longest session: a day; the platform mints a new link when its customer comes back.
 pub const MAX_EXPIRES_SECS: u64 = 86_400;
-/// Longest owner name.
-pub const MAX_OWNER_LEN: usize = 200;
 /// The theme variables a platform may set, each a CSS colour in hex (`#0a7` or `#00aa77`).
 pub const THEME_VARIABLES: &[&str] = &["accent", "background", "surface", "text", "danger"];
 
@@ -41,6 +39,16 @@ pub enum PortalAccess {
     /// Look and change: create, edit, pause, delete, rotate, resend, recover, send a test event.
     #[default]
     Write,
+}
+
+impl PortalAccess {
+    /// The scopes a session of this access carries: each one its minter must hold too.
+    pub fn scopes(self) -> &'static [&'static str] {
+        match self {
+            PortalAccess::Read => &[SCOPE_READ],
+            PortalAccess::Write => &[SCOPE_READ, SCOPE_SUBSCRIBE],
+        }
+    }
 }
 
 /// `POST /v1/portal/sessions`.
@@ -59,6 +67,9 @@ pub struct PortalSessionRequest {
     pub access: Option<PortalAccess>,
     /// Colours the portal shows in, by variable name (`THEME_VARIABLES`).
     pub theme: Option<BTreeMap<String, String>>,
+    /// The lowest secrecy level the customer may give its subscriptions (0 to 2; default 2,
+    /// the strictest: every field marked sensitive is removed).
+    pub secrecy_floor: Option<u8>,
 }
 
 /// What a session token carries, sealed.
@@ -77,23 +88,28 @@ pub struct PortalSession {
     /// Theme colours.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub theme: BTreeMap<String, String>,
+    /// The lowest secrecy level its subscriptions may have.
+    #[serde(default = "strictest")]
+    pub secrecy_floor: u8,
+}
+
+fn strictest() -> u8 {
+    STRICTEST_SECRECY
 }
 
 impl PortalSession {
-    /// The caller the session stands for: its owner's subscriptions only, its topics only,
-    /// never publishing and never minting.
+    /// The caller the session stands for: bound to its owner (its subscriptions only, its
+    /// events only), its topics only, never below its secrecy floor, never publishing and never
+    /// minting.
     pub fn caller(&self) -> Caller {
-        let mut scopes = vec![SCOPE_READ.to_string()];
-        if self.access == PortalAccess::Write {
-            scopes.push(SCOPE_SUBSCRIBE.to_string());
-        }
+        let mut scopes: Vec<String> = self.access.scopes().iter().map(|s| s.to_string()).collect();
         scopes.extend(self.topics.iter().map(|t| format!("topic:{t}")));
-        Caller {
-            account: self.account.clone(),
-            owner: self.owner.clone(),
-            scopes: Some(scopes),
-            reach: Reach::OwnSubscriptions,
-        }
+        Caller::bound(
+            self.account.clone(),
+            self.owner.clone(),
+            Some(scopes),
+            self.secrecy_floor,
+        )
     }
 }
 
@@ -106,20 +122,6 @@ pub struct MintedSession {
     pub url: String,
     /// What the token carries.
     pub session: PortalSession,
-}
-
-fn owner(text: &str) -> Result<String> {
-    let ok = !text.trim().is_empty()
-        && text.chars().count() <= MAX_OWNER_LEN
-        && !text.chars().any(char::is_control);
-    if ok {
-        Ok(text.to_string())
-    } else {
-        Err(HubError::invalid(
-            ErrorCode::InvalidOwner,
-            format!("`owner` must be 1 to {MAX_OWNER_LEN} printable characters"),
-        ))
-    }
 }
 
 fn theme(given: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
@@ -157,7 +159,8 @@ impl Hub {
     }
 
     /// `POST /v1/portal/sessions`: mints a session no wider than the minting caller (its topics
-    /// covered by the caller's, its access held by the caller). A portal session mints nothing.
+    /// covered by the caller's, every scope of its access held by the caller). A portal session
+    /// mints nothing, nor does any other caller bound to an owner.
     pub async fn mint_portal_session(
         &self,
         caller: &Caller,
@@ -169,11 +172,10 @@ impl Hub {
             ));
         }
         let access = req.access.unwrap_or_default();
-        caller.require(match access {
-            PortalAccess::Read => SCOPE_READ,
-            PortalAccess::Write => SCOPE_SUBSCRIBE,
-        })?;
-        let owner = owner(&req.owner)?;
+        access.scopes().iter().try_for_each(|s| caller.require(s))?;
+        let owner = validate::owner(&req.owner)?;
+        let secrecy_floor = req.secrecy_floor.unwrap_or(STRICTEST_SECRECY);
+        validate::secrecy_level(secrecy_floor)?;
         let topics = match req.topics {
             Some(topics) => validate::topics(Some(topics), None)?,
             None => caller
@@ -207,6 +209,7 @@ impl Hub {
             access,
             expires_at_ms: self.now_ms() + expires_in as i64 * 1000,
             theme: theme(req.theme.unwrap_or_default())?,
+            secrecy_floor,
         };
         let token = self.seal(&session).await?;
         let url = format!("{}/portal#session={token}", self.settings.public_url);
@@ -289,10 +292,9 @@ mod tests {
         let session = hub.open_portal_session(&minted.token).await.unwrap();
         assert_eq!(session, minted.session);
         let caller = session.caller();
-        assert_eq!(caller.reach, Reach::OwnSubscriptions);
-        assert!(caller.reaches("acme", "customer-7"));
-        assert!(!caller.reaches("acme", "customer-8"));
-        assert!(!caller.reaches("other", "customer-7"));
+        assert_eq!(caller.reach, Reach::Bound);
+        assert_eq!(caller.bound_to(), Some("customer-7"));
+        assert_eq!(caller.secrecy_floor, STRICTEST_SECRECY);
         caller.require(SCOPE_SUBSCRIBE).unwrap();
         assert!(caller.require(crate::auth::SCOPE_PUBLISH).is_err());
         assert!(

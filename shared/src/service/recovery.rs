@@ -134,7 +134,7 @@ impl Hub {
                 "until": rfc3339(until_ms),
             });
             self.emit(
-                &sub.account,
+                &sub,
                 OperationalTopic::SubscriptionRecovered,
                 subscription_data(&sub.id, details),
             )

@@ -45,6 +45,10 @@ pub struct SubscribeRequest {
     pub secrecy_level: Option<u8>,
     /// Whether to send `subscription.expiring`.
     pub expiry_notice: Option<bool>,
+    /// The customer the subscription is bound to: it then receives only the events addressed
+    /// to that owner and broadcasts. The platform's callers may name any owner (absent:
+    /// account-wide); a bound caller's subscriptions are always bound to its own.
+    pub owner: Option<String>,
 }
 
 /// Distinguishes "absent" from "null" in a PATCH body.
@@ -87,6 +91,8 @@ pub struct UpdateRequest {
     /// A new lease, in seconds from now (60 s to 7 days): refreshes it without restating the
     /// other settings, as subscribing again would.
     pub expires: Option<i64>,
+    /// Accepted only as the owner the subscription already has: an owner never changes.
+    pub owner: Option<String>,
 }
 
 /// How often subscribe starts over after losing a race for its callback.
@@ -124,7 +130,7 @@ pub fn uuid_v4() -> String {
 /// `duplicate_callback_url` for a callback `other` holds; its id is named only to a caller that
 /// could reach it.
 fn callback_taken(caller: &Caller, other: &Subscription) -> HubError {
-    let message = if caller.reaches(&other.account, &other.owner) {
+    let message = if caller.reaches(other) {
         format!("subscription {} already uses this callback_url", other.id)
     } else {
         "another subscription already uses this callback_url".to_string()
@@ -137,9 +143,7 @@ impl Hub {
     /// caller's topic scopes do not cover every one of its topics.
     pub(crate) async fn owned(&self, caller: &Caller, id: &str) -> Result<Subscription> {
         match self.store.get(id).await? {
-            Some(sub)
-                if caller.reaches(&sub.account, &sub.owner) && !sub.is_expired(self.now_ms()) =>
-            {
+            Some(sub) if caller.reaches(&sub) && !sub.is_expired(self.now_ms()) => {
                 if !caller.may_act_on(&sub.topics) {
                     return Err(HubError::InsufficientScope(format!(
                         "topic:{}",
@@ -157,20 +161,77 @@ impl Hub {
     }
 
     /// Starts (or restarts) the confirmation handshake: a new token, 24 h to answer, and the
-    /// confirmation message on the deliveries queue once the subscription is saved.
-    fn begin_confirmation(&self, sub: &mut Subscription) -> DeliveryTask {
+    /// confirmation message on the deliveries queue once the subscription is saved. For a
+    /// subscription bound to an owner it first takes one of the owner's confirmations of the
+    /// hour (`429 too_many_confirmations` once they are used up), so that no customer can make
+    /// the hub POST at third parties without bound.
+    async fn begin_confirmation(&self, sub: &mut Subscription) -> Result<DeliveryTask> {
+        if let Some(owner) = sub.bound_owner() {
+            const HOUR_MS: i64 = 3600 * 1000;
+            let now = self.now_ms();
+            let per_hour = self.settings.confirmations_per_owner_hour;
+            let key = format!("confirm\0{}\0{owner}", sub.account);
+            if !self
+                .store
+                .take_allowance(&key, now, HOUR_MS, per_hour)
+                .await?
+            {
+                let retry_after_ms = HOUR_MS - now.rem_euclid(HOUR_MS);
+                return Err(HubError::TooManyConfirmations {
+                    per_hour,
+                    retry_after_secs: (retry_after_ms as u64).div_ceil(1000),
+                });
+            }
+        }
         let token = random_token();
         sub.status = SubscriptionStatus::Pending;
         sub.confirmed_at_ms = None;
         sub.confirm_token_sha256 = Some(sha256_hex(token.as_bytes()));
         sub.pending_until_ms = Some(self.now_ms() + PENDING_LIFETIME_MS);
-        DeliveryTask::new(
+        Ok(DeliveryTask::new(
             sub.id.clone(),
             TaskPayload::Confirmation {
                 message_id: uuid_v4(),
                 token,
             },
-        )
+        ))
+    }
+
+    /// The owner a new subscription of `caller` is bound to (`None`: account-wide): a bound
+    /// caller's own, whatever it asks (naming another is `403`); the one a platform caller
+    /// names, if any.
+    fn binding_for(&self, caller: &Caller, asked: Option<&str>) -> Result<Option<String>> {
+        match (caller.bound_to(), asked) {
+            (Some(mine), Some(other)) if other != mine => Err(HubError::InsufficientScope(
+                format!("owner:{other} (this caller is bound to its own customer)"),
+            )),
+            (Some(mine), _) => Ok(Some(mine.to_string())),
+            (None, Some(owner)) => validate::owner(owner).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Fails with `409 owner_subscription_limit_reached` when `owner` already holds as many
+    /// live subscriptions (pending ones included) as one customer may.
+    async fn check_owner_limit(&self, account: &str, owner: &str) -> Result<()> {
+        let limit = self.settings.max_subscriptions_per_owner;
+        let now = self.now_ms();
+        let mut held = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .list(account, Some(owner), 100, cursor.as_deref())
+                .await?;
+            held += page.items.iter().filter(|s| !s.is_expired(now)).count();
+            if held >= limit {
+                return Err(HubError::OwnerSubscriptionLimit(limit));
+            }
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Puts a task on the deliveries queue.
@@ -230,12 +291,13 @@ impl Hub {
         }
         let secrecy_level = req.secrecy_level.unwrap_or(1);
         validate::secrecy_level(secrecy_level)?;
+        let bound_to = self.binding_for(caller, req.owner.as_deref())?;
 
         let now = self.now_ms();
         let callback_url = url.to_string();
         let existing = self
             .store
-            .find_by_callback(&caller.account, &callback_url)
+            .find_by_callback(&caller.account, bound_to.as_deref(), &callback_url)
             .await?;
         let (previous, lapsed) = match existing {
             Some(sub) if sub.is_expired(now) => (None, Some(sub)),
@@ -243,7 +305,7 @@ impl Hub {
         };
         if let Some(prev) = &previous {
             // Subscribing again refreshes and replaces: only for a caller that may act on it.
-            if !caller.reaches(&prev.account, &prev.owner) {
+            if !caller.reaches(prev) {
                 return Err(callback_taken(caller, prev));
             }
             if !caller.may_act_on(&prev.topics) {
@@ -261,17 +323,23 @@ impl Hub {
             if self.store.count_subscriptions(&caller.account).await? >= limit {
                 return Err(HubError::SubscriptionLimit(limit));
             }
+            if let Some(owner) = &bound_to {
+                self.check_owner_limit(&caller.account, owner).await?;
+            }
         }
 
         let mut sub = match &previous {
             Some(prev) => prev.clone(),
-            None => Subscription::new_pending(
-                new_id("sub_", now),
-                caller.account.clone(),
-                caller.owner.clone(),
-                callback_url.clone(),
-                now,
-            ),
+            None => Subscription {
+                bound: bound_to.is_some(),
+                ..Subscription::new_pending(
+                    new_id("sub_", now),
+                    caller.account.clone(),
+                    bound_to.unwrap_or_else(|| caller.owner.clone()),
+                    callback_url.clone(),
+                    now,
+                )
+            },
         };
         sub.topics = topics;
         sub.expires_at_ms = now + lease_ms;
@@ -281,7 +349,7 @@ impl Hub {
         sub.labels = req.labels.clone().unwrap_or_default();
         sub.receiver_auth = req.receiver_auth.clone();
         sub.signature_scheme = req.signature_scheme.unwrap_or_default();
-        sub.secrecy_level = secrecy_level;
+        sub.secrecy_level = secrecy_level.max(caller.secrecy_floor);
         sub.expiry_notice = req.expiry_notice.unwrap_or(true);
         sub.expiry_notice_sent = false;
         let algorithm = req.signing_algorithm.unwrap_or_default();
@@ -302,8 +370,10 @@ impl Hub {
             sub.status = SubscriptionStatus::Active;
             sub.failing_since_ms = None;
         }
-        let confirmation =
-            (sub.status == SubscriptionStatus::Pending).then(|| self.begin_confirmation(&mut sub));
+        let confirmation = match sub.status {
+            SubscriptionStatus::Pending => Some(self.begin_confirmation(&mut sub).await?),
+            _ => None,
+        };
         sub.version += 1;
         self.store.save(&sub, previous.as_ref()).await?;
         if let Some(task) = confirmation {
@@ -368,14 +438,26 @@ impl Hub {
     ) -> Result<Page<Subscription>> {
         caller.require(SCOPE_READ)?;
         let limit = page_limit(limit)?;
-        let mut page = self.store.list(&caller.account, limit, cursor).await?;
         let now = self.now_ms();
-        page.items.retain(|sub| {
-            !sub.is_expired(now)
-                && caller.reaches(&sub.account, &sub.owner)
-                && caller.may_act_on(&sub.topics)
-        });
-        Ok(page)
+        // Store pages are read until one item more than the page is found among those the
+        // caller reaches, so the cursor is always one of its own ids, never another
+        // customer's (or another topic's) that a store page happened to end on.
+        let mut reached = Vec::new();
+        let mut after = cursor.map(str::to_string);
+        loop {
+            let page = self
+                .store
+                .list(&caller.account, caller.bound_to(), 100, after.as_deref())
+                .await?;
+            reached.extend(page.items.into_iter().filter(|sub| {
+                !sub.is_expired(now) && caller.reaches(sub) && caller.may_act_on(&sub.topics)
+            }));
+            match page.next_cursor {
+                Some(next) if reached.len() <= limit => after = Some(next),
+                _ => break,
+            }
+        }
+        Ok(Page::from_overfetch(reached, limit, |s| s.id.clone()))
     }
 
     /// `PATCH /v1/subscriptions/{id}`.
@@ -388,6 +470,14 @@ impl Hub {
         caller.require(SCOPE_SUBSCRIBE)?;
         let previous = self.owned(caller, id).await?;
         let mut sub = previous.clone();
+        if let Some(owner) = &req.owner
+            && previous.bound_owner() != Some(owner.as_str())
+        {
+            return Err(HubError::invalid(
+                ErrorCode::ImmutableOwner,
+                "a subscription's owner is fixed when it is created; subscribe anew for another owner",
+            ));
+        }
         if req.topics.is_some() || req.topic.is_some() {
             sub.topics = validate::topics(req.topics, req.topic)?;
             sub.topics
@@ -423,7 +513,7 @@ impl Hub {
         }
         if let Some(level) = req.secrecy_level {
             validate::secrecy_level(level)?;
-            sub.secrecy_level = level;
+            sub.secrecy_level = level.max(caller.secrecy_floor);
         }
         if let Some(notice) = req.expiry_notice {
             sub.expiry_notice = notice;
@@ -454,7 +544,11 @@ impl Hub {
             let url =
                 validate::callback_url(&raw, self.settings.allow_private_targets)?.to_string();
             if url != sub.callback_url {
-                if let Some(other) = self.store.find_by_callback(&caller.account, &url).await? {
+                let holder = self
+                    .store
+                    .find_by_callback(&sub.account, sub.bound_owner(), &url)
+                    .await?;
+                if let Some(other) = holder {
                     if !other.is_expired(self.now_ms()) {
                         return Err(callback_taken(caller, &other));
                     }
@@ -462,7 +556,7 @@ impl Hub {
                     self.store.delete(&other).await?;
                 }
                 sub.callback_url = url;
-                confirmation = Some(self.begin_confirmation(&mut sub));
+                confirmation = Some(self.begin_confirmation(&mut sub).await?);
             }
         }
         sub.version += 1;
@@ -493,8 +587,9 @@ impl Hub {
         Ok(())
     }
 
-    /// `DELETE /v1/subscriptions?owner=me`: removes every subscription the caller's own token
-    /// subject created in its account; returns how many.
+    /// `DELETE /v1/subscriptions?owner=me`: removes every subscription of the caller's own in
+    /// its account (a bound caller's: those bound to its customer; a platform caller's: the
+    /// account-wide ones its token subject created); returns how many.
     pub async fn unsubscribe_all_of_owner(&self, caller: &Caller) -> Result<usize> {
         caller.require(SCOPE_SUBSCRIBE)?;
         let mut mine = Vec::new();
@@ -502,13 +597,13 @@ impl Hub {
         loop {
             let page = self
                 .store
-                .list(&caller.account, 100, cursor.as_deref())
+                .list(&caller.account, caller.bound_to(), 100, cursor.as_deref())
                 .await?;
-            mine.extend(
-                page.items
-                    .into_iter()
-                    .filter(|s| s.owner == caller.owner && caller.may_act_on(&s.topics)),
-            );
+            mine.extend(page.items.into_iter().filter(|s| {
+                s.owner == caller.owner
+                    && s.bound_owner() == caller.bound_to()
+                    && caller.may_act_on(&s.topics)
+            }));
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => break,

@@ -77,9 +77,23 @@ pub(super) const HUB_KEYS_PK: &str = "HUB#KEYS";
 
 pub(super) const KEPT_SK_END: &str = "KEPT$";
 
-pub(super) fn callback_pk(account: &str, url: &str) -> String {
+/// The callback index of a URL among the account-wide subscriptions of `account`
+/// (`bound_to` `None`) or among those bound to one owner: a URL is unique within each.
+pub(super) fn callback_pk(account: &str, bound_to: Option<&str>, url: &str) -> String {
     let digest = crate::signing::sha256_hex(url.as_bytes());
-    format!("CB#{}#{digest}", account_part(account))
+    match bound_to {
+        None => format!("CB#{}#{digest}", account_part(account)),
+        Some(owner) => format!(
+            "CB#{}#{}#{digest}",
+            account_part(account),
+            crate::signing::sha256_hex(owner.as_bytes())
+        ),
+    }
+}
+
+/// The callback index of `sub`.
+pub(super) fn callback_pk_of(sub: &Subscription) -> String {
+    callback_pk(&sub.account, sub.bound_owner(), &sub.callback_url)
 }
 
 pub(super) fn topic_pk(account: &str, pattern: &Pattern) -> String {
@@ -92,6 +106,16 @@ pub(super) fn event_key_pk(account: &str, key: &str) -> String {
 
 pub(super) fn account_gsi_pk(account: &str) -> String {
     format!("ACC#{account}")
+}
+
+/// The partition of the `by_owner` index that holds the subscriptions of `account` bound to
+/// `owner` (the owner hashed: any text, one key part).
+pub(super) fn owner_gsi_pk(account: &str, owner: &str) -> String {
+    format!(
+        "OWN#{}#{}",
+        account_part(account),
+        crate::signing::sha256_hex(owner.as_bytes())
+    )
 }
 
 /// Whether an SDK error is DynamoDB refusing a condition (a conditional write, or a transaction
@@ -148,6 +172,11 @@ pub(super) fn subscription_attributes(
         ("gsi1pk", s(account_gsi_pk(&sub.account))),
         ("gsi1sk", s(sub.id.clone())),
     ];
+    if let Some(owner) = sub.bound_owner() {
+        // Sparse: only bound subscriptions are in `by_owner` (a binding never changes).
+        attributes.push(("gsi2pk", s(owner_gsi_pk(&sub.account, owner))));
+        attributes.push(("gsi2sk", s(sub.id.clone())));
+    }
     if let Some(since) = sub.failing_since_ms {
         attributes.push(("failing_since", n(since)));
     }
@@ -158,7 +187,7 @@ pub(super) fn subscription_attributes(
 /// pattern.
 pub(super) fn index_items(sub: &Subscription) -> Result<Vec<Item>> {
     let expires = n(ttl_secs(sub.lapses_at_ms()));
-    let mut callback = key(callback_pk(&sub.account, &sub.callback_url), "CB");
+    let mut callback = key(callback_pk_of(sub), "CB");
     callback.insert("sub_id".into(), s(sub.id.clone()));
     callback.insert("expires_at".into(), expires.clone());
     let entry = serde_json::to_string(&TopicEntry::of(sub)).map_err(HubError::backend)?;

@@ -1,14 +1,16 @@
 //! The DynamoDB adapter of the [`Store`] port: one on-demand table, keys `pk`/`sk`, TTL on
-//! `expires_at` (epoch seconds) on every item, and two sparse indexes (`by_account` for listing
-//! and counting, `by_sweep_time` for the sweeper). Accounts in composite keys have `%` and `#`
-//! escaped.
+//! `expires_at` (epoch seconds) on every item, and three sparse indexes (`by_account` for listing
+//! and counting, `by_owner` for listing one customer's bound subscriptions, `by_sweep_time` for
+//! the sweeper). Accounts in composite keys have `%` and `#` escaped.
 //!
 //! | item | pk | sk |
 //! |---|---|---|
 //! | subscription | `SUB#{id}` | `SUB` |
 //! | delivery attempt | `SUB#{id}` | `ATT#{ms}#{rand}` |
 //! | kept delivery (failing, exhausted, parked) | `SUB#{id}` | `KEPT#{event id}` |
-//! | callback index | `CB#{account}#{sha256(url)}` | `CB` |
+//! | callback index, account-wide | `CB#{account}#{sha256(url)}` | `CB` |
+//! | callback index, bound to an owner | `CB#{account}#{sha256(owner)}#{sha256(url)}` | `CB` |
+//! | allowance (a count per window) | `AL#{key}` | `AL` |
 //! | topic entry (fan-out) | `T#{account}#{pattern}` | `{id}` |
 //! | event idempotency key | `EVK#{account}#{key}` | `EVK` |
 //!
@@ -41,6 +43,8 @@ pub use self::keys::SWEEP_BUCKET_SECS;
 
 /// Index of subscriptions by account, in creation order.
 pub const ACCOUNT_INDEX: &str = "by_account";
+/// Index of the subscriptions bound to one owner, in creation order.
+pub const OWNER_INDEX: &str = "by_owner";
 /// Index of subscriptions by the day the sweeper next has to look at them, for the sweeper.
 pub const SWEEP_INDEX: &str = "by_sweep_time";
 /// How many buckets back a sweep looks: a 7-day lease plus a day; older leftovers are TTL's.
@@ -176,16 +180,21 @@ impl Store for DynamoStore {
     async fn find_by_callback(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         callback_url: &str,
     ) -> Result<Option<Subscription>> {
         let index = self
-            .item(key(callback_pk(account, callback_url), "CB"), true)
+            .item(
+                key(callback_pk(account, bound_to, callback_url), "CB"),
+                true,
+            )
             .await?;
         match index.as_ref().and_then(|item| get_s(item, "sub_id")) {
-            Some(id) => Ok(self
-                .get(id)
-                .await?
-                .filter(|sub| sub.account == account && sub.callback_url == callback_url)),
+            Some(id) => Ok(self.get(id).await?.filter(|sub| {
+                sub.account == account
+                    && sub.bound_owner() == bound_to
+                    && sub.callback_url == callback_url
+            })),
             None => Ok(None),
         }
     }
@@ -298,9 +307,20 @@ impl Store for DynamoStore {
     async fn list(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>> {
+        // The whole account through `by_account`, one owner's bound ones through `by_owner`.
+        let (index, pk, sk, partition) = match bound_to {
+            None => (ACCOUNT_INDEX, "gsi1pk", "gsi1sk", account_gsi_pk(account)),
+            Some(owner) => (
+                OWNER_INDEX,
+                "gsi2pk",
+                "gsi2sk",
+                owner_gsi_pk(account, owner),
+            ),
+        };
         // A query page stops at 1 MB whatever its `Limit`: keep reading until there is one
         // item more than the page needs (so `next_cursor` is known) or nothing is left.
         let mut items = Vec::new();
@@ -310,15 +330,17 @@ impl Store for DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name(ACCOUNT_INDEX)
-                .expression_attribute_values(":acc", s(account_gsi_pk(account)))
+                .index_name(index)
+                .expression_attribute_names("#pk", pk)
+                .expression_attribute_values(":part", s(partition.clone()))
                 .limit((limit + 1 - items.len()) as i32)
                 .set_exclusive_start_key(start.take());
             let query = match cursor.filter(|c| !c.is_empty()) {
                 Some(cursor) => query
-                    .key_condition_expression("gsi1pk = :acc AND gsi1sk > :cursor")
+                    .key_condition_expression("#pk = :part AND #sk > :cursor")
+                    .expression_attribute_names("#sk", sk)
                     .expression_attribute_values(":cursor", s(cursor)),
-                None => query.key_condition_expression("gsi1pk = :acc"),
+                None => query.key_condition_expression("#pk = :part"),
             };
             let out = query.send().await.map_err(aws_error)?;
             for item in out.items.unwrap_or_default() {
@@ -638,6 +660,57 @@ impl Store for DynamoStore {
         }))
     }
 
+    async fn take_allowance(
+        &self,
+        key_: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<bool> {
+        if limit == 0 {
+            return Ok(false);
+        }
+        let window = now_ms - now_ms.rem_euclid(window_ms);
+        let item_key = key(format!("AL#{key_}"), "AL");
+        // The same window: one more while under the limit. An older window (or none): start
+        // over at one. Conditional writes only; a racing start of the window is counted by the
+        // second try. TTL removes the item after its window.
+        for _ in 0..2 {
+            let counted = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(item_key.clone()))
+                .update_expression("ADD used :one")
+                .condition_expression("window_start = :window AND used < :limit")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":window", n(window))
+                .expression_attribute_values(":limit", n(i64::from(limit)))
+                .send()
+                .await;
+            if condition_held(counted)? {
+                return Ok(true);
+            }
+            let mut fresh = item_key.clone();
+            fresh.insert("window_start".into(), n(window));
+            fresh.insert("used".into(), n(1));
+            fresh.insert("expires_at".into(), n(ttl_secs(window + window_ms)));
+            let started = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(fresh))
+                .condition_expression("attribute_not_exists(pk) OR window_start < :window")
+                .expression_attribute_values(":window", n(window))
+                .send()
+                .await;
+            if condition_held(started)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
         let key = key(HUB_KEYS_PK.to_string(), name);
         let mut item = key.clone();
@@ -774,10 +847,7 @@ impl DynamoStore {
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(key(
-                callback_pk(&sub.account, &sub.callback_url),
-                "CB",
-            )))
+            .set_key(Some(key(callback_pk_of(sub), "CB")))
             .condition_expression("#sub = :id")
             .expression_attribute_names("#sub", "sub_id")
             .expression_attribute_values(":id", s(sub.id.clone()))

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, PutRequest, ScalarAttributeType, StreamSpecification, StreamViewType,
-    TimeToLiveSpecification, WriteRequest,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType, PutRequest,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    WriteRequest,
 };
 
 use super::keys::{index_items, key, n, sub_pk, subscription_attributes};
-use super::{ACCOUNT_INDEX, DynamoStore, SWEEP_INDEX};
+use super::{ACCOUNT_INDEX, DynamoStore, OWNER_INDEX, SWEEP_INDEX};
 use crate::adapters::aws_error;
 use crate::error::{HubError, Result};
 use crate::model::Subscription;
@@ -69,6 +70,8 @@ impl DynamoStore {
             .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
             .attribute_definitions(attr("gsi1pk", ScalarAttributeType::S)?)
             .attribute_definitions(attr("gsi1sk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("gsi2pk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("gsi2sk", ScalarAttributeType::S)?)
             .attribute_definitions(attr("sweep_bucket", ScalarAttributeType::S)?)
             .attribute_definitions(attr("sweep_at", ScalarAttributeType::N)?)
             .key_schema(key_el("pk", KeyType::Hash)?)
@@ -79,6 +82,7 @@ impl DynamoStore {
                 "gsi1sk",
                 ProjectionType::All,
             )?)
+            .global_secondary_indexes(index(OWNER_INDEX, "gsi2pk", "gsi2sk", ProjectionType::All)?)
             .global_secondary_indexes(index(
                 SWEEP_INDEX,
                 "sweep_bucket",
@@ -94,6 +98,40 @@ impl DynamoStore {
                     .as_service_error()
                     .is_some_and(|e| e.is_resource_in_use_exception()) =>
             {
+                // A table made by an earlier version may lack the index of bound subscriptions.
+                let described = self
+                    .client
+                    .describe_table()
+                    .table_name(&self.table)
+                    .send()
+                    .await
+                    .map_err(aws_error)?;
+                let has_owner_index = described
+                    .table
+                    .and_then(|t| t.global_secondary_indexes)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|i| i.index_name() == Some(OWNER_INDEX));
+                if !has_owner_index {
+                    let owner_index = index(OWNER_INDEX, "gsi2pk", "gsi2sk", ProjectionType::All)?;
+                    let create = CreateGlobalSecondaryIndexAction::builder()
+                        .index_name(OWNER_INDEX)
+                        .set_key_schema(Some(owner_index.key_schema().to_vec()))
+                        .set_projection(owner_index.projection().cloned())
+                        .build()
+                        .map_err(HubError::backend)?;
+                    self.client
+                        .update_table()
+                        .table_name(&self.table)
+                        .attribute_definitions(attr("gsi2pk", ScalarAttributeType::S)?)
+                        .attribute_definitions(attr("gsi2sk", ScalarAttributeType::S)?)
+                        .global_secondary_index_updates(
+                            GlobalSecondaryIndexUpdate::builder().create(create).build(),
+                        )
+                        .send()
+                        .await
+                        .map_err(aws_error)?;
+                }
                 return Ok(());
             }
             Err(err) => return Err(aws_error(err)),

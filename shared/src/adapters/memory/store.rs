@@ -17,7 +17,10 @@ use crate::topic::Pattern;
 #[derive(Default)]
 struct StoreState {
     subscriptions: BTreeMap<String, Subscription>,
-    by_callback: HashMap<(String, String), String>,
+    /// Subscription ids by account, bound owner (`""`: account-wide) and callback URL.
+    by_callback: HashMap<CallbackKey, String>,
+    /// Allowances: the window they count in (its start, Unix ms) and how many were taken.
+    allowances: HashMap<String, (i64, u32)>,
     topics: HashMap<(String, Pattern), BTreeSet<String>>,
     event_keys: HashMap<(String, String), KeyState>,
     claims_since_prune: usize,
@@ -28,6 +31,22 @@ struct StoreState {
     kept: HashMap<String, BTreeMap<String, KeptDelivery>>,
     /// The hub's own keys by name.
     hub_keys: HashMap<String, Vec<u8>>,
+}
+
+/// Where a callback URL is unique: the account, the owner a subscription is bound to (`""` for
+/// account-wide ones) and the URL.
+type CallbackKey = (String, String, String);
+
+fn callback_key(account: &str, bound_to: Option<&str>, url: &str) -> CallbackKey {
+    (
+        account.to_string(),
+        bound_to.unwrap_or_default().to_string(),
+        url.to_string(),
+    )
+}
+
+fn callback_key_of(sub: &Subscription) -> CallbackKey {
+    callback_key(&sub.account, sub.bound_owner(), &sub.callback_url)
 }
 
 /// An idempotency key: claimed by one publish, then queued.
@@ -70,7 +89,7 @@ impl StoreState {
                 set.remove(&sub.id);
             }
         }
-        let key = (sub.account.clone(), sub.callback_url.clone());
+        let key = callback_key_of(sub);
         if self.by_callback.get(&key) == Some(&sub.id) {
             self.by_callback.remove(&key);
         }
@@ -88,6 +107,32 @@ impl Store for MemoryStore {
             .clone())
     }
 
+    async fn take_allowance(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<bool> {
+        let window = now_ms - now_ms.rem_euclid(window_ms);
+        let mut state = self.lock();
+        state
+            .allowances
+            .retain(|_, (start, _)| *start + window_ms > now_ms);
+        let (start, used) = state
+            .allowances
+            .entry(key.to_string())
+            .or_insert((window, 0));
+        if *start != window {
+            (*start, *used) = (window, 0);
+        }
+        if *used >= limit {
+            return Ok(false);
+        }
+        *used += 1;
+        Ok(true)
+    }
+
     async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
         let mut counts = std::collections::BTreeMap::new();
         for sub in self.lock().subscriptions.values() {
@@ -103,12 +148,13 @@ impl Store for MemoryStore {
     async fn find_by_callback(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         callback_url: &str,
     ) -> Result<Option<Subscription>> {
         let state = self.lock();
         Ok(state
             .by_callback
-            .get(&(account.to_string(), callback_url.to_string()))
+            .get(&callback_key(account, bound_to, callback_url))
             .and_then(|id| state.subscriptions.get(id))
             .cloned())
     }
@@ -119,7 +165,7 @@ impl Store for MemoryStore {
         if stored_version != previous.map(|p| p.version) {
             return Err(HubError::Conflict);
         }
-        let callback_key = (sub.account.clone(), sub.callback_url.clone());
+        let callback_key = callback_key_of(sub);
         if let Some(holder) = state.by_callback.get(&callback_key)
             && holder != &sub.id
             && state.subscriptions.contains_key(holder)
@@ -144,10 +190,7 @@ impl Store for MemoryStore {
                 .or_default()
                 .insert(sub.id.clone());
         }
-        state.by_callback.insert(
-            (sub.account.clone(), sub.callback_url.clone()),
-            sub.id.clone(),
-        );
+        state.by_callback.insert(callback_key, sub.id.clone());
         state.subscriptions.insert(sub.id.clone(), stored);
         Ok(())
     }
@@ -165,6 +208,7 @@ impl Store for MemoryStore {
     async fn list(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>> {
@@ -173,7 +217,9 @@ impl Store for MemoryStore {
         let items: Vec<Subscription> = state
             .subscriptions
             .range::<str, _>((std::ops::Bound::Excluded(start), std::ops::Bound::Unbounded))
-            .filter(|(_, s)| s.account == account)
+            .filter(|(_, s)| {
+                s.account == account && bound_to.is_none_or(|o| s.bound_owner() == Some(o))
+            })
             .take(limit + 1)
             .map(|(_, s)| s.clone())
             .collect();

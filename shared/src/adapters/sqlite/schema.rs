@@ -94,6 +94,23 @@ const MIGRATIONS: &[&str] = &[
         key  BLOB NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 6: customers as a boundary: a callback URL is unique per account and bound owner ('' for
+    // account-wide subscriptions, which every earlier one is); a customer's subscriptions are
+    // listed through an index of their own; allowances (confirmations per customer and hour).
+    r#"
+    ALTER TABLE subscriptions ADD COLUMN bound_owner TEXT NOT NULL DEFAULT '';
+    DROP INDEX subscriptions_by_callback;
+    CREATE UNIQUE INDEX subscriptions_by_callback
+        ON subscriptions (account, bound_owner, callback_url);
+    CREATE INDEX subscriptions_by_owner ON subscriptions (account, bound_owner, id);
+    CREATE TABLE allowances (
+        key             TEXT PRIMARY KEY,
+        window_start_ms INTEGER NOT NULL,
+        used            INTEGER NOT NULL,
+        expires_at_ms   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX allowances_by_expiry ON allowances (expires_at_ms);
+    "#,
 ];
 
 /// The schema version this build writes.

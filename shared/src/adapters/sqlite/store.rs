@@ -116,15 +116,20 @@ impl Store for SqliteStore {
     async fn find_by_callback(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         callback_url: &str,
     ) -> Result<Option<Subscription>> {
-        let (account, callback_url) = (account.to_string(), callback_url.to_string());
+        let args = [
+            account.to_string(),
+            bound_to.unwrap_or_default().to_string(),
+            callback_url.to_string(),
+        ];
         self.db
             .read(move |conn| {
                 one_subscription(
                     conn,
-                    "account = ?1 AND callback_url = ?2",
-                    [account, callback_url],
+                    "account = ?1 AND bound_owner = ?2 AND callback_url = ?3",
+                    args,
                 )
             })
             .await
@@ -148,10 +153,12 @@ impl Store for SqliteStore {
                 let written = conn
                     .prepare_cached(
                         "INSERT INTO subscriptions
-                            (id, account, callback_url, version, sweep_at_ms, failing_since_ms, body)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                            (id, account, callback_url, version, sweep_at_ms, failing_since_ms, body,
+                             bound_owner)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                          ON CONFLICT (id) DO UPDATE SET
                             account = excluded.account, callback_url = excluded.callback_url,
+                            bound_owner = excluded.bound_owner,
                             version = excluded.version, sweep_at_ms = excluded.sweep_at_ms,
                             failing_since_ms = excluded.failing_since_ms, body = excluded.body",
                     )
@@ -166,6 +173,7 @@ impl Store for SqliteStore {
                             to_json(&sub).map_err(|e| rusqlite::Error::ToSqlConversionFailure(
                                 Box::new(std::io::Error::other(e.to_string()))
                             ))?,
+                            sub.bound_owner().unwrap_or_default(),
                         ])
                     });
                 match written {
@@ -211,20 +219,27 @@ impl Store for SqliteStore {
     async fn list(
         &self,
         account: &str,
+        bound_to: Option<&str>,
         limit: usize,
         cursor: Option<&str>,
     ) -> Result<Page<Subscription>> {
         let (account, after) = (account.to_string(), cursor.unwrap_or("").to_string());
+        let bound_to = bound_to.map(str::to_string);
         self.db
             .read(move |conn| {
+                // `?4` is NULL for the whole account, else the owner whose bound ones are listed.
                 let mut select = conn
                     .prepare_cached(&format!(
                         "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions
-                         WHERE account = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                         WHERE account = ?1 AND id > ?2 AND (?4 IS NULL OR bound_owner = ?4)
+                         ORDER BY id LIMIT ?3"
                     ))
                     .map_err(db_error)?;
                 let items = select
-                    .query_map(params![account, after, limit as i64 + 1], subscription_from)
+                    .query_map(
+                        params![account, after, limit as i64 + 1, bound_to],
+                        subscription_from,
+                    )
                     .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                     .map_err(db_error)?
                     .into_iter()
@@ -605,6 +620,39 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn take_allowance(
+        &self,
+        key: &str,
+        now_ms: i64,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<bool> {
+        if limit == 0 {
+            return Ok(false);
+        }
+        let key = key.to_string();
+        let window = now_ms - now_ms.rem_euclid(window_ms);
+        self.db
+            .write(move |conn| {
+                // A new window starts the count over; the count only grows below the limit.
+                let taken = conn
+                    .prepare_cached(
+                        "INSERT INTO allowances (key, window_start_ms, used, expires_at_ms)
+                         VALUES (?1, ?2, 1, ?3)
+                         ON CONFLICT (key) DO UPDATE SET
+                            used = CASE WHEN window_start_ms = excluded.window_start_ms
+                                        THEN used + 1 ELSE 1 END,
+                            window_start_ms = excluded.window_start_ms,
+                            expires_at_ms = excluded.expires_at_ms
+                         WHERE window_start_ms != excluded.window_start_ms OR used < ?4",
+                    )
+                    .and_then(|mut s| s.execute(params![key, window, window + window_ms, limit]))
+                    .map_err(db_error)?;
+                Ok(taken > 0)
+            })
+            .await
+    }
+
     async fn count_by_status(&self) -> Result<Option<Vec<(SubscriptionStatus, u64)>>> {
         let counts: Vec<(String, i64)> = self
             .db
@@ -642,6 +690,8 @@ impl Store for SqliteStore {
             "DELETE FROM kept_deliveries WHERE (subscription_id, event_id) IN
                 (SELECT subscription_id, event_id FROM kept_deliveries
                  WHERE expires_at_ms <= ?1 LIMIT ?2)",
+            "DELETE FROM allowances WHERE key IN
+                (SELECT key FROM allowances WHERE expires_at_ms <= ?1 LIMIT ?2)",
         ] {
             loop {
                 let deleted = self
