@@ -42,8 +42,13 @@ fn portal(path: &str) -> String {
 
 /// Subscribes through a portal session (the portal's API); the raw answer.
 async fn portal_subscribe(hub: &HubProcess, token: &str, body: Value) -> Answer {
-    hub.call("POST", &portal("/v1/subscriptions"), Some(token), Some(body))
-        .await
+    hub.call(
+        "POST",
+        &portal("/v1/subscriptions"),
+        Some(token),
+        Some(body),
+    )
+    .await
 }
 
 /// Follows the confirmation `path` received for subscription `id`.
@@ -114,7 +119,10 @@ mod scenarios {
     pub async fn events_reach_only_the_customer_they_concern(backend: Backend) {
         let hub = start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
-        let (alice, bob) = (session(&hub, "customer-a").await, session(&hub, "customer-b").await);
+        let (alice, bob) = (
+            session(&hub, "customer-a").await,
+            session(&hub, "customer-b").await,
+        );
         let a = portal_subscribe(
             &hub,
             &alice,
@@ -134,9 +142,18 @@ mod scenarios {
         )
         .await;
         assert_eq!(b.status, 201, "{}", b.body);
-        let platform =
-            subscribe_pending(&hub, &receiver, KEY_A, "/platform", json!({"topics": ["*"]})).await;
-        assert_eq!(platform["bound"], false, "the platform's key is account-wide");
+        let platform = subscribe_pending(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/platform",
+            json!({"topics": ["*"]}),
+        )
+        .await;
+        assert_eq!(
+            platform["bound"], false,
+            "the platform's key is account-wide"
+        );
         confirm(&hub, &receiver, "/a", &id_of(&a.body)).await;
         confirm(&hub, &receiver, "/b", &id_of(&b.body)).await;
         confirm(&hub, &receiver, "/platform", &id_of(&platform)).await;
@@ -157,7 +174,11 @@ mod scenarios {
         // The hub's own decisions, then what each receiver took.
         assert_eq!(fanned_out(&hub, &to_a).await, 2, "A and the platform");
         assert_eq!(fanned_out(&hub, &broadcast).await, 3, "everyone");
-        assert_eq!(fanned_out(&hub, &unaddressed).await, 1, "the platform alone");
+        assert_eq!(
+            fanned_out(&hub, &unaddressed).await,
+            1,
+            "the platform alone"
+        );
         assert_eq!(fanned_out(&hub, &to_b).await, 2, "B and the platform");
         receiver
             .wait_until_events(WAIT, |seen| {
@@ -210,7 +231,10 @@ mod scenarios {
     pub async fn callbacks_are_unique_per_customer(backend: Backend) {
         let hub = start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
-        let (alice, bob) = (session(&hub, "customer-a").await, session(&hub, "customer-b").await);
+        let (alice, bob) = (
+            session(&hub, "customer-a").await,
+            session(&hub, "customer-b").await,
+        );
         let body = json!({"callback_url": receiver.url("/shared"), "topics": ["door.*"]});
         let by_a = portal_subscribe(&hub, &alice, body.clone()).await;
         let by_b = portal_subscribe(&hub, &bob, body.clone()).await;
@@ -224,7 +248,11 @@ mod scenarios {
             ids.insert(id_of(&answer.body));
             secrets.insert(answer.body["secret"].as_str().unwrap().to_string());
         }
-        assert_eq!((ids.len(), secrets.len()), (3, 3), "three subscriptions, three secrets");
+        assert_eq!(
+            (ids.len(), secrets.len()),
+            (3, 3),
+            "three subscriptions, three secrets"
+        );
         // Subscribing again refreshes one's own, never another's.
         let again = portal_subscribe(&hub, &bob, body.clone()).await;
         assert_eq!(again.status, 200, "{}", again.body);
@@ -242,10 +270,7 @@ mod scenarios {
         let again = hub
             .call("POST", "/v1/subscriptions", Some(KEY_A), Some(for_a))
             .await;
-        assert_eq!(
-            (again.status, id_of(&again.body)),
-            (200, id_of(&by_a.body))
-        );
+        assert_eq!((again.status, id_of(&again.body)), (200, id_of(&by_a.body)));
         // A customer cannot name another, nor move a subscription to another owner.
         let mut for_b = body.clone();
         for_b["owner"] = json!("customer-b");
@@ -292,7 +317,10 @@ mod scenarios {
     pub async fn a_customer_holds_at_most_its_limit(backend: Backend) {
         let hub = start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
-        let (alice, bob) = (session(&hub, "customer-a").await, session(&hub, "customer-b").await);
+        let (alice, bob) = (
+            session(&hub, "customer-a").await,
+            session(&hub, "customer-b").await,
+        );
         for n in 0..25 {
             let made = portal_subscribe(
                 &hub,
@@ -320,8 +348,10 @@ mod scenarios {
                 "POST",
                 "/v1/subscriptions",
                 Some(KEY_A),
-                Some(json!({"callback_url": receiver.url("/a26"), "topics": ["door.*"],
-                            "owner": "customer-a"})),
+                Some(
+                    json!({"callback_url": receiver.url("/a26"), "topics": ["door.*"],
+                            "owner": "customer-a"}),
+                ),
             )
             .await;
         assert_eq!(for_a.body["code"], "owner_subscription_limit_reached");
@@ -352,7 +382,10 @@ mod scenarios {
     pub async fn confirmations_per_customer_are_bounded(backend: Backend) {
         let hub = start(backend, &["--confirmations-per-owner-hour", "2"]).await;
         let receiver = TestReceiver::start().await;
-        let (alice, bob) = (session(&hub, "customer-a").await, session(&hub, "customer-b").await);
+        let (alice, bob) = (
+            session(&hub, "customer-a").await,
+            session(&hub, "customer-b").await,
+        );
         for n in 0..2 {
             let made = portal_subscribe(
                 &hub,
@@ -383,7 +416,11 @@ mod scenarios {
         let listed = hub
             .call("GET", &portal("/v1/subscriptions"), Some(&alice), None)
             .await;
-        assert_eq!(listed.body["data"].as_array().unwrap().len(), 2, "nothing stored");
+        assert_eq!(
+            listed.body["data"].as_array().unwrap().len(),
+            2,
+            "nothing stored"
+        );
         for (token, path) in [(Some(bob.as_str()), "/b"), (None, "/platform")] {
             let body = json!({"callback_url": receiver.url(path), "topics": ["door.*"]});
             let made = match token {
@@ -411,7 +448,10 @@ mod scenarios {
     pub async fn list_cursors_name_only_reachable_ids(backend: Backend) {
         let hub = start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
-        let (alice, bob) = (session(&hub, "customer-a").await, session(&hub, "customer-b").await);
+        let (alice, bob) = (
+            session(&hub, "customer-a").await,
+            session(&hub, "customer-b").await,
+        );
         let mut mine = Vec::new();
         let mut doors = Vec::new();
         for n in 0..3 {
@@ -446,7 +486,10 @@ mod scenarios {
         assert_eq!(ids, mine, "A walks exactly its own");
         assert!(cursors.iter().all(|c| mine.contains(c)), "{cursors:?}");
         let (ids, cursors) = walk(&hub, "/v1/subscriptions", KEY_DOORS).await;
-        assert_eq!(ids, doors, "the door key walks exactly the door subscriptions");
+        assert_eq!(
+            ids, doors,
+            "the door key walks exactly the door subscriptions"
+        );
         assert!(cursors.iter().all(|c| doors.contains(c)), "{cursors:?}");
         // The platform sees everyone's, bound ones marked.
         let (ids, _) = walk(&hub, "/v1/subscriptions", KEY_A).await;
@@ -508,9 +551,11 @@ mod scenarios {
         let hub = start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
         let made =
-            subscribe_confirmed(&hub, &receiver, KEY_A, "/a", json!({"owner": "customer-a"}))
-                .await;
-        assert_eq!((&made["owner"], &made["bound"]), (&json!("customer-a"), &json!(true)));
+            subscribe_confirmed(&hub, &receiver, KEY_A, "/a", json!({"owner": "customer-a"})).await;
+        assert_eq!(
+            (&made["owner"], &made["bound"]),
+            (&json!("customer-a"), &json!(true))
+        );
         let alice = session(&hub, "customer-a").await;
         let listed = hub
             .call("GET", &portal("/v1/subscriptions"), Some(&alice), None)
@@ -521,8 +566,14 @@ mod scenarios {
         for_b["owner"] = json!("customer-b");
         let mut for_a = topic.clone();
         for_a["owner"] = json!("customer-a");
-        assert_eq!(fanned_out(&hub, &id_of(&publish(&hub, KEY_A, for_b).await)).await, 0);
-        assert_eq!(fanned_out(&hub, &id_of(&publish(&hub, KEY_A, topic).await)).await, 0);
+        assert_eq!(
+            fanned_out(&hub, &id_of(&publish(&hub, KEY_A, for_b).await)).await,
+            0
+        );
+        assert_eq!(
+            fanned_out(&hub, &id_of(&publish(&hub, KEY_A, topic).await)).await,
+            0
+        );
         let to_a = id_of(&publish(&hub, KEY_A, for_a).await);
         assert_eq!(fanned_out(&hub, &to_a).await, 1);
         let delivered = receiver
@@ -535,8 +586,10 @@ mod scenarios {
                 "POST",
                 "/v1/events",
                 Some(KEY_A),
-                Some(json!({"topic": "door.opened", "data": {}, "owner": "customer-a",
-                            "broadcast": true})),
+                Some(
+                    json!({"topic": "door.opened", "data": {}, "owner": "customer-a",
+                            "broadcast": true}),
+                ),
             )
             .await;
         assert_eq!(

@@ -62,6 +62,16 @@ async fn aws_producers_publish_through_sqs_and_eventbridge() {
         .to_string();
     let beta = TestReceiver::start().await;
     subscribe_confirmed(&hub, &beta, KEY_B, "/beta", json!({})).await;
+    // A subscription of acme's customer-42: it gets only the events addressed to customer-42.
+    let customer = TestReceiver::start().await;
+    subscribe_confirmed(
+        &hub,
+        &customer,
+        KEY_A,
+        "/c42",
+        json!({"owner": "customer-42"}),
+    )
+    .await;
 
     // Straight to the ingest queue, as a producer with IAM rights on it would.
     let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
@@ -69,6 +79,8 @@ async fn aws_producers_publish_through_sqs_and_eventbridge() {
     let bodies = [
         json!({"topic": "door.request.allowed", "data": {"n": 1}, "id": "k1"}).to_string(),
         json!({"topic": "door.request.allowed", "data": {"n": 2}, "id": "k1"}).to_string(),
+        json!({"topic": "door.request.allowed", "data": {"n": 6}, "owner": "customer-42"})
+            .to_string(),
         json!({"topic": "bad topic!", "data": {}}).to_string(),
         json!({"topic": "hub.delivery.exhausted", "data": {}}).to_string(),
         "not json".to_string(),
@@ -104,7 +116,7 @@ async fn aws_producers_publish_through_sqs_and_eventbridge() {
     let dead = drain(&ingest.dead_letter_queue().await.unwrap(), 3).await;
     let refused: Vec<&str> = dead.iter().map(|m| m.body.as_str()).collect();
     assert_eq!(refused.len(), 3, "{refused:?}");
-    for body in &bodies[2..] {
+    for body in &bodies[3..] {
         assert!(refused.contains(&body.as_str()), "{body} dead-lettered");
     }
     logged(
@@ -128,6 +140,7 @@ entries = [
     {"Source": "webhook-hub.acme", "DetailType": "door.request.allowed", "Detail": json.dumps({"data": {"n": 3}})},
     {"Source": "webhook-hub.beta", "DetailType": "door.request.allowed", "Detail": json.dumps({"data": {"n": 4}})},
     {"Source": "webhook-hub.acme", "DetailType": "door request", "Detail": json.dumps({"data": {"n": 5}})},
+    {"Source": "webhook-hub.acme", "DetailType": "door.request.allowed", "Detail": json.dumps({"data": {"n": 7}, "owner": "customer-42"})},
 ]
 for entry in entries:
     entry["EventBusName"] = name
@@ -151,18 +164,39 @@ print(out["FailedEntryCount"])
     )
     .await;
 
-    // Each account got only its own, once.
-    let acme_events: Vec<i64> = events_at(&acme.received(), "/acme")
+    // Both paths carry the owner: customer-42's subscription gets exactly its two events.
+    customer
+        .wait_until_events(WAIT, |seen| events_at(seen, "/c42").len() >= 2)
+        .await;
+    acme.wait_until_events(WAIT, |seen| events_at(seen, "/acme").len() >= 4)
+        .await;
+    let to_customer = customer.received();
+    let to_customer = events_at(&to_customer, "/c42");
+    let mut numbers: Vec<i64> = to_customer
         .iter()
         .map(|r| r.json()["data"]["n"].as_i64().unwrap())
         .collect();
+    numbers.sort();
+    assert_eq!(numbers, [6, 7]);
+    assert!(
+        to_customer
+            .iter()
+            .all(|r| r.json()["owner"] == "customer-42")
+    );
+
+    // Each account got only its own, once.
+    let mut acme_events: Vec<i64> = events_at(&acme.received(), "/acme")
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+        .collect();
+    acme_events.sort();
     assert_eq!(
         acme_events.len(),
-        2,
+        4,
         "k1's repeat is not delivered: {acme_events:?}"
     );
     assert!(
-        [1, 2].contains(&acme_events[0]) && acme_events[1] == 3,
+        [1, 2].contains(&acme_events[0]) && acme_events[1..] == [3, 6, 7],
         "{acme_events:?}"
     );
     let beta_events: Vec<i64> = events_at(&beta.received(), "/beta")

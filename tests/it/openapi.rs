@@ -202,6 +202,7 @@ fn response_types_match_the_document() {
         owner: "alice".into(),
         topics: vec![hub::topic::Pattern::parse("door.*").unwrap()],
         access: hub::service::portal::PortalAccess::Write,
+        secrecy_floor: 2,
         expires_at: "2026-11-28T10:00:00.000Z".into(),
     };
     conforms(

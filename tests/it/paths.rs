@@ -49,6 +49,55 @@ async fn entries(store: &dyn Store, pattern: &str) -> Vec<String> {
 mod scenarios {
     use super::*;
 
+    /// The store's allowances (confirmations per customer and hour): each key counts to its
+    /// limit within one window, concurrent takes never pass it, a new window starts over, and a
+    /// limit of 0 allows nothing.
+    pub async fn an_allowance_counts_to_its_limit_in_each_window(backend: Backend) {
+        let hub = InProcess::start(backend, Settings::default()).await;
+        let store = hub.store.inner().clone();
+        let start = 1_800_000_000_000 / HOUR_MS * HOUR_MS;
+        let takes = futures::future::join_all(
+            (0..8).map(|i| store.take_allowance("confirm-a", start + i, HOUR_MS, 5)),
+        )
+        .await;
+        let granted = takes.into_iter().filter(|t| *t.as_ref().unwrap()).count();
+        assert_eq!(granted, 5, "eight at once, five granted");
+        assert!(
+            !store
+                .take_allowance("confirm-a", start + HOUR_MS - 1, HOUR_MS, 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .take_allowance("confirm-b", start + 10, HOUR_MS, 5)
+                .await
+                .unwrap(),
+            "another key counts apart"
+        );
+        for _ in 0..5 {
+            assert!(
+                store
+                    .take_allowance("confirm-a", start + HOUR_MS, HOUR_MS, 5)
+                    .await
+                    .unwrap(),
+                "the next window starts over"
+            );
+        }
+        assert!(
+            !store
+                .take_allowance("confirm-a", start + HOUR_MS + 1, HOUR_MS, 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .take_allowance("confirm-c", start, HOUR_MS, 0)
+                .await
+                .unwrap()
+        );
+    }
+
     /// With `--delivery-log lean`, the delivery log holds the failed attempts only, and the
     /// odometer still counts every delivered event.
     pub async fn the_lean_delivery_log_keeps_failures_and_counts_successes(backend: Backend) {
@@ -321,6 +370,7 @@ mod scenarios {
 }
 
 hub_tests::on_every_backend!(
+    an_allowance_counts_to_its_limit_in_each_window,
     the_lean_delivery_log_keeps_failures_and_counts_successes,
     a_lost_race_on_save_is_a_409,
     the_sweep_skips_a_subscription_refreshed_after_it_looked,

@@ -119,9 +119,9 @@ mod scenarios {
                 "bob: {method} {path}"
             );
         }
-        // Nor can he take her callback over by subscribing it again (and he is not told whose
-        // it is).
-        let taken = hub
+        // Nor can he take her callback over by subscribing it again: callbacks are unique per
+        // customer, so he makes his own subscription, with its own secret.
+        let his = hub
             .call(
                 "POST",
                 &portal("/v1/subscriptions"),
@@ -129,8 +129,10 @@ mod scenarios {
                 Some(json!({"callback_url": receiver.url("/alice"), "topic": "door.opened"})),
             )
             .await;
-        assert_eq!(taken.body["code"], "duplicate_callback_url");
-        assert!(!taken.body["message"].as_str().unwrap().contains(&id));
+        assert_eq!(his.status, 201, "{}", his.body);
+        assert_ne!(his.body["id"], id.as_str());
+        assert_ne!(his.body["secret"], created.body["secret"]);
+        assert_eq!(his.body["owner"], "bob");
 
         // A read-only session reads and changes nothing.
         let read = hub

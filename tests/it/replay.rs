@@ -45,6 +45,78 @@ async fn subscribe_sample_creates_a_pending_subscription() {
     assert!(body["secret"].as_str().unwrap().starts_with("whsec_"));
 }
 
+/// A per-end-user token (the owner claim, `webhook_owner`) subscribes `*` at secrecy level 0:
+/// its subscription is bound to its customer, at the strictest level, and fan-out sends it only
+/// that customer's events and broadcasts.
+#[tokio::test]
+async fn a_token_with_the_owner_claim_makes_a_bound_subscription() {
+    let hub = hub();
+    seed(
+        &hub,
+        SubscriptionStatus::Active,
+        "https://hooks.example.com/webhooks",
+    )
+    .await;
+    let request = lambda_http::request::from_str(&event_sample("subscribe-customer")).unwrap();
+    let response = api_handler(
+        &hub,
+        ApiFunction::Subscribe.operations(),
+        &JwtClaims::default(),
+        request,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    let lambda_http::Body::Text(text) = response.body() else {
+        panic!("a JSON body");
+    };
+    let body: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        (&body["owner"], &body["bound"], &body["secrecy_level"]),
+        (
+            &serde_json::json!("customer-42"),
+            &serde_json::json!(true),
+            &serde_json::json!(2)
+        ),
+        "{body}"
+    );
+    let id = body["id"].as_str().unwrap();
+    let pending = hub.store.get(id).await.unwrap().unwrap();
+    let mut active = pending.clone();
+    active.status = SubscriptionStatus::Active;
+    active.version += 1;
+    hub.store.save(&active, Some(&pending)).await.unwrap();
+    let event = |owner: Option<&str>, broadcast: bool| hub::model::Event {
+        owner: owner.map(str::to_string),
+        broadcast,
+        ..hub::model::Event::new(
+            hub::model::new_id("evt_", hub.now_ms()),
+            "acme",
+            hub::topic::Topic::parse("door.request.allowed").unwrap(),
+            hub.now_ms(),
+            serde_json::json!({}),
+        )
+    };
+    // The sample's account-wide subscription, and the customer's where the event is its own.
+    for (event, expected) in [
+        (event(Some("customer-42"), false), 2),
+        (event(None, true), 2),
+        (event(None, false), 1),
+        (event(Some("customer-7"), false), 1),
+    ] {
+        assert_eq!(hub.fan_out(&event).await.unwrap(), expected, "{event:?}");
+    }
+    // The same token lists only its customer's subscription.
+    let mut claims = serde_json::json!({"sub": "acme", "webhook_owner": "customer-42",
+                                        "scope": "webhooks:read"});
+    let (status, listed) = manage_as(&hub, claims.clone(), "sub").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["data"][0]["id"], id);
+    claims["webhook_owner"] = serde_json::json!("customer-7");
+    let (_, listed) = manage_as(&hub, claims, "sub").await;
+    assert_eq!(listed["data"], serde_json::json!([]));
+}
+
 #[tokio::test]
 async fn confirm_sample_activates_without_a_token() {
     let hub = hub();
@@ -379,6 +451,7 @@ fn every_sample_has_a_replay() {
             "publish",
             "sender",
             "subscribe",
+            "subscribe-customer",
             "sweeper",
             "unsubscribe"
         ]
@@ -391,14 +464,16 @@ fn every_sample_has_a_replay() {
 #[tokio::test]
 async fn manage_serves_the_portal_without_the_jwt_authorizer() {
     let hub = hub();
-    seed(
-        &hub,
+    // The sample's subscription, bound to the customer the session is minted for.
+    let mut sub = sample_subscription(
+        hub.now_ms(),
         SubscriptionStatus::Active,
         "https://hooks.example.com/webhooks",
-    )
-    .await;
+    );
+    (sub.owner, sub.bound) = ("customer-42".into(), true);
+    hub.store.save(&sub, None).await.unwrap();
     let platform = hub::auth::Caller::of_account("acme", "acme", None);
-    let request = serde_json::from_value(serde_json::json!({"owner": "acme"})).unwrap();
+    let request = serde_json::from_value(serde_json::json!({"owner": "customer-42"})).unwrap();
     let minted = hub.mint_portal_session(&platform, request).await.unwrap();
     // The sample, as API Gateway sends an unauthorized route: no authorizer context.
     let as_portal = |path: &str, bearer: &str| {
@@ -438,7 +513,6 @@ async fn manage_serves_the_portal_without_the_jwt_authorizer() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    // The sample's subscription is owned by the account itself ("acme"), like the session.
     assert!(body.contains(hub_tests::SAMPLE_SUB), "{body}");
     let (status, _) = call(ApiFunction::Manage, "/v1/subscriptions", &minted.token).await;
     assert_eq!(status, 401, "no JWT context: the /v1 API refuses");

@@ -222,8 +222,11 @@ def main():
             assert time.time() < deadline, "never confirmed"
             time.sleep(0.1)
 
-        step("an event published by the platform appears in the deliveries list")
-        status, published = api("POST", "/v1/events", {"topic": "door.opened", "data": {"door": 7}})
+        assert orders["bound"] is True, orders
+
+        step("an event the platform publishes for this customer appears in the deliveries list")
+        status, published = api("POST", "/v1/events", {"topic": "door.opened", "data": {"door": 7},
+                                                         "owner": "alice@example.com"})
         assert status == 202, published
         receivers.wait_for("/orders", lambda b: b.get("id") == published["id"], published["id"])
         row = page.locator("#deliveries tr", has_text=published["id"])
@@ -273,7 +276,8 @@ def main():
             flaky_id = flaky[0]["id"] if flaky else None
             assert flaky_id or time.time() < deadline, "the failing endpoint was never confirmed"
             time.sleep(0.1)
-        status, failed_event = api("POST", "/v1/events", {"topic": "door.forced", "data": {"door": 9}})
+        status, failed_event = api("POST", "/v1/events", {"topic": "door.forced", "data": {"door": 9},
+                                                            "owner": "alice@example.com"})
         assert status == 202
         wait_exhausted(flaky_id, failed_event["id"])
         failed_rows = page.locator("#deliveries tr.failed", has_text=failed_event["id"])
@@ -294,7 +298,8 @@ def main():
 
         step("recover every failed delivery since a time")
         receivers.failing.add("/flaky")
-        status, second = api("POST", "/v1/events", {"topic": "door.forced", "data": {"door": 10}})
+        status, second = api("POST", "/v1/events", {"topic": "door.forced", "data": {"door": 10},
+                                                      "owner": "alice@example.com"})
         assert status == 202
         wait_exhausted(flaky_id, second["id"])
         receivers.failing.discard("/flaky")

@@ -295,6 +295,8 @@ pub struct PortalSessionOut {
     pub topics: Vec<Pattern>,
     /// `read` or `write`.
     pub access: crate::service::portal::PortalAccess,
+    /// The lowest secrecy level the customer's subscriptions may have.
+    pub secrecy_floor: u8,
     /// When the link stops working.
     pub expires_at: String,
 }
@@ -307,6 +309,7 @@ impl From<&crate::service::portal::MintedSession> for PortalSessionOut {
             owner: minted.session.owner.clone(),
             topics: minted.session.topics.clone(),
             access: minted.session.access,
+            secrecy_floor: minted.session.secrecy_floor,
             expires_at: rfc3339(minted.session.expires_at_ms),
         }
     }

@@ -582,7 +582,7 @@ impl Hub {
             "last_error": last.error,
             "callback_url": sub.callback_url,
         });
-        self.emit(&sub, OperationalTopic::DeliveryExhausted, data)
+        self.emit(sub, OperationalTopic::DeliveryExhausted, data)
             .await;
     }
 
@@ -640,7 +640,7 @@ impl Hub {
             "disable_at": rfc3339(since + self.settings.disable_after.as_millis() as i64),
         });
         self.emit(
-            &sub,
+            sub,
             OperationalTopic::SubscriptionFailing,
             subscription_data(&sub.id, details),
         )
@@ -677,7 +677,7 @@ impl Hub {
                     "failing_since": rfc3339(since),
                 });
                 self.emit(
-                    &sub,
+                    sub,
                     OperationalTopic::SubscriptionDisabled,
                     subscription_data(&sub.id, details),
                 )
