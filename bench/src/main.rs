@@ -8,6 +8,7 @@
 mod cold;
 mod cost;
 mod fanout;
+mod latency;
 mod signing;
 mod throughput;
 
@@ -107,7 +108,7 @@ async fn main() {
         machine()
     );
 
-    // `--only throughput` (or cold, signing, fanout, memory, cost) runs one figure and writes
+    // `--only throughput` (or cold, signing, fanout, memory, cost, latency) runs one figure and writes
     // nothing unless `--write` is given too; `--only sender` runs the sender alone beside the
     // bare loop (for profiling; never written).
     let only = args
@@ -137,6 +138,9 @@ async fn main() {
     }
     if wanted("cost") {
         sections.push(cost::cost_per_million(&options).await);
+    }
+    if wanted("latency") {
+        sections.push(latency::latency(&options).await);
     }
     if only.is_some() {
         // `--only NAME --write` replaces that one section of BENCHMARKS.md in place, stamped

@@ -608,3 +608,62 @@ on_every_backend!(
     sessions_are_never_wider_than_their_minter,
     the_platform_binds_a_subscription_to_a_customer,
 );
+
+/// A table made by a version before customers lacks the `by_owner` index: `--create-resources`
+/// adds it, and a customer's listing (read through it) works at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_table_gets_the_owner_index() {
+    use aws_sdk_dynamodb::types::{DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndexUpdate};
+    let name = unique("older");
+    // The first start makes the table; then it is made an older version's, without the index.
+    drop(HubProcess::start_on(Backend::Aws, &name, &[], &[]).await);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws_config::load_from_env().await);
+    let indexes = |described: aws_sdk_dynamodb::operation::describe_table::DescribeTableOutput| {
+        described
+            .table
+            .and_then(|t| t.global_secondary_indexes)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| i.index_name().map(str::to_string))
+            .collect::<BTreeSet<_>>()
+    };
+    dynamodb
+        .update_table()
+        .table_name(&name)
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder()
+                .delete(
+                    DeleteGlobalSecondaryIndexAction::builder()
+                        .index_name("by_owner")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let described = dynamodb.describe_table().table_name(&name).send().await;
+    assert!(!indexes(described.unwrap()).contains("by_owner"));
+
+    let hub = HubProcess::start_on(Backend::Aws, &name, &[], &[]).await;
+    let described = dynamodb.describe_table().table_name(&name).send().await;
+    assert!(indexes(described.unwrap()).contains("by_owner"));
+    let receiver = TestReceiver::start().await;
+    let alice = session(&hub, "customer-a").await;
+    let made = portal_subscribe(
+        &hub,
+        &alice,
+        json!({"callback_url": receiver.url("/a"), "topics": ["door.*"]}),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let listed = hub
+        .call("GET", &portal("/v1/subscriptions"), Some(&alice), None)
+        .await;
+    assert_eq!(
+        listed.body["data"][0]["id"], made.body["id"],
+        "{}",
+        listed.body
+    );
+}
