@@ -267,9 +267,17 @@ async fn run_mode(options: &Options, mode: Mode, seconds: f64) -> Vec<Point> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(client.get(confirm).send().await.unwrap().status(), 200);
-    // Two seconds at 200/s first, not counted: the file's first pages, the first WAL cycles,
+    // Three seconds at 200/s first, not counted: the file's first pages, the first WAL cycles,
     // the receiver's connections.
-    offer(&base, &seen, u64::MAX / 2, 200, 4, 2.0).await;
+    offer(
+        &base,
+        &seen,
+        u64::MAX / 2,
+        200,
+        4,
+        if options.smoke { 0.2 } else { 3.0 },
+    )
+    .await;
     let mut points = Vec::new();
     let mut next_seq = 0;
     for (rate, connections) in POINTS {
@@ -288,7 +296,7 @@ pub async fn latency(options: &Options) -> Section {
     );
     let seconds = if options.smoke { 0.5 } else { 10.0 };
     section.line(format!(
-        "method: `serve` (release, default log level) with one active subscription at a loopback receiver answering 200 at once; events of ~750 bytes published at the offered rate, each due at a fixed time and sent on its connection (keep-alive, one request at a time, opened before the point starts), {seconds} s per point after 2 s of load not counted; latency = receipt time − send time, both from this machine's wall clock"
+        "method: `serve` (release, default log level) with one active subscription at a loopback receiver answering 200 at once; events of ~750 bytes published at the offered rate, each due at a fixed time and sent on its connection (keep-alive, one request at a time, opened before the point starts), {seconds} s per point after 3 s of load not counted; latency = receipt time − send time, both from this machine's wall clock"
     ));
     let mut by_mode = Vec::new();
     for mode in [Mode::Memory, Mode::SqliteNormal, Mode::SqliteFull] {

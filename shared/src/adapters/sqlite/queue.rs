@@ -2,13 +2,18 @@
 //! takes until `visible_at_ms` (wall-clock time, so it holds across a restart) and stamps a new
 //! receipt; acknowledging deletes the row; past `max_receives` a message moves to the dead-letter
 //! queue. A message received before a crash comes back when its visibility ends, as on SQS.
+//!
+//! A receive that finds nothing waits as the queue's one *waiter*: the next send hands it its
+//! messages directly, inserted as received in the send's own write, so a message that arrives
+//! while its poller waits is picked up with no second write and no wake-up to take it.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::db::{SqliteDb, db_error};
@@ -27,6 +32,17 @@ pub struct SqliteQueue {
     visibility: Duration,
     max_receives: u32,
     notify: Arc<Notify>,
+    /// The receive waiting for messages, if one is.
+    waiting: Mutex<Option<Waiter>>,
+    /// Tells waiters apart.
+    waiters: AtomicU64,
+}
+
+/// A receive waiting for messages: the next send hands it up to `max` of them, received.
+struct Waiter {
+    id: u64,
+    max: usize,
+    handed: oneshot::Sender<Vec<ReceivedMessage>>,
 }
 
 fn wall_ms() -> i64 {
@@ -63,7 +79,13 @@ impl SqliteQueue {
             visibility,
             max_receives,
             notify: Arc::new(Notify::new()),
+            waiting: Mutex::new(None),
+            waiters: AtomicU64::new(0),
         }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Option<Waiter>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// How many messages it holds, visible or not.
@@ -143,27 +165,54 @@ impl SqliteQueue {
             .await
     }
 
-    async fn insert(&self, queue: String, messages: Vec<OutgoingMessage>) -> Result<()> {
+    /// Inserts `messages` into `queue`; the first `received` of them (due now) as received
+    /// already (hidden for the visibility, counted, stamped), returned as the receiver gets them.
+    async fn insert(
+        &self,
+        queue: String,
+        messages: Vec<OutgoingMessage>,
+        received: usize,
+    ) -> Result<Vec<ReceivedMessage>> {
+        let visibility = millis(self.visibility);
         self.db
             .write(move |conn| {
                 let now = wall_ms();
                 let mut insert = conn
                     .prepare_cached(
-                        "INSERT INTO messages (queue, body, visible_at_ms, sent_at_ms)
-                         VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT INTO messages
+                            (queue, body, visible_at_ms, sent_at_ms, receive_count, receipt)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .map_err(db_error)?;
-                for message in &messages {
-                    insert
-                        .execute(params![
-                            queue,
-                            message.body,
-                            now + millis(message.delay),
-                            now
-                        ])
-                        .map_err(db_error)?;
+                let mut handed = Vec::with_capacity(received);
+                for (i, message) in messages.into_iter().enumerate() {
+                    if i < received {
+                        let stamp = (rand::random::<u64>() >> 1) as i64;
+                        let id = insert
+                            .insert(params![
+                                queue,
+                                message.body,
+                                now + visibility,
+                                now,
+                                1,
+                                stamp
+                            ])
+                            .map_err(db_error)?;
+                        handed.push(ReceivedMessage {
+                            id: format!("m-{id}"),
+                            receipt: format!("{id}:{stamp}"),
+                            body: message.body,
+                            receive_count: 1,
+                            ..Default::default()
+                        });
+                    } else {
+                        let visible_at = now + millis(message.delay);
+                        insert
+                            .execute(params![queue, message.body, visible_at, now, 0, 0])
+                            .map_err(db_error)?;
+                    }
                 }
-                Ok(())
+                Ok(handed)
             })
             .await
     }
@@ -194,8 +243,27 @@ impl Queue for SqliteQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        self.insert(self.name.clone(), messages).await?;
-        self.notify.notify_waiters();
+        // Those due now, from the first, go straight to a waiting receive.
+        let due_now = messages.iter().take_while(|m| m.delay.is_zero()).count();
+        let waiter = if due_now > 0 {
+            self.waiting().take()
+        } else {
+            None
+        };
+        let received = waiter.as_ref().map_or(0, |w| w.max.min(due_now));
+        let total = messages.len();
+        let handed = self.insert(self.name.clone(), messages, received).await?;
+        if let Some(waiter) = waiter
+            && let Err(handed) = waiter.handed.send(handed)
+            && !handed.is_empty()
+        {
+            // The receive gave up meanwhile: the messages are made visible again at once.
+            let receipts: Vec<String> = handed.into_iter().map(|m| m.receipt).collect();
+            self.postpone_all(&receipts, Duration::ZERO).await?;
+        }
+        if received < total {
+            self.notify.notify_waiters();
+        }
         Ok(())
     }
 
@@ -205,20 +273,56 @@ impl Queue for SqliteQueue {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.take_visible(max).await? {
+            let next = match self.take_visible(max).await? {
                 Ok(batch) => return Ok(batch),
-                Err(next) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Ok(vec![]);
+                Err(next) => next,
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(vec![]);
+            }
+            let mut until = deadline.min(now + IDLE_RECHECK);
+            if let Some(next) = next {
+                let in_ms = (next - wall_ms()).max(0) as u64;
+                until = until.min(now + Duration::from_millis(in_ms));
+            }
+            // Wait as the queue's waiter: a send hands its messages over; a notification (a
+            // message sent with a delay, postponed or moved here), the next visible time or
+            // the deadline make this look again.
+            // (Another receive already waiting keeps its place; this one waits on notifications.)
+            let (handed, mut arrived) = oneshot::channel();
+            let id = self.waiters.fetch_add(1, Ordering::Relaxed);
+            let registered = {
+                let mut waiting = self.waiting();
+                let free = waiting.as_ref().is_none_or(|w| w.handed.is_closed());
+                if free {
+                    *waiting = Some(Waiter { id, max, handed });
+                }
+                free
+            };
+            tokio::select! {
+                got = &mut arrived, if registered => {
+                    if let Ok(batch) = got && !batch.is_empty() {
+                        return Ok(batch);
                     }
-                    let mut until = deadline.min(now + IDLE_RECHECK);
-                    if let Some(next) = next {
-                        let in_ms = (next - wall_ms()).max(0) as u64;
-                        until = until.min(now + Duration::from_millis(in_ms));
+                }
+                _ = tokio::time::timeout(until.saturating_duration_since(now), notified) => {
+                    let withdrawn = {
+                        let mut waiting = self.waiting();
+                        let ours = waiting.as_ref().is_some_and(|w| w.id == id);
+                        if ours {
+                            *waiting = None;
+                        }
+                        ours
+                    };
+                    // A send took the offer: its messages are on their way (or it failed).
+                    if registered
+                        && !withdrawn
+                        && let Ok(batch) = arrived.await
+                        && !batch.is_empty()
+                    {
+                        return Ok(batch);
                     }
-                    let _ =
-                        tokio::time::timeout(until.saturating_duration_since(now), notified).await;
                 }
             }
         }
@@ -291,8 +395,10 @@ impl Queue for SqliteQueue {
                 body,
                 delay: Duration::ZERO,
             }],
+            0,
         )
         .await
+        .map(drop)
     }
 }
 
@@ -383,6 +489,47 @@ mod tests {
         );
         let got = q.receive(10, Duration::from_secs(2)).await.unwrap();
         assert_eq!(got[0].body, "later");
+    }
+
+    /// A message sent while a receive waits is handed to it, received in the send's own write:
+    /// hidden for the visibility, counted, acknowledged by its receipt; once the receive has
+    /// given up, a send leaves its messages for the next one.
+    #[tokio::test]
+    async fn a_waiting_receive_is_handed_what_is_sent() {
+        let (db, _path) = scratch_db();
+        let q = Arc::new(SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None));
+        let waiting = tokio::spawn({
+            let q = q.clone();
+            async move { q.receive(1, Duration::from_secs(5)).await.unwrap() }
+        });
+        while q.waiting().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        q.send(vec![msg("a"), msg("b")]).await.unwrap();
+        let got = waiting.await.unwrap();
+        assert_eq!(got.len(), 1, "as many as it asked for");
+        assert_eq!((got[0].body.as_str(), got[0].receive_count), ("a", 1));
+        let rest = q.receive(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(rest.len(), 1, "the handed one stays hidden: {rest:?}");
+        assert_eq!(rest[0].body, "b");
+        q.ack(&got[0].receipt).await.unwrap();
+        q.ack(&rest[0].receipt).await.unwrap();
+        db_flushed(&q).await;
+        assert_eq!(q.len().await.unwrap(), 0);
+        // A receive that gave up takes nothing from later sends.
+        assert!(
+            q.receive(1, Duration::from_millis(20))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        q.send(vec![msg("c")]).await.unwrap();
+        let later = q.receive(10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!((later.len(), later[0].receive_count), (1, 1));
+    }
+
+    async fn db_flushed(q: &SqliteQueue) {
+        q.db.flush().await.unwrap();
     }
 
     #[tokio::test]
