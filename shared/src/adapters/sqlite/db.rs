@@ -151,9 +151,9 @@ struct Checkpoints {
     /// The checkpointer finished one: the writer copies what was committed meanwhile (a few
     /// pages), after which its next transaction starts the WAL over from its beginning.
     finished: AtomicBool,
-    /// Set to have the writer checkpoint the WAL and truncate it after its next group (after a
-    /// prune gave pages back).
-    truncate: AtomicBool,
+    /// Set to have a checkpoint made whatever the WAL's size (after a prune gave pages back, so
+    /// that the file shrinks).
+    wanted: AtomicBool,
 }
 
 /// The checkpointer thread: on each request, a passive checkpoint on a connection of its own,
@@ -244,7 +244,7 @@ impl SqliteDb {
             ));
         }
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 67108864; \
+            "PRAGMA synchronous = {synchronous}; PRAGMA journal_size_limit = 8388608; \
              PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(|e| e.to_string())?;
@@ -365,25 +365,42 @@ impl SqliteDb {
 
 impl SqliteDb {
     /// When more than `threshold` pages are free, gives them back to the file system
-    /// (incremental vacuum) and checkpoints the WAL, so the file shrinks after a prune.
+    /// (incremental vacuum, a chunk per writer operation so other writes go in between) and has
+    /// the WAL checkpointed, so the file shrinks after a prune.
     pub(super) async fn reclaim_free_pages(&self, threshold: i64) -> Result<()> {
-        let checkpoints = self.inner.checkpoints.clone();
-        self.write(move |conn| {
-            let free: i64 = conn
-                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
-                .map_err(db_error)?;
-            if free > threshold {
-                // Stepped to the end: each step frees one page (execute_batch would step once).
-                let mut vacuum = conn
-                    .prepare("PRAGMA incremental_vacuum")
-                    .map_err(db_error)?;
-                let mut steps = vacuum.query([]).map_err(db_error)?;
-                while steps.next().map_err(db_error)?.is_some() {}
-                checkpoints.truncate.store(true, Ordering::SeqCst);
+        /// Pages given back per writer operation.
+        const VACUUM_CHUNK: i64 = 256;
+        let mut reclaimed = false;
+        loop {
+            let more = self
+                .write(move |conn| {
+                    let free: i64 = conn
+                        .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+                        .map_err(db_error)?;
+                    if free <= threshold {
+                        return Ok(false);
+                    }
+                    // Stepped to the end: each step frees one page (execute_batch would step
+                    // once).
+                    let mut vacuum = conn
+                        .prepare(&format!("PRAGMA incremental_vacuum({VACUUM_CHUNK})"))
+                        .map_err(db_error)?;
+                    let mut steps = vacuum.query([]).map_err(db_error)?;
+                    while steps.next().map_err(db_error)?.is_some() {}
+                    Ok(true)
+                })
+                .await?;
+            if !more {
+                break;
             }
-            Ok(())
-        })
-        .await
+            reclaimed = true;
+        }
+        if reclaimed {
+            self.inner.checkpoints.wanted.store(true, Ordering::SeqCst);
+            // An empty operation, so the writer looks at the request after it.
+            self.write_one(|_| Ok(())).await?;
+        }
+        Ok(())
     }
 }
 
@@ -413,18 +430,14 @@ fn write_groups(
             }
         }
         let committed = run_group(&conn, &mut group);
-        if checkpoints.truncate.swap(false, Ordering::SeqCst) {
-            // After a prune gave pages back (rare), before its caller is answered: copy the WAL
-            // into the file and cut the WAL back.
-            checkpoint(&conn, "TRUNCATE");
-        }
         for job in group {
             job.answer(committed.clone());
         }
         // The WAL's upkeep, which no caller waits for.
         if checkpoints.finished.swap(false, Ordering::SeqCst) {
             checkpoint(&conn, "PASSIVE");
-        } else if checkpoints.wal_pages.load(Ordering::SeqCst) >= CHECKPOINT_PAGES
+        } else if (checkpoints.wal_pages.load(Ordering::SeqCst) >= CHECKPOINT_PAGES
+            || checkpoints.wanted.swap(false, Ordering::SeqCst))
             && !checkpoints.running.swap(true, Ordering::SeqCst)
             && checkpointer.send(()).is_err()
         {
