@@ -51,21 +51,31 @@ async fn portal_subscribe(hub: &HubProcess, token: &str, body: Value) -> Answer 
     .await
 }
 
-/// Follows the confirmation `path` received for subscription `id`.
-async fn confirm(hub: &HubProcess, receiver: &TestReceiver, path: &str, id: &str) {
-    let confirmation = receiver
-        .wait_for_match(WAIT, |r| {
-            r.path == path
-                && r.json()["type"] == "Confirmation"
-                && r.json()["subscription"]["id"] == id
-        })
-        .await;
-    let url = confirmation.json()["confirmation_url"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let confirmed = hub.call("GET", &url, None, None).await;
-    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+/// Subscribes `path` to `door.*` through `session`, or with the platform's key when `None`; the
+/// raw answer.
+async fn door_subscription(
+    hub: &HubProcess,
+    receiver: &TestReceiver,
+    session: Option<&str>,
+    path: &str,
+) -> Answer {
+    let body = json!({"callback_url": receiver.url(path), "topics": ["door.*"]});
+    match session {
+        Some(token) => portal_subscribe(hub, token, body).await,
+        None => {
+            hub.call("POST", "/v1/subscriptions", Some(KEY_A), Some(body))
+                .await
+        }
+    }
+}
+
+/// Customer B and the platform each make a `door.*` subscription: whatever held customer A
+/// back does not hold them.
+async fn others_are_not_held(hub: &HubProcess, receiver: &TestReceiver, bob: &str) {
+    for (session, path) in [(Some(bob), "/b"), (None, "/platform")] {
+        let made = door_subscription(hub, receiver, session, path).await;
+        assert_eq!(made.status, 201, "{path}: {}", made.body);
+    }
 }
 
 /// The event ids delivered at `path`.
@@ -154,9 +164,9 @@ mod scenarios {
             platform["bound"], false,
             "the platform's key is account-wide"
         );
-        confirm(&hub, &receiver, "/a", &id_of(&a.body)).await;
-        confirm(&hub, &receiver, "/b", &id_of(&b.body)).await;
-        confirm(&hub, &receiver, "/platform", &id_of(&platform)).await;
+        confirm_at(&hub, &receiver, "/a", &id_of(&a.body)).await;
+        confirm_at(&hub, &receiver, "/b", &id_of(&b.body)).await;
+        confirm_at(&hub, &receiver, "/platform", &id_of(&platform)).await;
 
         let event = |extra: Value| {
             let mut body = json!({"topic": "door.opened", "data": {"door": 7, "pin": "4321"},
@@ -322,20 +332,10 @@ mod scenarios {
             session(&hub, "customer-b").await,
         );
         for n in 0..25 {
-            let made = portal_subscribe(
-                &hub,
-                &alice,
-                json!({"callback_url": receiver.url(&format!("/a{n}")), "topics": ["door.*"]}),
-            )
-            .await;
+            let made = door_subscription(&hub, &receiver, Some(&alice), &format!("/a{n}")).await;
             assert_eq!(made.status, 201, "{n}: {}", made.body);
         }
-        let refused = portal_subscribe(
-            &hub,
-            &alice,
-            json!({"callback_url": receiver.url("/a25"), "topics": ["door.*"]}),
-        )
-        .await;
+        let refused = door_subscription(&hub, &receiver, Some(&alice), "/a25").await;
         assert_eq!(
             (refused.status, refused.body["code"].as_str()),
             (409, Some("owner_subscription_limit_reached")),
@@ -356,24 +356,9 @@ mod scenarios {
             .await;
         assert_eq!(for_a.body["code"], "owner_subscription_limit_reached");
         // Refreshing one A holds is no new subscription.
-        let refresh = portal_subscribe(
-            &hub,
-            &alice,
-            json!({"callback_url": receiver.url("/a0"), "topics": ["door.*"]}),
-        )
-        .await;
+        let refresh = door_subscription(&hub, &receiver, Some(&alice), "/a0").await;
         assert_eq!(refresh.status, 200, "{}", refresh.body);
-        for (token, path) in [(Some(bob.as_str()), "/b"), (None, "/platform")] {
-            let body = json!({"callback_url": receiver.url(path), "topics": ["door.*"]});
-            let made = match token {
-                Some(token) => portal_subscribe(&hub, token, body).await,
-                None => {
-                    hub.call("POST", "/v1/subscriptions", Some(KEY_A), Some(body))
-                        .await
-                }
-            };
-            assert_eq!(made.status, 201, "{path}: {}", made.body);
-        }
+        others_are_not_held(&hub, &receiver, &bob).await;
     }
 
     /// Confirmation requests per customer and hour are bounded: past the bound a subscribe is
@@ -387,20 +372,10 @@ mod scenarios {
             session(&hub, "customer-b").await,
         );
         for n in 0..2 {
-            let made = portal_subscribe(
-                &hub,
-                &alice,
-                json!({"callback_url": receiver.url(&format!("/a{n}")), "topics": ["door.*"]}),
-            )
-            .await;
+            let made = door_subscription(&hub, &receiver, Some(&alice), &format!("/a{n}")).await;
             assert_eq!(made.status, 201, "{}", made.body);
         }
-        let refused = portal_subscribe(
-            &hub,
-            &alice,
-            json!({"callback_url": receiver.url("/a2"), "topics": ["door.*"]}),
-        )
-        .await;
+        let refused = door_subscription(&hub, &receiver, Some(&alice), "/a2").await;
         assert_eq!(
             (refused.status, refused.body["code"].as_str()),
             (429, Some("too_many_confirmations")),
@@ -421,17 +396,7 @@ mod scenarios {
             2,
             "nothing stored"
         );
-        for (token, path) in [(Some(bob.as_str()), "/b"), (None, "/platform")] {
-            let body = json!({"callback_url": receiver.url(path), "topics": ["door.*"]});
-            let made = match token {
-                Some(token) => portal_subscribe(&hub, token, body).await,
-                None => {
-                    hub.call("POST", "/v1/subscriptions", Some(KEY_A), Some(body))
-                        .await
-                }
-            };
-            assert_eq!(made.status, 201, "{path}: {}", made.body);
-        }
+        others_are_not_held(&hub, &receiver, &bob).await;
         receiver
             .wait_until_events(WAIT, |seen| {
                 seen.iter().any(|r| r.path == "/b") && seen.iter().any(|r| r.path == "/platform")

@@ -20,9 +20,18 @@ pub async fn subscribe_confirmed(
     extra: Value,
 ) -> Value {
     let created = subscribe_pending(hub, receiver, key, path, extra).await;
+    confirm_at(hub, receiver, path, created["id"].as_str().unwrap()).await;
+    created
+}
+
+/// Waits for the confirmation of subscription `id` at `path` and follows its link; expects it
+/// active.
+pub async fn confirm_at(hub: &HubProcess, receiver: &TestReceiver, path: &str, id: &str) {
     let confirmation = receiver
         .wait_for_match(WAIT, |r| {
-            r.path == path && r.json()["type"] == "Confirmation"
+            r.path == path
+                && r.json()["type"] == "Confirmation"
+                && r.json()["subscription"]["id"] == id
         })
         .await;
     let url = confirmation.json()["confirmation_url"]
@@ -32,7 +41,6 @@ pub async fn subscribe_confirmed(
     let confirmed = hub.call("GET", &url, None, None).await;
     assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
     assert_eq!(confirmed.body["status"], "active");
-    created
 }
 
 /// Subscribes `path` on `receiver` (topic `door.request.allowed` unless `extra` says otherwise); expects 201.

@@ -154,6 +154,11 @@ struct Checkpoints {
     /// Set to have a checkpoint made whatever the WAL's size (after a prune gave pages back, so
     /// that the file shrinks).
     wanted: AtomicBool,
+    /// How many checkpoints the checkpointer has finished.
+    completed: std::sync::atomic::AtomicU64,
+    /// Set to have the writer, after its next group and before answering it, copy what is left
+    /// of the WAL and cut it back (after a prune, once the checkpointer has copied the bulk).
+    truncate: AtomicBool,
 }
 
 /// The checkpointer thread: on each request, a passive checkpoint on a connection of its own,
@@ -169,6 +174,7 @@ fn checkpoint_on_request(path: PathBuf, requests: mpsc::Receiver<()>, shared: Ar
     while requests.recv().is_ok() {
         checkpoint(&conn, "PASSIVE");
         shared.finished.store(true, Ordering::SeqCst);
+        shared.completed.fetch_add(1, Ordering::SeqCst);
         shared.running.store(false, Ordering::SeqCst);
     }
 }
@@ -396,8 +402,20 @@ impl SqliteDb {
             reclaimed = true;
         }
         if reclaimed {
-            self.inner.checkpoints.wanted.store(true, Ordering::SeqCst);
-            // An empty operation, so the writer looks at the request after it.
+            // The bulk copied by the checkpointer beside the writer (an empty operation makes
+            // the writer look at the request), then the little left and the WAL cut back by the
+            // writer, so the file is small when the prune returns.
+            let checkpoints = &self.inner.checkpoints;
+            let before = checkpoints.completed.load(Ordering::SeqCst);
+            checkpoints.wanted.store(true, Ordering::SeqCst);
+            self.write_one(|_| Ok(())).await?;
+            for _ in 0..500 {
+                if checkpoints.completed.load(Ordering::SeqCst) > before {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            checkpoints.truncate.store(true, Ordering::SeqCst);
             self.write_one(|_| Ok(())).await?;
         }
         Ok(())
@@ -430,6 +448,11 @@ fn write_groups(
             }
         }
         let committed = run_group(&conn, &mut group);
+        if checkpoints.truncate.swap(false, Ordering::SeqCst) {
+            // After a prune, once the checkpointer copied the bulk: the rest, and the WAL cut
+            // back, before the prune is answered.
+            checkpoint(&conn, "TRUNCATE");
+        }
         for job in group {
             job.answer(committed.clone());
         }
