@@ -80,6 +80,20 @@ impl Caller {
         (self.reach == Reach::Bound).then_some(self.owner.as_str())
     }
 
+    /// The customer something the caller makes (a subscription, an event) is for, given the
+    /// owner it names: a bound caller's own whatever it names (naming another is `403`); for the
+    /// platform's callers, the owner named (checked), or `None` for account-wide.
+    pub fn owner_for(&self, named: Option<&str>) -> Result<Option<String>> {
+        match (self.bound_to(), named) {
+            (Some(mine), Some(other)) if other != mine => Err(HubError::InsufficientScope(
+                format!("owner:{other} (this caller is bound to its own customer)"),
+            )),
+            (Some(mine), _) => Ok(Some(mine.to_string())),
+            (None, Some(owner)) => crate::validate::owner(owner).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Whether `sub` is within the caller's reach: its account, and for a bound caller only
     /// the subscriptions bound to the same owner (its topic scopes are checked apart, by
     /// [`Caller::may_act_on`]).

@@ -99,17 +99,12 @@ fn addressee(caller: &Caller, owner: Option<&str>, broadcast: bool) -> Result<Op
             "an event is addressed to one `owner` or is a `broadcast` to every customer, not both",
         ));
     }
-    match (caller.bound_to(), owner) {
-        (Some(_), _) if broadcast => Err(HubError::InsufficientScope(
+    if broadcast && caller.bound_to().is_some() {
+        return Err(HubError::InsufficientScope(
             "broadcast (a caller bound to a customer publishes to that customer only)".into(),
-        )),
-        (Some(mine), Some(other)) if other != mine => Err(HubError::InsufficientScope(format!(
-            "owner:{other} (this caller is bound to its own customer)"
-        ))),
-        (Some(mine), _) => Ok(Some(mine.to_string())),
-        (None, Some(owner)) => validate::owner(owner).map(Some),
-        (None, None) => Ok(None),
+        ));
     }
+    caller.owner_for(owner)
 }
 
 /// Most events one batch publish takes.

@@ -197,20 +197,6 @@ impl Hub {
         ))
     }
 
-    /// The owner a new subscription of `caller` is bound to (`None`: account-wide): a bound
-    /// caller's own, whatever it asks (naming another is `403`); the one a platform caller
-    /// names, if any.
-    fn binding_for(&self, caller: &Caller, asked: Option<&str>) -> Result<Option<String>> {
-        match (caller.bound_to(), asked) {
-            (Some(mine), Some(other)) if other != mine => Err(HubError::InsufficientScope(
-                format!("owner:{other} (this caller is bound to its own customer)"),
-            )),
-            (Some(mine), _) => Ok(Some(mine.to_string())),
-            (None, Some(owner)) => validate::owner(owner).map(Some),
-            (None, None) => Ok(None),
-        }
-    }
-
     /// Fails with `409 owner_subscription_limit_reached` when `owner` already holds as many
     /// live subscriptions (pending ones included) as one customer may.
     async fn check_owner_limit(&self, account: &str, owner: &str) -> Result<()> {
@@ -291,7 +277,7 @@ impl Hub {
         }
         let secrecy_level = req.secrecy_level.unwrap_or(1);
         validate::secrecy_level(secrecy_level)?;
-        let bound_to = self.binding_for(caller, req.owner.as_deref())?;
+        let bound_to = caller.owner_for(req.owner.as_deref())?;
 
         let now = self.now_ms();
         let callback_url = url.to_string();
