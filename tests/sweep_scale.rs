@@ -25,6 +25,7 @@ fn subscription(i: usize, now: i64, expires_at_ms: i64) -> Subscription {
         "acme".into(),
         format!("https://hooks.example.com/{i}"),
         now,
+        hub::keyring::Sealed::plain(hub::signing::generate_secret()),
     );
     sub.topics = [TOPIC, "door.*"]
         .iter()

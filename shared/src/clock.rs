@@ -29,6 +29,14 @@ impl Clock for SystemClock {
     }
 }
 
+/// The machine's wall clock, Unix ms: for what the queues stamp, which no test clock moves.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// RFC 3339 with milliseconds and `Z`, e.g. `2026-11-30T10:53:20.123Z`.
 pub fn rfc3339(ms: i64) -> String {
     let t = OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)

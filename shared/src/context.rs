@@ -40,6 +40,9 @@ pub struct Settings {
     pub delivery_log: DeliveryLog,
     /// Who folds successful deliveries into the odometer.
     pub odometer_fold: OdometerFold,
+    /// How long delivery logs, kept deliveries and dead letters are kept (the sweeper drops
+    /// them after it on SQLite and in memory, TTL and the queues' retention on AWS).
+    pub retention: Duration,
     /// Direct publishing: the account each ingest-queue sender (SQS `SenderId`, an IAM user or
     /// role id) publishes to. A sender not listed publishes nothing.
     pub ingest_senders: std::collections::BTreeMap<String, String>,
@@ -86,9 +89,15 @@ impl Default for Settings {
             delivery_log: DeliveryLog::Full,
             odometer_fold: OdometerFold::Batch,
             ingest_senders: Default::default(),
+            retention: DEFAULT_RETENTION,
         }
     }
 }
+
+/// The default retention of delivery logs, kept deliveries and dead letters: the longest lease.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(crate::model::MAX_LEASE_SECS as u64);
+/// The longest retention (what SQS keeps a message at most).
+pub const MAX_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 
 /// Everything a service call needs: storage, the two queues, the HTTP transport, the clock.
 #[derive(Clone)]
@@ -109,8 +118,8 @@ pub struct Hub {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The queues producers inside AWS publish to without the API, where deployed.
     pub ingest: IngestQueues,
-    /// The portal's session-signing key once read from the store (it never changes).
-    pub portal_key: Arc<tokio::sync::OnceCell<Vec<u8>>>,
+    /// Seals and opens stored secrets; holds the portal's session keys.
+    pub keys: Arc<crate::keyring::Keyring>,
     /// Successful deliveries waiting for the odometer's fold.
     pub pending_tallies: Arc<crate::service::odometer::PendingTallies>,
 }
@@ -130,5 +139,10 @@ impl Hub {
     /// Now, in Unix ms.
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Until when something written at `now_ms` is retained (the retention).
+    pub fn retained_until(&self, now_ms: i64) -> i64 {
+        now_ms + self.settings.retention.as_millis() as i64
     }
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod clock;
 pub mod context;
 pub mod error;
+pub mod keyring;
 pub mod metrics;
 pub mod model;
 pub mod ports;

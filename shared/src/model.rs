@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::signing::SignatureScheme;
+use crate::keyring::Sealed;
+use crate::signing::{SignatureScheme, SigningAlgorithm};
 use crate::topic::{Pattern, Topic};
 
 /// The longest lease, and the default one: 7 days.
@@ -69,31 +70,59 @@ impl SubscriptionStatus {
 }
 
 /// Credentials the hub presents to the receiver on every delivery; never returned by reads.
+/// `S` is how its secret part is held: plain text as a request gives it, [`Sealed`] as it is
+/// stored (the user name and the header name are not secret).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ReceiverAuth {
+pub enum ReceiverAuth<S = String> {
     /// HTTP Basic authentication.
     Basic {
         /// User name.
         user: String,
         /// Password.
-        password: String,
+        password: S,
     },
     /// `Authorization: Bearer <token>`.
     Bearer {
         /// The token.
-        token: String,
+        token: S,
     },
     /// A named header with a fixed value (a simple shared secret).
     Header {
         /// Header name.
         name: String,
         /// Header value.
-        value: String,
+        value: S,
     },
 }
 
-impl std::fmt::Debug for ReceiverAuth {
+impl<S> ReceiverAuth<S> {
+    /// Its secret part.
+    pub fn secret(&self) -> &S {
+        match self {
+            ReceiverAuth::Basic { password, .. } => password,
+            ReceiverAuth::Bearer { token } => token,
+            ReceiverAuth::Header { value, .. } => value,
+        }
+    }
+
+    /// The same credentials with `secret` as their secret part.
+    pub fn with_secret<T>(&self, secret: T) -> ReceiverAuth<T> {
+        match self {
+            ReceiverAuth::Basic { user, .. } => ReceiverAuth::Basic {
+                user: user.clone(),
+                password: secret,
+            },
+            ReceiverAuth::Bearer { .. } => ReceiverAuth::Bearer { token: secret },
+            ReceiverAuth::Header { name, .. } => ReceiverAuth::Header {
+                name: name.clone(),
+                value: secret,
+            },
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for ReceiverAuth<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never let a secret reach a log through `{:?}`.
         match self {
@@ -112,8 +141,8 @@ pub type LabelFilter = BTreeMap<String, Vec<String>>;
 /// A secret that still signs for a while after a rotation.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetiringSecret {
-    /// The old secret.
-    pub secret: String,
+    /// The old secret, sealed.
+    pub secret: Sealed,
     /// Until when (Unix ms) it keeps signing.
     pub until_ms: i64,
 }
@@ -156,13 +185,17 @@ pub struct Subscription {
     /// While pending: when the unconfirmed subscription lapses (24 h after its confirmation was sent).
     #[serde(default)]
     pub pending_until_ms: Option<i64>,
-    /// The signing secret.
-    pub secret: String,
+    /// The signing secret (an HMAC secret or an Ed25519 `whsk_` key), sealed.
+    pub secret: Sealed,
+    /// The `whpk_` public key of an Ed25519 signing key (`None` for HMAC), kept in the clear so
+    /// reads show it without opening the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
     /// Rotated-out secrets still signing during their overlap, oldest first.
     #[serde(default, alias = "retiring_secret", deserialize_with = "one_or_many")]
     pub retiring_secrets: Vec<RetiringSecret>,
-    /// Credentials presented to the receiver.
-    pub receiver_auth: Option<ReceiverAuth>,
+    /// Credentials presented to the receiver, their secret part sealed.
+    pub receiver_auth: Option<ReceiverAuth<Sealed>>,
     /// Extra signature header the receiver expects.
     pub signature_scheme: SignatureScheme,
     /// Sensitive fields at or below this level are removed before signing.
@@ -196,7 +229,12 @@ impl Subscription {
     /// Makes `fresh` the signing secret; the current one keeps signing beside it for
     /// [`ROTATION_OVERLAP_MS`], and so does every earlier one still in its overlap (at most
     /// [`MAX_RETIRING_SECRETS`] at once: `409 too_many_rotations` beyond).
-    pub fn retire_secret(&mut self, fresh: String, now_ms: i64) -> crate::error::Result<()> {
+    pub fn retire_secret(
+        &mut self,
+        fresh: Sealed,
+        public_key: Option<String>,
+        now_ms: i64,
+    ) -> crate::error::Result<()> {
         self.retiring_secrets.retain(|old| old.until_ms > now_ms);
         if self.retiring_secrets.len() >= MAX_RETIRING_SECRETS {
             return Err(crate::error::HubError::TooManyRotations(
@@ -204,6 +242,7 @@ impl Subscription {
             ));
         }
         let old = std::mem::replace(&mut self.secret, fresh);
+        self.public_key = public_key;
         self.retiring_secrets.push(RetiringSecret {
             secret: old,
             until_ms: now_ms + ROTATION_OVERLAP_MS,
@@ -211,21 +250,35 @@ impl Subscription {
         Ok(())
     }
 
-    /// What its receiver verifies deliveries with: the secret (HMAC), or the `whpk_` public key
-    /// of its Ed25519 key. The API shows this, never an Ed25519 signing key.
-    pub fn verification_key(&self) -> String {
-        crate::signing::verification_key(&self.secret)
+    /// How its deliveries are signed, known without opening the secret.
+    pub fn signing_algorithm(&self) -> SigningAlgorithm {
+        match (&self.public_key, self.secret.legacy_plain()) {
+            (Some(_), _) => SigningAlgorithm::Ed25519,
+            (None, Some(plain)) => SigningAlgorithm::of(plain),
+            (None, None) => SigningAlgorithm::HmacSha256,
+        }
+    }
+
+    /// The `whpk_` public key of an Ed25519 subscription (reads show it); `None` for HMAC.
+    pub fn public_key(&self) -> Option<String> {
+        self.public_key.clone().or_else(|| {
+            // Written before sealing: the key is still in plain.
+            let plain = self.secret.legacy_plain()?;
+            (SigningAlgorithm::of(plain) == SigningAlgorithm::Ed25519)
+                .then(|| crate::signing::verification_key(plain))
+        })
     }
 
     /// A new subscription waiting for its confirmation, with the defaults of a subscribe that
-    /// sets nothing else: no topics yet, a fresh `whsec_` secret, the standard scheme, secrecy
-    /// level 1, the expiry notice on, a lease ending now (the caller sets the real one).
+    /// sets nothing else: no topics yet, the standard scheme, secrecy level 1, the expiry notice
+    /// on, a lease ending now (the caller sets the real one). `secret` is its sealed HMAC secret.
     pub fn new_pending(
         id: String,
         account: String,
         owner: String,
         callback_url: String,
         now_ms: i64,
+        secret: Sealed,
     ) -> Self {
         Subscription {
             id,
@@ -243,7 +296,8 @@ impl Subscription {
             lease_ms: 0,
             confirmed_at_ms: None,
             pending_until_ms: None,
-            secret: crate::signing::generate_secret(),
+            secret,
+            public_key: None,
             retiring_secrets: vec![],
             receiver_auth: None,
             signature_scheme: SignatureScheme::Standard,
@@ -293,14 +347,14 @@ impl Subscription {
 
     /// The secrets that sign a delivery at `now_ms`: the current one, and every rotated-out one
     /// whose overlap has not ended.
-    pub fn signing_secrets(&self, now_ms: i64) -> Vec<&str> {
-        let mut secrets = vec![self.secret.as_str()];
+    pub fn signing_secrets(&self, now_ms: i64) -> Vec<&Sealed> {
+        let mut secrets = vec![&self.secret];
         secrets.extend(
             self.retiring_secrets
                 .iter()
                 .rev()
                 .filter(|old| old.until_ms > now_ms)
-                .map(|old| old.secret.as_str()),
+                .map(|old| &old.secret),
         );
         secrets
     }
@@ -309,11 +363,11 @@ impl Subscription {
     /// made with at `now_ms`: the oldest secret still in its overlap, else the current one. Such
     /// receivers hold one secret, so they keep verifying with the one they have until the
     /// overlap ends, then switch (see docs/design.md, "Secret rotation").
-    pub fn legacy_secret(&self, now_ms: i64) -> &str {
+    pub fn legacy_secret(&self, now_ms: i64) -> &Sealed {
         self.retiring_secrets
             .iter()
             .find(|old| old.until_ms > now_ms)
-            .map_or(self.secret.as_str(), |old| old.secret.as_str())
+            .map_or(&self.secret, |old| &old.secret)
     }
 
     /// Whether an event's labels satisfy this subscription's filter: every key of the filter must
@@ -708,6 +762,10 @@ pub struct KeptDelivery {
     pub state: KeptState,
     /// When it entered that state, Unix ms (`recover` selects exhausted ones by it).
     pub since_ms: i64,
+    /// When it may be dropped, Unix ms: `since_ms` plus the retention (`--retention`); kept
+    /// deliveries written before the retention existed last [`KeptDelivery::LIFETIME_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<i64>,
 }
 
 impl KeptDelivery {
@@ -723,7 +781,7 @@ impl KeptDelivery {
 
     /// When its store entry may be dropped.
     pub fn expires_at_ms(&self) -> i64 {
-        self.since_ms + Self::LIFETIME_MS
+        self.until_ms.unwrap_or(self.since_ms + Self::LIFETIME_MS)
     }
 }
 

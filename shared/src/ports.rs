@@ -38,11 +38,44 @@ impl<T> Page<T> {
     }
 }
 
+/// The keys concern of storage: the hub's own small named values (the wrapped data keys, the
+/// portal's sealed session keys), shared by every process of a deployment without
+/// configuration. Every adapter passes the same contract (`tests/it/keys.rs`).
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// What is stored under `name`, if anything.
+    async fn key(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Stores `fresh` under `name` unless something is there already, and returns what is
+    /// there afterwards: the first call anywhere wins, every later one reads the winner's.
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>>;
+    /// Replaces what is under `name` with `value` if it is still `expected`: `false` (and
+    /// nothing written) when another writer got there first.
+    async fn replace_key(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool>;
+}
+
+/// The master key: wraps and unwraps the data keys secrets are sealed with (a key file or an
+/// environment key on `serve`, a KMS key on AWS). It is called once per data key per process,
+/// never per secret.
+#[async_trait]
+pub trait MasterKey: Send + Sync {
+    /// Names this master key, stored beside every wrapping it makes (a fingerprint of a local
+    /// key, `kms:` and the key id of a KMS key): never the key itself.
+    fn id(&self) -> &str;
+    /// Whether a wrapping made by the master key named `id` is one this key may open.
+    fn opens(&self, id: &str) -> bool {
+        self.id() == id
+    }
+    /// `data_key` wrapped (encrypted and authenticated).
+    async fn wrap(&self, data_key: &[u8]) -> Result<Vec<u8>>;
+    /// The data key inside `wrapped`; an error when this master key did not wrap it.
+    async fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>>;
+}
+
 /// Storage of subscriptions, their fan-out entries, event ids and delivery logs.
 ///
 /// Adapters store what they are given; the services decide what an expired item means.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: KeyStore + Send + Sync {
     /// The subscription with this id, expired or not.
     async fn get(&self, id: &str) -> Result<Option<Subscription>>;
     /// The same, possibly a moment stale (DynamoDB's eventually consistent read: half the read
@@ -155,10 +188,6 @@ pub trait Store: Send + Sync {
         window_ms: i64,
         limit: u32,
     ) -> Result<bool>;
-    /// The hub's own key named `name` (the portal signs its session tokens with one): the first
-    /// call anywhere stores `fresh`, every later call in any process reads what was stored, so
-    /// all the functions of one deployment share it without configuration.
-    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// A producer's idempotency key being claimed by a publish.
@@ -270,6 +299,12 @@ pub trait Queue: Send + Sync {
     /// Puts a message body on this queue's dead-letter queue (an exhausted or unreadable
     /// message, kept for inspection and redrive).
     async fn dead_letter(&self, body: String) -> Result<()>;
+    /// Drops what its dead-letter queue received before `before_ms` (Unix ms): the retention,
+    /// enforced by the sweeper for queues that have none of their own. Returns how many went.
+    /// SQS keeps dead letters for the queue's `MessageRetentionPeriod` and needs nothing here.
+    async fn prune_dead_letters(&self, _before_ms: i64) -> Result<u64> {
+        Ok(0)
+    }
     /// How many messages it holds and how old the oldest is, for the metrics; `None` where the
     /// queue cannot say cheaply.
     async fn stats(&self) -> Result<Option<QueueStats>> {

@@ -22,6 +22,7 @@ async fn aws_every_function_binary_answers_its_sample() {
     let config = aws_config::load_from_env().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &name);
     store.ensure_table().await.unwrap();
+    hub::runtime::ensure_kms_key(TEST_KMS_KEY).await.unwrap();
     let sqs = aws_sdk_sqs::Client::new(&config);
     for queue in ["events", "deliveries"] {
         SqsQueue::ensure(

@@ -16,6 +16,7 @@ mod e2e;
 mod faults;
 mod hardening;
 mod ingest;
+mod keys;
 mod lambda_boot;
 mod lease;
 mod listen;

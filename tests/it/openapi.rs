@@ -138,8 +138,11 @@ fn response_types_match_the_document() {
         "acme:1".into(),
         "https://example.com/hook".into(),
         1_800_000_000_000,
+        hub::keyring::Sealed::plain("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
     );
-    sub.receiver_auth = Some(ReceiverAuth::Bearer { token: "t".into() });
+    sub.receiver_auth = Some(ReceiverAuth::Bearer {
+        token: hub::keyring::Sealed::plain("t"),
+    });
     let out = SubscriptionOut::from(&sub);
     conforms(
         &doc,
@@ -149,7 +152,7 @@ fn response_types_match_the_document() {
     );
     let created = CreatedSubscriptionOut {
         subscription: out.clone(),
-        secret: sub.secret.clone(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
     };
     conforms(
         &doc,

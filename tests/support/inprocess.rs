@@ -17,7 +17,9 @@ use hub::clock::SystemClock;
 use hub::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, TopicEntry,
 };
-use hub::ports::{ClaimOutcome, KeyClaim, OutgoingMessage, Page, Queue, ReceivedMessage, Store};
+use hub::ports::{
+    ClaimOutcome, KeyClaim, KeyStore, OutgoingMessage, Page, Queue, ReceivedMessage, Store,
+};
 use hub::runtime::consume::{QueueRole, consume};
 use hub::topic::Pattern;
 use hub::{Hub, HubError, Result, Settings};
@@ -53,6 +55,8 @@ type Ports = (
 /// How long a received message stays hidden in the in-process queues: short, so a message whose
 /// processing failed comes back within the test.
 pub const IN_PROCESS_VISIBILITY: Duration = Duration::from_secs(1);
+/// The KMS key (on moto) the in-process AWS hubs seal their secrets under.
+pub const TEST_KMS_KEY: &str = "alias/webhook-hub-tests";
 
 impl InProcess {
     /// A hub on `backend` (fresh table and queues on moto for `Aws`), private targets allowed.
@@ -128,11 +132,21 @@ impl InProcess {
                 )
             }
         };
+        let master: Arc<dyn hub::ports::MasterKey> = match table {
+            Some(_) => {
+                hub::runtime::ensure_kms_key(TEST_KMS_KEY)
+                    .await
+                    .expect("KMS key");
+                Arc::new(hub::runtime::kms_master_key(TEST_KMS_KEY, None).await)
+            }
+            None => Arc::new(hub::adapters::master_key::LocalMasterKey::generate()),
+        };
         let store = Arc::new(FlakyStore::new(store));
         let events = Arc::new(FlakyQueue::wrap(events));
         let deliveries = Arc::new(FlakyQueue::wrap(deliveries));
         let clock = Arc::new(SystemClock::default());
         let hub = Hub {
+            keys: Arc::new(hub::keyring::Keyring::new(master, store.clone())),
             store: store.clone(),
             events: events.clone(),
             deliveries: deliveries.clone(),
@@ -145,7 +159,6 @@ impl InProcess {
             settings: Arc::new(settings),
             metrics: Arc::default(),
             ingest: Default::default(),
-            portal_key: Default::default(),
             pending_tallies: Default::default(),
         };
         InProcess {
@@ -405,8 +418,18 @@ impl Store for FlakyStore {
             .take_allowance(key, now_ms, window_ms, limit)
             .await
     }
+}
+
+#[async_trait]
+impl KeyStore for FlakyStore {
+    async fn key(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.inner.key(name).await
+    }
     async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
         self.inner.hub_key(name, fresh).await
+    }
+    async fn replace_key(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        self.inner.replace_key(name, expected, value).await
     }
 }
 
@@ -489,6 +512,7 @@ pub fn active_subscription(
         account.into(),
         callback_url.into(),
         now_ms,
+        hub::keyring::Sealed::plain(hub::signing::generate_secret()),
     );
     sub.topics = topics.iter().map(|t| Pattern::parse(t).unwrap()).collect();
     sub.status = hub::model::SubscriptionStatus::Active;

@@ -304,13 +304,13 @@ pub fn sample_subscription(
         "acme".into(),
         callback_url.into(),
         now_ms,
+        hub::keyring::Sealed::plain("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
     );
     sub.topics = vec![hub::topic::Pattern::parse("door.request.allowed").unwrap()];
     sub.status = status;
     sub.expires_at_ms = now_ms + 3_600_000;
     sub.lease_ms = 3_600_000;
     sub.pending_until_ms = Some(now_ms + 3_600_000);
-    sub.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into();
     // The token's hash as the hub stores it, computed here without the hub's helpers.
     sub.confirm_token_sha256 = Some(
         <sha2::Sha256 as sha2::Digest>::digest(SAMPLE_TOKEN.as_bytes())
@@ -342,6 +342,7 @@ pub fn lambda_env(name: &str) -> Vec<(&'static str, String)> {
             format!("{endpoint}/123456789012/{name}-deliveries"),
         ),
         ("HUB_ALLOW_PRIVATE_TARGETS", "1".into()),
+        ("HUB_KMS_KEY_ID", crate::TEST_KMS_KEY.into()),
         ("AWS_LAMBDA_LOG_LEVEL", "WARN".into()),
     ]
 }

@@ -31,8 +31,12 @@ pub enum Command {
     /// Receive a hub's deliveries here: subscribe a local callback, confirm it, verify and
     /// print every delivery (optionally forwarding it), unsubscribe on exit
     Listen(crate::listen::ListenOptions),
-    /// The AWS dead-letter queues: list what waits there, or redrive it to its queue
+    /// The dead-letter queues (SQLite or AWS): list what waits there, or redrive it to its
+    /// queue
     DeadLetters(crate::dead_letters::DeadLettersOptions),
+    /// The keys that seal stored secrets: rotate them, or seal what an older version stored
+    /// in plain
+    Keys(crate::keys::KeysOptions),
 }
 
 /// What `backup` copies where.
@@ -91,6 +95,8 @@ pub struct ServeOptions {
     /// With --backend sqlite: the database file (created if missing)
     #[arg(long, env = "HUB_DATA", default_value = "webhook-hub.db")]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub master: crate::keys::MasterKeyOptions,
     /// With --backend sqlite: `normal` survives a crash of the process, `full` also a power loss
     /// (an fsync per group commit)
     #[arg(long, env = "HUB_DURABILITY", value_enum, default_value = "normal")]

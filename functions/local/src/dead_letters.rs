@@ -1,18 +1,24 @@
-//! `webhook-hub dead-letters list|redrive`: the operator's view of the AWS dead-letter queues
-//! (what no subscription keeps: unreadable messages, events that could not be fanned out, and a
-//! copy of each exhausted delivery). `list` shows what waits there without taking it; `redrive`
+//! `webhook-hub dead-letters list|redrive`: the operator's view of the dead-letter queues, on
+//! AWS (SQS) or in the SQLite file (what no subscription keeps: unreadable messages, events that
+//! could not be fanned out, and a copy of each exhausted delivery; the sweeper drops them after
+//! the retention). `list` shows what waits there without taking it; `redrive`
 //! sends each message back to its queue (a delivery with a fresh retry schedule) and then removes
 //! it from the dead-letter queue, so a crash in between sends it twice, never loses it.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use hub::adapters::sqlite::{Durability, SqliteDb, SqliteQueue};
 use hub::adapters::sqs::SqsQueue;
 use hub::model::DeliveryTask;
 use hub::ports::{OutgoingMessage, Queue, ReceivedMessage};
 use hub::runtime::config::AwsResources;
 use serde_json::Value;
+
+use crate::cli::Backend;
 
 /// Which queue's dead letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -42,7 +48,7 @@ pub enum Action {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         max: u32,
         #[command(flatten)]
-        aws: AwsResources,
+        target: Target,
     },
     /// Send the messages back to their queue (deliveries start their retry schedule afresh)
     Redrive {
@@ -53,41 +59,92 @@ pub enum Action {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         max: u32,
         #[command(flatten)]
-        aws: AwsResources,
+        target: Target,
     },
+}
+
+/// Whose dead letters.
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// aws (SQS, from the standard AWS environment) or sqlite (the --data file; stop `serve`
+    /// first, it holds the file)
+    #[arg(long, value_enum, default_value = "aws")]
+    backend: Backend,
+    /// With --backend sqlite: the database file
+    #[arg(long, env = "HUB_DATA", default_value = "webhook-hub.db")]
+    data: PathBuf,
+    #[command(flatten)]
+    aws: AwsResources,
 }
 
 /// How long a message taken for `list` or `redrive` stays hidden from other readers meanwhile.
 const HOLD: Duration = Duration::from_secs(60);
 
-/// Runs the command against the queues its options name (the standard AWS environment).
+/// Runs the command against the queues its options name.
 pub async fn dead_letters(options: DeadLettersOptions) -> Result<(), String> {
-    let config = aws_config::load_from_env().await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let (which, max, aws) = match &options.action {
-        Action::List { queue, max, aws } | Action::Redrive { queue, max, aws } => {
-            (*queue, *max as usize, aws)
+    let (which, max, target) = match &options.action {
+        Action::List { queue, max, target } | Action::Redrive { queue, max, target } => {
+            (*queue, *max as usize, target)
         }
     };
-    let name = match which {
-        Which::Deliveries => &aws.deliveries_queue,
-        Which::Events => &aws.events_queue,
+    let mut database = None;
+    let (name, source, dead): (String, Arc<dyn Queue>, Arc<dyn Queue>) = match target.backend {
+        Backend::Aws => {
+            let config = aws_config::load_from_env().await;
+            let sqs = aws_sdk_sqs::Client::new(&config);
+            let name = match which {
+                Which::Deliveries => &target.aws.deliveries_queue,
+                Which::Events => &target.aws.events_queue,
+            };
+            let source = SqsQueue::open(sqs, name).await.map_err(|e| e.to_string())?;
+            let dead = source
+                .dead_letter_queue()
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            (name.clone(), Arc::new(source), Arc::new(dead))
+        }
+        Backend::Sqlite => {
+            if !target.data.exists() {
+                return Err(format!("{} does not exist", target.data.display()));
+            }
+            let db = SqliteDb::open(&target.data, Durability::Normal)?;
+            let name = match which {
+                Which::Deliveries => "deliveries",
+                Which::Events => "events",
+            };
+            let visibility = target.aws.queue_visibility;
+            let dead_name = format!("{name}-dlq");
+            let source = SqliteQueue::new(db.clone(), name, visibility, u32::MAX, Some(&dead_name));
+            let dead = SqliteQueue::new(db.clone(), &dead_name, visibility, u32::MAX, None);
+            database = Some(db);
+            (name.to_string(), Arc::new(source), Arc::new(dead))
+        }
+        Backend::Memory => return Err("--backend memory keeps no dead letters".into()),
     };
-    let source = SqsQueue::open(sqs, name).await.map_err(|e| e.to_string())?;
-    let dead = source
-        .dead_letter_queue()
-        .await
-        .map_err(|e| format!("{name}: {e}"))?;
-    match options.action {
+    let outcome = run(&options.action, which, max, &name, &*source, &*dead).await;
+    if let Some(db) = database {
+        db.flush().await.map_err(|e| e.to_string())?;
+    }
+    outcome
+}
+
+async fn run(
+    action: &Action,
+    which: Which,
+    max: usize,
+    name: &str,
+    source: &dyn Queue,
+    dead: &dyn Queue,
+) -> Result<(), String> {
+    match action {
         Action::List { .. } => {
-            let taken = take(&dead, max).await?;
+            let taken = take(dead, max).await?;
             for msg in &taken {
                 println!("{}", describe(msg));
             }
             // Back in view at once: listing moves nothing.
-            for msg in &taken {
-                let _ = dead.postpone(&msg.receipt, Duration::ZERO).await;
-            }
+            let receipts: Vec<String> = taken.iter().map(|m| m.receipt.clone()).collect();
+            let _ = dead.postpone_all(&receipts, Duration::ZERO).await;
             println!(
                 "{} dead letter(s) on {}'s dead-letter queue",
                 taken.len(),
@@ -96,15 +153,16 @@ pub async fn dead_letters(options: DeadLettersOptions) -> Result<(), String> {
             Ok(())
         }
         Action::Redrive { .. } => {
-            let redriven = redrive(&dead, &source, which, max).await?;
+            let redriven = redrive(dead, source, which, max).await?;
             println!("redrove {redriven} dead letter(s) to {name}");
             Ok(())
         }
     }
 }
 
-/// Up to `max` distinct messages, each hidden for [`HOLD`] while taken.
-async fn take(dead: &SqsQueue, max: usize) -> Result<Vec<ReceivedMessage>, String> {
+/// Up to `max` distinct messages, each hidden for [`HOLD`] while taken (ten per receive, as
+/// SQS allows; each batch hidden in one call).
+async fn take(dead: &dyn Queue, max: usize) -> Result<Vec<ReceivedMessage>, String> {
     let mut taken = Vec::new();
     let mut seen = HashSet::new();
     while taken.len() < max {
@@ -115,8 +173,9 @@ async fn take(dead: &SqsQueue, max: usize) -> Result<Vec<ReceivedMessage>, Strin
         if batch.is_empty() {
             break;
         }
+        let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
+        let _ = dead.postpone_all(&receipts, HOLD).await;
         for msg in batch {
-            let _ = dead.postpone(&msg.receipt, HOLD).await;
             if seen.insert(msg.id.clone()) {
                 taken.push(msg);
             }
@@ -127,8 +186,8 @@ async fn take(dead: &SqsQueue, max: usize) -> Result<Vec<ReceivedMessage>, Strin
 
 /// Sends up to `max` dead letters back to `source`, then removes each from `dead`.
 async fn redrive(
-    dead: &SqsQueue,
-    source: &SqsQueue,
+    dead: &dyn Queue,
+    source: &dyn Queue,
     which: Which,
     max: usize,
 ) -> Result<usize, String> {
@@ -146,9 +205,8 @@ async fn redrive(
             })
             .collect();
         source.send(messages).await.map_err(|e| e.to_string())?;
-        for msg in &batch {
-            dead.ack(&msg.receipt).await.map_err(|e| e.to_string())?;
-        }
+        let receipts: Vec<String> = batch.iter().map(|m| m.receipt.clone()).collect();
+        dead.ack_all(&receipts).await.map_err(|e| e.to_string())?;
         redriven += batch.len();
     }
     Ok(redriven)

@@ -2,6 +2,7 @@
 
 mod cli;
 mod dead_letters;
+mod keys;
 mod listen;
 mod server;
 
@@ -21,6 +22,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Serve(options) => finish(server::serve(options).await),
         cli::Command::Listen(options) => finish(listen::listen(options).await),
         cli::Command::DeadLetters(options) => finish(dead_letters::dead_letters(options).await),
+        cli::Command::Keys(options) => finish(keys::keys(options).await),
         cli::Command::Backup(options) => finish(
             hub::adapters::sqlite::backup(&options.data, &options.to).map(|pages| {
                 println!(

@@ -251,12 +251,15 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     let mut database = None;
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Sqlite => {
+            let resolved = opts.master.resolve(&opts.data)?;
             let (hub, queues) = sqlite_hub(
                 settings,
+                resolved.key.clone(),
                 &opts.data,
                 opts.durability.into(),
                 opts.hub.aws.queue_visibility,
             )?;
+            resolved.settle(&hub).await?;
             database = Some(queues.db);
             (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
         }
@@ -277,6 +280,10 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
                     .map_err(|e| format!("creating the AWS resources: {e}"))?;
             }
             let hub = aws_hub(settings, resources)
+                .await
+                .map_err(|e| format!("AWS backend: {e}"))?;
+            hub.keys
+                .check()
                 .await
                 .map_err(|e| format!("AWS backend: {e}"))?;
             let dead = aws_deliveries_dead_letters(resources).await.ok();

@@ -1,10 +1,12 @@
 //! Adapters: one per outside service. `sqlite` backs the embedded mode (feature `sqlite`),
-//! `memory` throw-away runs and the tests; `dynamodb` and `sqs` back AWS; `http` sends deliveries with the SSRF guard. [`CallCounter`]
+//! `memory` throw-away runs and the tests; `dynamodb` and `sqs` back AWS; `kms` and `master_key` are the master keys that wrap the data keys (AWS, `serve`); `http` sends deliveries with the SSRF guard. [`CallCounter`]
 //! counts AWS calls for the benchmarks and the sweeper's read bound.
 
 mod call_counter;
 pub mod dynamodb;
 pub mod http;
+pub mod kms;
+pub mod master_key;
 pub mod memory;
 #[cfg(test)]
 pub(crate) mod queue_checks;

@@ -430,7 +430,7 @@ async fn dispatch_operation(
             Ok(if done.created {
                 let created = CreatedSubscriptionOut {
                     subscription,
-                    secret: done.subscription.verification_key(),
+                    secret: done.secret.unwrap_or_default(),
                 };
                 (201, Some(to_json(&created)))
             } else {
@@ -499,8 +499,7 @@ async fn dispatch_operation(
             } else {
                 json_body(&req.body)?
             };
-            let sub = hub.rotate_secret(&caller, &id, body.secret).await?;
-            let secret = sub.verification_key();
+            let (_, secret) = hub.rotate_secret(&caller, &id, body.secret).await?;
             Ok((200, Some(to_json(&SecretOut { secret }))))
         }
         Operation::Publish => publish(hub, &caller, req).await,

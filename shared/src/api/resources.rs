@@ -25,8 +25,8 @@ pub enum ReceiverAuthKind {
     Header,
 }
 
-impl From<&ReceiverAuth> for ReceiverAuthKind {
-    fn from(auth: &ReceiverAuth) -> Self {
+impl<S> From<&ReceiverAuth<S>> for ReceiverAuthKind {
+    fn from(auth: &ReceiverAuth<S>) -> Self {
         match auth {
             ReceiverAuth::Basic { .. } => ReceiverAuthKind::Basic,
             ReceiverAuth::Bearer { .. } => ReceiverAuthKind::Bearer,
@@ -100,9 +100,8 @@ impl From<&Subscription> for SubscriptionOut {
             user_data: sub.user_data.clone(),
             labels: sub.labels.clone(),
             signature_scheme: sub.signature_scheme,
-            signing_algorithm: SigningAlgorithm::of(&sub.secret),
-            public_key: (SigningAlgorithm::of(&sub.secret) == SigningAlgorithm::Ed25519)
-                .then(|| sub.verification_key()),
+            signing_algorithm: sub.signing_algorithm(),
+            public_key: sub.public_key(),
             secrecy_level: sub.secrecy_level,
             expiry_notice: sub.expiry_notice,
             receiver_auth: sub.receiver_auth.as_ref().map(ReceiverAuthKind::from),

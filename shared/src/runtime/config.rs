@@ -53,6 +53,9 @@ pub struct HubArgs {
     /// user id, or a role id without its session)
     #[arg(long, env = "HUB_INGEST_SENDERS", default_value = "", value_parser = parse_senders)]
     pub ingest_senders: std::collections::BTreeMap<String, String>,
+    /// How long delivery logs, kept deliveries and dead letters are kept (at most 14d)
+    #[arg(long, env = "HUB_RETENTION", default_value = "7d", value_parser = parse_retention)]
+    pub retention: Duration,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub aws: AwsResources,
@@ -83,6 +86,7 @@ impl HubArgs {
             delivery_log: self.delivery_log,
             odometer_fold: self.odometer_fold,
             ingest_senders: self.ingest_senders.clone(),
+            retention: self.retention,
         }
     }
 }
@@ -113,6 +117,10 @@ pub struct AwsResources {
     /// The queue the EventBridge rule sends published events to, name or URL (optional)
     #[arg(long, env = "HUB_BUS_INGEST_QUEUE")]
     pub bus_ingest_queue: Option<String>,
+    /// The KMS key that wraps the data keys stored secrets are sealed with: id, ARN or alias
+    /// (with --backend aws; --create-resources creates the alias's key)
+    #[arg(long, env = "HUB_KMS_KEY_ID", default_value = "alias/webhook-hub")]
+    pub kms_key_id: String,
 }
 
 /// What a Lambda function reads from its environment: the hub's settings and, for the API
@@ -192,6 +200,15 @@ fn parse_senders(
             _ => Err(format!("`{pair}` is not SENDER_ID=ACCOUNT")),
         })
         .collect()
+}
+
+/// A retention: a duration of one hour to 14 days.
+fn parse_retention(text: &str) -> std::result::Result<Duration, String> {
+    let retention = parse_duration_arg(text)?;
+    if !(Duration::from_secs(3600)..=crate::context::MAX_RETENTION).contains(&retention) {
+        return Err("the retention is 1h to 14d".into());
+    }
+    Ok(retention)
 }
 
 /// A retry schedule argument.

@@ -7,11 +7,15 @@ use std::time::Duration;
 use super::config::{AwsResources, QUEUE_VISIBILITY};
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::http::HttpTransport;
+use crate::adapters::kms::KmsMasterKey;
+use crate::adapters::master_key::LocalMasterKey;
 use crate::adapters::memory::{MemoryQueue, MemoryStore};
 use crate::adapters::sqs::SqsQueue;
 use crate::clock::SystemClock;
 use crate::context::{Hub, Settings};
 use crate::error::Result;
+use crate::keyring::Keyring;
+use crate::ports::MasterKey;
 
 /// Receives after which the deliveries queue's redrive moves a message to its dead-letter
 /// queue. Attempts are counted in the message itself, so this only guards against a message
@@ -39,6 +43,20 @@ pub async fn aws_clients(
     )
 }
 
+/// The master key of an AWS deployment: the KMS key `key_id` (id, ARN or alias), counting its
+/// calls into `counter` when one is given.
+pub async fn kms_master_key(
+    key_id: &str,
+    counter: Option<&crate::adapters::CallCounter>,
+) -> KmsMasterKey {
+    let config = aws_config::load_from_env().await;
+    let mut kms = aws_sdk_kms::config::Builder::from(&config);
+    if let Some(counter) = counter {
+        kms = kms.interceptor(counter.clone());
+    }
+    KmsMasterKey::new(aws_sdk_kms::Client::from_conf(kms.build()), key_id)
+}
+
 /// Creates whatever is missing of the table and the queues (with their dead-letter queues) with
 /// the keys, indexes, TTL and redrive `template.yaml` declares: a step of its own, for emulators
 /// and first runs (`webhook-hub serve --create-resources`), never done by a deployed function.
@@ -47,6 +65,7 @@ pub async fn provision_aws(resources: &AwsResources, queue_visibility: Duration)
     DynamoStore::new(dynamo, &resources.table)
         .ensure_table()
         .await?;
+    ensure_kms_key(&resources.kms_key_id).await?;
     SqsQueue::ensure(
         sqs.clone(),
         &resources.events_queue,
@@ -70,6 +89,12 @@ pub async fn provision_aws(resources: &AwsResources, queue_visibility: Duration)
     Ok(())
 }
 
+/// Creates the KMS key an `alias/…` names unless it exists (provisioning, emulators).
+pub async fn ensure_kms_key(alias: &str) -> Result<()> {
+    let config = aws_config::load_from_env().await;
+    KmsMasterKey::ensure(&aws_sdk_kms::Client::new(&config), alias).await
+}
+
 /// A hub on the DynamoDB table and SQS queues `resources` names.
 pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub> {
     let (dynamo, sqs) = aws_clients(None).await;
@@ -81,6 +106,7 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub
         Arc::new(store),
         Arc::new(events),
         Arc::new(deliveries),
+        Arc::new(kms_master_key(&resources.kms_key_id, None).await),
     );
     for (name, slot) in [
         (&resources.ingest_queue, &mut hub.ingest.direct),
@@ -133,6 +159,8 @@ pub fn memory_hub(settings: Settings) -> (Hub, MemoryQueues) {
         Arc::new(MemoryStore::default()),
         Arc::new(events),
         Arc::new(deliveries),
+        // The data lives as long as the process: so does its master key.
+        Arc::new(LocalMasterKey::generate()),
     );
     (
         hub,
@@ -152,12 +180,14 @@ pub struct SqliteQueues {
     pub db: crate::adapters::sqlite::SqliteDb,
 }
 
-/// A hub whose store and queues live in the SQLite database at `path` (created if missing):
-/// what `webhook-hub serve` runs by default. Fails with a message for the operator when the file
-/// cannot be used (another process holds it, it is not a webhook-hub database, it is corrupt).
+/// A hub whose store and queues live in the SQLite database at `path` (created if missing,
+/// `0600`), its secrets sealed under data keys `master` wraps: what `webhook-hub serve` runs by
+/// default. Fails with a message for the operator when the file cannot be used (another process
+/// holds it, it is not a webhook-hub database, it is corrupt).
 #[cfg(feature = "sqlite")]
 pub fn sqlite_hub(
     settings: Settings,
+    master: Arc<dyn MasterKey>,
     path: &std::path::Path,
     durability: crate::adapters::sqlite::Durability,
     visibility: Duration,
@@ -175,6 +205,7 @@ pub fn sqlite_hub(
         Arc::new(SqliteStore::new(db.clone())),
         Arc::new(events),
         Arc::new(deliveries),
+        master,
     );
     Ok((
         hub,
@@ -185,11 +216,13 @@ pub fn sqlite_hub(
     ))
 }
 
-fn assemble(
+/// A hub from its ports, with the system clock and the HTTP transport.
+pub fn assemble(
     settings: Settings,
     store: Arc<dyn crate::ports::Store>,
     events: Arc<dyn crate::ports::Queue>,
     deliveries: Arc<dyn crate::ports::Queue>,
+    master: Arc<dyn MasterKey>,
 ) -> Hub {
     let transport = HttpTransport::new(
         settings.allow_private_targets,
@@ -197,6 +230,7 @@ fn assemble(
         settings.resolve_names,
     );
     Hub {
+        keys: Arc::new(Keyring::new(master, store.clone())),
         store,
         events,
         deliveries,
@@ -205,7 +239,6 @@ fn assemble(
         settings: Arc::new(settings),
         metrics: Arc::default(),
         ingest: Default::default(),
-        portal_key: Default::default(),
         pending_tallies: Default::default(),
     }
 }

@@ -18,6 +18,7 @@ use crate::model::{
 };
 use crate::ports::{MAX_SEND_DELAY, OutgoingMessage};
 use crate::service::operational::{OperationalTopic, subscription_data};
+use crate::service::secrets::OpenCredentials;
 use crate::signing::{scheme_header, signature_header};
 
 /// The `user-agent` of every delivery.
@@ -284,48 +285,6 @@ impl Hub {
         }
     }
 
-    /// The signed request headers of one attempt.
-    fn delivery_headers(
-        &self,
-        sub: &Subscription,
-        message_id: &str,
-        now: i64,
-        body: &[u8],
-    ) -> Vec<(String, String)> {
-        let timestamp = now / 1000;
-        let mut headers = vec![
-            ("webhook-id".to_string(), message_id.to_string()),
-            ("webhook-timestamp".to_string(), timestamp.to_string()),
-            (
-                "webhook-signature".to_string(),
-                signature_header(sub.signing_secrets(now), message_id, timestamp, body),
-            ),
-            ("content-type".to_string(), "application/json".to_string()),
-            ("user-agent".to_string(), USER_AGENT.to_string()),
-        ];
-        if let Some((name, value)) =
-            scheme_header(sub.signature_scheme, sub.legacy_secret(now), body)
-        {
-            headers.push((name.to_string(), value));
-        }
-        match &sub.receiver_auth {
-            Some(ReceiverAuth::Basic { user, password }) => {
-                use base64::Engine;
-                let token =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                headers.push(("authorization".to_string(), format!("Basic {token}")));
-            }
-            Some(ReceiverAuth::Bearer { token }) => {
-                headers.push(("authorization".to_string(), format!("Bearer {token}")))
-            }
-            Some(ReceiverAuth::Header { name, value }) => {
-                headers.push((name.to_ascii_lowercase(), value.clone()))
-            }
-            None => {}
-        }
-        headers
-    }
-
     /// Makes the next attempt of a delivery task (its attempt number is
     /// `task.attempts_made + 1`) and decides what comes next.
     pub async fn deliver(&self, task: &DeliveryTask) -> Result<Verdict> {
@@ -375,7 +334,8 @@ impl Hub {
             }
         }
         let (sub, message_id, body) = wanted.expect("read above");
-        let headers = self.delivery_headers(&sub, &message_id, now, &body);
+        let credentials = self.open_credentials(&sub, now).await?;
+        let headers = delivery_headers(&sub, &credentials, &message_id, now, &body);
         let outcome = self.transport.post(&sub.callback_url, headers, body).await;
         let delivered = outcome.status.is_some_and(|s| (200..300).contains(&s));
         let gone = outcome.status == Some(410);
@@ -445,7 +405,9 @@ impl Hub {
         }
         // A lean log keeps failures only: a success is counted by the odometer below.
         if !(delivered && self.settings.delivery_log == DeliveryLog::Lean) {
-            batch.log(&record, sub.expires_at_ms);
+            // Kept for the retention, and never past the lease (the log goes with its
+            // subscription).
+            batch.log(&record, sub.expires_at_ms.min(self.retained_until(now)));
         }
         if delivered {
             self.count_delivered(&record, sub.failing_since_ms.is_some())
@@ -543,6 +505,7 @@ impl Hub {
                 payload: task.payload.clone(),
                 state,
                 since_ms: now,
+                until_ms: Some(self.retained_until(now)),
             })
             .await
     }
@@ -690,6 +653,51 @@ impl Hub {
             }
         }
     }
+}
+
+/// The signed request headers of one attempt.
+fn delivery_headers(
+    sub: &Subscription,
+    credentials: &OpenCredentials,
+    message_id: &str,
+    now: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let timestamp = now / 1000;
+    let mut headers = vec![
+        ("webhook-id".to_string(), message_id.to_string()),
+        ("webhook-timestamp".to_string(), timestamp.to_string()),
+        (
+            "webhook-signature".to_string(),
+            signature_header(
+                credentials.signing.iter().map(String::as_str),
+                message_id,
+                timestamp,
+                body,
+            ),
+        ),
+        ("content-type".to_string(), "application/json".to_string()),
+        ("user-agent".to_string(), USER_AGENT.to_string()),
+    ];
+    if let Some((name, value)) = scheme_header(sub.signature_scheme, &credentials.legacy, body) {
+        headers.push((name.to_string(), value));
+    }
+    match &credentials.receiver_auth {
+        Some(ReceiverAuth::Basic { user, password }) => {
+            use base64::Engine;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            headers.push(("authorization".to_string(), format!("Basic {token}")));
+        }
+        Some(ReceiverAuth::Bearer { token }) => {
+            headers.push(("authorization".to_string(), format!("Bearer {token}")))
+        }
+        Some(ReceiverAuth::Header { name, value }) => {
+            headers.push((name.to_ascii_lowercase(), value.clone()))
+        }
+        None => {}
+    }
+    headers
 }
 
 #[cfg(test)]

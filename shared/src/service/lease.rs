@@ -38,6 +38,15 @@ impl Hub {
                 report.notices += 1;
             }
         }
+        // What outlived the retention goes first, so the store's prune gives its space back.
+        let retained_from = now - self.settings.retention.as_millis() as i64;
+        for queue in [&self.events, &self.deliveries] {
+            match queue.prune_dead_letters(retained_from).await {
+                Ok(0) => {}
+                Ok(dropped) => tracing::info!(dropped, "dead letters past the retention dropped"),
+                Err(err) => tracing::warn!(error = %err, "dropping old dead letters failed"),
+            }
+        }
         if let Err(err) = self.store.prune(now).await {
             tracing::warn!(error = %err, "pruning expired keys and delivery logs failed");
         }

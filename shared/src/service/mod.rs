@@ -8,4 +8,5 @@ pub mod odometer;
 pub mod operational;
 pub mod portal;
 pub mod recovery;
+pub mod secrets;
 pub mod subscriptions;

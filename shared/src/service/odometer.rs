@@ -194,6 +194,7 @@ mod tests {
                 "o".into(),
                 format!("https://{id}.example/hook"),
                 hub.now_ms(),
+                crate::keyring::Sealed::plain(crate::signing::generate_secret()),
             );
             sub.expires_at_ms += 600_000;
             hub.store.save(&sub, None).await.unwrap();

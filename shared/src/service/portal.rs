@@ -19,8 +19,6 @@ use crate::validate;
 
 /// What every portal session token starts with.
 pub const TOKEN_PREFIX: &str = "whpt_";
-/// The name of the hub key sessions are sealed with.
-const KEY_NAME: &str = "portal";
 /// A session lasts an hour unless the platform asks otherwise.
 pub const DEFAULT_EXPIRES_SECS: u64 = 3_600;
 /// Shortest session.
@@ -147,15 +145,12 @@ fn theme(given: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
 }
 
 impl Hub {
-    /// The key sessions are sealed with: read once per process, created by the first process.
-    async fn portal_key(&self) -> Result<&[u8]> {
-        self.portal_key
-            .get_or_try_init(|| async {
-                let fresh: [u8; 32] = rand::random();
-                self.store.hub_key(KEY_NAME, &fresh).await
-            })
+    /// Rotates the key sessions are signed with; sessions signed before stay valid until they
+    /// end (the old key verifies for the longest a session lives).
+    pub async fn rotate_portal_key(&self) -> Result<()> {
+        self.keys
+            .rotate_portal_key(self.now_ms(), MAX_EXPIRES_SECS as i64 * 1000)
             .await
-            .map(Vec::as_slice)
     }
 
     /// `POST /v1/portal/sessions`: mints a session no wider than the minting caller (its topics
@@ -223,7 +218,8 @@ impl Hub {
     async fn seal(&self, session: &PortalSession) -> Result<String> {
         let claims = serde_json::to_vec(session).map_err(HubError::backend)?;
         let sealed = format!("{TOKEN_PREFIX}{}", B64URL.encode(claims));
-        let tag = hmac_sha256(self.portal_key().await?, &[sealed.as_bytes()]);
+        let keys = self.keys.portal_keys(self.now_ms(), false).await?;
+        let tag = hmac_sha256(&keys.signing, &[sealed.as_bytes()]);
         Ok(format!("{sealed}.{}", B64URL.encode(tag)))
     }
 
@@ -236,8 +232,15 @@ impl Hub {
             .flatten()
             .ok_or(HubError::InvalidSession)?;
         let tag = B64URL.decode(tag).map_err(|_| HubError::InvalidSession)?;
-        let expected = hmac_sha256(self.portal_key().await?, &[sealed.as_bytes()]);
-        if !constant_time_eq(&tag, &expected) {
+        let signed_by = |keys: &crate::keyring::PortalKeys| {
+            keys.verifying
+                .iter()
+                .any(|key| constant_time_eq(&tag, &hmac_sha256(key, &[sealed.as_bytes()])))
+        };
+        // Another process may have rotated the keys since this one read them: read once more.
+        if !signed_by(&self.keys.portal_keys(self.now_ms(), false).await?)
+            && !signed_by(&self.keys.portal_keys(self.now_ms(), true).await?)
+        {
             return Err(HubError::InvalidSession);
         }
         let claims = B64URL

@@ -164,6 +164,7 @@ impl Hub {
                 .map(|k| KeptDelivery {
                     state: KeptState::Retrying,
                     since_ms: now,
+                    until_ms: Some(self.retained_until(now)),
                     ..k.clone()
                 })
                 .collect();

@@ -104,6 +104,9 @@ pub struct Subscribed {
     pub subscription: Subscription,
     /// `true` for a new subscription (`201`), `false` for a refresh (`200`).
     pub created: bool,
+    /// What the receiver verifies with, when this subscribe set a new secret (the create
+    /// response shows it; it is never read back in plain from the store for that).
+    pub secret: Option<String>,
 }
 
 fn random_token() -> String {
@@ -314,16 +317,38 @@ impl Hub {
             }
         }
 
+        let id = previous
+            .as_ref()
+            .map_or_else(|| new_id("sub_", now), |prev| prev.id.clone());
+        let algorithm = req.signing_algorithm.unwrap_or_default();
+        // The secret this subscribe sets: the subscriber's own, or a fresh one when the
+        // subscription is new or changes its algorithm (the old one then signs beside it for
+        // the overlap, as in a rotation).
+        let fresh_secret = match &req.client_secret {
+            Some(secret) => Some(secret.clone()),
+            None => previous
+                .as_ref()
+                .is_none_or(|prev| prev.signing_algorithm() != algorithm)
+                .then(|| algorithm.generate_secret()),
+        };
+        let fresh_secret = match fresh_secret {
+            Some(plain) => Some(self.seal_signing_secret(&id, &plain).await?),
+            None => None,
+        };
         let mut sub = match &previous {
             Some(prev) => prev.clone(),
             None => Subscription {
                 bound: bound_to.is_some(),
                 ..Subscription::new_pending(
-                    new_id("sub_", now),
+                    id.clone(),
                     caller.account.clone(),
                     bound_to.unwrap_or_else(|| caller.owner.clone()),
                     callback_url.clone(),
                     now,
+                    fresh_secret
+                        .as_ref()
+                        .map(|s| s.sealed.clone())
+                        .expect("a new subscription gets a secret"),
                 )
             },
         };
@@ -333,24 +358,24 @@ impl Hub {
         sub.name = req.name.clone();
         sub.user_data = req.user_data.clone();
         sub.labels = req.labels.clone().unwrap_or_default();
-        sub.receiver_auth = req.receiver_auth.clone();
+        sub.receiver_auth = match &req.receiver_auth {
+            Some(auth) => Some(self.seal_receiver_auth(&id, auth).await?),
+            None => None,
+        };
         sub.signature_scheme = req.signature_scheme.unwrap_or_default();
         sub.secrecy_level = secrecy_level.max(caller.secrecy_floor);
         sub.expiry_notice = req.expiry_notice.unwrap_or(true);
         sub.expiry_notice_sent = false;
-        let algorithm = req.signing_algorithm.unwrap_or_default();
-        if let Some(secret) = &req.client_secret {
-            sub.secret = secret.clone();
-        } else if previous.is_none() || SigningAlgorithm::of(&sub.secret) != algorithm {
-            // New, or a refresh that changes the algorithm: a key of that kind, the old one
-            // signing beside it for the overlap (as in a rotation).
-            let fresh = algorithm.generate_secret();
-            if previous.is_some() {
-                sub.retire_secret(fresh, now)?;
+        let shown_secret = fresh_secret.as_ref().map(|s| s.shown.clone());
+        if let Some(fresh) = fresh_secret {
+            if previous.is_some() && req.client_secret.is_none() {
+                sub.retire_secret(fresh.sealed, fresh.public_key, now)?;
             } else {
-                sub.secret = fresh;
+                sub.secret = fresh.sealed;
+                sub.public_key = fresh.public_key;
             }
         }
+        self.reseal_subscription(&mut sub).await?;
         if sub.status == SubscriptionStatus::Disabled {
             // Subscribing again is the owner's answer to a disabled subscription.
             sub.status = SubscriptionStatus::Active;
@@ -368,6 +393,7 @@ impl Hub {
         Ok(Subscribed {
             subscription: sub,
             created: previous.is_none(),
+            secret: shown_secret,
         })
     }
 
@@ -412,7 +438,8 @@ impl Hub {
     /// scope that could have set it (`webhooks:subscribe`), not `webhooks:read`.
     pub async fn subscription_secret(&self, caller: &Caller, id: &str) -> Result<String> {
         caller.require(SCOPE_SUBSCRIBE)?;
-        Ok(self.owned(caller, id).await?.verification_key())
+        let sub = self.owned(caller, id).await?;
+        self.verification_key(&sub).await
     }
 
     /// `GET /v1/subscriptions`: live subscriptions in creation order, `limit` 1–100 (default 50).
@@ -488,13 +515,16 @@ impl Hub {
             sub.labels = labels;
         }
         if let Some(auth) = req.receiver_auth {
-            if let Some(auth) = &auth {
-                validate::receiver_auth(auth)?;
-            }
-            sub.receiver_auth = auth;
+            sub.receiver_auth = match &auth {
+                Some(auth) => {
+                    validate::receiver_auth(auth)?;
+                    Some(self.seal_receiver_auth(&sub.id, auth).await?)
+                }
+                None => None,
+            };
         }
         if let Some(scheme) = req.signature_scheme {
-            validate::signing(SigningAlgorithm::of(&sub.secret), false, scheme)?;
+            validate::signing(sub.signing_algorithm(), false, scheme)?;
             sub.signature_scheme = scheme;
         }
         if let Some(level) = req.secrecy_level {
@@ -546,6 +576,7 @@ impl Hub {
             }
         }
         sub.version += 1;
+        self.reseal_subscription(&mut sub).await?;
         self.store.save(&sub, Some(&previous)).await?;
         if let Some(task) = confirmation {
             self.enqueue_delivery(&task).await?;
@@ -609,22 +640,22 @@ impl Hub {
         caller: &Caller,
         id: &str,
         new_secret: Option<String>,
-    ) -> Result<Subscription> {
+    ) -> Result<(Subscription, String)> {
         caller.require(SCOPE_SUBSCRIBE)?;
         let previous = self.owned(caller, id).await?;
-        let algorithm = SigningAlgorithm::of(&previous.secret);
+        let algorithm = previous.signing_algorithm();
         if let Some(secret) = &new_secret {
             validate::client_secret(secret)?;
             validate::signing(algorithm, true, previous.signature_scheme)?;
         }
         let mut sub = previous.clone();
-        sub.retire_secret(
-            new_secret.unwrap_or_else(|| algorithm.generate_secret()),
-            self.now_ms(),
-        )?;
+        let plain = new_secret.unwrap_or_else(|| algorithm.generate_secret());
+        let fresh = self.seal_signing_secret(&sub.id, &plain).await?;
+        sub.retire_secret(fresh.sealed, fresh.public_key, self.now_ms())?;
+        self.reseal_subscription(&mut sub).await?;
         sub.version += 1;
         self.store.save(&sub, Some(&previous)).await?;
-        Ok(sub)
+        Ok((sub, fresh.shown))
     }
 
     /// `GET /v1/subscriptions/{id}/deliveries`: the recent attempts, newest first.

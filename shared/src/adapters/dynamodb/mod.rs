@@ -36,7 +36,7 @@ use crate::error::{HubError, Result};
 use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, TopicEntry,
 };
-use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
+use crate::ports::{ClaimOutcome, KeyClaim, KeyStore, Page, Store};
 use crate::topic::Pattern;
 
 pub use self::keys::SWEEP_BUCKET_SECS;
@@ -164,6 +164,63 @@ impl DynamoStore {
             items.extend(page.map_err(aws_error)?.items.unwrap_or_default());
         }
         Ok(items)
+    }
+}
+
+#[async_trait]
+impl KeyStore for DynamoStore {
+    async fn key(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .item(key(HUB_KEYS_PK.to_string(), name), true)
+            .await?
+            .as_ref()
+            .and_then(|item| item.get("key"))
+            .and_then(|v| v.as_b().ok())
+            .map(|b| b.as_ref().to_vec()))
+    }
+
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        let key = key(HUB_KEYS_PK.to_string(), name);
+        let mut item = key.clone();
+        item.insert(
+            "key".into(),
+            aws_sdk_dynamodb::types::AttributeValue::B(fresh.to_vec().into()),
+        );
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        if condition_held(written)? {
+            return Ok(fresh.to_vec());
+        }
+        self.item(key, true)
+            .await?
+            .as_ref()
+            .and_then(|item| item.get("key"))
+            .and_then(|v| v.as_b().ok())
+            .map(|b| b.as_ref().to_vec())
+            .ok_or_else(|| HubError::backend(format!("hub key {name} has no value")))
+    }
+
+    async fn replace_key(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let written = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(HUB_KEYS_PK.to_string(), name)))
+            .update_expression("SET #key = :value")
+            .condition_expression("#key = :expected")
+            .expression_attribute_names("#key", "key")
+            .expression_attribute_values(":value", AttributeValue::B(value.to_vec().into()))
+            .expression_attribute_values(":expected", AttributeValue::B(expected.to_vec().into()))
+            .send()
+            .await;
+        condition_held(written)
     }
 }
 
@@ -709,33 +766,6 @@ impl Store for DynamoStore {
             }
         }
         Ok(false)
-    }
-
-    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
-        let key = key(HUB_KEYS_PK.to_string(), name);
-        let mut item = key.clone();
-        item.insert(
-            "key".into(),
-            aws_sdk_dynamodb::types::AttributeValue::B(fresh.to_vec().into()),
-        );
-        let written = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        if condition_held(written)? {
-            return Ok(fresh.to_vec());
-        }
-        self.item(key, true)
-            .await?
-            .as_ref()
-            .and_then(|item| item.get("key"))
-            .and_then(|v| v.as_b().ok())
-            .map(|b| b.as_ref().to_vec())
-            .ok_or_else(|| HubError::backend(format!("hub key {name} has no value")))
     }
 
     async fn forget_delivery(&self, subscription_id: &str, event_id: &str) -> Result<()> {

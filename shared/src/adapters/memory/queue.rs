@@ -20,6 +20,8 @@ struct QueuedMessage {
     visible_at: Instant,
     receipt: u64,
     sent_at: Instant,
+    /// When it was sent, Unix ms (the retention of dead letters counts from it).
+    sent_at_ms: i64,
 }
 
 #[derive(Default)]
@@ -97,6 +99,7 @@ impl MemoryQueue {
                 visible_at,
                 receipt: 0,
                 sent_at: Instant::now(),
+                sent_at_ms: crate::clock::wall_ms(),
             },
         );
         drop(state);
@@ -242,6 +245,24 @@ impl Queue for MemoryQueue {
     async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
         self.reschedule(receipts.iter().map(String::as_str), Some(delay));
         Ok(())
+    }
+
+    async fn prune_dead_letters(&self, before_ms: i64) -> Result<u64> {
+        let Some(dlq) = &self.dead_letters else {
+            return Ok(0);
+        };
+        let mut state = dlq.lock();
+        let old: Vec<(Instant, u64)> = state
+            .waiting
+            .iter()
+            .filter(|(_, m)| m.sent_at_ms < before_ms)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &old {
+            state.waiting.remove(key);
+        }
+        state.in_flight.retain(|_, key| !old.contains(key));
+        Ok(old.len() as u64)
     }
 
     async fn dead_letter(&self, body: String) -> Result<()> {

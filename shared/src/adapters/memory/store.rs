@@ -11,7 +11,7 @@ use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
     TopicEntry,
 };
-use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
+use crate::ports::{ClaimOutcome, KeyClaim, KeyStore, Page, Store};
 use crate::topic::Pattern;
 
 #[derive(Default)]
@@ -97,7 +97,11 @@ impl StoreState {
 }
 
 #[async_trait]
-impl Store for MemoryStore {
+impl KeyStore for MemoryStore {
+    async fn key(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().hub_keys.get(name).cloned())
+    }
+
     async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
         Ok(self
             .lock()
@@ -107,6 +111,20 @@ impl Store for MemoryStore {
             .clone())
     }
 
+    async fn replace_key(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        let mut state = self.lock();
+        match state.hub_keys.get_mut(name) {
+            Some(stored) if stored.as_slice() == expected => {
+                *stored = value.to_vec();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
     async fn take_allowance(
         &self,
         key: &str,

@@ -13,6 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::schema;
 use crate::error::{HubError, Result};
+use crate::runtime::files;
 
 /// What a commit waits for before the callers are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -197,10 +198,15 @@ pub(super) fn db_error(err: rusqlite::Error) -> HubError {
     HubError::backend(format!("sqlite: {err}"))
 }
 
-fn lock_path(path: &Path) -> PathBuf {
+/// `path` with `suffix` added to its file name (`x.db` → `x.db-wal`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".lock");
+    name.push(suffix);
     PathBuf::from(name)
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    sibling(path, ".lock")
 }
 
 impl SqliteDb {
@@ -208,11 +214,13 @@ impl SqliteDb {
     /// schema, and starts the writer thread. A file that is not a webhook-hub database, is
     /// corrupt, or is in use by another process is refused with an error that says so.
     pub fn open(path: &Path, durability: Durability) -> std::result::Result<SqliteDb, String> {
+        use std::os::unix::fs::OpenOptionsExt;
         let lock_file = lock_path(path);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(files::PRIVATE_MODE)
             .open(&lock_file)
             .map_err(|e| format!("{}: {e}", lock_file.display()))?;
         match lock.try_lock() {
@@ -230,6 +238,20 @@ impl SqliteDb {
             }
         }
         schema::check_header(path)?;
+        // Every file of the database is its owner's alone: created 0600 here (SQLite gives the
+        // WAL and shared-memory files the database file's mode), and made so if an older
+        // version left it readable by others.
+        if !path.exists() {
+            files::create_private(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        for file in [
+            path.to_path_buf(),
+            lock_file.clone(),
+            sibling(path, "-wal"),
+            sibling(path, "-shm"),
+        ] {
+            files::make_private(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        }
         let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         tune(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
         schema::prepare(&conn, path)?;
@@ -522,12 +544,6 @@ pub fn backup(data: &Path, to: &Path) -> std::result::Result<i32, String> {
     if !data.exists() {
         return Err(format!("{} does not exist", data.display()));
     }
-    if to.exists() {
-        return Err(format!(
-            "{} already exists; choose a new file to back up to",
-            to.display()
-        ));
-    }
     schema::check_header(data)?;
     let source = Connection::open_with_flags(data, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| format!("{}: {e}", data.display()))?;
@@ -542,6 +558,18 @@ pub fn backup(data: &Path, to: &Path) -> std::result::Result<i32, String> {
             "{} is not a webhook-hub database (application_id {application_id:#x})",
             data.display()
         ));
+    }
+    // A new file, 0600, made before SQLite opens it: never over an existing file, never
+    // through a symlink (a dangling one included).
+    if let Err(err) = files::create_private(to) {
+        return Err(if err.kind() == std::io::ErrorKind::AlreadyExists {
+            format!(
+                "{} already exists (a file or a link); choose a new file to back up to",
+                to.display()
+            )
+        } else {
+            format!("{}: {err}", to.display())
+        });
     }
     let mut target = Connection::open(to).map_err(|e| format!("{}: {e}", to.display()))?;
     let copy = rusqlite::backup::Backup::new(&source, &mut target).map_err(|e| e.to_string())?;

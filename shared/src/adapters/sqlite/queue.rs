@@ -17,6 +17,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use super::db::{SqliteDb, db_error};
+use crate::clock::wall_ms;
 use crate::error::{HubError, Result};
 use crate::ports::{OutgoingMessage, Queue, QueueStats, ReceivedMessage};
 
@@ -43,13 +44,6 @@ struct Waiter {
     id: u64,
     max: usize,
     handed: oneshot::Sender<Vec<ReceivedMessage>>,
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn millis(d: Duration) -> i64 {
@@ -383,6 +377,32 @@ impl Queue for SqliteQueue {
             .await?;
         self.notify.notify_waiters();
         Ok(())
+    }
+
+    async fn prune_dead_letters(&self, before_ms: i64) -> Result<u64> {
+        let Some(dead) = self.dead_letters.clone() else {
+            return Ok(0);
+        };
+        let mut dropped = 0;
+        loop {
+            // In slices, so no other write waits long behind one.
+            let dead = dead.clone();
+            let slice = self
+                .db
+                .write(move |conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM messages WHERE id IN (
+                             SELECT id FROM messages WHERE queue = ?1 AND sent_at_ms < ?2 LIMIT 256)",
+                    )
+                    .and_then(|mut s| s.execute(params![dead, before_ms]))
+                    .map_err(db_error)
+                })
+                .await?;
+            dropped += slice as u64;
+            if slice < 256 {
+                return Ok(dropped);
+            }
+        }
     }
 
     async fn dead_letter(&self, body: String) -> Result<()> {

@@ -12,7 +12,7 @@ use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
     TopicEntry,
 };
-use crate::ports::{ClaimOutcome, KeyClaim, Page, Store};
+use crate::ports::{ClaimOutcome, KeyClaim, KeyStore, Page, Store};
 use crate::topic::Pattern;
 
 /// Keeps the last this many attempts per subscription (older ones are deleted as new ones come;
@@ -102,6 +102,47 @@ fn remove_row(conn: &Connection, id: &str, also: Option<&Subscription>) -> Resul
         .and_then(|mut s| s.execute([id]))
         .map_err(db_error)?;
     Ok(removed > 0)
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn key(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let name = name.to_string();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT key FROM hub_keys WHERE name = ?1")
+                    .and_then(|mut s| s.query_row([&name], |r| r.get(0)).optional())
+                    .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        let (name, fresh) = (name.to_string(), fresh.to_vec());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("INSERT OR IGNORE INTO hub_keys (name, key) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![name, fresh]))
+                    .and_then(|_| {
+                        conn.prepare_cached("SELECT key FROM hub_keys WHERE name = ?1")?
+                            .query_row([&name], |r| r.get::<_, Vec<u8>>(0))
+                    })
+                    .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn replace_key(&self, name: &str, expected: &[u8], value: &[u8]) -> Result<bool> {
+        let (name, expected, value) = (name.to_string(), expected.to_vec(), value.to_vec());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("UPDATE hub_keys SET key = ?3 WHERE name = ?1 AND key = ?2")
+                    .and_then(|mut s| s.execute(params![name, expected, value]))
+                    .map(|changed| changed == 1)
+                    .map_err(db_error)
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -603,21 +644,6 @@ impl Store for SqliteStore {
             Ok(())
         });
         Ok(())
-    }
-
-    async fn hub_key(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
-        let (name, fresh) = (name.to_string(), fresh.to_vec());
-        self.db
-            .write(move |conn| {
-                conn.prepare_cached("INSERT OR IGNORE INTO hub_keys (name, key) VALUES (?1, ?2)")
-                    .and_then(|mut s| s.execute(params![name, fresh]))
-                    .and_then(|_| {
-                        conn.prepare_cached("SELECT key FROM hub_keys WHERE name = ?1")?
-                            .query_row([&name], |r| r.get::<_, Vec<u8>>(0))
-                    })
-                    .map_err(db_error)
-            })
-            .await
     }
 
     async fn take_allowance(
