@@ -16,6 +16,7 @@ use hub::adapters::http::HttpTransport;
 use hub::adapters::sqs::SqsQueue;
 use hub::api::{ApiRequest, Operation, handle};
 use hub::auth::Caller;
+use hub::keyring::Keyring;
 use hub::model::SubscriptionStatus;
 use hub::ports::Store;
 use hub::runtime::consume::{QueueRole, consume_batch, queue_of};
@@ -24,6 +25,11 @@ use hub_tests::{Reply, TestReceiver, sample_subscription, unique};
 use serde_json::json;
 
 use crate::{Options, Section};
+
+/// The KMS key (on moto) the benchmark's data keys are wrapped by.
+const BENCH_KMS_KEY: &str = "alias/webhook-hub-bench";
+/// KMS per request ($0.03 per 10,000).
+const KMS_REQUEST: f64 = 0.03 / 1e4;
 
 /// us-east-1 list prices (2026): API Gateway HTTP API per request.
 const API_GATEWAY: f64 = 1.00 / 1e6;
@@ -244,6 +250,18 @@ async fn measure(
     let name = unique("bench-cost");
     let store = DynamoStore::new(dynamo, &name);
     store.ensure_table().await.expect("table");
+    let store: Arc<dyn Store> = Arc::new(store);
+    // Secrets sealed as deployed: data keys wrapped by a KMS key (moto's), its calls counted.
+    hub::runtime::ensure_kms_key(BENCH_KMS_KEY)
+        .await
+        .expect("KMS key");
+    let kms_keyring = || async {
+        Arc::new(Keyring::new(
+            Arc::new(hub::runtime::kms_master_key(BENCH_KMS_KEY, Some(counter)).await),
+            store.clone(),
+        ))
+    };
+    let seeding = kms_keyring().await;
     let events_queue = SqsQueue::ensure(
         sqs.clone(),
         &format!("{name}-events"),
@@ -277,6 +295,10 @@ async fn measure(
             &receiver.url(&format!("/cost/{n}")),
         );
         sub.id = format!("sub_{now:012x}{n:016x}");
+        sub.secret = seeding
+            .seal(&hub::signing::generate_secret(), &sub.id)
+            .await
+            .unwrap();
         sub_item_bytes = serde_json::to_string(&sub).unwrap().len() + 200;
         store.save(&sub, None).await.unwrap();
     }
@@ -287,7 +309,9 @@ async fn measure(
         ..Default::default()
     });
     let mut hub = Hub {
-        store: Arc::new(store),
+        // A fresh keyring, as a cold function has: its first delivery unwraps the data key.
+        keys: kms_keyring().await,
+        store: store.clone(),
         events: Arc::new(events_queue),
         deliveries: Arc::new(deliveries_queue),
         transport: Arc::new(HttpTransport::new(true, Duration::from_secs(5), false)),
@@ -588,6 +612,10 @@ fn bill(run: &Run) -> Bill {
         + updates * run.sub_item_bytes.div_ceil(1024) as f64;
     let log_bytes =
         p.log_bytes + f.log_bytes + s.log_bytes + o.log_bytes + platform_bytes * invocations;
+    let kms = [p, f, s, o]
+        .iter()
+        .map(|phase| phase.calls("Decrypt") + phase.calls("Encrypt"))
+        .sum::<f64>();
     Bill {
         lines: vec![
             (
@@ -657,6 +685,13 @@ fn bill(run: &Run) -> Bill {
                     updates / d,
                     o.calls("UpdateItem") / d,
                     wru / d
+                ),
+            ),
+            (
+                "KMS",
+                kms * KMS_REQUEST / d,
+                format!(
+                    "{kms:.0} Decrypt in this run (the sender's data key, unwrapped once per process and cached: one per cold start, none per delivery) at $0.03/10k; the key itself is $1 a month, not per delivery"
                 ),
             ),
             (

@@ -411,6 +411,13 @@ async fn an_online_backup_is_a_working_copy() {
     );
     assert!(output.contains("already exists"), "{output}");
 
+    // The copy's secrets are sealed: it opens with the key of the database it copies, which
+    // the operator restores beside it (docs/keys.md).
+    let mut key = copy.as_os_str().to_owned();
+    key.push(".key");
+    let mut original_key = hub.data.as_ref().unwrap().as_os_str().to_owned();
+    original_key.push(".key");
+    std::fs::copy(&original_key, &key).unwrap();
     let restored = HubProcess::start_on_data(&copy).await;
     let sub = get(&restored, &format!("/v1/subscriptions/{id}")).await;
     assert_eq!(sub["status"], "active");
@@ -419,7 +426,7 @@ async fn an_online_backup_is_a_working_copy() {
         created["secret"]
     );
     drop(restored);
-    for suffix in ["", "-wal", "-shm", ".lock"] {
+    for suffix in ["", "-wal", "-shm", ".lock", ".key"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", copy.display()));
     }
 }

@@ -447,7 +447,7 @@ impl Drop for HubProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(data) = &self.data {
-            for suffix in ["", "-wal", "-shm", ".lock"] {
+            for suffix in ["", "-wal", "-shm", ".lock", ".key"] {
                 let mut path = data.as_os_str().to_owned();
                 path.push(suffix);
                 let _ = std::fs::remove_file(path);

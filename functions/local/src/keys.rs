@@ -61,6 +61,8 @@ impl MasterKeyOptions {
         let path = self.key_file_for(data);
         match std::fs::read_to_string(&path) {
             Ok(text) => {
+                hub::runtime::files::make_private(&path)
+                    .map_err(|e| format!("the key file {}: {e}", path.display()))?;
                 let key = LocalMasterKey::parse(&text)
                     .map_err(|e| format!("the key file {}: {e}", path.display()))?;
                 Ok(ResolvedKey {
