@@ -526,3 +526,100 @@ fn aead_key(material: &[u8]) -> Result<LessSafeKey> {
         .map(LessSafeKey::new)
         .map_err(|_| HubError::backend("a data key is not 32 bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::master_key::LocalMasterKey;
+    use crate::adapters::memory::MemoryStore;
+
+    fn keyring(master: LocalMasterKey, store: &Arc<MemoryStore>) -> Keyring {
+        Keyring::new(Arc::new(master), store.clone())
+    }
+
+    #[tokio::test]
+    async fn a_sealed_secret_opens_only_where_it_was_sealed() {
+        let store = Arc::new(MemoryStore::default());
+        let keys = keyring(LocalMasterKey::generate(), &store);
+        let sealed = keys.seal("whsec_c2VjcmV0", "sub_a").await.unwrap();
+        assert!(sealed.is_sealed());
+        assert!(!format!("{sealed:?}").contains("c2VjcmV0"));
+        assert_eq!(keys.open(&sealed, "sub_a").await.unwrap(), "whsec_c2VjcmV0");
+        assert!(
+            keys.open(&sealed, "sub_b").await.is_err(),
+            "bound to its item"
+        );
+        let mut damaged = sealed.0.clone();
+        damaged.replace_range(damaged.len() - 3.., "AAA");
+        assert!(keys.open(&Sealed(damaged), "sub_a").await.is_err());
+        // A value from before sealing reads as it is.
+        assert_eq!(
+            keys.open(&Sealed::plain("old"), "sub_a").await.unwrap(),
+            "old"
+        );
+    }
+
+    #[tokio::test]
+    async fn another_master_key_opens_nothing_and_writes_nothing() {
+        let store = Arc::new(MemoryStore::default());
+        let keys = keyring(LocalMasterKey::generate(), &store);
+        let sealed = keys.seal("s", "sub_a").await.unwrap();
+        let stranger = keyring(LocalMasterKey::generate(), &store);
+        assert!(stranger.check().await.is_err());
+        assert!(stranger.open(&sealed, "sub_a").await.is_err());
+        assert!(keys.open(&sealed, "sub_a").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_rotation_seals_under_a_new_key_and_the_old_still_opens() {
+        let store = Arc::new(MemoryStore::default());
+        let keys = keyring(LocalMasterKey::generate(), &store);
+        let before = keys.seal("s", "sub_a").await.unwrap();
+        let next_text = LocalMasterKey::generate_text();
+        let next = LocalMasterKey::parse(&next_text).unwrap();
+        let new_id = keys.rotate_data_key(Some(&next), false).await.unwrap();
+        let after = keys.reseal(&before, "sub_a").await.unwrap();
+        assert_ne!(before.data_key_id(), after.data_key_id());
+        assert_eq!(after.data_key_id(), Some(new_id.as_str()));
+        // A process on the new master key opens both; one on the old opens neither key.
+        let fresh = keyring(LocalMasterKey::parse(&next_text).unwrap(), &store);
+        assert_eq!(fresh.open(&before, "sub_a").await.unwrap(), "s");
+        assert_eq!(fresh.open(&after, "sub_a").await.unwrap(), "s");
+        let stale = keyring(LocalMasterKey::generate(), &store);
+        assert!(stale.check().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_retired_portal_key_verifies_until_its_overlap_ends() {
+        let store = Arc::new(MemoryStore::default());
+        let keys = keyring(LocalMasterKey::generate(), &store);
+        let first = keys.portal_keys(1_000, false).await.unwrap();
+        keys.rotate_portal_key(1_000, 500).await.unwrap();
+        let rotated = keys.portal_keys(1_000, false).await.unwrap();
+        assert_ne!(rotated.signing, first.signing);
+        assert!(rotated.verifying.contains(&first.signing));
+        let later = keyring(LocalMasterKey::generate(), &store);
+        assert!(
+            later.portal_keys(1_600, false).await.is_err(),
+            "another master key"
+        );
+        keys.rotate_portal_key(1_600, 500).await.unwrap();
+        let after = keys.portal_keys(1_600, false).await.unwrap();
+        assert!(
+            !after.verifying.contains(&first.signing),
+            "its overlap ended"
+        );
+        assert!(after.verifying.contains(&rotated.signing));
+    }
+
+    #[tokio::test]
+    async fn a_plain_portal_key_is_sealed_in_place_and_keeps_its_sessions() {
+        let store = Arc::new(MemoryStore::default());
+        store.hub_key(PORTAL_KEYS, &[7u8; 32]).await.unwrap();
+        let keys = keyring(LocalMasterKey::generate(), &store);
+        assert_eq!(keys.portal_keys(0, false).await.unwrap().signing, [7u8; 32]);
+        let stored = store.key(PORTAL_KEYS).await.unwrap().unwrap();
+        assert!(!stored.windows(32).any(|w| w == [7u8; 32]));
+        assert!(String::from_utf8_lossy(&stored).contains(SEALED_PREFIX));
+    }
+}

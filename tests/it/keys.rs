@@ -609,3 +609,70 @@ async fn sqlite_dead_letters_end_with_the_retention() {
         "empty {empty_size}, with 1,000 dead letters {full_size}, after the sweep {after}"
     );
 }
+
+/// `keys rotate --backend aws` re-seals the table's secrets under a new data key wrapped by
+/// another KMS key: the running hub, then a restarted one, keep signing with the same secrets,
+/// and a portal session from before still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_rotation_keeps_deliveries_and_sessions_valid() {
+    let name = unique("rotate");
+    let mut hub = HubProcess::start_on(Backend::Aws, &name, &[], &[]).await;
+    let receiver = TestReceiver::start().await;
+    let sealed = seal_everything(&hub, &receiver).await;
+    let before = table_bytes(&name).await;
+    hub::runtime::ensure_kms_key("alias/webhook-hub-next")
+        .await
+        .unwrap();
+    let out = std::process::Command::new(binary("webhook-hub"))
+        .args([
+            "keys",
+            "rotate",
+            "--backend",
+            "aws",
+            "--new-kms-key-id",
+            "alias/webhook-hub-next",
+        ])
+        .env("HUB_TABLE", &name)
+        .env("HUB_EVENTS_QUEUE", format!("{name}-events"))
+        .env("HUB_DELIVERIES_QUEUE", format!("{name}-deliveries"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("sealed again"), "{text}");
+    let after = table_bytes(&name).await;
+    assert_ne!(before, after, "the sealed values changed");
+    assert!(
+        String::from_utf8_lossy(&after).contains("kms:alias/webhook-hub-next"),
+        "the data keys are wrapped by the new KMS key"
+    );
+    hub.terminate();
+    hub.restart().await;
+    let old_session = hub
+        .call(
+            "GET",
+            "/portal/api/v1/subscriptions",
+            Some(&sealed.session),
+            None,
+        )
+        .await;
+    assert_eq!(old_session.status, 200, "{}", old_session.body);
+    publish(
+        &hub,
+        KEY_A,
+        json!({"topic": "door.request.allowed", "data": {"n": 2}}),
+    )
+    .await;
+    let second = receiver
+        .wait_for_match(WAIT, |r| r.path == "/hmac" && r.json()["data"]["n"] == 2)
+        .await;
+    for secret in &sealed.hmac_secrets {
+        assert!(stock_verifies(secret, &second), "after the rotation");
+    }
+    let found = find_any(&table_bytes(&name).await, &sealed.secrets);
+    assert!(found.is_empty(), "{found:?}");
+}

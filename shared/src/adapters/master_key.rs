@@ -106,3 +106,42 @@ impl MasterKey for LocalMasterKey {
             .map_err(|_| refused())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_key_unwraps_what_it_wrapped_and_nothing_else() {
+        let text = LocalMasterKey::generate_text();
+        let key = LocalMasterKey::parse(&text).unwrap();
+        let wrapped = key.wrap(&[9u8; 32]).await.unwrap();
+        assert!(!wrapped.windows(32).any(|w| w == [9u8; 32]));
+        let again = LocalMasterKey::parse(&format!("  {text}\n")).unwrap();
+        assert_eq!(again.id(), key.id(), "the id names the key");
+        assert_eq!(again.unwrap(&wrapped).await.unwrap(), [9u8; 32]);
+        let other = LocalMasterKey::generate();
+        assert_ne!(other.id(), key.id());
+        assert!(other.unwrap(&wrapped).await.is_err());
+        assert!(key.unwrap(b"short").await.is_err());
+        assert!(LocalMasterKey::parse("whmk_notbase64!").is_err());
+        assert!(LocalMasterKey::parse("whmk_AAAA").is_err(), "32 bytes");
+    }
+
+    #[test]
+    fn a_key_file_is_new_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("mk-{}.key", rand::random::<u64>()));
+        let text = LocalMasterKey::generate_text();
+        LocalMasterKey::write_key_file(&path, &text).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            LocalMasterKey::write_key_file(&path, &text).is_err(),
+            "never over a file"
+        );
+        let read = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(read.trim(), text);
+        std::fs::remove_file(&path).unwrap();
+    }
+}

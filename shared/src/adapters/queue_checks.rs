@@ -40,3 +40,15 @@ pub(crate) async fn batches_are_acknowledged_and_postponed_in_one_call(q: &dyn Q
             .is_empty()
     );
 }
+
+/// Dead letters older than the retention go; younger ones stay.
+pub(crate) async fn dead_letters_end_with_the_retention(q: &dyn Queue, dead: &dyn Queue) {
+    q.dead_letter("old".into()).await.unwrap();
+    let cut = crate::clock::wall_ms() + 1;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    q.dead_letter("young".into()).await.unwrap();
+    assert_eq!(q.prune_dead_letters(cut).await.unwrap(), 1);
+    let left = dead.receive(10, Duration::from_millis(50)).await.unwrap();
+    let bodies: Vec<&str> = left.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["young"]);
+}

@@ -303,6 +303,13 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dead_letters_end_with_the_retention() {
+        let dead = Arc::new(MemoryQueue::new(Duration::from_secs(30), u32::MAX, None));
+        let q = MemoryQueue::new(Duration::from_secs(30), 5, Some(dead.clone()));
+        crate::adapters::queue_checks::dead_letters_end_with_the_retention(&q, &*dead).await;
+    }
+
+    #[tokio::test]
     async fn acknowledged_messages_are_gone_and_postponed_ones_wait() {
         let q = MemoryQueue::new(Duration::from_secs(30), 5, None);
         q.send(vec![msg("a"), msg("b")]).await.unwrap();

@@ -553,6 +553,14 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn dead_letters_end_with_the_retention() {
+        let (db, _path) = scratch_db();
+        let q = SqliteQueue::new(db.clone(), "q", Duration::from_secs(30), 5, Some("q-dlq"));
+        let dead = SqliteQueue::new(db, "q-dlq", Duration::from_secs(30), u32::MAX, None);
+        crate::adapters::queue_checks::dead_letters_end_with_the_retention(&q, &dead).await;
+    }
+
+    #[tokio::test]
     async fn batches_are_acknowledged_and_postponed_in_one_call() {
         let (db, _path) = scratch_db();
         let q = SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None);
