@@ -108,6 +108,9 @@ pub struct Keyring {
     master: Arc<dyn MasterKey>,
     store: Arc<dyn KeyStore>,
     opened: RwLock<HashMap<String, Arc<LessSafeKey>>>,
+    /// Held while a data key is unwrapped, so a batch of deliveries that all miss the cache at
+    /// once makes one call to the master key, not one each.
+    unwrapping: tokio::sync::Mutex<()>,
     current: tokio::sync::Mutex<Option<String>>,
     portal: tokio::sync::Mutex<Option<(PortalKeys, std::time::Instant)>>,
 }
@@ -123,6 +126,7 @@ impl Keyring {
             master,
             store,
             opened: RwLock::default(),
+            unwrapping: tokio::sync::Mutex::new(()),
             current: tokio::sync::Mutex::new(None),
             portal: tokio::sync::Mutex::new(None),
         }
@@ -252,8 +256,13 @@ impl Keyring {
 
     /// The data key `id`, unwrapped once per process by the master key.
     async fn data_key(&self, id: &str) -> Result<Arc<LessSafeKey>> {
-        if let Some(key) = self.opened.read().expect("keyring lock").get(id) {
-            return Ok(key.clone());
+        let cached = || self.opened.read().expect("keyring lock").get(id).cloned();
+        if let Some(key) = cached() {
+            return Ok(key);
+        }
+        let _one_at_a_time = self.unwrapping.lock().await;
+        if let Some(key) = cached() {
+            return Ok(key); // unwrapped while this one waited
         }
         let record = self.record(id).await?;
         let mut refusals = Vec::new();
