@@ -676,3 +676,65 @@ async fn aws_rotation_keeps_deliveries_and_sessions_valid() {
     let found = find_any(&table_bytes(&name).await, &sealed.secrets);
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// What a version before sealing stored in plain still reads and signs, and `keys seal`
+/// (`Hub::reseal_all`) seals it in place, on every backend's store.
+mod plain_from_before {
+    use super::*;
+
+    async fn sealed_in_place(backend: Backend) {
+        let hub = InProcess::start(backend, hub::Settings::default()).await;
+        let now = hub.hub.now_ms();
+        let mut sub = active_subscription(
+            0,
+            "acme",
+            &["door.request.allowed"],
+            "https://hooks.example.com/old",
+            now,
+            3_600_000,
+        );
+        let plain = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        sub.secret = hub::keyring::Sealed::plain(plain);
+        sub.receiver_auth = Some(hub::model::ReceiverAuth::Bearer {
+            token: hub::keyring::Sealed::plain("old-plain-token-123"),
+        });
+        hub.hub.store.save(&sub, None).await.unwrap();
+        let read = hub.hub.store.get(&sub.id).await.unwrap().unwrap();
+        assert_eq!(hub.hub.verification_key(&read).await.unwrap(), plain);
+
+        assert_eq!(hub.hub.reseal_all().await.unwrap(), 1);
+        let sealed = hub.hub.store.get(&sub.id).await.unwrap().unwrap();
+        assert!(sealed.secret.is_sealed());
+        assert!(sealed.receiver_auth.as_ref().unwrap().secret().is_sealed());
+        let raw = serde_json::to_vec(&sealed).unwrap();
+        let secrets = [
+            ("secret".to_string(), plain.to_string()),
+            ("token".to_string(), "old-plain-token-123".to_string()),
+        ];
+        assert!(find_any(&raw, &secrets).is_empty());
+        assert_eq!(hub.hub.verification_key(&sealed).await.unwrap(), plain);
+        let opened = hub.hub.open_credentials(&sealed, now).await.unwrap();
+        assert_eq!(
+            opened.receiver_auth,
+            Some(hub::model::ReceiverAuth::Bearer {
+                token: "old-plain-token-123".into()
+            })
+        );
+        assert_eq!(hub.hub.reseal_all().await.unwrap(), 0, "nothing left to seal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory() {
+        sealed_in_place(Backend::Memory).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        sealed_in_place(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aws() {
+        sealed_in_place(Backend::Aws).await;
+    }
+}
