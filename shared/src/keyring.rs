@@ -399,7 +399,7 @@ impl Keyring {
         Ok(())
     }
 
-    /// The raw material of data key `id` (for re-wrapping only).
+    /// The raw material of data key `id` (for re-wrapping only), opened in this keyring too.
     async fn material(&self, id: &str) -> Result<Vec<u8>> {
         let record = self.record(id).await?;
         for wrapping in record
@@ -409,6 +409,12 @@ impl Keyring {
         {
             let wrapped = B64.decode(&wrapping.wrapped).map_err(HubError::backend)?;
             if let Ok(material) = self.master.unwrap(&wrapped).await {
+                // Kept opened: once re-wrapped by another master key, this one cannot unwrap
+                // it again, and the re-sealing that follows still needs it.
+                self.opened
+                    .write()
+                    .expect("keyring lock")
+                    .insert(id.to_string(), Arc::new(aead_key(&material)?));
                 return Ok(material);
             }
         }
@@ -546,6 +552,11 @@ mod tests {
         Keyring::new(Arc::new(master), store.clone())
     }
 
+    /// A keyring on the same master key with nothing opened yet (another process).
+    fn keyring_sharing(keys: &Keyring, store: &Arc<MemoryStore>) -> Keyring {
+        Keyring::new(keys.master.clone(), store.clone())
+    }
+
     #[tokio::test]
     async fn a_sealed_secret_opens_only_where_it_was_sealed() {
         let store = Arc::new(MemoryStore::default());
@@ -584,6 +595,8 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let keys = keyring(LocalMasterKey::generate(), &store);
         let before = keys.seal("s", "sub_a").await.unwrap();
+        // A later process (nothing opened yet) replaces the master key and re-seals.
+        let keys = keyring_sharing(&keys, &store);
         let next_text = LocalMasterKey::generate_text();
         let next = LocalMasterKey::parse(&next_text).unwrap();
         let new_id = keys.rotate_data_key(Some(&next), false).await.unwrap();

@@ -84,12 +84,15 @@ impl MasterKeyOptions {
 }
 
 impl ResolvedKey {
-    /// Checks the key against the store `hub` opened, before anything is written: a store with
-    /// sealed secrets and no key file, or a key that does not open its data key, is refused;
-    /// a first run writes the new key file (`0600`).
-    pub async fn settle(self, hub: &hub::Hub) -> Result<(), String> {
+    /// Checks the key against the database at `data` before the file is opened for writing (a
+    /// read-only look at its keys): a database with sealed secrets and no key file, or a key
+    /// that does not open its data key, is refused with the file untouched; a first run writes
+    /// the new key file (`0600`).
+    pub async fn settle(self, data: &Path) -> Result<(), String> {
+        let snapshot = Arc::new(hub::adapters::sqlite::KeysSnapshot::read(data)?);
+        let keys = hub::keyring::Keyring::new(self.key.clone(), snapshot);
         if let Some((path, text)) = self.pending_file {
-            if hub.keys.has_data_key().await.map_err(|e| e.to_string())? {
+            if keys.has_data_key().await.map_err(|e| e.to_string())? {
                 return Err(format!(
                     "this database holds sealed secrets but the key file {} does not exist: \
                      start with the key file it was sealed with (--key-file, HUB_KEY_FILE) or \
@@ -100,8 +103,7 @@ impl ResolvedKey {
             LocalMasterKey::write_key_file(&path, &text)?;
             tracing::info!(key_file = %path.display(), "created a master key file (0600): back it up with the database; a backup opens with it only");
         }
-        hub.keys
-            .check()
+        keys.check()
             .await
             .map_err(|e| format!("{e}; nothing was changed"))
     }
@@ -169,6 +171,7 @@ pub async fn keys(options: KeysOptions) -> Result<(), String> {
             }
             let resolved = target.master.resolve(&target.data)?;
             let key = resolved.key.clone();
+            resolved.settle(&target.data).await?;
             let (hub, queues) = hub::runtime::sqlite_hub(
                 settings,
                 key,
@@ -176,7 +179,6 @@ pub async fn keys(options: KeysOptions) -> Result<(), String> {
                 DurabilityArg::Full.into(),
                 target.aws.queue_visibility,
             )?;
-            resolved.settle(&hub).await?;
             (hub, Some(queues.db))
         }
         Backend::Aws => {

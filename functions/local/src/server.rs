@@ -252,14 +252,15 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     let (mut hub, dead_letters): (Hub, Option<Arc<dyn Queue>>) = match opts.backend {
         Backend::Sqlite => {
             let resolved = opts.master.resolve(&opts.data)?;
+            let key = resolved.key.clone();
+            resolved.settle(&opts.data).await?;
             let (hub, queues) = sqlite_hub(
                 settings,
-                resolved.key.clone(),
+                key,
                 &opts.data,
                 opts.durability.into(),
                 opts.hub.aws.queue_visibility,
             )?;
-            resolved.settle(&hub).await?;
             database = Some(queues.db);
             (hub, Some(queues.deliveries_dead as Arc<dyn Queue>))
         }

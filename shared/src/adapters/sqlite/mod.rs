@@ -10,10 +10,12 @@
 //! given back to the file system.
 
 mod db;
+mod keys_snapshot;
 mod queue;
 mod schema;
 mod store;
 
 pub use db::{Durability, SqliteDb, backup};
+pub use keys_snapshot::KeysSnapshot;
 pub use queue::SqliteQueue;
 pub use store::SqliteStore;
