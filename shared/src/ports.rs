@@ -296,6 +296,13 @@ pub trait Queue: Send + Sync {
         }
         Ok(())
     }
+    /// Keeps received messages hidden for `delay` more while this process holds them (the
+    /// embedded poller's parked messages), where [`Queue::postpone_all`] delays them on purpose
+    /// (a retry). The SQLite queue shows held messages again at once when a process restarts
+    /// under the file's lock (nobody else can hold them); elsewhere this is `postpone_all`.
+    async fn hold_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
+        self.postpone_all(receipts, delay).await
+    }
     /// Puts a message body on this queue's dead-letter queue (an exhausted or unreadable
     /// message, kept for inspection and redrive).
     async fn dead_letter(&self, body: String) -> Result<()>;

@@ -231,7 +231,7 @@ pub async fn poll(
                 .iter()
                 .flat_map(|(_, msgs)| msgs.iter().map(|m| m.receipt.clone()))
                 .collect();
-            let _ = queue.postpone_all(&receipts, PARKED_VISIBILITY).await;
+            let _ = queue.hold_all(&receipts, PARKED_VISIBILITY).await;
             for (key, msgs) in to_park {
                 let freed = lanes.park(&key, msgs);
                 if !freed.is_empty() {
@@ -313,7 +313,7 @@ async fn keep_parked_hidden(
             _ = shutdown.changed() => return,
         }
         for receipts in lanes.parked_receipts().chunks(RENEWAL_CHUNK) {
-            let _ = queue.postpone_all(receipts, PARKED_VISIBILITY).await;
+            let _ = queue.hold_all(receipts, PARKED_VISIBILITY).await;
         }
     }
 }

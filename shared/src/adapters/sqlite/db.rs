@@ -255,6 +255,21 @@ impl SqliteDb {
         let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         tune(&conn).map_err(|e| format!("{}: {e}", path.display()))?;
         schema::prepare(&conn, path)?;
+        // Under the file's exclusive lock no other process can be working on a message: what
+        // a crashed process held (received, parked) is visible again now, not after the
+        // visibility timeout. Messages postponed on purpose (a retry's delay) keep their time.
+        let resumed = conn
+            .execute(
+                "UPDATE messages SET visible_at_ms = ?1, receipt = 0, held = 0 WHERE held = 1",
+                [crate::clock::wall_ms()],
+            )
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if resumed > 0 {
+            tracing::info!(
+                messages = resumed,
+                "messages held when the last process stopped are visible again"
+            );
+        }
         let synchronous = match durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",

@@ -95,6 +95,37 @@ impl SqliteQueue {
             .await
     }
 
+    /// Hides received messages for `delay`: `held` while this process keeps them (a restart
+    /// under the lock shows them again at once), or postponed on purpose (they wait it out).
+    async fn hide(&self, receipts: &[String], delay: Duration, held: bool) -> Result<()> {
+        let receipts: Vec<(i64, i64)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
+        if receipts.is_empty() {
+            return Ok(());
+        }
+        let delay = millis(delay.min(crate::ports::MAX_HIDE));
+        // One operation of the writer for the lot: each UPDATE is atomic by itself, and a
+        // message hidden a little longer or not at all only changes when it comes back.
+        self.db
+            .write_one(move |conn| {
+                let mut update = conn
+                    .prepare_cached(
+                        "UPDATE messages SET visible_at_ms = ?3, held = ?4
+                         WHERE id = ?1 AND receipt = ?2",
+                    )
+                    .map_err(db_error)?;
+                let until = wall_ms() + delay;
+                for (id, stamp) in receipts {
+                    update
+                        .execute(params![id, stamp, until, held as i64])
+                        .map_err(db_error)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
     /// Takes what is visible now; `Err(next_visible_at_ms)` when nothing is.
     async fn take_visible(
         &self,
@@ -125,7 +156,7 @@ impl SqliteQueue {
                     {
                         conn.prepare_cached(
                             "UPDATE messages SET queue = ?2, visible_at_ms = 0, receive_count = 0,
-                                receipt = 0 WHERE id = ?1",
+                                receipt = 0, held = 0 WHERE id = ?1",
                         )
                         .and_then(|mut s| s.execute(params![id, dead]))
                         .map_err(db_error)?;
@@ -134,7 +165,7 @@ impl SqliteQueue {
                     let stamp = (rand::random::<u64>() >> 1) as i64;
                     conn.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1,
-                            visible_at_ms = ?2, receipt = ?3 WHERE id = ?1",
+                            visible_at_ms = ?2, receipt = ?3, held = 1 WHERE id = ?1",
                     )
                     .and_then(|mut s| s.execute(params![id, now + visibility, stamp]))
                     .map_err(db_error)?;
@@ -174,8 +205,8 @@ impl SqliteQueue {
                 let mut insert = conn
                     .prepare_cached(
                         "INSERT INTO messages
-                            (queue, body, visible_at_ms, sent_at_ms, receive_count, receipt)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            (queue, body, visible_at_ms, sent_at_ms, receive_count, receipt, held)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
                     )
                     .map_err(db_error)?;
                 let mut handed = Vec::with_capacity(received);
@@ -352,31 +383,11 @@ impl Queue for SqliteQueue {
     }
 
     async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
-        let receipts: Vec<(i64, i64)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
-        if receipts.is_empty() {
-            return Ok(());
-        }
-        let delay = millis(delay.min(crate::ports::MAX_HIDE));
-        // One operation of the writer for the lot: each UPDATE is atomic by itself, and a
-        // message hidden a little longer or not at all only changes when it comes back.
-        self.db
-            .write_one(move |conn| {
-                let mut update = conn
-                    .prepare_cached(
-                        "UPDATE messages SET visible_at_ms = ?3 WHERE id = ?1 AND receipt = ?2",
-                    )
-                    .map_err(db_error)?;
-                let until = wall_ms() + delay;
-                for (id, stamp) in receipts {
-                    update
-                        .execute(params![id, stamp, until])
-                        .map_err(db_error)?;
-                }
-                Ok(())
-            })
-            .await?;
-        self.notify.notify_waiters();
-        Ok(())
+        self.hide(receipts, delay, false).await
+    }
+
+    async fn hold_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
+        self.hide(receipts, delay, true).await
     }
 
     async fn prune_dead_letters(&self, before_ms: i64) -> Result<u64> {
@@ -441,6 +452,38 @@ mod tests {
             rand::random::<u64>()
         ));
         (SqliteDb::open(&path, Durability::Normal).unwrap(), path)
+    }
+
+    #[tokio::test]
+    async fn a_reopen_shows_held_messages_at_once_and_keeps_postponed_ones_hidden() {
+        let (db, path) = scratch_db();
+        let q = SqliteQueue::new(db.clone(), "q", Duration::from_secs(600), 5, None);
+        q.send(vec![msg("received"), msg("parked"), msg("retry")])
+            .await
+            .unwrap();
+        let got = q.receive(10, Duration::from_millis(50)).await.unwrap();
+        let receipt =
+            |body: &str| vec![got.iter().find(|m| m.body == body).unwrap().receipt.clone()];
+        q.hold_all(&receipt("parked"), Duration::from_secs(600))
+            .await
+            .unwrap();
+        q.postpone_all(&receipt("retry"), Duration::from_secs(600))
+            .await
+            .unwrap();
+        db.flush().await.unwrap();
+        drop((q, db));
+        // The process is gone (its lock with it); the next one under the lock:
+        let db = SqliteDb::open(&path, Durability::Normal).unwrap();
+        let q = SqliteQueue::new(db, "q", Duration::from_secs(600), 5, None);
+        let mut back: Vec<String> = q
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body)
+            .collect();
+        back.sort();
+        assert_eq!(back, ["parked", "received"], "the retry waits its delay");
     }
 
     #[tokio::test]

@@ -111,6 +111,12 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX allowances_by_expiry ON allowances (expires_at_ms);
     "#,
+    // 7: which hidden messages a process holds (received, or parked by the poller) rather than
+    // postponed on purpose (a retry's delay), so a restart under the file's lock makes the held
+    // ones visible at once.
+    r#"
+    ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.
