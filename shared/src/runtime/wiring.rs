@@ -97,7 +97,12 @@ pub async fn ensure_kms_key(alias: &str) -> Result<()> {
 
 /// A hub on the DynamoDB table and SQS queues `resources` names.
 pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub> {
-    let (dynamo, sqs) = aws_clients(None).await;
+    // One load of the AWS configuration for every client (it is most of a cold start's
+    // configuration work); the KMS client makes no call until a secret is first used.
+    let config = aws_config::load_from_env().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let master = KmsMasterKey::new(aws_sdk_kms::Client::new(&config), &resources.kms_key_id);
     let store = DynamoStore::new(dynamo, &resources.table);
     let events = SqsQueue::open(sqs.clone(), &resources.events_queue).await?;
     let deliveries = SqsQueue::open(sqs.clone(), &resources.deliveries_queue).await?;
@@ -106,7 +111,7 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub
         Arc::new(store),
         Arc::new(events),
         Arc::new(deliveries),
-        Arc::new(kms_master_key(&resources.kms_key_id, None).await),
+        Arc::new(master),
     );
     for (name, slot) in [
         (&resources.ingest_queue, &mut hub.ingest.direct),
