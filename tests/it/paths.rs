@@ -557,8 +557,8 @@ async fn a_flag_wins_over_its_hub_variable() {
 }
 
 /// Ctrl-C while an attempt is in flight: the hub waits for the receiver's answer, records the
-/// attempt and acknowledges the message before it exits, so nothing is sent twice after a
-/// restart.
+/// attempt and acknowledges the message before it exits (the restarted hub's queue is empty),
+/// so nothing is sent twice after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_finishes_the_attempt_in_flight() {
     let mut hub = HubProcess::start(Backend::Sqlite, &[]).await;
@@ -597,6 +597,22 @@ async fn a_graceful_stop_finishes_the_attempt_in_flight() {
         "the attempt in flight finished before the exit:\n{log}"
     );
     hub.restart().await;
+    // The message itself was acknowledged: the deliveries queue holds nothing (an
+    // unacknowledged one would still be there, and come back at once after the restart).
+    let metrics = hub
+        .http
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let depth = metrics
+        .lines()
+        .find(|l| l.starts_with("webhook_hub_queue_messages{queue=\"deliveries\"}"))
+        .unwrap_or_else(|| panic!("no deliveries depth in:\n{metrics}"));
+    assert!(depth.ends_with(" 0"), "{depth}");
     let log = delivery_log(&hub, &id).await;
     let events: Vec<&Value> = log.iter().filter(|a| is_event_attempt(a)).collect();
     assert_eq!(events.len(), 1, "{events:?}");
