@@ -562,6 +562,76 @@ mod scenarios {
             (400, Some("invalid_owner"))
         );
     }
+
+    /// A `PATCH` cannot widen a subscription's topics past its caller's: not past a
+    /// `topic:door.*` key's, nor past a portal session's topics; within them it may.
+    pub async fn a_change_never_widens_topics_past_the_caller(backend: Backend) {
+        let hub = start(backend, &[]).await;
+        let receiver = TestReceiver::start().await;
+        let by_key = subscribe_pending(
+            &hub,
+            &receiver,
+            KEY_DOORS,
+            "/doors",
+            json!({"topics": ["door.opened"]}),
+        )
+        .await;
+        let patch = |id: &str, topics: Value| {
+            (
+                format!("/v1/subscriptions/{id}"),
+                Some(json!({ "topics": topics })),
+            )
+        };
+        let (path, body) = patch(by_key["id"].as_str().unwrap(), json!(["*"]));
+        let wider = hub.call("PATCH", &path, Some(KEY_DOORS), body).await;
+        assert_eq!(wider.status, 403, "{}", wider.body);
+        assert_eq!(wider.body["code"], "insufficient_scope");
+        let (path, body) = patch(by_key["id"].as_str().unwrap(), json!(["door.closed"]));
+        let within = hub.call("PATCH", &path, Some(KEY_DOORS), body).await;
+        assert_eq!(within.status, 200, "{}", within.body);
+        let stored = hub.call("GET", &path, Some(KEY_A), None).await;
+        assert_eq!(
+            stored.body["topics"],
+            json!(["door.closed"]),
+            "nothing widened"
+        );
+
+        let minted = hub
+            .call(
+                "POST",
+                "/v1/portal/sessions",
+                Some(KEY_A),
+                Some(json!({"owner": "customer-p", "topics": ["door.*"]})),
+            )
+            .await;
+        assert_eq!(minted.status, 201, "{}", minted.body);
+        let token = minted.body["token"].as_str().unwrap();
+        let by_session = portal_subscribe(
+            &hub,
+            token,
+            json!({"callback_url": receiver.url("/portal"), "topics": ["door.opened"]}),
+        )
+        .await;
+        assert_eq!(by_session.status, 201, "{}", by_session.body);
+        let id = by_session.body["id"].as_str().unwrap();
+        let wider = hub
+            .call(
+                "PATCH",
+                &portal(&format!("/v1/subscriptions/{id}")),
+                Some(token),
+                Some(json!({"topics": ["alarm.*"]})),
+            )
+            .await;
+        assert_eq!(wider.status, 403, "{}", wider.body);
+        let stored = hub
+            .call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+            .await;
+        assert_eq!(
+            stored.body["topics"],
+            json!(["door.opened"]),
+            "nothing widened"
+        );
+    }
 }
 
 on_every_backend!(
@@ -572,6 +642,7 @@ on_every_backend!(
     list_cursors_name_only_reachable_ids,
     sessions_are_never_wider_than_their_minter,
     the_platform_binds_a_subscription_to_a_customer,
+    a_change_never_widens_topics_past_the_caller,
 );
 
 /// A table made by a version before customers lacks the `by_owner` index: `--create-resources`
