@@ -639,7 +639,9 @@ async fn a_graceful_stop_finishes_the_attempt_in_flight() {
 /// receiver never hears from it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ssrf_guard_holds_end_to_end() {
-    let hub = HubProcess::start_strict(Backend::Memory).await;
+    // Names are looked up as in production: the machine's name below must be refused by the
+    // resolver's inward-address filter, not by a test mode that resolves nothing.
+    let hub = HubProcess::start_production(Backend::Memory).await;
     let receiver = TestReceiver::start().await;
     let port = receiver
         .url("/")

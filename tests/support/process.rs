@@ -128,9 +128,18 @@ impl HubProcess {
         Self::launch(backend, name, true, extra, env).await
     }
 
-    /// A hub as production runs it: `https` callbacks only, no private targets.
+    /// A hub as production runs it: `https` callbacks only, no private targets (the test hooks
+    /// still on, so callback names are not looked up).
     pub async fn start_strict(backend: Backend) -> HubProcess {
         Self::launch(backend, &unique("strict"), false, &[], &[]).await
+    }
+
+    /// A hub exactly as production runs it: no private targets, no test hooks, callback names
+    /// looked up in DNS when it connects (only for tests whose callbacks name this machine).
+    pub async fn start_production(backend: Backend) -> HubProcess {
+        let mut launch = Self::launch_of(backend, &unique("prod"), false, &[], &[]);
+        launch.test_control = false;
+        Self::spawn(launch).await
     }
 
     async fn launch(
@@ -140,9 +149,20 @@ impl HubProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> HubProcess {
-        let launch = Launch {
+        Self::spawn(Self::launch_of(backend, name, allow_private, extra, env)).await
+    }
+
+    fn launch_of(
+        backend: Backend,
+        name: &str,
+        allow_private: bool,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Launch {
+        Launch {
             backend,
             name: name.to_string(),
+            test_control: true,
             allow_private,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env
@@ -152,8 +172,7 @@ impl HubProcess {
             port: free_port(),
             data: (backend == Backend::Sqlite)
                 .then(|| std::env::temp_dir().join(format!("{}.db", unique("webhook-hub")))),
-        };
-        Self::spawn(launch).await
+        }
     }
 
     /// A hub on the SQLite database at `data` (an existing file, a backup say); the file is left
@@ -162,6 +181,7 @@ impl HubProcess {
         let mut hub = Self::spawn(Launch {
             backend: Backend::Sqlite,
             name: unique("wh"),
+            test_control: true,
             allow_private: true,
             extra: vec![],
             env: vec![],
@@ -192,14 +212,18 @@ impl HubProcess {
         let log_path = std::env::temp_dir().join(format!("{}.log", unique("webhook-hub")));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(binary("webhook-hub"));
-        cmd.arg("serve")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+        cmd.arg("serve");
+        if launch.test_control {
+            cmd.arg("--test-control");
+        }
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--api-key", &format!("{KEY_A}=acme")])
             .args(["--api-key", &format!("{KEY_A2}=acme")])
             .args(["--api-key", &format!("{KEY_B}=beta")])
-            .args(["--test-control", "--sweep-interval", "1h"])
+            .args(["--sweep-interval", "1h"])
             .args(&launch.extra)
             .env_remove("HUB_API_KEY")
+            .env_remove("HUB_TEST_CONTROL")
             // The fan-out's per-event line (debug) is what `fanned_out` reads.
             .env("RUST_LOG", "info,hub::service::events=debug")
             .stdin(Stdio::null())
@@ -435,6 +459,8 @@ pub fn run_to_end(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, Strin
 struct Launch {
     backend: Backend,
     name: String,
+    /// Whether the test hooks are on (and callback names are not looked up).
+    test_control: bool,
     allow_private: bool,
     extra: Vec<String>,
     env: Vec<(String, String)>,

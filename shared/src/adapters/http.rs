@@ -200,8 +200,11 @@ fn classify(err: &reqwest::Error) -> AttemptError {
     let mut tls = false;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if e.downcast_ref::<ResolveRefusal>().is_some() {
-            return AttemptError::ForbiddenTarget;
+        match e.downcast_ref::<ResolveRefusal>() {
+            Some(ResolveRefusal::OnlyNonPublic) => return AttemptError::ForbiddenTarget,
+            // A name this mode does not look up: no connection, not a judgement of the target.
+            Some(ResolveRefusal::NoDns) => return AttemptError::Connect,
+            None => {}
         }
         let text = e.to_string();
         tls |= text.contains("certificate") || text.contains("tls") || text.contains("TLS");
