@@ -367,6 +367,67 @@ mod scenarios {
                 .is_some()
         );
     }
+
+    /// `null` clears a field; an absent field is left alone.
+    pub async fn null_clears_a_field_and_absence_keeps_it(backend: Backend) {
+        let hub = HubProcess::start(backend, &[]).await;
+        let receiver = TestReceiver::start().await;
+        let created = subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/n",
+            json!({"name": "door", "user_data": {"k": 1}, "labels": {"device": ["85"]},
+                   "receiver_auth": {"type": "bearer", "token": "tok"}}),
+        )
+        .await;
+        let id = created["id"].as_str().unwrap();
+        let path = format!("/v1/subscriptions/{id}");
+        let kept = hub
+            .call(
+                "PATCH",
+                &path,
+                Some(KEY_A),
+                Some(json!({"expiry_notice": false})),
+            )
+            .await;
+        assert_eq!(kept.status, 200);
+        assert_eq!(
+            (&kept.body["name"], &kept.body["user_data"]),
+            (&json!("door"), &json!({"k": 1}))
+        );
+        let cleared = hub
+            .call(
+                "PATCH",
+                &path,
+                Some(KEY_A),
+                Some(
+                    json!({"name": null, "user_data": null, "labels": null, "receiver_auth": null}),
+                ),
+            )
+            .await;
+        assert_eq!(cleared.status, 200, "{:?}", cleared.body);
+        assert!(cleared.body["name"].is_null() && cleared.body["user_data"].is_null());
+        assert_eq!(cleared.body["labels"], json!({}));
+        // Receiver credentials are gone: the next delivery carries no authorization header.
+        publish(
+            &hub,
+            KEY_A,
+            json!({"topic": "door.request.allowed", "data": {"after": "clear"}}),
+        )
+        .await;
+        let got = receiver
+            .wait_for_match(WAIT, |r| {
+                r.path == "/n" && r.json()["data"]["after"] == "clear"
+            })
+            .await;
+        assert!(
+            !got.headers.contains_key("authorization"),
+            "{:?}",
+            got.headers
+        );
+        assert!(got.json()["user_data"].is_null());
+    }
 }
 
 hub_tests::on_every_backend!(
@@ -378,67 +439,8 @@ hub_tests::on_every_backend!(
     two_matching_patterns_make_one_delivery,
     changed_topics_leave_no_stale_entries,
     a_callback_another_subscription_holds_is_refused,
+    null_clears_a_field_and_absence_keeps_it,
 );
-
-/// `null` clears a field; an absent field is left alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn null_clears_a_field_and_absence_keeps_it() {
-    let hub = HubProcess::start(Backend::Sqlite, &[]).await;
-    let receiver = TestReceiver::start().await;
-    let created = subscribe_confirmed(
-        &hub,
-        &receiver,
-        KEY_A,
-        "/n",
-        json!({"name": "door", "user_data": {"k": 1}, "labels": {"device": ["85"]},
-               "receiver_auth": {"type": "bearer", "token": "tok"}}),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap();
-    let path = format!("/v1/subscriptions/{id}");
-    let kept = hub
-        .call(
-            "PATCH",
-            &path,
-            Some(KEY_A),
-            Some(json!({"expiry_notice": false})),
-        )
-        .await;
-    assert_eq!(kept.status, 200);
-    assert_eq!(
-        (&kept.body["name"], &kept.body["user_data"]),
-        (&json!("door"), &json!({"k": 1}))
-    );
-    let cleared = hub
-        .call(
-            "PATCH",
-            &path,
-            Some(KEY_A),
-            Some(json!({"name": null, "user_data": null, "labels": null, "receiver_auth": null})),
-        )
-        .await;
-    assert_eq!(cleared.status, 200, "{:?}", cleared.body);
-    assert!(cleared.body["name"].is_null() && cleared.body["user_data"].is_null());
-    assert_eq!(cleared.body["labels"], json!({}));
-    // Receiver credentials are gone: the next delivery carries no authorization header.
-    publish(
-        &hub,
-        KEY_A,
-        json!({"topic": "door.request.allowed", "data": {"after": "clear"}}),
-    )
-    .await;
-    let got = receiver
-        .wait_for_match(WAIT, |r| {
-            r.path == "/n" && r.json()["data"]["after"] == "clear"
-        })
-        .await;
-    assert!(
-        !got.headers.contains_key("authorization"),
-        "{:?}",
-        got.headers
-    );
-    assert!(got.json()["user_data"].is_null());
-}
 
 /// Bearer receiver credentials arrive as `Authorization: Bearer …` on every delivery, the
 /// confirmation included.
