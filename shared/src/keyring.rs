@@ -132,11 +132,6 @@ impl Keyring {
         }
     }
 
-    /// The master key's name (never the key).
-    pub fn master_id(&self) -> &str {
-        self.master.id()
-    }
-
     /// Checks at start that the master key opens this store's current data key (when it has
     /// one), without writing anything: a wrong or missing key stops the process here, with the
     /// store unchanged.
@@ -265,6 +260,14 @@ impl Keyring {
             return Ok(key); // unwrapped while this one waited
         }
         let record = self.record(id).await?;
+        self.unwrap_record(id, &record).await?;
+        Ok(cached().expect("just opened"))
+    }
+
+    /// The material of data key `id` from its `record`, by the first wrapping this master key
+    /// opens; kept opened in this keyring (once re-wrapped by another master key, this one
+    /// could not unwrap it again, and the re-sealing that follows still needs it).
+    async fn unwrap_record(&self, id: &str, record: &DataKeyRecord) -> Result<Vec<u8>> {
         let mut refusals = Vec::new();
         for wrapping in record
             .wrappings
@@ -274,12 +277,11 @@ impl Keyring {
             let wrapped = B64.decode(&wrapping.wrapped).map_err(HubError::backend)?;
             match self.master.unwrap(&wrapped).await {
                 Ok(material) => {
-                    let key = Arc::new(aead_key(&material)?);
                     self.opened
                         .write()
                         .expect("keyring lock")
-                        .insert(id.to_string(), key.clone());
-                    return Ok(key);
+                        .insert(id.to_string(), Arc::new(aead_key(&material)?));
+                    return Ok(material);
                 }
                 Err(err) => refusals.push(err.to_string()),
             }
@@ -372,7 +374,6 @@ impl Keyring {
 
     /// Wraps data key `id` by `next` (and only by it unless `keep_old`).
     async fn rewrap(&self, id: &str, next: &dyn MasterKey, keep_old: bool) -> Result<()> {
-        let material = self.material(id).await?;
         let stored = self
             .store
             .key(&data_key_name(id))
@@ -380,6 +381,7 @@ impl Keyring {
             .ok_or_else(|| HubError::backend(format!("data key {id} is not in the store")))?;
         let mut record: DataKeyRecord =
             serde_json::from_slice(&stored).map_err(HubError::backend)?;
+        let material = self.unwrap_record(id, &record).await?;
         if !keep_old {
             record.wrappings.clear();
         }
@@ -397,40 +399,6 @@ impl Keyring {
             return Err(HubError::Conflict);
         }
         Ok(())
-    }
-
-    /// The raw material of data key `id` (for re-wrapping only), opened in this keyring too.
-    async fn material(&self, id: &str) -> Result<Vec<u8>> {
-        let record = self.record(id).await?;
-        for wrapping in record
-            .wrappings
-            .iter()
-            .filter(|w| self.master.opens(&w.master))
-        {
-            let wrapped = B64.decode(&wrapping.wrapped).map_err(HubError::backend)?;
-            if let Ok(material) = self.master.unwrap(&wrapped).await {
-                // Kept opened: once re-wrapped by another master key, this one cannot unwrap
-                // it again, and the re-sealing that follows still needs it.
-                self.opened
-                    .write()
-                    .expect("keyring lock")
-                    .insert(id.to_string(), Arc::new(aead_key(&material)?));
-                return Ok(material);
-            }
-        }
-        Err(HubError::backend(format!(
-            "the master key {} does not open data key {id}",
-            self.master.id()
-        )))
-    }
-
-    /// The id of the current data key, if there is one.
-    pub async fn current_data_key(&self) -> Result<Option<String>> {
-        Ok(self
-            .store
-            .key(CURRENT_DATA_KEY)
-            .await?
-            .map(|id| String::from_utf8_lossy(&id).into_owned()))
     }
 
     /// The portal's session keys: read (and opened) once per process, created by the first

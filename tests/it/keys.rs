@@ -122,6 +122,19 @@ struct Sealed {
     session: String,
 }
 
+/// Publishes event `n` and waits for its delivery to the HMAC subscription.
+async fn delivered_to_hmac(hub: &HubProcess, receiver: &TestReceiver, n: u64) -> Received {
+    publish(
+        hub,
+        KEY_A,
+        json!({"topic": "door.request.allowed", "data": {"n": n}}),
+    )
+    .await;
+    receiver
+        .wait_for_match(WAIT, |r| r.path == "/hmac" && r.json()["data"]["n"] == n)
+        .await
+}
+
 const PASSWORD: &str = "receiver-password-0b6e4f2a";
 
 /// Subscribes HMAC (then rotates it), Ed25519 and a basic-auth receiver; mints a portal
@@ -433,15 +446,7 @@ async fn sqlite_wrong_key_refused_and_rotation_keeps_everything_valid() {
         )
         .await;
     assert_eq!(fresh.status, 200, "{}", fresh.body);
-    publish(
-        &hub,
-        KEY_A,
-        json!({"topic": "door.request.allowed", "data": {"n": 2}}),
-    )
-    .await;
-    let second = receiver
-        .wait_for_match(WAIT, |r| r.path == "/hmac" && r.json()["data"]["n"] == 2)
-        .await;
+    let second = delivered_to_hmac(&hub, &receiver, 2).await;
     for secret in &sealed.hmac_secrets {
         assert!(stock_verifies(secret, &second), "after the rotation");
     }
@@ -472,15 +477,7 @@ async fn sqlite_wrong_key_refused_and_rotation_keeps_everything_valid() {
     assert!(!status.success(), "the old key is refused: {out}");
     std::fs::copy(&next, &key_file).unwrap();
     hub.restart().await;
-    publish(
-        &hub,
-        KEY_A,
-        json!({"topic": "door.request.allowed", "data": {"n": 3}}),
-    )
-    .await;
-    let third = receiver
-        .wait_for_match(WAIT, |r| r.path == "/hmac" && r.json()["data"]["n"] == 3)
-        .await;
+    let third = delivered_to_hmac(&hub, &receiver, 3).await;
     assert!(stock_verifies(&sealed.hmac_secrets[1], &third));
     hub.terminate();
     let found = find_any(&file_bytes(&data), &sealed.secrets);
@@ -660,15 +657,7 @@ async fn aws_rotation_keeps_deliveries_and_sessions_valid() {
         )
         .await;
     assert_eq!(old_session.status, 200, "{}", old_session.body);
-    publish(
-        &hub,
-        KEY_A,
-        json!({"topic": "door.request.allowed", "data": {"n": 2}}),
-    )
-    .await;
-    let second = receiver
-        .wait_for_match(WAIT, |r| r.path == "/hmac" && r.json()["data"]["n"] == 2)
-        .await;
+    let second = delivered_to_hmac(&hub, &receiver, 2).await;
     for secret in &sealed.hmac_secrets {
         assert!(stock_verifies(secret, &second), "after the rotation");
     }

@@ -59,27 +59,20 @@ impl MasterKeyOptions {
             });
         }
         let path = self.key_file_for(data);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                hub::runtime::files::make_private(&path)
-                    .map_err(|e| format!("the key file {}: {e}", path.display()))?;
-                let key = LocalMasterKey::parse(&text)
-                    .map_err(|e| format!("the key file {}: {e}", path.display()))?;
-                Ok(ResolvedKey {
-                    key: Arc::new(key),
-                    pending_file: None,
-                })
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+        Ok(match LocalMasterKey::from_file(&path)? {
+            Some(key) => ResolvedKey {
+                key: Arc::new(key),
+                pending_file: None,
+            },
+            None => {
                 let text = LocalMasterKey::generate_text();
                 let key = LocalMasterKey::parse(&text).expect("a generated key parses");
-                Ok(ResolvedKey {
+                ResolvedKey {
                     key: Arc::new(key),
                     pending_file: Some((path, text)),
-                })
+                }
             }
-            Err(err) => Err(format!("reading the key file {}: {err}", path.display())),
-        }
+        })
     }
 }
 
@@ -164,7 +157,7 @@ pub async fn keys(options: KeysOptions) -> Result<(), String> {
         KeysAction::Rotate { target, .. } | KeysAction::Seal { target } => target,
     };
     let settings = hub::Settings::default();
-    let (hub, _db) = match target.backend {
+    let (hub, database) = match target.backend {
         Backend::Sqlite => {
             if !target.data.exists() {
                 return Err(format!("{} does not exist", target.data.display()));
@@ -233,7 +226,7 @@ pub async fn keys(options: KeysOptions) -> Result<(), String> {
             Ok(())
         }
     };
-    if let Some(db) = _db {
+    if let Some(db) = database {
         db.flush().await.map_err(|e| e.to_string())?;
     }
     outcome
@@ -241,13 +234,10 @@ pub async fn keys(options: KeysOptions) -> Result<(), String> {
 
 /// The master key in `path`, created (0600) with a fresh key if missing.
 fn new_key_file_at(path: &Path) -> Result<LocalMasterKey, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => LocalMasterKey::parse(&text),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let text = LocalMasterKey::generate_text();
-            LocalMasterKey::write_key_file(path, &text)?;
-            LocalMasterKey::parse(&text)
-        }
-        Err(err) => Err(err.to_string()),
+    if let Some(key) = LocalMasterKey::from_file(path)? {
+        return Ok(key);
     }
+    let text = LocalMasterKey::generate_text();
+    LocalMasterKey::write_key_file(path, &text)?;
+    LocalMasterKey::parse(&text)
 }

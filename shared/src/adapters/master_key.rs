@@ -55,6 +55,22 @@ impl LocalMasterKey {
         Self::from_bytes(&bytes)
     }
 
+    /// The key in the key file at `path` (made `0600` if an older version left it readable by
+    /// others); `None` when there is no such file.
+    pub fn from_file(path: &Path) -> std::result::Result<Option<Self>, String> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                crate::runtime::files::make_private(path)
+                    .map_err(|e| format!("the key file {}: {e}", path.display()))?;
+                Self::parse(&text)
+                    .map(Some)
+                    .map_err(|e| format!("the key file {}: {e}", path.display()))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(format!("reading the key file {}: {err}", path.display())),
+        }
+    }
+
     /// Writes `text` (a key) to a new key file at `path`, `0600`, never over anything there.
     pub fn write_key_file(path: &Path, text: &str) -> std::result::Result<(), String> {
         let mut file = crate::runtime::files::create_private(path)

@@ -679,7 +679,9 @@ fn delivery_headers(
         ("content-type".to_string(), "application/json".to_string()),
         ("user-agent".to_string(), USER_AGENT.to_string()),
     ];
-    if let Some((name, value)) = scheme_header(sub.signature_scheme, &credentials.legacy, body) {
+    if let Some(legacy) = &credentials.legacy
+        && let Some((name, value)) = scheme_header(sub.signature_scheme, legacy, body)
+    {
         headers.push((name.to_string(), value));
     }
     match &credentials.receiver_auth {

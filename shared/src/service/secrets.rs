@@ -22,8 +22,9 @@ pub struct NewSecret {
 pub struct OpenCredentials {
     /// Every secret signing at this moment, current first.
     pub signing: Vec<String>,
-    /// The one secret a single-signature legacy header is made with.
-    pub legacy: String,
+    /// The one secret a single-signature legacy header is made with (`logi`, `pdk`; `None`
+    /// for the standard scheme, which sends no such header).
+    pub legacy: Option<String>,
     /// The receiver's credentials.
     pub receiver_auth: Option<ReceiverAuth>,
 }
@@ -69,7 +70,10 @@ impl Hub {
         for sealed in sub.signing_secrets(now_ms) {
             signing.push(self.keys.open(sealed, &sub.id).await?);
         }
-        let legacy = self.keys.open(sub.legacy_secret(now_ms), &sub.id).await?;
+        let legacy = match sub.signature_scheme {
+            crate::signing::SignatureScheme::Standard => None,
+            _ => Some(self.keys.open(sub.legacy_secret(now_ms), &sub.id).await?),
+        };
         let receiver_auth = match &sub.receiver_auth {
             Some(auth) => Some(auth.with_secret(self.keys.open(auth.secret(), &sub.id).await?)),
             None => None,

@@ -197,12 +197,8 @@ impl KeyStore for DynamoStore {
         if condition_held(written)? {
             return Ok(fresh.to_vec());
         }
-        self.item(key, true)
+        self.key(name)
             .await?
-            .as_ref()
-            .and_then(|item| item.get("key"))
-            .and_then(|v| v.as_b().ok())
-            .map(|b| b.as_ref().to_vec())
             .ok_or_else(|| HubError::backend(format!("hub key {name} has no value")))
     }
 
