@@ -783,7 +783,17 @@ mod scenarios {
             .await
             .body
             .to_string();
-        let log = hub.log();
+        // The attempt line is written once the receiver has answered, so it can reach the log
+        // after the receiver saw the event: wait for it instead of reading the log at once.
+        let log = eventually(WAIT, "the event's attempt line in the log", || async {
+            let log = hub.log();
+            let attempt_lines = log
+                .lines()
+                .filter(|l| l.contains("\"delivery attempt\""))
+                .count();
+            (attempt_lines >= 4).then_some(log)
+        })
+        .await;
         assert!(log.lines().count() > 10, "the flow was logged");
         let (mut requests, mut attempts) = (0, 0);
         for line in log.lines() {
