@@ -66,8 +66,8 @@ async fn delivered_exactly(
     accepted: &HashSet<String>,
     started: Instant,
 ) -> (Duration, usize) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
+    // Each subscriber path's distinct `webhook-id`s of this burst, and the requests made.
+    let tally = || {
         let mut per_path: HashMap<String, HashSet<String>> = HashMap::new();
         let mut raw = 0;
         for r in receiver.received() {
@@ -81,52 +81,55 @@ async fn delivered_exactly(
             }
         }
         let total: usize = per_path.values().map(HashSet::len).sum();
-        if total >= accepted.len() * SUBSCRIBERS {
-            let elapsed = started.elapsed();
-            for i in 0..SUBSCRIBERS {
-                assert_eq!(
-                    &per_path[&format!("/s{i}")],
-                    accepted,
-                    "/s{i} got exactly the accepted events of {burst}"
-                );
-            }
-            return (elapsed, raw);
-        }
-        if Instant::now() >= deadline {
-            // What the hub said about each missing delivery (its event id), and its warnings.
-            let missing: Vec<(String, &String)> = (0..SUBSCRIBERS)
-                .map(|i| format!("/s{i}"))
-                .flat_map(|path| {
-                    let got = per_path.get(&path).cloned().unwrap_or_default();
-                    accepted
-                        .iter()
-                        .filter(move |id| !got.contains(*id))
-                        .map(move |id| (path.clone(), id))
-                })
-                .collect();
-            let log = log();
-            let story: Vec<&str> = log
-                .lines()
-                .filter(|l| {
-                    l.contains("\"WARN\"")
-                        || l.contains("\"ERROR\"")
-                        || missing
-                            .iter()
-                            .take(3)
-                            .any(|(_, id)| l.contains(id.as_str()))
-                })
-                .take(40)
-                .collect();
-            panic!(
-                "{burst}: {total} of {} deliveries after 180 s; missing {:?}; the hub's log \
-                 about them and its warnings:\n{}",
-                accepted.len() * SUBSCRIBERS,
-                missing.iter().take(10).collect::<Vec<_>>(),
-                story.join("\n")
+        (per_path, raw, total)
+    };
+    let arrived = within(Duration::from_secs(180), || async {
+        let (per_path, raw, total) = tally();
+        (total >= accepted.len() * SUBSCRIBERS).then(|| (per_path, raw, started.elapsed()))
+    })
+    .await;
+    if let Some((per_path, raw, elapsed)) = arrived {
+        for i in 0..SUBSCRIBERS {
+            assert_eq!(
+                &per_path[&format!("/s{i}")],
+                accepted,
+                "/s{i} got exactly the accepted events of {burst}"
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        return (elapsed, raw);
     }
+    // What the hub said about each missing delivery (its event id), and its warnings.
+    let (per_path, _, total) = tally();
+    let missing: Vec<(String, &String)> = (0..SUBSCRIBERS)
+        .map(|i| format!("/s{i}"))
+        .flat_map(|path| {
+            let got = per_path.get(&path).cloned().unwrap_or_default();
+            accepted
+                .iter()
+                .filter(move |id| !got.contains(*id))
+                .map(move |id| (path.clone(), id))
+        })
+        .collect();
+    let log = log();
+    let story: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("\"WARN\"")
+                || l.contains("\"ERROR\"")
+                || missing
+                    .iter()
+                    .take(3)
+                    .any(|(_, id)| l.contains(id.as_str()))
+        })
+        .take(40)
+        .collect();
+    panic!(
+        "{burst}: {total} of {} deliveries after 180 s; missing {:?}; the hub's log about them \
+         and its warnings:\n{}",
+        accepted.len() * SUBSCRIBERS,
+        missing.iter().take(10).collect::<Vec<_>>(),
+        story.join("\n")
+    );
 }
 
 mod scenarios {

@@ -19,15 +19,15 @@ const MOTO_SENDER: &str = "AIDAIT2UOQQY3AUEKVGXU";
 /// Waits until the hub's log holds `n` lines containing `needle` (a copy that met another's
 /// claim of its producer id looks again after the claim's 30 s lease at most).
 async fn logged(hub: &HubProcess, needle: &str, n: usize) {
-    let deadline = Instant::now() + WAIT * 2;
-    while hub.log().matches(needle).count() < n {
-        assert!(
-            Instant::now() < deadline,
-            "never logged {n}× {needle}:\n{}",
-            hub.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let found = within(WAIT * 2, || async {
+        (hub.log().matches(needle).count() >= n).then_some(())
+    })
+    .await;
+    assert!(
+        found.is_some(),
+        "never logged {n}× {needle}:\n{}",
+        hub.log()
+    );
 }
 
 /// Everything waiting on `queue` now.

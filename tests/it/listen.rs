@@ -3,7 +3,6 @@
 //! not verified (✗) and refuses it, and unsubscribes on SIGTERM.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use hub_tests::*;
 use serde_json::json;
@@ -14,15 +13,12 @@ fn printed(path: &std::path::Path) -> String {
 }
 
 async fn wait_for_output(path: &std::path::Path, what: &str, done: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done(&printed(path)) {
-        assert!(
-            Instant::now() < deadline,
-            "listen never printed {what}; it printed:\n{}",
-            printed(path)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let found = within(WAIT, || async { done(&printed(path)).then_some(()) }).await;
+    assert!(
+        found.is_some(),
+        "listen never printed {what}; it printed:\n{}",
+        printed(path)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,14 +99,11 @@ async fn listen_verifies_prints_forwards_and_unsubscribes() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = listen.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "listen did not stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = eventually(WAIT, "listen to stop", || {
+        let status = listen.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
     assert!(status.success(), "{}", printed(&out));
     assert!(printed(&out).contains(&format!("unsubscribed {sub_id}")));
     let gone = hub

@@ -428,6 +428,41 @@ mod scenarios {
         );
         assert!(got.json()["user_data"].is_null());
     }
+
+    /// After a callback change, the link sent to the old callback no longer confirms; the new one
+    /// does.
+    pub async fn the_old_confirmation_link_dies_with_the_old_callback(backend: Backend) {
+        let hub = HubProcess::start(backend, &[]).await;
+        let receiver = TestReceiver::scripted(|_, _| Reply::status(200)).await;
+        let created = subscribe_pending(&hub, &receiver, KEY_A, "/old", json!({})).await;
+        let id = created["id"].as_str().unwrap();
+        let old = receiver.wait_for_match(WAIT, |r| r.path == "/old").await;
+        let moved = hub
+            .call(
+                "PATCH",
+                &format!("/v1/subscriptions/{id}"),
+                Some(KEY_A),
+                Some(json!({"callback_url": receiver.url("/new")})),
+            )
+            .await;
+        assert_eq!(
+            (moved.status, moved.body["status"].as_str()),
+            (200, Some("pending"))
+        );
+        let new = receiver.wait_for_match(WAIT, |r| r.path == "/new").await;
+        let link = |r: &Received| r.json()["confirmation_url"].as_str().unwrap().to_string();
+        assert_ne!(link(&old), link(&new));
+        let refused = hub.call("GET", &link(&old), None, None).await;
+        assert_eq!(
+            (refused.status, refused.body["code"].as_str().unwrap_or("")),
+            (400, "invalid_token")
+        );
+        let confirmed = hub.call("GET", &link(&new), None, None).await;
+        assert_eq!(
+            (confirmed.status, confirmed.body["status"].as_str()),
+            (200, Some("active"))
+        );
+    }
 }
 
 hub_tests::on_every_backend!(
@@ -440,6 +475,7 @@ hub_tests::on_every_backend!(
     changed_topics_leave_no_stale_entries,
     a_callback_another_subscription_holds_is_refused,
     null_clears_a_field_and_absence_keeps_it,
+    the_old_confirmation_link_dies_with_the_old_callback,
 );
 
 /// Bearer receiver credentials arrive as `Authorization: Bearer …` on every delivery, the
@@ -476,42 +512,6 @@ async fn bearer_receiver_auth_reaches_the_receiver() {
     assert!(
         at_b.iter()
             .all(|r| r.header("authorization") == "Bearer s3cr3t-t0ken")
-    );
-}
-
-/// After a callback change, the link sent to the old callback no longer confirms; the new one
-/// does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_old_confirmation_link_dies_with_the_old_callback() {
-    let hub = HubProcess::start(Backend::Memory, &[]).await;
-    let receiver = TestReceiver::scripted(|_, _| Reply::status(200)).await;
-    let created = subscribe_pending(&hub, &receiver, KEY_A, "/old", json!({})).await;
-    let id = created["id"].as_str().unwrap();
-    let old = receiver.wait_for_match(WAIT, |r| r.path == "/old").await;
-    let moved = hub
-        .call(
-            "PATCH",
-            &format!("/v1/subscriptions/{id}"),
-            Some(KEY_A),
-            Some(json!({"callback_url": receiver.url("/new")})),
-        )
-        .await;
-    assert_eq!(
-        (moved.status, moved.body["status"].as_str()),
-        (200, Some("pending"))
-    );
-    let new = receiver.wait_for_match(WAIT, |r| r.path == "/new").await;
-    let link = |r: &Received| r.json()["confirmation_url"].as_str().unwrap().to_string();
-    assert_ne!(link(&old), link(&new));
-    let refused = hub.call("GET", &link(&old), None, None).await;
-    assert_eq!(
-        (refused.status, refused.body["code"].as_str().unwrap_or("")),
-        (400, "invalid_token")
-    );
-    let confirmed = hub.call("GET", &link(&new), None, None).await;
-    assert_eq!(
-        (confirmed.status, confirmed.body["status"].as_str()),
-        (200, Some("active"))
     );
 }
 

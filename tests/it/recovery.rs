@@ -52,14 +52,11 @@ async fn operational_subscriber(hub: &HubProcess, pattern: &str) -> (TestReceive
 }
 
 async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(WAIT, what, || {
+        let found = done().then_some(());
+        async move { found }
+    })
+    .await;
 }
 
 fn now_ms() -> i64 {

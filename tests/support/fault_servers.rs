@@ -153,14 +153,17 @@ impl SelfSignedTls {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "openssl s_server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::eventually(
+            Duration::from_secs(10),
+            "openssl s_server to listen",
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(drop)
+            },
+        )
+        .await;
         SelfSignedTls {
             child,
             port,

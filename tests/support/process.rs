@@ -270,23 +270,24 @@ impl HubProcess {
             log_path,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if let Some(status) = hub.child.try_wait().unwrap() {
-                panic!(
-                    "webhook-hub exited ({status}) before it listened; log:\n{}",
-                    hub.log()
-                );
+        let listening = crate::within(Duration::from_secs(30), || {
+            let exited = hub.child.try_wait().unwrap();
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(status));
+                }
+                let open = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+                open.is_ok().then_some(Ok(()))
             }
-            assert!(
-                Instant::now() < deadline,
-                "webhook-hub did not listen in 30 s; log:\n{}",
+        })
+        .await;
+        match listening {
+            Some(Ok(())) => {}
+            Some(Err(status)) => panic!(
+                "webhook-hub exited ({status}) before it listened; log:\n{}",
                 hub.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            ),
+            None => panic!("webhook-hub did not listen in 30 s; log:\n{}", hub.log()),
         }
         hub
     }
@@ -427,7 +428,7 @@ impl HubProcess {
 /// Runs `webhook-hub` with `args` to its end (at most 60 s) and returns how it exited with its
 /// output (stdout then stderr): for commands that finish, and for a `serve` expected to refuse.
 pub fn run_to_end(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(binary("webhook-hub"))
+    let child = Command::new(binary("webhook-hub"))
         .args(args)
         .env_remove("HUB_API_KEY")
         .env_remove("HUB_DATA")
@@ -437,15 +438,22 @@ pub fn run_to_end(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, Strin
         .stderr(Stdio::piped())
         .spawn()
         .expect("webhook-hub starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
+    // Output is read while the command runs (waiting first would block a command that writes
+    // more than a pipe holds); the command is killed after 60 s.
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let output = match finished.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("webhook-hub {args:?} did not end within 60 s");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
+    };
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
