@@ -705,6 +705,10 @@ pub struct DeliveredTally {
     /// the delivery log's stream: the store adds a span once, so a retried stream batch never
     /// counts twice.
     pub stream_span: Option<(u128, u128)>,
+    /// The batch fold's mark on this write: a store adds a tally whose mark is the last one it
+    /// added for the subscription only once, so a write applied but answered with an error (a
+    /// lost answer, an SDK retry) is not counted again when the fold tries it again.
+    pub fold_mark: Option<u64>,
 }
 
 impl DeliveredTally {

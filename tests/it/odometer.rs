@@ -214,11 +214,50 @@ mod scenarios {
             assert_eq!(sub.odometer, 1, "{id} counted once");
         }
     }
+
+    /// A fold the store made but answered with an error: tried again by the next fold, it is
+    /// not added again, and what came meanwhile is added after it.
+    pub async fn a_fold_whose_answer_was_lost_counts_once(backend: Backend) {
+        let p = InProcess::start(backend, Settings::default()).await;
+        let now = p.hub.now_ms();
+        let mut ids = Vec::new();
+        for n in 0..2 {
+            let sub = active_subscription(
+                n,
+                "acme",
+                &["door.*"],
+                &format!("https://h.example/{n}"),
+                now,
+                3_600_000,
+            );
+            p.store.save(&sub, None).await.unwrap();
+            ids.push(sub.id);
+        }
+        for id in &ids {
+            p.hub.pending_tallies.add(id, now, true, false);
+        }
+        *p.store.lose_fold_answer_of.lock().unwrap() = Some(ids[0].clone());
+        assert!(p.hub.fold_pending().await.is_err(), "the answer was lost");
+        assert_eq!(p.hub.pending_tallies.waiting(), 1, "kept for the next fold");
+        p.hub.pending_tallies.add(&ids[0], now + 1, true, false);
+        p.hub.fold_pending().await.unwrap();
+        p.hub.fold_pending().await.unwrap();
+        assert_eq!(p.hub.pending_tallies.waiting(), 0);
+        for (id, delivered) in ids.iter().zip([2, 1]) {
+            let odometer = eventually(Duration::from_secs(10), "the odometer", || async {
+                let sub = p.hub.store.get(id).await.unwrap().unwrap();
+                (sub.odometer >= delivered).then_some(sub.odometer)
+            })
+            .await;
+            assert_eq!(odometer, delivered, "{id}");
+        }
+    }
 }
 
 hub_tests::on_every_backend!(
     the_batch_fold_reaches_the_exact_count,
     a_fold_that_fails_in_part_counts_nothing_twice,
+    a_fold_whose_answer_was_lost_counts_once,
 );
 
 /// A hub on moto with the template's stream fold and `log`, the table's stream tapped from its

@@ -245,6 +245,9 @@ pub struct FlakyStore {
     /// A subscription whose next odometer write fails while the others of the same call are
     /// written (as DynamoDB's one write per subscription can fail in part).
     pub fail_fold_of: Mutex<Option<String>>,
+    /// A subscription whose next odometer write is made, then answered with an error (an
+    /// answer lost on the way back, which the AWS SDK retries).
+    pub lose_fold_answer_of: Mutex<Option<String>>,
 }
 
 impl FlakyStore {
@@ -259,6 +262,7 @@ impl FlakyStore {
             topic_reads: AtomicUsize::new(0),
             stale_sweep_reads: Mutex::new(None),
             fail_fold_of: Mutex::new(None),
+            lose_fold_answer_of: Mutex::new(None),
         }
     }
 
@@ -371,6 +375,19 @@ impl Store for FlakyStore {
         self.inner.record_failure(id, now_ms).await
     }
     async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()> {
+        let lost = {
+            let mut lose = self.lose_fold_answer_of.lock().unwrap();
+            let hit = lose
+                .as_ref()
+                .is_some_and(|id| tallies.iter().any(|t| &t.subscription_id == id));
+            if hit { lose.take() } else { None }
+        };
+        if lost.is_some() {
+            self.inner.add_delivered(tallies).await?;
+            return Err(HubError::backend(
+                "injected lost answer to an odometer write",
+            ));
+        }
         let failing = {
             let mut fail = self.fail_fold_of.lock().unwrap();
             let hit = fail

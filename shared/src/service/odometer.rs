@@ -12,15 +12,23 @@ use crate::error::Result;
 use crate::model::{AttemptRecord, DeliveredTally};
 
 /// Successful deliveries not yet folded into the store, by subscription. Whatever a fold could
-/// not write stays here for the next one.
+/// not write stays here, with its mark, for the next one.
 #[derive(Debug, Default)]
-pub struct PendingTallies(Mutex<HashMap<String, DeliveredTally>>);
+pub struct PendingTallies {
+    /// Gathered since the last fold, one tally per subscription.
+    gathered: Mutex<HashMap<String, DeliveredTally>>,
+    /// Marked tallies whose write failed, by subscription, oldest first: tried again as they
+    /// were (the store may have added one whose answer was lost) before anything newer.
+    unsettled: Mutex<HashMap<String, Vec<DeliveredTally>>>,
+    /// Held by the fold in progress: one subscription's marked writes never overtake each other.
+    folding: tokio::sync::Mutex<()>,
+}
 
 impl PendingTallies {
     /// Counts one success to `subscription_id` made at `at_ms`.
     pub fn add(&self, subscription_id: &str, at_ms: i64, counted: bool, ends_streak: bool) {
-        let mut pending = self.0.lock().expect("tallies lock");
-        pending
+        let mut gathered = self.gathered.lock().expect("tallies lock");
+        gathered
             .entry(subscription_id.to_string())
             .or_insert_with(|| DeliveredTally {
                 subscription_id: subscription_id.to_string(),
@@ -28,32 +36,49 @@ impl PendingTallies {
                 last_delivered_ms: at_ms,
                 ends_streak: false,
                 stream_span: None,
+                fold_mark: None,
             })
             .add(at_ms, counted, ends_streak);
     }
 
-    fn take(&self) -> Vec<DeliveredTally> {
-        let mut pending = self.0.lock().expect("tallies lock");
-        pending.drain().map(|(_, tally)| tally).collect()
+    /// Everything to write now, by subscription in order: the unsettled tallies, then the
+    /// gathered ones, each given a fresh mark.
+    fn take(&self) -> Vec<Vec<DeliveredTally>> {
+        let gathered: Vec<DeliveredTally> = {
+            let mut gathered = self.gathered.lock().expect("tallies lock");
+            gathered.drain().map(|(_, tally)| tally).collect()
+        };
+        let mut unsettled = self.unsettled.lock().expect("tallies lock");
+        for mut tally in gathered {
+            tally.fold_mark = Some(rand::random());
+            unsettled
+                .entry(tally.subscription_id.clone())
+                .or_default()
+                .push(tally);
+        }
+        unsettled.drain().map(|(_, queue)| queue).collect()
     }
 
-    /// Puts back tallies a fold could not write, merged with what came meanwhile.
-    fn restore(&self, tallies: Vec<DeliveredTally>) {
-        let mut pending = self.0.lock().expect("tallies lock");
-        for tally in tallies {
-            match pending.get_mut(&tally.subscription_id) {
-                Some(newer) => newer.merge(&tally),
-                None => {
-                    pending.insert(tally.subscription_id.clone(), tally);
-                }
-            }
-        }
+    /// Puts back, in order, a subscription's tallies a fold could not write.
+    fn restore(&self, queue: Vec<DeliveredTally>) {
+        let Some(first) = queue.first() else { return };
+        let mut unsettled = self.unsettled.lock().expect("tallies lock");
+        unsettled
+            .entry(first.subscription_id.clone())
+            .or_default()
+            .splice(0..0, queue);
     }
 
     /// How many deliveries wait to be folded.
     pub fn waiting(&self) -> u64 {
-        let pending = self.0.lock().expect("tallies lock");
-        pending.values().map(|t| t.delivered).sum()
+        let gathered = self.gathered.lock().expect("tallies lock");
+        let unsettled = self.unsettled.lock().expect("tallies lock");
+        gathered.values().map(|t| t.delivered).sum::<u64>()
+            + unsettled
+                .values()
+                .flatten()
+                .map(|t| t.delivered)
+                .sum::<u64>()
     }
 }
 
@@ -88,6 +113,7 @@ impl Hub {
                     last_delivered_ms: at,
                     ends_streak: true,
                     stream_span: None,
+                    fold_mark: None,
                 };
                 self.store.add_delivered(&[ends]).await?;
             }
@@ -101,36 +127,26 @@ impl Hub {
         Ok(())
     }
 
-    /// Writes the gathered successes, one write per subscription; a tally whose write failed
-    /// waits for the next fold (the consumers fold after every batch). Each subscription's write
-    /// is settled on its own: put back whole after a failure in part, the tallies already written
-    /// were counted twice (seen on moto under load: an odometer one past its delivery log).
+    /// Writes the gathered successes, one write per subscription, each with a mark the store
+    /// adds once; a write that failed waits, with its mark, for the next fold (the consumers
+    /// fold after every batch) and goes first then. A write the store applied but answered
+    /// with an error (seen on moto under load) is then not counted twice.
     pub async fn fold_pending(&self) -> Result<()> {
-        let tallies = self.pending_tallies.take();
-        if tallies.is_empty() {
-            return Ok(());
-        }
-        let written = futures::future::join_all(
-            tallies
-                .iter()
-                .map(|tally| self.store.add_delivered(std::slice::from_ref(tally))),
-        )
+        let _folding = self.pending_tallies.folding.lock().await;
+        let queues = self.pending_tallies.take();
+        let written = futures::future::join_all(queues.into_iter().map(|queue| async move {
+            let mut queue = queue.into_iter();
+            while let Some(tally) = queue.next() {
+                if let Err(err) = self.store.add_delivered(std::slice::from_ref(&tally)).await {
+                    self.pending_tallies
+                        .restore(std::iter::once(tally).chain(queue).collect());
+                    return Err(err);
+                }
+            }
+            Ok(())
+        }))
         .await;
-        let mut unwritten = Vec::new();
-        let mut failure = None;
-        for (tally, result) in tallies.into_iter().zip(written) {
-            if let Err(err) = result {
-                unwritten.push(tally);
-                failure.get_or_insert(err);
-            }
-        }
-        match failure {
-            None => Ok(()),
-            Some(err) => {
-                self.pending_tallies.restore(unwritten);
-                Err(err)
-            }
-        }
+        written.into_iter().collect()
     }
 
     /// Folds a batch of the delivery log's stream: every counted success, one write per
@@ -148,6 +164,7 @@ impl Hub {
                     last_delivered_ms: record.started_at_ms,
                     ends_streak: false,
                     stream_span: Some((entry.sequence, entry.sequence)),
+                    fold_mark: None,
                 });
             tally.add(record.started_at_ms, record.counted, false);
             if let Some((first, last)) = tally.stream_span.as_mut() {

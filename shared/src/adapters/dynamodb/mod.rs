@@ -799,7 +799,8 @@ impl Store for DynamoStore {
     async fn add_delivered(&self, tallies: &[DeliveredTally]) -> Result<()> {
         // One write per subscription, concurrently; each is conditional on the item (a
         // subscription deleted meanwhile is not brought back as counters alone) and, for a
-        // stream tally, on its span not being folded yet.
+        // stream tally, on its span not being folded yet, for a batch fold's, on its mark not
+        // being the last one added (the SDK retries a write whose answer was lost).
         let writes = tallies.iter().map(|tally| async move {
             let mut set = vec!["#last = :last"];
             let mut condition = String::from("attribute_exists(pk)");
@@ -819,6 +820,13 @@ impl Store for DynamoStore {
                     .expression_attribute_names("#folded", "folded_to")
                     .expression_attribute_values(":from", n_text(first.to_string()))
                     .expression_attribute_values(":to", n_text(last.to_string()));
+            }
+            if let Some(mark) = tally.fold_mark {
+                set.push("#mark = :mark");
+                condition.push_str(" AND (attribute_not_exists(#mark) OR #mark <> :mark)");
+                update = update
+                    .expression_attribute_names("#mark", "fold_mark")
+                    .expression_attribute_values(":mark", n_text(mark.to_string()));
             }
             let mut expression = format!("SET {} ADD #odometer :count", set.join(", "));
             if tally.ends_streak {

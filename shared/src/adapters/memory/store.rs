@@ -27,6 +27,8 @@ struct StoreState {
     attempts: HashMap<String, Vec<AttemptRecord>>,
     /// How far each subscription's odometer has folded the delivery log's stream.
     folded_to: HashMap<String, u128>,
+    /// The batch fold's last mark added to each subscription's odometer.
+    fold_marks: HashMap<String, u64>,
     /// Kept deliveries by subscription, then by event id (time-ordered).
     kept: HashMap<String, BTreeMap<String, KeptDelivery>>,
     /// The hub's own keys by name.
@@ -220,6 +222,8 @@ impl Store for MemoryStore {
         }
         state.attempts.remove(&sub.id);
         state.kept.remove(&sub.id);
+        state.folded_to.remove(&sub.id);
+        state.fold_marks.remove(&sub.id);
         Ok(())
     }
 
@@ -466,6 +470,12 @@ impl Store for MemoryStore {
                     continue;
                 }
                 *folded = last;
+            }
+            if let Some(mark) = tally.fold_mark {
+                let last = state.fold_marks.insert(tally.subscription_id.clone(), mark);
+                if last == Some(mark) {
+                    continue;
+                }
             }
             let Some(sub) = state.subscriptions.get_mut(&tally.subscription_id) else {
                 continue;

@@ -117,6 +117,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 8: the odometer fold's last mark, so a fold tried again is not counted twice.
+    r#"
+    ALTER TABLE subscriptions ADD COLUMN fold_mark INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.

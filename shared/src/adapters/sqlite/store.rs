@@ -627,8 +627,9 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "UPDATE subscriptions SET odometer = odometer + ?2,
                      last_delivered_ms = max(coalesce(last_delivered_ms, 0), ?3),
-                     failing_since_ms = CASE WHEN ?4 THEN NULL ELSE failing_since_ms END
-                     WHERE id = ?1",
+                     failing_since_ms = CASE WHEN ?4 THEN NULL ELSE failing_since_ms END,
+                     fold_mark = coalesce(?5, fold_mark)
+                     WHERE id = ?1 AND (?5 IS NULL OR fold_mark IS NOT ?5)",
                 )
                 .map_err(db_error)?;
             for t in &tallies {
@@ -637,7 +638,8 @@ impl Store for SqliteStore {
                         t.subscription_id,
                         t.delivered as i64,
                         t.last_delivered_ms,
-                        t.ends_streak
+                        t.ends_streak,
+                        t.fold_mark.map(|mark| mark as i64)
                     ])
                     .map_err(db_error)?;
             }
