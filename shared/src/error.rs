@@ -133,6 +133,8 @@ error_codes! {
     RequestTimeout = "request_timeout",
     /// A backing service refused the input itself.
     Rejected = "rejected",
+    /// The database is full (its disk, or its size limit); retry later.
+    StorageFull = "storage_full",
     /// A backing service failed; retry later.
     BackendUnavailable = "backend_unavailable",
 }
@@ -239,6 +241,16 @@ pub enum HubError {
     /// request will not help.
     #[error("rejected by the queue: {0}")]
     Rejected(String),
+    /// The database cannot grow (its disk is full, or it is at its size limit): nothing of the
+    /// request was written. Deliveries of what is stored go on and free space as they finish.
+    #[error(
+        "the hub's storage is full; nothing was written. Deliveries already accepted go on and \
+         free space as they finish: retry in {retry_after_secs} s"
+    )]
+    StorageFull {
+        /// When to retry, seconds (sent as `Retry-After`).
+        retry_after_secs: u64,
+    },
     /// A backing service (DynamoDB, SQS) failed.
     #[error("backend failure: {0}")]
     Backend(String),
@@ -250,6 +262,13 @@ impl HubError {
         HubError::Invalid {
             code,
             message: message.into(),
+        }
+    }
+
+    /// The database is full: the client is asked to retry after this long.
+    pub fn storage_full() -> Self {
+        HubError::StorageFull {
+            retry_after_secs: 30,
         }
     }
 
@@ -274,7 +293,7 @@ impl HubError {
             HubError::TooManyRotations(_) | HubError::Parked | HubError::NotActive(_) => 409,
             HubError::RequestTimeout(_) => 408,
             HubError::Rejected(_) => 400,
-            HubError::Backend(_) => 503,
+            HubError::StorageFull { .. } | HubError::Backend(_) => 503,
         }
     }
 
@@ -301,6 +320,7 @@ impl HubError {
             HubError::NotActive(_) => ErrorCode::SubscriptionNotActive,
             HubError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             HubError::Rejected(_) => ErrorCode::Rejected,
+            HubError::StorageFull { .. } => ErrorCode::StorageFull,
             HubError::Backend(_) => ErrorCode::BackendUnavailable,
         }
     }
@@ -310,7 +330,10 @@ impl HubError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            HubError::Backend(_) | HubError::Conflict | HubError::InProgress { .. }
+            HubError::Backend(_)
+                | HubError::StorageFull { .. }
+                | HubError::Conflict
+                | HubError::InProgress { .. }
         )
     }
 

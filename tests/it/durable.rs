@@ -506,3 +506,113 @@ async fn the_file_keeps_only_what_is_still_owed() {
         "free pages go back to the file system: {pages_before} pages before, {pages_after} after, {free} free"
     );
 }
+
+/// A database at its size limit (as on a full disk): publish and subscribe answer a retryable
+/// `503 storage_full` with `Retry-After` and keep nothing half-made; what was accepted before is
+/// still delivered (its failed attempts waiting for space, not for the visibility timeout), and
+/// once deliveries have freed the space, publishing and subscribing work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_database_refuses_new_work_and_delivers_what_it_kept() {
+    let hub = HubProcess::start(
+        Backend::Sqlite,
+        &[
+            "--db-size-limit",
+            "1MiB",
+            "--retry-schedule",
+            "1s,1s,1s,1s,1s,1s,1s,1s,1s,1s",
+        ],
+    )
+    .await;
+    let receiver = TestReceiver::failing_events().await;
+    subscribe_confirmed(&hub, &receiver, KEY_A, "/full", json!({})).await;
+
+    // Fill: large events until refused, then smaller ones into what is left.
+    let mut accepted = HashSet::new();
+    let mut refusals = 0;
+    for pad in [8_000, 1_000, 100] {
+        for n in 0.. {
+            assert!(n < 2_000, "a {pad}-byte event is never refused");
+            let event = json!({"topic": "door.request.allowed", "data": {"pad": "x".repeat(pad)}});
+            let answer = hub
+                .call("POST", "/v1/events", Some(KEY_A), Some(event))
+                .await;
+            if answer.status == 202 {
+                accepted.insert(answer.body["id"].as_str().unwrap().to_string());
+                continue;
+            }
+            assert_eq!(answer.status, 503, "{:?}", answer.body);
+            assert_eq!(answer.body["code"], "storage_full", "{:?}", answer.body);
+            let retry_after = answer.headers.get("retry-after").expect("Retry-After");
+            assert!(retry_after.to_str().unwrap().parse::<u64>().unwrap() > 0);
+            refusals += 1;
+            break;
+        }
+    }
+    assert_eq!(refusals, 3);
+    assert!(accepted.len() > 20, "{} events fitted", accepted.len());
+
+    // A subscribe while full: refused as retryable, or made whole; never half-made.
+    let listed_before = hub
+        .call("GET", "/v1/subscriptions", Some(KEY_A), None)
+        .await;
+    let newcomer = TestReceiver::start().await;
+    let tried = hub
+        .call(
+            "POST",
+            "/v1/subscriptions",
+            Some(KEY_A),
+            Some(json!({"callback_url": newcomer.url("/new"), "topics": ["door.*"]})),
+        )
+        .await;
+    let listed = hub
+        .call("GET", "/v1/subscriptions", Some(KEY_A), None)
+        .await;
+    match tried.status {
+        503 => {
+            assert_eq!(tried.body["code"], "storage_full");
+            assert!(tried.headers.contains_key("retry-after"));
+            assert_eq!(listed.body, listed_before.body, "nothing half-made is kept");
+        }
+        201 => {
+            let id = tried.body["id"].as_str().unwrap();
+            assert!(
+                listed.body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["id"] == id)
+            );
+            newcomer.wait_for(1, WAIT).await;
+        }
+        other => panic!("subscribe while full: {other} {:?}", tried.body),
+    }
+    assert!(
+        hub.log().contains("the database is full"),
+        "the operator is told why"
+    );
+
+    // The receiver comes back: every accepted event arrives, without waiting out the
+    // visibility timeout.
+    receiver.set_script(|_, _| Reply::status(200));
+    receiver
+        .wait_until_events(Duration::from_secs(60), |seen| {
+            let ids: HashSet<String> = events_at(seen, "/full")
+                .into_iter()
+                .map(|r| r.json()["id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            accepted.iter().all(|id| ids.contains(id))
+        })
+        .await;
+
+    // Delivered messages are gone: the space is back for new work.
+    eventually(WAIT, "publishing to work again", || async {
+        let event = json!({"topic": "door.request.allowed", "data": {"pad": "x".repeat(8_000)}});
+        let answer = hub
+            .call("POST", "/v1/events", Some(KEY_A), Some(event))
+            .await;
+        (answer.status == 202).then_some(())
+    })
+    .await;
+    let later = TestReceiver::start().await;
+    subscribe_confirmed(&hub, &later, KEY_A, "/later", json!({})).await;
+}

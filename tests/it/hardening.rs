@@ -821,6 +821,31 @@ mod scenarios {
         assert_eq!(p.store.count_subscriptions("acme").await.unwrap(), 1);
     }
 
+    /// 15b. A new subscription whose confirmation could not be queued is taken back: the
+    ///      caller's retry makes it whole, with its secret shown.
+    pub async fn a_subscribe_whose_confirmation_was_not_queued_keeps_nothing(backend: Backend) {
+        let p = InProcess::start(backend, Settings::default()).await;
+        let request = || hub::service::subscriptions::SubscribeRequest {
+            callback_url: "http://127.0.0.1:9/unqueued".into(),
+            topic: Some("door.*".into()),
+            ..Default::default()
+        };
+        p.deliveries.fail_send.store(1, Ordering::SeqCst);
+        assert!(p.hub.subscribe(&acme(), request()).await.is_err());
+        assert_eq!(p.store.count_subscriptions("acme").await.unwrap(), 0);
+        let retried = p.hub.subscribe(&acme(), request()).await.unwrap();
+        assert!(retried.created, "made anew");
+        assert!(retried.secret.is_some(), "its secret is shown");
+        assert_eq!(p.store.count_subscriptions("acme").await.unwrap(), 1);
+        let confirmations = p
+            .deliveries
+            .bodies()
+            .into_iter()
+            .filter(|b| b["subscription_id"] == retried.subscription.id.as_str())
+            .count();
+        assert_eq!(confirmations, 1, "its confirmation is queued");
+    }
+
     /// 16. A legacy single-signature receiver keeps verifying with the secret it has through a
     ///     rotation, a second rotation keeps the original, and the overlap's end switches it.
     pub async fn legacy_receivers_survive_rotation(backend: Backend) {
@@ -1056,6 +1081,7 @@ hub_tests::on_every_backend!(
     listing_walks_past_the_store_page,
     unbounded_fields_are_refused,
     concurrent_subscribes_make_one_subscription,
+    a_subscribe_whose_confirmation_was_not_queued_keeps_nothing,
     legacy_receivers_survive_rotation,
     producer_keys_and_account_names,
     retry_after_is_a_floor,

@@ -101,6 +101,11 @@ pub struct ServeOptions {
     /// (an fsync per group commit)
     #[arg(long, env = "HUB_DURABILITY", value_enum, default_value = "normal")]
     pub durability: DurabilityArg,
+    /// With --backend sqlite: the largest the database file may grow (`512MiB`, `20GB`, bytes);
+    /// past it, publish and subscribe answer `503 storage_full` while deliveries go on and free
+    /// space (see docs/sqlite.md). Unset: as far as the disk allows
+    #[arg(long, env = "HUB_DB_SIZE_LIMIT", value_parser = parse_size)]
+    pub db_size_limit: Option<u64>,
     /// With --backend aws: create the table and queues if missing (emulators, first runs)
     #[arg(long, env = "HUB_CREATE_RESOURCES")]
     pub create_resources: bool,
@@ -137,6 +142,42 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         return Err("must be positive".into());
     }
     Ok(duration)
+}
+
+/// Parses a size in bytes: a number with an optional unit, `KB`/`MB`/`GB`/`TB` (powers of
+/// 1000) or `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024); at least 1 MiB.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a size such as 512MiB or 20GB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        }
+    };
+    let bytes = number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("`{text}`: too large"))?;
+    if bytes < 1 << 20 {
+        return Err(format!("`{text}`: at least 1MiB"));
+    }
+    Ok(bytes)
 }
 
 /// Parses `KEY=ACCOUNT[:SCOPE,SCOPE…]`. The owner is the account plus a short hash of the key, so
@@ -190,6 +231,17 @@ mod tests {
                 other => panic!("not serve: {other:?}"),
             })
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("20GB"), Ok(20_000_000_000));
+        assert_eq!(parse_size("2 gib"), Ok(2 << 30));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        for bad in ["", "MiB", "10", "1.5GB", "5XB", "-1GB", "99999999999TiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub async fn keys(options: KeysOptions) -> Result<(), String> {
                 settings,
                 key,
                 &target.data,
-                DurabilityArg::Full.into(),
+                hub::adapters::sqlite::Durability::from(DurabilityArg::Full),
                 target.aws.queue_visibility,
             )?;
             (hub, Some(queues.db))

@@ -258,7 +258,10 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
                 settings,
                 key,
                 &opts.data,
-                opts.durability.into(),
+                hub::adapters::sqlite::DbOptions {
+                    durability: opts.durability.into(),
+                    size_limit: opts.db_size_limit,
+                },
                 opts.hub.aws.queue_visibility,
             )?;
             database = Some(queues.db);

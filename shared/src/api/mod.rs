@@ -323,6 +323,7 @@ pub fn error_response(err: &HubError) -> http::Response<Bytes> {
             );
         }
         HubError::InProgress { retry_after_secs }
+        | HubError::StorageFull { retry_after_secs }
         | HubError::TooManyConfirmations {
             retry_after_secs, ..
         } => {

@@ -14,6 +14,21 @@ use crate::service::ingest::IngestSource;
 /// sent from them are of the same order): bounds the sender's memory whatever its batch size.
 const IN_FLIGHT_KIB: usize = 2 * 1024;
 
+/// How soon a message whose handling was refused for want of space (a full disk, the database's
+/// size limit) comes back: space can return at any moment, so not after the queue's whole
+/// visibility timeout.
+const FULL_COMES_BACK_IN: Duration = Duration::from_secs(5);
+
+/// Brings `msg` back after [`FULL_COMES_BACK_IN`] when `err` says storage is full (best effort:
+/// otherwise it comes back after the visibility timeout, as any message not removed).
+async fn back_soon_when_full(hub: &Hub, role: QueueRole, msg: &ReceivedMessage, err: &HubError) {
+    if matches!(err, HubError::StorageFull { .. }) {
+        let _ = queue_of(hub, role)
+            .postpone(&msg.receipt, FULL_COMES_BACK_IN)
+            .await;
+    }
+}
+
 /// Which queue a consumer reads: an SQS-triggered function's, or an embedded poller's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueueRole {
@@ -176,6 +191,7 @@ async fn fan_out_messages(hub: &Hub, msgs: &[ReceivedMessage]) -> Vec<bool> {
             Ok(_) => done[index] = true,
             Err(err) => {
                 tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; the message will come back");
+                back_soon_when_full(hub, QueueRole::Events, &msgs[index], &err).await;
             }
         }
     }
@@ -259,6 +275,7 @@ async fn settle_message(hub: &Hub, msg: &ReceivedMessage, step: Step, logged: bo
             // The message comes back after the visibility timeout and the attempt is made again
             // under the same number: a duplicate at worst, never a loss.
             tracing::warn!(subscription_id = %subscription_id, error = %err, "could not queue the retry or dead letter");
+            back_soon_when_full(hub, QueueRole::Deliveries, msg, &err).await;
             false
         }
     }

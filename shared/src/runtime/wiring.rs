@@ -194,16 +194,17 @@ pub fn sqlite_hub(
     settings: Settings,
     master: Arc<dyn MasterKey>,
     path: &std::path::Path,
-    durability: crate::adapters::sqlite::Durability,
+    options: impl Into<crate::adapters::sqlite::DbOptions>,
     visibility: Duration,
 ) -> std::result::Result<(Hub, SqliteQueues), String> {
-    use crate::adapters::sqlite::{SqliteDb, SqliteQueue, SqliteStore};
-    let db = SqliteDb::open(path, durability)?;
+    use crate::adapters::sqlite::{Admission, SqliteDb, SqliteQueue, SqliteStore};
+    let db = SqliteDb::open(path, options)?;
     let queue = |name: &str, limit: u32, dead: Option<&str>| {
         SqliteQueue::new(db.clone(), name, visibility, limit, dead)
     };
     let deliveries_dead = Arc::new(queue("deliveries-dlq", u32::MAX, None));
-    let events = queue("events", EVENTS_RECEIVE_LIMIT, Some("events-dlq"));
+    let events =
+        queue("events", EVENTS_RECEIVE_LIMIT, Some("events-dlq")).admitting(Admission::NewWork);
     let deliveries = queue("deliveries", DELIVERY_RECEIVE_LIMIT, Some("deliveries-dlq"));
     let hub = assemble(
         settings,

@@ -387,8 +387,19 @@ impl Hub {
         };
         sub.version += 1;
         self.store.save(&sub, previous.as_ref()).await?;
-        if let Some(task) = confirmation {
-            self.enqueue_delivery(&task).await?;
+        if let Some(task) = confirmation
+            && let Err(err) = self.enqueue_delivery(&task).await
+        {
+            // A new subscription whose confirmation could not be queued (a full disk, a queue
+            // down) is taken back: the caller, told to try again, finds nothing half-made and
+            // gets the secret with the subscription that is kept. A refreshed one stays as it
+            // was saved; subscribing again sends its confirmation.
+            if previous.is_none()
+                && let Err(undo) = self.store.delete(&sub).await
+            {
+                tracing::warn!(subscription_id = %sub.id, error = %undo, "could not take back a subscription whose confirmation was not queued");
+            }
+            return Err(err);
         }
         Ok(Subscribed {
             subscription: sub,

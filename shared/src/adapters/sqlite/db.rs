@@ -28,6 +28,25 @@ pub enum Durability {
     Full,
 }
 
+/// How a database is opened: what a commit waits for, and how large the file may grow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DbOptions {
+    /// What a commit waits for.
+    pub durability: Durability,
+    /// The largest the database file may grow, bytes (rounded down to whole pages); `None`: as
+    /// far as the disk allows. Past it, writes that need new pages fail as on a full disk.
+    pub size_limit: Option<u64>,
+}
+
+impl From<Durability> for DbOptions {
+    fn from(durability: Durability) -> Self {
+        DbOptions {
+            durability,
+            size_limit: None,
+        }
+    }
+}
+
 /// Writes at most this many operations in one transaction.
 const MAX_GROUP: usize = 512;
 /// How long a connection waits for a lock another one holds (a backup, a checkpoint).
@@ -57,7 +76,7 @@ trait WriteJob: Send {
     /// Runs the operation; whether it succeeded (its writes are kept).
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the group's commit is known.
-    fn answer(self: Box<Self>, committed: std::result::Result<(), String>);
+    fn answer(self: Box<Self>, committed: Result<()>);
     /// Whether it runs in a savepoint of its own: an operation of several statements that could
     /// fail half-way does; a read or a single statement (atomic by itself) does not need one.
     fn needs_savepoint(&self) -> bool;
@@ -95,12 +114,12 @@ where
         self.savepoint
     }
 
-    fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
+    fn answer(self: Box<Self>, committed: Result<()>) {
         let outcome = match committed {
             Ok(()) => self
                 .outcome
                 .unwrap_or_else(|| Err(HubError::backend("the operation did not run"))),
-            Err(err) => Err(HubError::backend(format!("commit failed: {err}"))),
+            Err(err) => Err(err),
         };
         let _ = self.reply.send(outcome);
     }
@@ -130,10 +149,10 @@ where
         false
     }
 
-    fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
+    fn answer(self: Box<Self>, committed: Result<()>) {
         let failure = match committed {
             Ok(()) => self.failure.map(|e| e.to_string()),
-            Err(err) => Some(format!("commit failed: {err}")),
+            Err(err) => Some(err.to_string()),
         };
         if let Some(error) = failure {
             tracing::warn!(what = self.what, %error, "a write-behind failed");
@@ -185,6 +204,78 @@ struct Inner {
     checkpoints: Arc<Checkpoints>,
     /// Held for the life of the handle: a second process on the same file is refused.
     _lock: std::fs::File,
+    /// The pages each kind of write may fill up to, under a size limit.
+    ceilings: Option<Ceilings>,
+}
+
+/// What a write adds to the database, for the size limit: new work is refused first, so the
+/// hub always has room to deliver, retry and acknowledge what it already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// What a caller asks for: a published event, a subscription, an idempotency key.
+    NewWork,
+    /// What the hub makes of work it holds: fan-out's deliveries, retries, kept deliveries,
+    /// the delivery log.
+    Derived,
+}
+
+/// The size limit split by [`Admission`], in pages: new work up to the limit; derived work
+/// into half the reserve above it; receives, acknowledgements and postponements into the rest
+/// (SQLite's `max_page_count`).
+#[derive(Debug, Clone, Copy)]
+struct Ceilings {
+    new_work: i64,
+    derived: i64,
+    hard: i64,
+}
+
+impl Ceilings {
+    /// The ceilings for a `limit` of bytes in pages of `page_size`: the reserve is a tenth of
+    /// the limit, at least 256 KiB and at most 64 MiB.
+    fn of(limit: u64, page_size: i64) -> Ceilings {
+        let reserve = (limit / 10).clamp(256 * 1024, 64 * 1024 * 1024);
+        let pages = |bytes: u64| (i64::try_from(bytes).unwrap_or(i64::MAX) / page_size).max(1);
+        let new_work = pages(limit);
+        let reserve = pages(reserve);
+        Ceilings {
+            new_work,
+            derived: new_work + reserve / 2,
+            hard: new_work + reserve,
+        }
+    }
+}
+
+/// Room check for one kind of write, taken from the database and run inside the write.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Room {
+    ceiling: Option<i64>,
+}
+
+impl Room {
+    /// `Err(StorageFull)` when the database's pages in use have reached this kind of write's
+    /// ceiling; free of cost without a size limit.
+    pub(super) fn check(self, conn: &Connection) -> Result<()> {
+        let Some(ceiling) = self.ceiling else {
+            return Ok(());
+        };
+        let used: i64 = conn
+            .query_row(
+                "SELECT (SELECT page_count FROM pragma_page_count())
+                      - (SELECT freelist_count FROM pragma_freelist_count())",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_error)?;
+        if used >= ceiling {
+            tracing::warn!(
+                used_pages = used,
+                ceiling_pages = ceiling,
+                "the database is full: new work is refused until deliveries free space"
+            );
+            return Err(HubError::storage_full());
+        }
+        Ok(())
+    }
 }
 
 /// An open webhook-hub database: cheap to clone, shared by the store and the queues.
@@ -193,9 +284,19 @@ pub struct SqliteDb {
     inner: Arc<Inner>,
 }
 
-/// A rusqlite error as a backend error.
+/// A rusqlite error as a hub error: a full disk or a database at its size limit is
+/// [`HubError::StorageFull`] (retry later), anything else a backend failure.
 pub(super) fn db_error(err: rusqlite::Error) -> HubError {
+    if is_full(&err) {
+        tracing::warn!(error = %err, "the database is full: writes are refused until space returns");
+        return HubError::storage_full();
+    }
     HubError::backend(format!("sqlite: {err}"))
+}
+
+/// Whether SQLite refused a write for want of space (`SQLITE_FULL`).
+fn is_full(err: &rusqlite::Error) -> bool {
+    matches!(err, rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull)
 }
 
 /// `path` with `suffix` added to its file name (`x.db` → `x.db-wal`).
@@ -213,8 +314,12 @@ impl SqliteDb {
     /// Opens (or creates) the database at `path`: takes its lock, checks and migrates the
     /// schema, and starts the writer thread. A file that is not a webhook-hub database, is
     /// corrupt, or is in use by another process is refused with an error that says so.
-    pub fn open(path: &Path, durability: Durability) -> std::result::Result<SqliteDb, String> {
+    pub fn open(
+        path: &Path,
+        options: impl Into<DbOptions>,
+    ) -> std::result::Result<SqliteDb, String> {
         use std::os::unix::fs::OpenOptionsExt;
+        let options = options.into();
         let lock_file = lock_path(path);
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -270,7 +375,7 @@ impl SqliteDb {
                 "messages held when the last process stopped are visible again"
             );
         }
-        let synchronous = match durability {
+        let synchronous = match options.durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
         };
@@ -289,6 +394,12 @@ impl SqliteDb {
              PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(|e| e.to_string())?;
+        let ceilings = match options.size_limit {
+            Some(limit) => {
+                Some(limit_size(&conn, limit).map_err(|e| format!("{}: {e}", path.display()))?)
+            }
+            None => None,
+        };
         let mut conn = conn;
         let checkpoints = Arc::new(Checkpoints::default());
         // Replaces SQLite's automatic checkpoint: the hook only notes the WAL's size.
@@ -316,8 +427,19 @@ impl SqliteDb {
                 jobs,
                 checkpoints,
                 _lock: lock,
+                ceilings,
             }),
         })
+    }
+
+    /// The room check for writes of `admission`, to run inside them.
+    pub(super) fn room(&self, admission: Admission) -> Room {
+        Room {
+            ceiling: self.inner.ceilings.map(|c| match admission {
+                Admission::NewWork => c.new_work,
+                Admission::Derived => c.derived,
+            }),
+        }
     }
 
     /// The database file.
@@ -457,6 +579,28 @@ impl SqliteDb {
     }
 }
 
+/// Sets the database's ceilings for a size limit of `limit` bytes: SQLite's `max_page_count`
+/// at the hard one (kept at the current size if the file is already larger).
+fn limit_size(conn: &Connection, limit: u64) -> rusqlite::Result<Ceilings> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let ceilings = Ceilings::of(limit, page_size);
+    conn.query_row(
+        &format!("PRAGMA max_page_count = {}", ceilings.hard),
+        [],
+        |r| r.get::<_, i64>(0),
+    )?;
+    let size: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    if size > ceilings.new_work {
+        tracing::warn!(
+            limit_bytes = limit,
+            size_bytes = size * page_size,
+            "the database is already larger than its size limit: new work is refused until \
+             deliveries free some"
+        );
+    }
+    Ok(ceilings)
+}
+
 /// The writer thread: takes every operation waiting, runs them in one transaction (each in a
 /// savepoint), commits, then answers each caller. Ends when every handle is gone.
 ///
@@ -519,15 +663,21 @@ fn checkpoint(conn: &Connection, mode: &str) {
     }
 }
 
-fn run_group(
-    conn: &Connection,
-    group: &mut [Box<dyn WriteJob>],
-) -> std::result::Result<(), String> {
-    let statement = |sql: &str| -> std::result::Result<(), String> {
+/// Why a group was not committed: answered to every caller of the group.
+fn group_failure(err: rusqlite::Error) -> HubError {
+    if is_full(&err) {
+        db_error(err)
+    } else {
+        HubError::backend(format!("commit failed: sqlite: {err}"))
+    }
+}
+
+fn run_group(conn: &Connection, group: &mut [Box<dyn WriteJob>]) -> Result<()> {
+    let statement = |sql: &str| -> Result<()> {
         conn.prepare_cached(sql)
             .and_then(|mut s| s.execute([]))
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(group_failure)
     };
     statement("BEGIN IMMEDIATE")?;
     for job in group.iter_mut() {
@@ -535,6 +685,8 @@ fn run_group(
             statement("SAVEPOINT job").and_then(|()| {
                 if job.run(conn) {
                     statement("RELEASE job")
+                } else if conn.is_autocommit() {
+                    Ok(())
                 } else {
                     statement("ROLLBACK TO job").and_then(|()| statement("RELEASE job"))
                 }
@@ -543,6 +695,12 @@ fn run_group(
             job.run(conn);
             Ok(())
         };
+        // A full disk (or the size limit) can make SQLite roll back the whole transaction, not
+        // just the failed statement: then nothing of the group is kept, every caller is told so,
+        // and no later operation runs outside the transaction.
+        if step.is_ok() && conn.is_autocommit() {
+            return Err(HubError::storage_full());
+        }
         if let Err(err) = step {
             let _ = conn.execute_batch("ROLLBACK");
             return Err(err);

@@ -15,7 +15,7 @@ mod queue;
 mod schema;
 mod store;
 
-pub use db::{Durability, SqliteDb, backup};
+pub use db::{Admission, DbOptions, Durability, SqliteDb, backup};
 pub use keys_snapshot::KeysSnapshot;
 pub use queue::SqliteQueue;
 pub use store::SqliteStore;

@@ -16,7 +16,7 @@ use rusqlite::{OptionalExtension, params};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
-use super::db::{SqliteDb, db_error};
+use super::db::{Admission, SqliteDb, db_error};
 use crate::clock::wall_ms;
 use crate::error::{HubError, Result};
 use crate::ports::{OutgoingMessage, Queue, QueueStats, ReceivedMessage};
@@ -37,6 +37,8 @@ pub struct SqliteQueue {
     waiting: Mutex<Option<Waiter>>,
     /// Tells waiters apart.
     waiters: AtomicU64,
+    /// What a send adds, for the database's size limit.
+    admission: Admission,
 }
 
 /// A receive waiting for messages: the next send hands it up to `max` of them, received.
@@ -75,7 +77,14 @@ impl SqliteQueue {
             notify: Arc::new(Notify::new()),
             waiting: Mutex::new(None),
             waiters: AtomicU64::new(0),
+            admission: Admission::Derived,
         }
+    }
+
+    /// The queue with its sends counted as `admission` under the database's size limit (a
+    /// queue's sends are [`Admission::Derived`] unless said otherwise).
+    pub fn admitting(self, admission: Admission) -> Self {
+        SqliteQueue { admission, ..self }
     }
 
     fn waiting(&self) -> std::sync::MutexGuard<'_, Option<Waiter>> {
@@ -197,10 +206,13 @@ impl SqliteQueue {
         queue: String,
         messages: Vec<OutgoingMessage>,
         received: usize,
+        admission: Admission,
     ) -> Result<Vec<ReceivedMessage>> {
         let visibility = millis(self.visibility);
+        let room = self.db.room(admission);
         self.db
             .write(move |conn| {
+                room.check(conn)?;
                 let now = wall_ms();
                 let mut insert = conn
                     .prepare_cached(
@@ -277,7 +289,9 @@ impl Queue for SqliteQueue {
         };
         let received = waiter.as_ref().map_or(0, |w| w.max.min(due_now));
         let total = messages.len();
-        let handed = self.insert(self.name.clone(), messages, received).await?;
+        let handed = self
+            .insert(self.name.clone(), messages, received, self.admission)
+            .await?;
         if let Some(waiter) = waiter
             && let Err(handed) = waiter.handed.send(handed)
             && !handed.is_empty()
@@ -427,6 +441,7 @@ impl Queue for SqliteQueue {
                 delay: Duration::ZERO,
             }],
             0,
+            Admission::Derived,
         )
         .await
         .map(drop)

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::db::{SqliteDb, db_error};
+use super::db::{Admission, SqliteDb, db_error};
 use crate::error::{HubError, Result};
 use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
@@ -179,8 +179,14 @@ impl Store for SqliteStore {
     async fn save(&self, sub: &Subscription, previous: Option<&Subscription>) -> Result<()> {
         let sub = sub.clone();
         let previous = previous.cloned();
+        // A new subscription is new work under the size limit; a change to one is not.
+        let room = self.db.room(match previous {
+            None => Admission::NewWork,
+            Some(_) => Admission::Derived,
+        });
         self.db
             .write(move |conn| {
+                room.check(conn)?;
                 let stored: Option<i64> = conn
                     .prepare_cached("SELECT version FROM subscriptions WHERE id = ?1")
                     .and_then(|mut s| s.query_row([&sub.id], |r| r.get(0)).optional())
@@ -338,8 +344,10 @@ impl Store for SqliteStore {
 
     async fn claim_event_key(&self, claim: &KeyClaim) -> Result<ClaimOutcome> {
         let claim = claim.clone();
+        let room = self.db.room(Admission::NewWork);
         self.db
             .write(move |conn| {
+                room.check(conn)?;
                 let held: Option<(String, bool, i64, i64)> = conn
                     .prepare_cached(
                         "SELECT event_id, queued, claim_until_ms, window_until_ms FROM event_keys
@@ -457,8 +465,10 @@ impl Store for SqliteStore {
             .collect::<Result<_>>()?;
         // Not waited for: the writer commits it before the message's acknowledgement, which is
         // sent after it; a crash before that commit loses both, and the attempt is made again.
+        let room = self.db.room(Admission::Derived);
         self.db
             .write_behind("record delivery attempts", move |conn| {
+                room.check(conn)?;
                 for (id, record) in &records {
                     let n: i64 = conn
                         .prepare_cached(
@@ -507,8 +517,10 @@ impl Store for SqliteStore {
     async fn keep_delivery(&self, kept: &KeptDelivery) -> Result<()> {
         let (id, event_id) = (kept.subscription_id.clone(), kept.event_id().to_string());
         let (state, expires, record) = (kept.state.as_str(), kept.expires_at_ms(), to_json(kept)?);
+        let room = self.db.room(Admission::Derived);
         self.db
             .write(move |conn| {
+                room.check(conn)?;
                 conn.prepare_cached(
                     "INSERT OR REPLACE INTO kept_deliveries
                      (subscription_id, event_id, state, expires_at_ms, record)
@@ -660,8 +672,10 @@ impl Store for SqliteStore {
         }
         let key = key.to_string();
         let window = now_ms - now_ms.rem_euclid(window_ms);
+        let room = self.db.room(Admission::NewWork);
         self.db
             .write(move |conn| {
+                room.check(conn)?;
                 // A new window starts the count over; the count only grows below the limit.
                 let taken = conn
                     .prepare_cached(
