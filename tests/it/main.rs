@@ -4,7 +4,7 @@
 //! - `e2e`: the whole path and the API contract; `batch`: batch publishing; `faults`: receivers that fail, crashes;
 //!   `lease`: leases and the sweeper; `durable`: the SQLite backend across restarts and crashes; `vendors`: each source's contract; `hardening`: the
 //!   security review's findings; `burst`: load (the sweep at scale is its own binary, `sweep_scale`, so its 10,000-item moto table does not slow the rest); `replay`, `lambda_boot`: the
-//!   `events/` samples through the handlers and the built binaries; `openapi`: the document; `paths`: error and race paths, one test each; `metrics`: `/metrics` read by an independent parser.
+//!   `events/` samples through the handlers and the built binaries; `openapi`: the document; `paths`: error and race paths, one test each; `metrics`: `/metrics` read by an independent parser; `pushback`: AWS throttling and partial batches through a fault proxy.
 
 mod asymmetric;
 mod batch;
@@ -25,6 +25,7 @@ mod odometer;
 mod openapi;
 mod paths;
 mod portal;
+mod pushback;
 mod recovery;
 mod replay;
 mod template;

@@ -2,6 +2,7 @@
 //! capturing receiver with scripted faults, and a Standard Webhooks verifier written
 //! independently of the hub's signer.
 
+mod aws_faults;
 mod fault_servers;
 mod flow;
 mod inprocess;
@@ -12,6 +13,7 @@ mod receiver;
 mod streams;
 mod verify;
 
+pub use aws_faults::*;
 pub use fault_servers::*;
 pub use flow::*;
 pub use inprocess::*;

@@ -171,63 +171,92 @@ impl SqsQueue {
         &self.url
     }
 
+    /// Sends one batch; entries SQS failed on its side (a partial failure) are sent again, alone,
+    /// with a growing pause, so the entries it took are never sent twice. An entry refused as
+    /// the sender's fault is not retried.
     async fn send_batch(&self, batch: &[OutgoingMessage]) -> Result<()> {
-        let entries = batch
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(&m.body)
-                    .delay_seconds((m.delay.as_millis().div_ceil(1000) as u64).min(900) as i32)
-                    .build()
-                    .map_err(HubError::backend)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|err| {
-                // The input itself refused (too long, invalid content) is not worth retrying.
-                use aws_sdk_sqs::error::ProvideErrorMetadata;
-                let refused = err
-                    .as_service_error()
-                    .and_then(|e| e.code())
-                    .is_some_and(|c| {
-                        [
-                            "BatchRequestTooLong",
-                            "InvalidMessageContents",
-                            "AWS.SimpleQueueService.BatchRequestTooLong",
-                            "AWS.SimpleQueueService.InvalidMessageContents",
-                        ]
-                        .contains(&c)
-                    });
-                if refused {
-                    HubError::Rejected("the message was refused by the queue".into())
-                } else {
-                    aws_error(err)
-                }
-            })?;
-        if let Some(failed) = out.failed().first() {
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut pass = 0;
+        loop {
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    let m = &batch[i];
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(&m.body)
+                        .delay_seconds((m.delay.as_millis().div_ceil(1000) as u64).min(900) as i32)
+                        .build()
+                        .map_err(HubError::backend)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|err| {
+                    // The input itself refused (too long, invalid content) is not worth retrying.
+                    use aws_sdk_sqs::error::ProvideErrorMetadata;
+                    let refused = err
+                        .as_service_error()
+                        .and_then(|e| e.code())
+                        .is_some_and(|c| {
+                            [
+                                "BatchRequestTooLong",
+                                "InvalidMessageContents",
+                                "AWS.SimpleQueueService.BatchRequestTooLong",
+                                "AWS.SimpleQueueService.InvalidMessageContents",
+                            ]
+                            .contains(&c)
+                        });
+                    if refused {
+                        HubError::Rejected("the message was refused by the queue".into())
+                    } else {
+                        aws_error(err)
+                    }
+                })?;
+            let Some(failed) = out.failed().first() else {
+                return Ok(());
+            };
             let detail = format!(
                 "SQS refused {} of {} messages: {}",
                 out.failed().len(),
-                batch.len(),
+                pending.len(),
                 failed.message().unwrap_or(failed.code())
             );
-            return Err(if failed.sender_fault() {
+            if out.failed().iter().any(|f| f.sender_fault()) {
                 tracing::warn!(error = %detail, "queue refused the input");
-                HubError::Rejected("the message was refused by the queue".into())
-            } else {
-                HubError::backend(detail)
-            });
+                return Err(HubError::Rejected(
+                    "the message was refused by the queue".into(),
+                ));
+            }
+            pass += 1;
+            if pass == PARTIAL_FAILURE_TRIES {
+                return Err(HubError::backend(detail));
+            }
+            tracing::warn!(error = %detail, "sending again only the messages SQS failed");
+            pending = out
+                .failed()
+                .iter()
+                .filter_map(|f| f.id().parse().ok())
+                .filter(|i: &usize| *i < batch.len())
+                .collect();
+            tokio::time::sleep(partial_failure_pause(pass - 1)).await;
         }
-        Ok(())
     }
+}
+
+/// How many times a batch call is made for the entries SQS failed on its side.
+const PARTIAL_FAILURE_TRIES: u32 = 4;
+
+/// The pause before sending failed entries again after `pass`: 50 ms, 200 ms, 800 ms, with
+/// full jitter (the entries failed on SQS's side, often under load).
+fn partial_failure_pause(pass: u32) -> Duration {
+    let ceiling = 50u64 << (2 * pass.min(5));
+    Duration::from_millis(rand::random_range(ceiling / 2..=ceiling))
 }
 
 #[async_trait]
@@ -331,34 +360,50 @@ impl Queue for SqsQueue {
     }
 
     async fn ack_all(&self, receipts: &[String]) -> Result<()> {
-        // DeleteMessageBatch takes ten entries a call.
+        // DeleteMessageBatch takes ten entries a call; deletes SQS failed on its side are made
+        // again, alone, as in a send.
         for chunk in receipts.chunks(10) {
-            let entries = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, receipt)| {
-                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .receipt_handle(receipt)
-                        .build()
-                        .map_err(|e| HubError::backend(e.to_string()))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let out = self
-                .client
-                .delete_message_batch()
-                .queue_url(&self.url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-                .map_err(aws_error)?;
-            if let Some(failed) = out.failed.first() {
-                return Err(HubError::backend(format!(
+            let mut pending: Vec<usize> = (0..chunk.len()).collect();
+            let mut pass = 0;
+            while !pending.is_empty() {
+                let entries = pending
+                    .iter()
+                    .map(|&i| {
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(&chunk[i])
+                            .build()
+                            .map_err(|e| HubError::backend(e.to_string()))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let out = self
+                    .client
+                    .delete_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(aws_error)?;
+                let Some(failed) = out.failed.first() else {
+                    break;
+                };
+                let detail = format!(
                     "{} of {} deletes refused: {}",
                     out.failed.len(),
-                    chunk.len(),
+                    pending.len(),
                     failed.message.as_deref().unwrap_or(&failed.code)
-                )));
+                );
+                pass += 1;
+                if pass == PARTIAL_FAILURE_TRIES || out.failed.iter().any(|f| f.sender_fault) {
+                    return Err(HubError::backend(detail));
+                }
+                pending = out
+                    .failed
+                    .iter()
+                    .filter_map(|f| f.id.parse().ok())
+                    .filter(|i: &usize| *i < chunk.len())
+                    .collect();
+                tokio::time::sleep(partial_failure_pause(pass - 1)).await;
             }
         }
         Ok(())

@@ -15,18 +15,31 @@ use crate::service::ingest::IngestSource;
 const IN_FLIGHT_KIB: usize = 2 * 1024;
 
 /// How soon a message whose handling was refused for want of space (a full disk, the database's
-/// size limit) comes back: space can return at any moment, so not after the queue's whole
-/// visibility timeout.
+/// size limit) comes back: space can return at any moment.
 const FULL_COMES_BACK_IN: Duration = Duration::from_secs(5);
 
-/// Brings `msg` back after [`FULL_COMES_BACK_IN`] when `err` says storage is full (best effort:
-/// otherwise it comes back after the visibility timeout, as any message not removed).
-async fn back_soon_when_full(hub: &Hub, role: QueueRole, msg: &ReceivedMessage, err: &HubError) {
-    if matches!(err, HubError::StorageFull { .. }) {
-        let _ = queue_of(hub, role)
-            .postpone(&msg.receipt, FULL_COMES_BACK_IN)
-            .await;
-    }
+/// The first pause of a message whose handling met a passing backend failure (DynamoDB
+/// throttling, SQS unavailable); it doubles with each receive, up to [`BUSY_BACKOFF_CAP`].
+const BUSY_BACKOFF: Duration = Duration::from_secs(2);
+/// The longest such pause.
+const BUSY_BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+/// Brings `msg` back soon when `err` will pass, rather than after the queue's whole visibility
+/// timeout: in 5 s when storage is full, after a pause that doubles with each receive (2 s up
+/// to 60 s, jittered) when a backend pushed back. Best effort: otherwise it comes back after
+/// the visibility timeout, as any message not removed.
+async fn come_back_soon(hub: &Hub, role: QueueRole, msg: &ReceivedMessage, err: &HubError) {
+    let pause = match err {
+        HubError::StorageFull { .. } => FULL_COMES_BACK_IN,
+        err if err.is_transient() => {
+            let doubled =
+                BUSY_BACKOFF.saturating_mul(1 << msg.receive_count.clamp(1, 6).saturating_sub(1));
+            let ceiling = doubled.min(BUSY_BACKOFF_CAP);
+            ceiling.mul_f64(rand::random_range(0.5..=1.0))
+        }
+        _ => return,
+    };
+    let _ = queue_of(hub, role).postpone(&msg.receipt, pause).await;
 }
 
 /// Which queue a consumer reads: an SQS-triggered function's, or an embedded poller's.
@@ -191,7 +204,7 @@ async fn fan_out_messages(hub: &Hub, msgs: &[ReceivedMessage]) -> Vec<bool> {
             Ok(_) => done[index] = true,
             Err(err) => {
                 tracing::warn!(event_id = %event.id, error = %err, "fan-out failed; the message will come back");
-                back_soon_when_full(hub, QueueRole::Events, &msgs[index], &err).await;
+                come_back_soon(hub, QueueRole::Events, &msgs[index], &err).await;
             }
         }
     }
@@ -240,6 +253,7 @@ async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch
             Ok(()) => true,
             Err(err) => {
                 tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not release parked deliveries; the message will come back");
+                come_back_soon(hub, QueueRole::Deliveries, msg, &err).await;
                 false
             }
         });
@@ -248,6 +262,7 @@ async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch
         Ok(verdict) => Step::Attempted { verdict, now },
         Err(err) => {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back (no attempt counted)");
+            come_back_soon(hub, QueueRole::Deliveries, msg, &err).await;
             Step::Finished(false)
         }
     }
@@ -275,7 +290,7 @@ async fn settle_message(hub: &Hub, msg: &ReceivedMessage, step: Step, logged: bo
             // The message comes back after the visibility timeout and the attempt is made again
             // under the same number: a duplicate at worst, never a loss.
             tracing::warn!(subscription_id = %subscription_id, error = %err, "could not queue the retry or dead letter");
-            back_soon_when_full(hub, QueueRole::Deliveries, msg, &err).await;
+            come_back_soon(hub, QueueRole::Deliveries, msg, &err).await;
             false
         }
     }

@@ -139,12 +139,27 @@ async fn acknowledge(queue: &Arc<dyn Queue>, msgs: &[ReceivedMessage], done: &[b
         .filter(|(_, done)| **done)
         .map(|(msg, _)| msg.receipt.clone())
         .collect();
-    if !receipts.is_empty()
-        && let Err(err) = queue.ack_all(&receipts).await
-    {
-        tracing::warn!(error = %err, messages = receipts.len(), "ack failed; the messages will come back");
+    if receipts.is_empty() {
+        return;
+    }
+    // A queue that pushes back (SQS throttling or unavailable beyond the SDK's own retries) is
+    // asked again after a pause: an acknowledgement lost is a delivery made twice.
+    for pause in ACK_PAUSES.iter().map(Some).chain([None]) {
+        match queue.ack_all(&receipts).await {
+            Ok(()) => return,
+            Err(err) => match pause {
+                Some(pause) if err.is_transient() => tokio::time::sleep(*pause).await,
+                _ => {
+                    tracing::warn!(error = %err, messages = receipts.len(), "ack failed; the messages will come back");
+                    return;
+                }
+            },
+        }
     }
 }
+
+/// The pauses before asking a queue again to acknowledge messages.
+const ACK_PAUSES: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
 
 /// Polls one queue until `shutdown` turns true, then waits for the messages in flight.
 pub async fn poll(
