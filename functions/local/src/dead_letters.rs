@@ -90,7 +90,7 @@ pub async fn dead_letters(options: DeadLettersOptions) -> Result<(), String> {
     let mut database = None;
     let (name, source, dead): (String, Arc<dyn Queue>, Arc<dyn Queue>) = match target.backend {
         Backend::Aws => {
-            let config = aws_config::load_from_env().await;
+            let config = hub::adapters::aws_http::sdk_config().await;
             let sqs = aws_sdk_sqs::Client::new(&config);
             let name = match which {
                 Which::Deliveries => &target.aws.deliveries_queue,

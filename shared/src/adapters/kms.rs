@@ -14,19 +14,28 @@ const CONTEXT: (&str, &str) = ("purpose", "webhook-hub data key");
 
 /// A KMS key, by id, ARN or alias.
 pub struct KmsMasterKey {
-    client: aws_sdk_kms::Client,
+    /// Its client's configuration; the client is made on the first call (after the cold
+    /// start: most invocations never call KMS).
+    config: aws_sdk_kms::Config,
+    client: std::sync::OnceLock<aws_sdk_kms::Client>,
     key_id: String,
     id: String,
 }
 
 impl KmsMasterKey {
-    /// The key `key_id` (an id, an ARN, or `alias/…`).
-    pub fn new(client: aws_sdk_kms::Client, key_id: &str) -> Self {
+    /// The key `key_id` (an id, an ARN, or `alias/…`), called with a client of `config`.
+    pub fn new(config: aws_sdk_kms::Config, key_id: &str) -> Self {
         KmsMasterKey {
-            client,
+            config,
+            client: std::sync::OnceLock::new(),
             key_id: key_id.to_string(),
             id: format!("kms:{key_id}"),
         }
+    }
+
+    fn client(&self) -> &aws_sdk_kms::Client {
+        self.client
+            .get_or_init(|| aws_sdk_kms::Client::from_conf(self.config.clone()))
     }
 
     /// Creates the key `alias/…` names unless the alias exists (`serve --create-resources`,
@@ -86,7 +95,7 @@ impl MasterKey for KmsMasterKey {
 
     async fn wrap(&self, data_key: &[u8]) -> Result<Vec<u8>> {
         let out = self
-            .client
+            .client()
             .encrypt()
             .key_id(&self.key_id)
             .plaintext(aws_sdk_kms::primitives::Blob::new(data_key))
@@ -102,7 +111,7 @@ impl MasterKey for KmsMasterKey {
 
     async fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>> {
         let out = self
-            .client
+            .client()
             .decrypt()
             .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(wrapped))
             .encryption_context(CONTEXT.0, CONTEXT.1)

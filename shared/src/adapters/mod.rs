@@ -2,6 +2,7 @@
 //! `memory` throw-away runs and the tests; `dynamodb` and `sqs` back AWS; `kms` and `master_key` are the master keys that wrap the data keys (AWS, `serve`); `http` sends deliveries with the SSRF guard. [`CallCounter`]
 //! counts AWS calls for the benchmarks and the sweeper's read bound.
 
+pub mod aws_http;
 mod call_counter;
 pub mod dynamodb;
 pub mod http;

@@ -30,7 +30,7 @@ pub const EVENTS_RECEIVE_LIMIT: u32 = 5;
 pub async fn aws_clients(
     counter: Option<&crate::adapters::CallCounter>,
 ) -> (aws_sdk_dynamodb::Client, aws_sdk_sqs::Client) {
-    let config = aws_config::load_from_env().await;
+    let config = crate::adapters::aws_http::sdk_config().await;
     let mut dynamo = aws_sdk_dynamodb::config::Builder::from(&config);
     let mut sqs = aws_sdk_sqs::config::Builder::from(&config);
     if let Some(counter) = counter {
@@ -49,12 +49,12 @@ pub async fn kms_master_key(
     key_id: &str,
     counter: Option<&crate::adapters::CallCounter>,
 ) -> KmsMasterKey {
-    let config = aws_config::load_from_env().await;
+    let config = crate::adapters::aws_http::sdk_config().await;
     let mut kms = aws_sdk_kms::config::Builder::from(&config);
     if let Some(counter) = counter {
         kms = kms.interceptor(counter.clone());
     }
-    KmsMasterKey::new(aws_sdk_kms::Client::from_conf(kms.build()), key_id)
+    KmsMasterKey::new(kms.build(), key_id)
 }
 
 /// Creates whatever is missing of the table and the queues (with their dead-letter queues) with
@@ -91,7 +91,7 @@ pub async fn provision_aws(resources: &AwsResources, queue_visibility: Duration)
 
 /// Creates the KMS key an `alias/…` names unless it exists (provisioning, emulators).
 pub async fn ensure_kms_key(alias: &str) -> Result<()> {
-    let config = aws_config::load_from_env().await;
+    let config = crate::adapters::aws_http::sdk_config().await;
     KmsMasterKey::ensure(&aws_sdk_kms::Client::new(&config), alias).await
 }
 
@@ -99,10 +99,10 @@ pub async fn ensure_kms_key(alias: &str) -> Result<()> {
 pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub> {
     // One load of the AWS configuration for every client (it is most of a cold start's
     // configuration work); the KMS client makes no call until a secret is first used.
-    let config = aws_config::load_from_env().await;
+    let config = crate::adapters::aws_http::sdk_config().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let master = KmsMasterKey::new(aws_sdk_kms::Client::new(&config), &resources.kms_key_id);
+    let master = KmsMasterKey::new(aws_sdk_kms::Config::from(&config), &resources.kms_key_id);
     let store = DynamoStore::new(dynamo, &resources.table);
     let events = SqsQueue::open(sqs.clone(), &resources.events_queue).await?;
     let deliveries = SqsQueue::open(sqs.clone(), &resources.deliveries_queue).await?;
@@ -128,7 +128,7 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub
 
 /// The dead-letter queue of the deliveries queue, as `SqsQueue::ensure` names it.
 pub async fn aws_deliveries_dead_letters(resources: &AwsResources) -> Result<SqsQueue> {
-    let config = aws_config::load_from_env().await;
+    let config = crate::adapters::aws_http::sdk_config().await;
     let name = resources
         .deliveries_queue
         .rsplit('/')
