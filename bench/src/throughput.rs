@@ -1,7 +1,9 @@
 //! Figure 2: delivery throughput of `serve` under wrk (32 connections publishing ~800-byte
 //! events) on the memory and SQLite backends at the default log level and on memory at `warn`
 //! (to price logging), each twice, interleaved, delivered events/s, loss reconciled by id, hub CPU per delivery, the SQLite
-//! file's size; beside them a bare reqwest loop POSTing the same signed bodies to the same
+//! file's size; beside them, under the same wrk, a bare relay (`bare-relay`: a hyper server
+//! answering each publish `202` and forwarding it signed with reqwest, the hub's two exchanges
+//! and nothing else), and a bare reqwest loop POSTing the same signed bodies to the same
 //! receiver at the same concurrency.
 
 use std::collections::HashSet;
@@ -104,6 +106,9 @@ enum Mode {
     /// `--backend memory` with `RUST_LOG=warn`: the same run without the per-request and
     /// per-attempt log lines, to measure what logging costs.
     MemoryQuiet,
+    /// The reference: `bare-relay`, a hyper server answering each publish `202` and forwarding
+    /// it signed with reqwest (the hub's two exchanges and nothing else).
+    Relay,
 }
 
 impl Mode {
@@ -112,7 +117,18 @@ impl Mode {
             Mode::Memory => "memory, default log level",
             Mode::Sqlite => "SQLite, default log level",
             Mode::MemoryQuiet => "memory, RUST_LOG=warn",
+            Mode::Relay => "bare relay: hyper 202 + signed reqwest POST, nothing else",
         }
+    }
+}
+
+/// Waits until something listens on `port`.
+async fn wait_for_port(port: u16) {
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -164,57 +180,67 @@ async fn serve_under_wrk(
     } else {
         "memory"
     };
-    let mut command = Command::new(options.binary("webhook-hub"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--api-key",
-            "bench=acme",
-            "--allow-private-targets",
-            "--test-control",
-            "--backend",
-            backend,
-            "--data",
-        ])
-        .arg(&data)
-        .env_remove("RUST_LOG")
-        // The log goes where a user's would: a file (not /dev/null, which would hide its cost).
-        .stdout(std::fs::File::create(scratch.join("hub.log")).unwrap())
-        .stderr(Stdio::null());
-    if mode == Mode::MemoryQuiet {
-        command.env("RUST_LOG", "warn");
-    }
-    let mut hub = command.spawn().expect("webhook-hub starts");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let (hook, counts) = counting_receiver().await;
-    let created: Value = client
-        .post(format!("{base}/v1/subscriptions"))
-        .bearer_auth("bench")
-        .json(&json!({"callback_url": hook, "topics": ["door.*"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let secret = created["secret"].as_str().unwrap().to_string();
-    let confirm = loop {
-        if let Some(url) = counts.lock().unwrap().confirmation_url.clone() {
-            break url;
+    let log = std::fs::File::create(scratch.join("hub.log")).unwrap();
+    let (mut hub, secret) = if mode == Mode::Relay {
+        let secret = hub::signing::generate_secret();
+        let relay = Command::new(options.binary("bare-relay"))
+            .args([&format!("127.0.0.1:{port}"), &hook, &secret])
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("bare-relay starts");
+        wait_for_port(port).await;
+        (relay, secret)
+    } else {
+        let mut command = Command::new(options.binary("webhook-hub"));
+        command
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--api-key",
+                "bench=acme",
+                "--allow-private-targets",
+                "--test-control",
+                "--backend",
+                backend,
+                "--data",
+            ])
+            .arg(&data)
+            .env_remove("RUST_LOG")
+            // The log goes where a user's would: a file (not /dev/null, which would hide its
+            // cost).
+            .stdout(log)
+            .stderr(Stdio::null());
+        if mode == Mode::MemoryQuiet {
+            command.env("RUST_LOG", "warn");
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let hub = command.spawn().expect("webhook-hub starts");
+        wait_for_port(port).await;
+        let created: Value = client
+            .post(format!("{base}/v1/subscriptions"))
+            .bearer_auth("bench")
+            .json(&json!({"callback_url": hook, "topics": ["door.*"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let secret = created["secret"].as_str().unwrap().to_string();
+        let confirm = loop {
+            if let Some(url) = counts.lock().unwrap().confirmation_url.clone() {
+                break url;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let confirmed = client.get(confirm).send().await.unwrap();
+        assert_eq!(confirmed.status(), 200, "the confirmation succeeded");
+        (hub, secret)
     };
-    let confirmed = client.get(confirm).send().await.unwrap();
-    assert_eq!(confirmed.status(), 200, "the confirmation succeeded");
 
     // wrk records the id of every 202 (one file per thread), so loss is reconciled by id.
     let script = scratch.join("publish.lua");
@@ -314,8 +340,9 @@ async fn serve_under_wrk(
 }
 
 pub async fn delivery_throughput(options: &Options) -> Section {
-    let mut section =
-        Section::new("2. Delivery throughput: embedded mode under wrk vs a bare reqwest loop");
+    let mut section = Section::new(
+        "2. Delivery throughput: embedded mode under wrk vs a bare relay and a bare reqwest loop",
+    );
     let (seconds, connections) = if options.smoke { (1, 4) } else { (10, 32) };
     let mut runs = Vec::new();
     // Each mode runs twice, interleaved, and modes are compared on their sums: one run alone
@@ -325,16 +352,19 @@ pub async fn delivery_throughput(options: &Options) -> Section {
         Mode::Memory,
         Mode::Sqlite,
         Mode::MemoryQuiet,
+        Mode::Relay,
         Mode::Memory,
         Mode::Sqlite,
         Mode::MemoryQuiet,
+        Mode::Relay,
     ];
     for mode in modes {
         let run = serve_under_wrk(options, mode, seconds, connections).await;
         section.line(format!(
-            "measured, hub ({}): {} events accepted in {seconds} s ({} refused), {} delivered, {} lost \
-             (reconciled by id: every accepted id delivered), {:.0} delivered events/s, hub CPU {:.3} ms per \
+            "measured, {} ({}): {} events accepted in {seconds} s ({} refused), {} delivered, {} lost \
+             (reconciled by id: every accepted id delivered), {:.0} delivered events/s, CPU {:.3} ms per \
              delivery (publish + fan-out + signed POST); receiver saw {} requests (duplicates allowed: at least once)",
+            if mode == Mode::Relay { "reference" } else { "hub" },
             mode.label(),
             run.accepted,
             run.refused,
@@ -371,10 +401,18 @@ pub async fn delivery_throughput(options: &Options) -> Section {
             .collect();
         figures.iter().sum::<f64>() / figures.len() as f64
     };
-    let (hub_rate, sqlite_rate) = (
+    let (hub_rate, sqlite_rate, relay_rate) = (
         of_mode(Mode::Memory, |r| r.rate),
         of_mode(Mode::Sqlite, |r| r.rate),
+        of_mode(Mode::Relay, |r| r.rate),
     );
+    section.line(format!(
+        "computed: hub on memory / bare relay {:.2} (goal ≥ 0.6; {hub_rate:.0} vs {relay_rate:.0} delivered events/s, \
+         the two runs of each on average); hub CPU per delivery on memory / the relay's {:.1}×",
+        hub_rate / relay_rate,
+        of_mode(Mode::Memory, |r| r.cpu_ms_per_delivery)
+            / of_mode(Mode::Relay, |r| r.cpu_ms_per_delivery)
+    ));
     let logging_share = 1.0
         - of_mode(Mode::MemoryQuiet, |r| r.cpu_ms_per_delivery)
             / of_mode(Mode::Memory, |r| r.cpu_ms_per_delivery);
