@@ -123,7 +123,26 @@ const BURST_RECEIVERS: usize = 5;
 /// it arrives everywhere within 30 s of the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_burst_loses_nothing_accepted() {
-    let mut hub = HubProcess::start(Backend::Sqlite, &[]).await;
+    let hub = HubProcess::start(Backend::Sqlite, &[]).await;
+    crash_mid_burst(hub, BURST_EVENTS, Duration::from_secs(30)).await;
+}
+
+/// The same on DynamoDB + SQS (moto), where nothing can tell a crashed consumer's messages from
+/// a slow one's: what was in flight comes back when its hiding ends — the queue's visibility
+/// (180 s in the template, 10 s here) or, for a message `serve` had parked behind its lane, the
+/// 30 s a park hides it — so every event accepted before the SIGKILL arrives within that plus
+/// 30 s of the restart: the bound docs/design.md states. A burst moto can carry on a busy
+/// machine (60 events, 300 deliveries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_burst_loses_nothing_accepted_on_aws() {
+    let hub = HubProcess::start(Backend::Aws, &["--queue-visibility", "10s"]).await;
+    crash_mid_burst(hub, 60, Duration::from_secs(30 + 30)).await;
+}
+
+/// Publishes `events` from 8 publishers, SIGKILLs `hub` when half are accepted, restarts it:
+/// what was accepted before the crash reaches every receiver within `bound` of the restart, and
+/// the whole burst at least once.
+async fn crash_mid_burst(mut hub: HubProcess, events: usize, bound: Duration) {
     let receiver = TestReceiver::start().await;
     for i in 0..BURST_RECEIVERS {
         subscribe_confirmed(&hub, &receiver, KEY_A, &format!("/r{i}"), json!({})).await;
@@ -139,7 +158,7 @@ async fn a_crash_mid_burst_loses_nothing_accepted() {
                 tokio::spawn(async move {
                     loop {
                         let n = next.fetch_add(1, Ordering::SeqCst);
-                        if n >= BURST_EVENTS {
+                        if n >= events {
                             return;
                         }
                         let body = json!({"topic": "door.request.allowed", "data": {"n": n}});
@@ -169,7 +188,7 @@ async fn a_crash_mid_burst_loses_nothing_accepted() {
     };
     let before = publishers(&hub);
     eventually(WAIT, "half the burst accepted", || async {
-        (accepted.lock().unwrap().len() >= BURST_EVENTS / 2).then_some(())
+        (accepted.lock().unwrap().len() >= events / 2).then_some(())
     })
     .await;
     crashed.store(true, Ordering::SeqCst);
@@ -184,7 +203,7 @@ async fn a_crash_mid_burst_loses_nothing_accepted() {
     let restarted = std::time::Instant::now();
     crashed.store(false, Ordering::SeqCst);
     let after = publishers(&hub);
-    let resumed = within(Duration::from_secs(60), || async {
+    let resumed = within(bound + Duration::from_secs(30), || async {
         let per_receiver = tally(&receiver);
         (0..BURST_RECEIVERS)
             .all(|i| {
@@ -199,16 +218,31 @@ async fn a_crash_mid_burst_loses_nothing_accepted() {
         "crash mid-burst: the {} events accepted before the SIGKILL reached all {BURST_RECEIVERS} receivers {resumed:?} after the restart",
         before_crash.len()
     );
+    let still_missing: usize = {
+        let per_receiver = tally(&receiver);
+        (0..BURST_RECEIVERS)
+            .map(|i| {
+                let seen = per_receiver
+                    .get(&format!("/r{i}"))
+                    .cloned()
+                    .unwrap_or_default();
+                before_crash
+                    .iter()
+                    .filter(|id| !seen.contains_key(*id))
+                    .count()
+            })
+            .sum()
+    };
     assert!(
-        resumed.is_some_and(|took| took <= Duration::from_secs(30)),
-        "what was in flight at the crash waited: {resumed:?}"
+        resumed.is_some_and(|took| took <= bound),
+        "what was in flight at the crash waited: {resumed:?}, {still_missing} deliveries missing"
     );
     for p in after {
         p.await.unwrap();
     }
     let accepted: HashSet<String> = accepted.lock().unwrap().iter().cloned().collect();
     assert!(
-        accepted.len() >= BURST_EVENTS - 8,
+        accepted.len() >= events - 8,
         "the rest of the burst was accepted"
     );
 
