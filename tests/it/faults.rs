@@ -103,7 +103,7 @@ struct RawServers {
     reset: std::net::SocketAddr,
     drip: std::net::SocketAddr,
     tls: SelfSignedTls,
-    endless: std::net::SocketAddr,
+    endless: EndlessReceiver,
 }
 
 /// One hub with the three-attempt schedule, a subscription per named path (paths of
@@ -143,7 +143,7 @@ impl Faulty {
                 "/reset" => format!("http://{}/reset", servers.reset),
                 "/drip" => format!("http://{}/drip", servers.drip),
                 "/tls" => format!("https://127.0.0.1:{}/tls", servers.tls.port),
-                _ => format!("http://{}/endless", servers.endless),
+                _ => format!("http://{}/endless", servers.endless.addr),
             };
             let body = json!({"callback_url": url, "topics": ["door.request.allowed"]});
             let created = hub
@@ -266,6 +266,11 @@ mod scenarios {
             (sub.body["odometer"] == 1).then_some(())
         })
         .await;
+        // Acknowledged: nothing is left to come back after the visibility timeout.
+        eventually(WAIT, "the deliveries queue empty", || async {
+            (deliveries_depth(&f.hub).await == 0).then_some(())
+        })
+        .await;
     }
 
     /// Redirects are failures and are never followed.
@@ -357,6 +362,14 @@ mod scenarios {
             endless[0]["latency_ms"].as_u64().unwrap() < 4_000,
             "{endless:#?}"
         );
+        // The hub read 64 KiB and hung up: what the receiver got to write is that and the
+        // sockets' buffers, far from what a reader without a cap takes in the same time.
+        let servers = f._raw.as_ref().unwrap();
+        let written = servers
+            .endless
+            .most_written
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(written < 8 << 20, "the receiver wrote {written} bytes");
     }
 
     /// A hang and a drip past 5 s: timeouts, each attempt cut at the budget, and retried.

@@ -601,20 +601,7 @@ async fn a_graceful_stop_finishes_the_attempt_in_flight() {
     hub.restart().await;
     // The message itself was acknowledged: the deliveries queue holds nothing (an
     // unacknowledged one would still be there, and come back at once after the restart).
-    let metrics = hub
-        .http
-        .get(format!("{}/metrics", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let depth = metrics
-        .lines()
-        .find(|l| l.starts_with("webhook_hub_queue_messages{queue=\"deliveries\"}"))
-        .unwrap_or_else(|| panic!("no deliveries depth in:\n{metrics}"));
-    assert!(depth.ends_with(" 0"), "{depth}");
+    assert_eq!(deliveries_depth(&hub).await, 0);
     let log = delivery_log(&hub, &id).await;
     let events: Vec<&Value> = log.iter().filter(|a| is_event_attempt(a)).collect();
     assert_eq!(events.len(), 1, "{events:?}");

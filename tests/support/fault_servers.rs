@@ -87,24 +87,44 @@ pub async fn dripping_receiver() -> SocketAddr {
 
 /// A receiver that answers 200 with a chunked body that never ends (16 KiB chunks for as long as
 /// the peer reads, up to a minute): an attempt that finishes delivered within the budget shows
-/// the hub stopped reading, since reading it all would time out.
-pub async fn endless_receiver() -> SocketAddr {
+/// the hub stopped reading, since reading it all would time out; `most_written` shows how far
+/// it read (what one connection took before the peer stopped reading, socket buffers
+/// included).
+pub struct EndlessReceiver {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The most bytes of body any one connection was able to write.
+    pub most_written: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Starts an [`EndlessReceiver`].
+pub async fn endless_receiver() -> EndlessReceiver {
+    use std::sync::atomic::Ordering;
     use tokio::io::AsyncWriteExt;
-    raw_receiver(|mut stream| async move {
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-            .await;
-        let mut chunk = format!("{:x}\r\n", 16 * 1024).into_bytes();
-        chunk.extend(std::iter::repeat_n(b'x', 16 * 1024));
-        chunk.extend(b"\r\n");
-        let until = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < until {
-            if stream.write_all(&chunk).await.is_err() {
-                return;
+    let most_written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let record = most_written.clone();
+    let addr = raw_receiver(move |mut stream| {
+        let record = record.clone();
+        async move {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await;
+            let mut chunk = format!("{:x}\r\n", 16 * 1024).into_bytes();
+            chunk.extend(std::iter::repeat_n(b'x', 16 * 1024));
+            chunk.extend(b"\r\n");
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut written = 0u64;
+            while Instant::now() < until {
+                if stream.write_all(&chunk).await.is_err() {
+                    break;
+                }
+                written += 16 * 1024;
+                record.fetch_max(written, Ordering::SeqCst);
             }
         }
     })
-    .await
+    .await;
+    EndlessReceiver { addr, most_written }
 }
 
 /// An HTTPS server with a self-signed certificate (`openssl s_server`); killed on drop.

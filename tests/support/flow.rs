@@ -123,3 +123,26 @@ pub fn timestamp_ms(value: &Value) -> i64 {
         .unwrap_or_else(|e| panic!("{text}: {e}"));
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
+
+/// How many messages the hub's deliveries queue holds (waiting, in flight or delayed), from its
+/// `/metrics`: 0 once every delivery was acknowledged.
+pub async fn deliveries_depth(hub: &HubProcess) -> u64 {
+    let metrics = hub
+        .http
+        .get(format!("{}/metrics", hub.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let depth = metrics
+        .lines()
+        .find(|l| l.starts_with("webhook_hub_queue_messages{queue=\"deliveries\"}"))
+        .unwrap_or_else(|| panic!("no deliveries depth in:\n{metrics}"));
+    depth
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{depth}")) as u64
+}
