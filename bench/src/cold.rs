@@ -65,7 +65,7 @@ pub async fn cold_init(options: &Options) -> Section {
             ms(time)
         ));
     }
-    section.line(format!("computed: worst ratio {worst:.2}× (goal < 1.5×)"));
+    section.line(format!("computed: worst ratio {worst:.2}× (goal ≤ 2×)"));
     // This Debian image keeps ~150 separate files in /etc/ssl/certs, and the AWS SDK's TLS
     // (rustls-native-certs) reads the bundle and the whole directory at client construction.
     // AL2023, which Lambda runs, keeps one bundle file: the same boots with only the bundle.
