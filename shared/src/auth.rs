@@ -142,6 +142,13 @@ impl Caller {
             .is_none_or(|allowed| allowed.iter().any(|a| a.covers_pattern(pattern)))
     }
 
+    /// Whether the caller's `topic:` scopes (if it has any) let it see events of `topic` (the
+    /// event history).
+    pub fn may_see_topic(&self, topic: &crate::topic::Topic) -> bool {
+        self.topic_scopes()
+            .is_none_or(|allowed| allowed.iter().any(|a| a.covers(topic)))
+    }
+
     /// Whether the caller may act on (read, change, delete, rotate) a subscription with these
     /// topics: a topic-limited caller only on subscriptions whose every topic its scopes cover,
     /// so it can never redirect, read or remove another topic's deliveries.

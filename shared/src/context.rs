@@ -43,6 +43,12 @@ pub struct Settings {
     /// How long delivery logs, kept deliveries and dead letters are kept (the sweeper drops
     /// them after it on SQLite and in memory, TTL and the queues' retention on AWS).
     pub retention: Duration,
+    /// Whether events are kept in the history for the retention (`docs/operations.md`, "Event
+    /// history"): fan-out writes one record per event.
+    pub history: bool,
+    /// Most events the history holds on stores without a TTL (SQLite, memory): the sweeper
+    /// drops the oldest beyond it.
+    pub history_max_events: u64,
     /// Direct publishing: the account each ingest-queue sender (SQS `SenderId`, an IAM user or
     /// role id) publishes to. A sender not listed publishes nothing.
     pub ingest_senders: std::collections::BTreeMap<String, String>,
@@ -90,12 +96,17 @@ impl Default for Settings {
             odometer_fold: OdometerFold::Batch,
             ingest_senders: Default::default(),
             retention: DEFAULT_RETENTION,
+            history: true,
+            history_max_events: DEFAULT_HISTORY_MAX_EVENTS,
         }
     }
 }
 
 /// The default retention of delivery logs, kept deliveries and dead letters: the longest lease.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(crate::model::MAX_LEASE_SECS as u64);
+/// The default bound on the events the history holds where nothing else bounds it (SQLite,
+/// memory): about 1 GB of SQLite file at 1 KB an event.
+pub const DEFAULT_HISTORY_MAX_EVENTS: u64 = 1_000_000;
 /// The longest retention (what SQS keeps a message at most).
 pub const MAX_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 

@@ -135,6 +135,10 @@ error_codes! {
     Rejected = "rejected",
     /// The database is full (its disk, or its size limit); retry later.
     StorageFull = "storage_full",
+    /// The event history is turned off on this deployment.
+    HistoryOff = "history_off",
+    /// A listing cursor that this listing did not give.
+    InvalidCursor = "invalid_cursor",
     /// A backing service failed; retry later.
     BackendUnavailable = "backend_unavailable",
 }
@@ -251,6 +255,12 @@ pub enum HubError {
         /// When to retry, seconds (sent as `Retry-After`).
         retry_after_secs: u64,
     },
+    /// The event history is turned off (`HUB_HISTORY=off`), so no event is kept to read or
+    /// resend.
+    #[error(
+        "the event history is turned off on this deployment (HUB_HISTORY=off): events are not kept once delivered"
+    )]
+    HistoryOff,
     /// A backing service (DynamoDB, SQS) failed.
     #[error("backend failure: {0}")]
     Backend(String),
@@ -283,7 +293,7 @@ impl HubError {
             HubError::Invalid { .. } => 400,
             HubError::Unauthorized | HubError::InvalidSession | HubError::SessionExpired => 401,
             HubError::InsufficientScope(_) => 403,
-            HubError::NotFound(_) => 404,
+            HubError::NotFound(_) | HubError::HistoryOff => 404,
             HubError::MethodNotAllowed => 405,
             HubError::Conflict => 409,
             HubError::PayloadTooLarge(_) | HubError::EventTooLarge { .. } => 413,
@@ -321,6 +331,7 @@ impl HubError {
             HubError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             HubError::Rejected(_) => ErrorCode::Rejected,
             HubError::StorageFull { .. } => ErrorCode::StorageFull,
+            HubError::HistoryOff => ErrorCode::HistoryOff,
             HubError::Backend(_) => ErrorCode::BackendUnavailable,
         }
     }

@@ -797,3 +797,48 @@ pub fn new_id(prefix: &str, now_ms: i64) -> String {
         now_ms as u64 & 0xffff_ffff_ffff
     )
 }
+
+/// When a time-ordered id (`new_id`'s) was made, Unix ms; `None` for an id of another shape.
+pub fn id_time_ms(id: &str) -> Option<i64> {
+    let (_, rest) = id.split_once('_')?;
+    let hex = rest.get(..12)?;
+    i64::from_str_radix(hex, 16).ok()
+}
+
+/// The most subscription ids an event's history record lists: a larger fan-out records its count
+/// and the first ids only (about 33 KB of ids, far from DynamoDB's 400 KB item).
+pub const HISTORY_SUBSCRIPTIONS: usize = 1000;
+
+/// An event as the history keeps it (`docs/operations.md`, "Event history"): the event with its
+/// payload, the subscriptions fan-out queued it for, and until when it is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptEvent {
+    /// The event, as published.
+    pub event: Event,
+    /// The subscriptions it was fanned out to, at most [`HISTORY_SUBSCRIPTIONS`] of them.
+    pub subscriptions: Vec<String>,
+    /// How many subscriptions it was fanned out to in all (more than `subscriptions` holds when
+    /// the fan-out was larger than the record lists).
+    pub fanned_out: u64,
+    /// When it may be dropped, Unix ms (the retention from its publication).
+    pub until_ms: i64,
+}
+
+impl KeptEvent {
+    /// Whether the record lists every subscription the event was fanned out to.
+    pub fn lists_every_subscription(&self) -> bool {
+        self.fanned_out as usize <= self.subscriptions.len()
+    }
+
+    /// Whether the event was fanned out to `sub`: listed, or (a fan-out larger than the record
+    /// lists) matched by `sub` by the rule fan-out applies (topics, customer boundary, labels),
+    /// whatever its status now.
+    pub fn went_to(&self, sub: &Subscription) -> bool {
+        self.subscriptions.iter().any(|s| *s == sub.id)
+            || (!self.lists_every_subscription()
+                && sub.account == self.event.account
+                && sub.topics.iter().any(|p| p.covers(&self.event.topic))
+                && self.event.is_for(sub.bound_owner())
+                && sub.accepts_labels(&self.event.labels))
+    }
+}

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use crate::error::Result;
 use crate::model::{
-    AttemptError, AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription,
+    AttemptError, AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription,
     SubscriptionStatus, TopicEntry,
 };
 use crate::topic::Pattern;
@@ -71,11 +71,144 @@ pub trait MasterKey: Send + Sync {
     async fn unwrap(&self, wrapped: &[u8]) -> Result<Vec<u8>>;
 }
 
+/// Whose events a history query selects within its account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every event of the account (the platform's own callers).
+    Everyone,
+    /// The events addressed to this owner (the platform filtering by customer).
+    AddressedTo(String),
+    /// What a customer's subscriptions may receive: the events addressed to it and broadcasts
+    /// (a caller bound to the customer).
+    Customer(String),
+}
+
+/// A history query: one account's kept events in a time window, filtered, a page at a time.
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    /// The account.
+    pub account: String,
+    /// Only events under this pattern.
+    pub topic: Option<Pattern>,
+    /// Whose events.
+    pub audience: Audience,
+    /// Only events fanned out to this subscription.
+    pub subscription_id: Option<String>,
+    /// Published at or after this time, Unix ms.
+    pub since_ms: i64,
+    /// Published before this time, Unix ms.
+    pub until_ms: i64,
+    /// Continue after this event id (the previous page's `next_cursor`).
+    pub cursor: Option<String>,
+    /// Most events on the page.
+    pub limit: usize,
+    /// Oldest first (`recover`'s order) rather than newest first (the listing's).
+    pub oldest_first: bool,
+    /// Now, Unix ms: an event past its `until_ms` is absent (a TTL may not have removed it yet).
+    pub now_ms: i64,
+}
+
+/// Most kept events a history query reads for one page: a page that found fewer matches
+/// within them ends early with a cursor, so a selective filter never makes one call long.
+pub const HISTORY_SCAN: usize = 1000;
+
+impl EventQuery {
+    /// Whether a kept event read in the query's window and order belongs on its page: the one
+    /// filter every store applies (after reading by account, time and order).
+    pub fn matches(&self, kept: &KeptEvent) -> bool {
+        let event = &kept.event;
+        event.account == self.account
+            && kept.until_ms > self.now_ms
+            && (self.since_ms..self.until_ms).contains(&event.timestamp_ms)
+            && self.topic.as_ref().is_none_or(|p| p.covers(&event.topic))
+            && match &self.audience {
+                Audience::Everyone => true,
+                Audience::AddressedTo(owner) => event.owner.as_deref() == Some(owner),
+                Audience::Customer(owner) => event.is_for(Some(owner)),
+            }
+            && self
+                .subscription_id
+                .as_ref()
+                .is_none_or(|id| kept.subscriptions.iter().any(|s| s == id))
+    }
+
+    /// The event ids the query reads between, in id order (ids are time-ordered): from the
+    /// window's start (or after the cursor, oldest first) up to the window's end (or before the
+    /// cursor, newest first).
+    pub fn id_bounds(&self) -> (std::ops::Bound<String>, std::ops::Bound<String>) {
+        use std::ops::Bound::{Excluded, Included};
+        let at = |ms: i64| format!("evt_{:012x}", ms.clamp(0, 0xffff_ffff_ffff));
+        let (mut low, mut high) = (Included(at(self.since_ms)), Excluded(at(self.until_ms)));
+        if let Some(cursor) = &self.cursor {
+            if self.oldest_first {
+                low = Excluded(cursor.clone());
+            } else {
+                high = Excluded(cursor.clone());
+            }
+        }
+        (low, high)
+    }
+
+    /// The page of what a store read (in the query's order, at most [`HISTORY_SCAN`] + 1
+    /// events): the matches up to `limit`, and a cursor when more may follow (the page is full
+    /// and more were read, or the scan bound was reached).
+    pub fn page_of(&self, read: Vec<KeptEvent>) -> Page<KeptEvent> {
+        let scanned_all = read.len() <= HISTORY_SCAN;
+        let mut items = Vec::new();
+        let mut last_read: Option<String> = None;
+        for kept in read.into_iter().take(HISTORY_SCAN) {
+            if items.len() == self.limit {
+                // One more match exists beyond the page: the page ends at its last item.
+                if self.matches(&kept) {
+                    let next = items.last().map(|k: &KeptEvent| k.event.id.clone());
+                    return Page {
+                        items,
+                        next_cursor: next,
+                    };
+                }
+                last_read = Some(kept.event.id.clone());
+                continue;
+            }
+            last_read = Some(kept.event.id.clone());
+            if self.matches(&kept) {
+                items.push(kept);
+            }
+        }
+        let next_cursor = if scanned_all { None } else { last_read };
+        Page { items, next_cursor }
+    }
+}
+
+/// The history concern of storage: events kept with their payloads for the retention, read back
+/// by id and by query. Every adapter passes the same contract (`tests/it/history.rs`).
+#[async_trait]
+pub trait HistoryStore: Send + Sync {
+    /// Keeps `events` (a repeat of an event id replaces it: fan-out may run twice).
+    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()>;
+    /// The kept event with this id in `account`, if it is kept and not past its `until_ms`
+    /// at `now_ms`.
+    async fn kept_event(
+        &self,
+        account: &str,
+        event_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<KeptEvent>>;
+    /// What the store reads for `query`: kept events of the account in its window and order,
+    /// after its cursor, at most [`HISTORY_SCAN`] + 1 of them (filters applied or not; the
+    /// caller pages them with [`EventQuery::page_of`]).
+    async fn scan_events(&self, query: &EventQuery) -> Result<Vec<KeptEvent>>;
+    /// Drops kept events past their `until_ms` at `now_ms` and, beyond the newest `max_events`,
+    /// the oldest ones: for stores without a TTL of their own (DynamoDB's TTL needs nothing).
+    async fn trim_events(&self, _now_ms: i64, _max_events: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// Storage of subscriptions, their fan-out entries, event ids and delivery logs.
 ///
 /// Adapters store what they are given; the services decide what an expired item means.
 #[async_trait]
-pub trait Store: KeyStore + Send + Sync {
+pub trait Store: KeyStore + HistoryStore + Send + Sync {
     /// The subscription with this id, expired or not.
     async fn get(&self, id: &str) -> Result<Option<Subscription>>;
     /// The same, possibly a moment stale (DynamoDB's eventually consistent read: half the read
@@ -139,6 +272,23 @@ pub trait Store: KeyStore + Send + Sync {
     async fn record_attempts(&self, attempts: &[AttemptRecord], expires_at_ms: i64) -> Result<()>;
     /// The most recent attempts, newest first.
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>>;
+    /// The attempts of one delivery (`event_id`, published at `event_ms`) still in the log,
+    /// oldest first. By default read from the log's newest [`ATTEMPTS_SEARCHED`].
+    async fn attempts_of_event(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+        _event_ms: i64,
+    ) -> Result<Vec<AttemptRecord>> {
+        let mut found: Vec<AttemptRecord> = self
+            .attempts(subscription_id, ATTEMPTS_SEARCHED)
+            .await?
+            .into_iter()
+            .filter(|a| a.message_id == event_id)
+            .collect();
+        found.reverse();
+        Ok(found)
+    }
     /// Notes a failed delivery: starts the failure streak at `now_ms` unless one is running.
     /// Returns since when the subscription has been failing (`None` once it is gone).
     async fn record_failure(&self, subscription_id: &str, now_ms: i64) -> Result<Option<i64>>;
@@ -189,6 +339,9 @@ pub trait Store: KeyStore + Send + Sync {
         limit: u32,
     ) -> Result<bool>;
 }
+
+/// How many of a subscription's newest attempts a delivery's attempts are looked for in.
+pub const ATTEMPTS_SEARCHED: usize = 1000;
 
 /// A producer's idempotency key being claimed by a publish.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ mod durable;
 mod e2e;
 mod faults;
 mod hardening;
+mod history;
 mod ingest;
 mod keys;
 mod lambda_boot;

@@ -298,7 +298,60 @@ fn response_types_match_the_document() {
         &to_json(&RecoveredOut {
             requeued: 3,
             more: false,
+            next_cursor: None,
         }),
         "recover",
+    );
+    conforms(
+        &doc,
+        &response("/v1/subscriptions/{id}/recover", "post", "202"),
+        &to_json(&RecoveredOut {
+            requeued: 1000,
+            more: true,
+            next_cursor: Some("evt_0190000000000000000000000000".into()),
+        }),
+        "recover all",
+    );
+    let kept = hub::model::KeptEvent {
+        event: hub::model::Event {
+            owner: Some("alice".into()),
+            sensitive: [("/data/pin".to_string(), 2)].into(),
+            ..hub::model::Event::new(
+                "evt_0190000000000000000000000000".into(),
+                "acme",
+                hub::topic::Topic::parse("door.opened").unwrap(),
+                1_764_000_000_000,
+                serde_json::json!({"door": 7}),
+            )
+        },
+        subscriptions: vec!["sub_1".into()],
+        fanned_out: 1,
+        until_ms: 1_764_600_000_000,
+    };
+    let page = EventPageOut {
+        data: vec![EventOut::from(&kept)],
+        next_cursor: Some("evt_0190000000000000000000000000".into()),
+    };
+    conforms(
+        &doc,
+        &response("/v1/events", "get", "200"),
+        &to_json(&page),
+        "event history",
+    );
+    let view = hub::service::history::EventView {
+        kept,
+        deliveries: vec![hub::service::history::DeliveryView {
+            subscription_id: "sub_1".into(),
+            status: hub::service::history::DeliveryStatus::Delivered,
+            attempts: vec![],
+            body: serde_json::json!({"id": "evt_0190000000000000000000000000"}),
+        }],
+        more_deliveries: false,
+    };
+    conforms(
+        &doc,
+        &response("/v1/events/{event_id}", "get", "200"),
+        &to_json(&EventDetailOut::from(&view)),
+        "one event",
     );
 }

@@ -15,10 +15,11 @@ use hub::adapters::sqlite::{Durability, SqliteDb, SqliteQueue, SqliteStore};
 use hub::adapters::sqs::SqsQueue;
 use hub::clock::SystemClock;
 use hub::model::{
-    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, TopicEntry,
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription, TopicEntry,
 };
 use hub::ports::{
-    ClaimOutcome, KeyClaim, KeyStore, OutgoingMessage, Page, Queue, ReceivedMessage, Store,
+    ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, OutgoingMessage, Page, Queue,
+    ReceivedMessage, Store,
 };
 use hub::runtime::consume::{QueueRole, consume};
 use hub::topic::Pattern;
@@ -434,6 +435,27 @@ impl Store for FlakyStore {
         self.inner
             .take_allowance(key, now_ms, window_ms, limit)
             .await
+    }
+}
+
+#[async_trait]
+impl HistoryStore for FlakyStore {
+    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
+        self.inner.keep_events(events).await
+    }
+    async fn kept_event(
+        &self,
+        account: &str,
+        event_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<KeptEvent>> {
+        self.inner.kept_event(account, event_id, now_ms).await
+    }
+    async fn scan_events(&self, query: &EventQuery) -> Result<Vec<KeptEvent>> {
+        self.inner.scan_events(query).await
+    }
+    async fn trim_events(&self, now_ms: i64, max_events: u64) -> Result<()> {
+        self.inner.trim_events(now_ms, max_events).await
     }
 }
 

@@ -16,12 +16,13 @@ use crate::auth::Caller;
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::service::events::PublishRequest;
+use crate::service::history::EventListRequest;
 use crate::service::recovery::RecoverRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
 use resources::{
-    AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, PortalSessionOut,
-    PublishBatchOut, PublishItemOut, PublishedOut, RecoveredOut, ResentOut, SecretOut,
-    SubscriptionOut, SubscriptionPageOut, TestEventOut, to_json,
+    AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, EventDetailOut, EventOut,
+    EventPageOut, PortalSessionOut, PublishBatchOut, PublishItemOut, PublishedOut, RecoveredOut,
+    ResentOut, SecretOut, SubscriptionOut, SubscriptionPageOut, TestEventOut, to_json,
 };
 
 /// Largest request body the API reads: room for a batch publish of 100 events (each event's own
@@ -76,6 +77,10 @@ pub enum Operation {
     MintPortalSession,
     /// `GET /portal`: the customer portal, its assets and its API under `/portal/api`.
     Portal,
+    /// `GET /v1/events`
+    ListEvents,
+    /// `GET /v1/events/{event_id}`
+    ReadEvent,
 }
 
 impl Operation {
@@ -97,6 +102,8 @@ impl Operation {
         Operation::SendTest,
         Operation::MintPortalSession,
         Operation::Portal,
+        Operation::ListEvents,
+        Operation::ReadEvent,
     ];
 }
 
@@ -110,8 +117,8 @@ pub enum ApiFunction {
     Confirm,
     /// Removal, one or all of the caller's own.
     Unsubscribe,
-    /// Reads, updates, delivery logs, secrets, resend, recover, test events, and the portal
-    /// (its sessions, page and API).
+    /// Reads, updates, delivery logs, secrets, resend, recover, test events, the event history,
+    /// and the portal (its sessions, page and API).
     Manage,
     /// `POST /v1/events`.
     Publish,
@@ -157,6 +164,8 @@ impl ApiFunction {
                 SendTest,
                 MintPortalSession,
                 Portal,
+                ListEvents,
+                ReadEvent,
             ],
             ApiFunction::Publish => &[Publish],
         }
@@ -203,6 +212,8 @@ pub const ROUTES: &[(&str, &str, Operation)] = &[
         Operation::RotateSecret,
     ),
     ("POST", "/v1/events", Operation::Publish),
+    ("GET", "/v1/events", Operation::ListEvents),
+    ("GET", "/v1/events/{event_id}", Operation::ReadEvent),
     (
         "POST",
         "/v1/subscriptions/{id}/deliveries/{event_id}/resend",
@@ -511,13 +522,39 @@ async fn dispatch_operation(
         }
         Operation::Recover => {
             let window: RecoverRequest = json_body(&req.body)?;
-            let (since_ms, until_ms) = window.bounds(hub.now_ms())?;
-            let recovered = hub.recover(&caller, &id, since_ms, until_ms).await?;
+            let recovered = hub.recover(&caller, &id, &window).await?;
             let body = RecoveredOut {
                 requeued: recovered.requeued,
                 more: recovered.more,
+                next_cursor: recovered.next_cursor,
             };
             Ok((202, Some(to_json(&body))))
+        }
+        Operation::ListEvents => {
+            let param = |name| query_param(query, name);
+            let request = EventListRequest {
+                topic: param("topic"),
+                owner: param("owner"),
+                subscription_id: param("subscription_id"),
+                since: param("since"),
+                until: param("until"),
+                cursor: param("cursor"),
+                limit: query_usize(query, "limit")?,
+            };
+            let page = hub.list_events(&caller, request).await?;
+            let body = EventPageOut {
+                data: page.items.iter().map(|v| EventOut::from(&v.kept)).collect(),
+                next_cursor: page.next_cursor,
+            };
+            Ok((200, Some(to_json(&body))))
+        }
+        Operation::ReadEvent => {
+            let event_id = ids.event_id.unwrap_or_default();
+            let subscription = query_param(query, "subscription_id");
+            let view = hub
+                .read_event(&caller, &event_id, subscription.as_deref())
+                .await?;
+            Ok((200, Some(to_json(&EventDetailOut::from(&view)))))
         }
         Operation::SendTest => {
             let event_id = hub.send_test_event(&caller, &id).await?;

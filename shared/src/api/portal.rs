@@ -33,6 +33,8 @@ pub const PORTAL_OPERATIONS: &[Operation] = &[
     Operation::Resend,
     Operation::Recover,
     Operation::SendTest,
+    Operation::ListEvents,
+    Operation::ReadEvent,
 ];
 
 const INDEX_HTML: &str = include_str!("../../../portal/index.html");

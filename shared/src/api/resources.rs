@@ -8,7 +8,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::clock::{rfc3339, seconds_ts};
-use crate::model::{AttemptError, AttemptRecord, ReceiverAuth, Subscription, SubscriptionStatus};
+use crate::model::{
+    AttemptError, AttemptRecord, KeptEvent, ReceiverAuth, Subscription, SubscriptionStatus,
+};
+use crate::service::history::{DeliveryStatus, EventView};
 use crate::signing::{SignatureScheme, SigningAlgorithm};
 use crate::topic::{Pattern, Topic};
 
@@ -266,10 +269,112 @@ pub struct ResentOut {
 /// `Recovered`: `recover`'s answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoveredOut {
-    /// How many exhausted deliveries were queued again.
+    /// How many deliveries were queued again.
     pub requeued: usize,
-    /// Whether the window holds more: call again with the same window for the next batch.
+    /// Whether the window holds more: call again with the same window for the next batch
+    /// (with `"include": "all"`, passing `next_cursor` as `cursor`).
     pub more: bool,
+    /// With `"include": "all"`, where the next call goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `Event`: a kept event of the history, as the caller may see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventOut {
+    /// `evt_…`, the `webhook-id` of its deliveries.
+    pub id: String,
+    /// Its topic.
+    pub topic: Topic,
+    /// When it was published.
+    pub timestamp: String,
+    /// The customer it was addressed to, if any.
+    pub owner: Option<String>,
+    /// Whether it was a broadcast to every customer.
+    pub broadcast: bool,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its payload, with the fields the caller's customers never receive removed.
+    pub data: Value,
+    /// Its sensitive fields and their levels (the platform's own callers only).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sensitive: BTreeMap<String, u8>,
+    /// How many subscriptions it was fanned out to (of the whole account).
+    pub fanned_out: u64,
+    /// When the history drops it.
+    pub kept_until: String,
+}
+
+impl From<&KeptEvent> for EventOut {
+    fn from(kept: &KeptEvent) -> Self {
+        let event = &kept.event;
+        EventOut {
+            id: event.id.clone(),
+            topic: event.topic.clone(),
+            timestamp: rfc3339(event.timestamp_ms),
+            owner: event.owner.clone(),
+            broadcast: event.broadcast,
+            labels: event.labels.clone(),
+            data: event.data.clone(),
+            sensitive: event.sensitive.clone(),
+            fanned_out: kept.fanned_out,
+            kept_until: rfc3339(kept.until_ms),
+        }
+    }
+}
+
+/// `EventPage`: a page of the history, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventPageOut {
+    /// The events.
+    pub data: Vec<EventOut>,
+    /// Where the next page starts, if more may follow (a page can be short, even empty, when a
+    /// filter is selective: follow the cursor until it is `null`).
+    pub next_cursor: Option<String>,
+}
+
+/// `EventDelivery`: one delivery of a kept event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDeliveryOut {
+    /// The subscription.
+    pub subscription_id: String,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Its attempts still in the delivery log, oldest first.
+    pub attempts: Vec<AttemptOut>,
+    /// The body as this subscription receives it (its secrecy level, its `user_data`).
+    pub body: Value,
+}
+
+/// `EventDetail`: one kept event with its deliveries in the caller's reach.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetailOut {
+    /// The event.
+    #[serde(flatten)]
+    pub event: EventOut,
+    /// Its deliveries.
+    pub deliveries: Vec<EventDeliveryOut>,
+    /// Whether more deliveries exist than shown (name one with `subscription_id`).
+    pub more_deliveries: bool,
+}
+
+impl From<&EventView> for EventDetailOut {
+    fn from(view: &EventView) -> Self {
+        EventDetailOut {
+            event: EventOut::from(&view.kept),
+            deliveries: view
+                .deliveries
+                .iter()
+                .map(|d| EventDeliveryOut {
+                    subscription_id: d.subscription_id.clone(),
+                    status: d.status,
+                    attempts: d.attempts.iter().map(AttemptOut::from).collect(),
+                    body: d.body.clone(),
+                })
+                .collect(),
+            more_deliveries: view.more_deliveries,
+        }
+    }
 }
 
 /// `TestEventSent`: the test event queued for one subscription.

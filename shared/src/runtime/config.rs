@@ -56,9 +56,26 @@ pub struct HubArgs {
     /// How long delivery logs, kept deliveries and dead letters are kept (at most 14d)
     #[arg(long, env = "HUB_RETENTION", default_value = "7d", value_parser = parse_retention)]
     pub retention: Duration,
+    /// Whether fan-out keeps every event with its payload for the retention, so it can be
+    /// listed, read and resent (`on` or `off`)
+    #[arg(long, env = "HUB_HISTORY", value_enum, default_value = "on")]
+    pub history: Switch,
+    /// Most events the history holds on SQLite and in memory (the oldest go first beyond it);
+    /// DynamoDB is bounded by the retention alone
+    #[arg(long, env = "HUB_HISTORY_MAX_EVENTS", default_value_t = crate::context::DEFAULT_HISTORY_MAX_EVENTS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max_events: u64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub aws: AwsResources,
+}
+
+/// A feature turned `on` or `off` on the command line or in the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Turned on.
+    On,
+    /// Turned off.
+    Off,
 }
 
 impl HubArgs {
@@ -87,6 +104,8 @@ impl HubArgs {
             odometer_fold: self.odometer_fold,
             ingest_senders: self.ingest_senders.clone(),
             retention: self.retention,
+            history: self.history == Switch::On,
+            history_max_events: self.history_max_events,
         }
     }
 }

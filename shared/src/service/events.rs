@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::auth::{Caller, SCOPE_PUBLISH};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::model::{Event, TopicEntry, new_id, queue_json};
+use crate::model::{Event, HISTORY_SUBSCRIPTIONS, TopicEntry, new_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
 use crate::topic::{OPERATIONAL_PREFIX, Pattern, Topic};
 use crate::validate;
@@ -359,6 +359,7 @@ impl Hub {
         let event_json = queue_json(event);
         let now = self.now_ms();
         let mut seen = HashSet::new();
+        let mut listed = Vec::new();
         let mut batch = Vec::with_capacity(FANOUT_BATCH);
         let mut count = 0;
         for pattern in event.topic.patterns() {
@@ -375,6 +376,9 @@ impl Hub {
                     .await?;
                 for entry in page.items {
                     if entry.wants(event, now) && seen.insert(entry.subscription_id.clone()) {
+                        if listed.len() < HISTORY_SUBSCRIPTIONS {
+                            listed.push(entry.subscription_id.clone());
+                        }
                         batch.push(OutgoingMessage {
                             body: event_task_body(&entry.subscription_id, &event_json),
                             delay: std::time::Duration::ZERO,
@@ -395,6 +399,9 @@ impl Hub {
             count += batch.len();
             self.deliveries.send(batch).await?;
         }
+        // A large fan-out is known only once it is sent: its record comes after its deliveries.
+        self.keep_history(vec![self.history_record(event, listed, seen.len())])
+            .await?;
         // One line per request and per attempt at the default level; this per-event line is debug.
         tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");
         Ok(count)
@@ -427,9 +434,6 @@ impl Hub {
     /// One result per event, in order: an event whose tasks could not all be sent fails (and
     /// comes back; tasks already sent then go out twice, with the same `webhook-id`).
     pub async fn fan_out_batch(&self, events: &[Event]) -> Vec<Result<usize>> {
-        if events.len() == 1 {
-            return vec![self.fan_out(&events[0]).await];
-        }
         let now = self.now_ms();
         let mut wanted: Vec<(String, Pattern)> = Vec::new();
         for event in events {
@@ -456,12 +460,14 @@ impl Hub {
             })
             .collect();
         let mut results: Vec<Option<Result<usize>>> = (0..events.len()).map(|_| None).collect();
-        // At most one batch of task bodies in memory: each goes out as soon as it is full.
-        let mut pending: Vec<(usize, OutgoingMessage)> = Vec::with_capacity(FANOUT_BATCH);
+        // Who each event goes to, decided before anything is sent, so its history record is
+        // kept before its first delivery can reach a receiver (who may look the event up).
+        let mut plans: Vec<(usize, Vec<&str>)> = Vec::new();
         let mut streamed = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            let patterns = event.topic.patterns();
-            let read: Option<Vec<&Vec<TopicEntry>>> = patterns
+            let read: Option<Vec<&Vec<TopicEntry>>> = event
+                .topic
+                .patterns()
                 .iter()
                 .map(|p| entries[&(event.account.clone(), p.clone())].as_ref())
                 .collect();
@@ -469,30 +475,52 @@ impl Hub {
                 streamed.push(index);
                 continue;
             };
-            let event_json = queue_json(event);
             let mut seen = HashSet::new();
-            for entry in read.into_iter().flatten() {
-                if entry.wants(event, now) && seen.insert(&entry.subscription_id) {
-                    pending.push((
-                        index,
-                        OutgoingMessage {
-                            body: event_task_body(&entry.subscription_id, &event_json),
-                            delay: std::time::Duration::ZERO,
-                        },
-                    ));
-                    if pending.len() == FANOUT_BATCH {
-                        self.send_tasks(&mut pending, &mut results).await;
-                    }
-                }
+            let targets: Vec<&str> = read
+                .into_iter()
+                .flatten()
+                .filter(|entry| entry.wants(event, now) && seen.insert(&entry.subscription_id))
+                .map(|entry| entry.subscription_id.as_str())
+                .collect();
+            plans.push((index, targets));
+        }
+        let records = plans
+            .iter()
+            .map(|(index, targets)| {
+                let listed = targets.iter().take(HISTORY_SUBSCRIPTIONS);
+                let listed = listed.map(|id| id.to_string()).collect();
+                self.history_record(&events[*index], listed, targets.len())
+            })
+            .collect();
+        if let Err(err) = self.keep_history(records).await {
+            for (index, _) in &plans {
+                results[*index] = Some(Err(err.clone()));
             }
-            if results[index].is_none() {
-                results[index] = Some(Ok(seen.len()));
+            plans.clear();
+        }
+        // At most one batch of task bodies in memory: each goes out as soon as it is full.
+        let mut pending: Vec<(usize, OutgoingMessage)> = Vec::with_capacity(FANOUT_BATCH);
+        for (index, targets) in &plans {
+            let event_json = queue_json(&events[*index]);
+            for subscription_id in targets {
+                pending.push((
+                    *index,
+                    OutgoingMessage {
+                        body: event_task_body(subscription_id, &event_json),
+                        delay: std::time::Duration::ZERO,
+                    },
+                ));
+                if pending.len() == FANOUT_BATCH {
+                    self.send_tasks(&mut pending, &mut results).await;
+                }
             }
         }
         self.send_tasks(&mut pending, &mut results).await;
-        for (event, result) in events.iter().zip(&results) {
-            if let Some(Ok(count)) = result {
-                tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");
+        for (index, targets) in &plans {
+            if results[*index].is_none() {
+                results[*index] = Some(Ok(targets.len()));
+                let event = &events[*index];
+                tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = targets.len(), "fanned out");
             }
         }
         for index in streamed {

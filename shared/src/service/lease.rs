@@ -50,6 +50,11 @@ impl Hub {
         if let Err(err) = self.store.prune(now).await {
             tracing::warn!(error = %err, "pruning expired keys and delivery logs failed");
         }
+        // Also with the history off: what an earlier run kept still ends with its retention.
+        let max_events = self.settings.history_max_events;
+        if let Err(err) = self.store.trim_events(now, max_events).await {
+            tracing::warn!(error = %err, "trimming the event history failed");
+        }
         Ok(report)
     }
 

@@ -2,6 +2,7 @@
 
 pub mod delivery;
 pub mod events;
+pub mod history;
 pub mod ingest;
 pub mod lease;
 pub mod odometer;

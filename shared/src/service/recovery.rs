@@ -12,7 +12,7 @@ use crate::auth::{Caller, SCOPE_SUBSCRIBE};
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::model::{DeliveryTask, KeptDelivery, KeptState, TaskPayload, queue_json};
+use crate::model::{DeliveryTask, KeptDelivery, KeptState, Subscription, TaskPayload, queue_json};
 use crate::ports::OutgoingMessage;
 use crate::service::delivery::Verdict;
 use crate::service::operational::{OperationalTopic, subscription_data};
@@ -25,8 +25,8 @@ const RESUME_PAGE: usize = 25;
 /// (half the sender function's timeout, so the last attempt always fits).
 const RESUME_BUDGET: Duration = Duration::from_secs(15);
 
-/// `POST /v1/subscriptions/{id}/recover`'s body: the window of exhaustion times, RFC 3339;
-/// `until` defaults to now.
+/// `POST /v1/subscriptions/{id}/recover`'s body: the window, RFC 3339 (`until` defaults to
+/// now), and what it selects.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverRequest {
@@ -35,6 +35,25 @@ pub struct RecoverRequest {
     /// Up to this time (exclusive); now when left out.
     #[serde(default)]
     pub until: Option<String>,
+    /// Which deliveries: the exhausted ones (by exhaustion time, the default) or every kept
+    /// event that went to the subscription (by publication time).
+    #[serde(default)]
+    pub include: RecoverInclude,
+    /// Where a previous `"include": "all"` call stopped (its `next_cursor`).
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// What a `recover` queues again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoverInclude {
+    /// Deliveries exhausted in the window.
+    #[default]
+    Exhausted,
+    /// Every event of the history published in the window that went to the subscription,
+    /// delivered or not.
+    All,
 }
 
 impl RecoverRequest {
@@ -66,10 +85,12 @@ impl RecoverRequest {
 /// What a `recover` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
-    /// How many exhausted deliveries were queued again.
+    /// How many deliveries were queued again.
     pub requeued: usize,
-    /// Whether more exhausted deliveries of the window are left for another call.
+    /// Whether more deliveries of the window are left for another call.
     pub more: bool,
+    /// With `"include": "all"`, where the next call goes on (pass it as `cursor`).
+    pub next_cursor: Option<String>,
 }
 
 impl Hub {
@@ -79,12 +100,11 @@ impl Hub {
     pub async fn resend(&self, caller: &Caller, id: &str, event_id: &str) -> Result<()> {
         caller.require(SCOPE_SUBSCRIBE)?;
         let sub = self.owned(caller, id).await?;
-        let kept = match self.store.kept_delivery(&sub.id, event_id).await? {
-            Some(kept) if kept.state != KeptState::Parked => kept,
+        match self.store.kept_delivery(&sub.id, event_id).await? {
+            Some(kept) if kept.state != KeptState::Parked => self.requeue(vec![kept]).await?,
             Some(_) => return Err(HubError::Parked),
-            None => return Err(HubError::NotFound("failed delivery")),
-        };
-        self.requeue(vec![kept]).await?;
+            None => self.resend_from_history(&sub, event_id).await?,
+        }
         tracing::info!(subscription_id = %sub.id, event_id, "delivery resent");
         Ok(())
     }
@@ -92,15 +112,55 @@ impl Hub {
     /// `POST /v1/subscriptions/{id}/recover`: queues again every delivery of the subscription
     /// that was exhausted from `since_ms` up to `until_ms`, oldest event first, at most
     /// [`MAX_RECOVER`] per call. Each is marked retrying, so the next call goes on with the rest.
+    /// With `"include": "all"`, every kept event published in the window that went to it instead
+    /// (the history), a cursor carrying the next call on.
     pub async fn recover(
         &self,
         caller: &Caller,
         id: &str,
+        req: &RecoverRequest,
+    ) -> Result<Recovered> {
+        caller.require(SCOPE_SUBSCRIBE)?;
+        let (since_ms, until_ms) = req.bounds(self.now_ms())?;
+        let sub = self.owned(caller, id).await?;
+        let recovered = match req.include {
+            RecoverInclude::Exhausted => self.recover_exhausted(&sub, since_ms, until_ms).await?,
+            RecoverInclude::All => {
+                let (requeued, next_cursor) = self
+                    .recover_all(&sub, since_ms, until_ms, req.cursor.clone(), MAX_RECOVER)
+                    .await?;
+                Recovered {
+                    requeued,
+                    more: next_cursor.is_some(),
+                    next_cursor,
+                }
+            }
+        };
+        let Recovered { requeued, more, .. } = recovered;
+        tracing::info!(subscription_id = %sub.id, requeued, more, include = ?req.include, "deliveries recovered");
+        if requeued > 0 {
+            let details = json!({
+                "requeued": requeued,
+                "since": rfc3339(since_ms),
+                "until": rfc3339(until_ms),
+            });
+            self.emit(
+                &sub,
+                OperationalTopic::SubscriptionRecovered,
+                subscription_data(&sub.id, details),
+            )
+            .await;
+        }
+        Ok(recovered)
+    }
+
+    /// The exhausted deliveries of `sub` in the window, queued again and marked retrying.
+    async fn recover_exhausted(
+        &self,
+        sub: &Subscription,
         since_ms: i64,
         until_ms: i64,
     ) -> Result<Recovered> {
-        caller.require(SCOPE_SUBSCRIBE)?;
-        let sub = self.owned(caller, id).await?;
         let mut chosen = Vec::new();
         let mut cursor: Option<String> = None;
         let more = loop {
@@ -126,21 +186,11 @@ impl Hub {
         };
         let requeued = chosen.len();
         self.requeue(chosen).await?;
-        tracing::info!(subscription_id = %sub.id, requeued, more, "exhausted deliveries recovered");
-        if requeued > 0 {
-            let details = json!({
-                "requeued": requeued,
-                "since": rfc3339(since_ms),
-                "until": rfc3339(until_ms),
-            });
-            self.emit(
-                &sub,
-                OperationalTopic::SubscriptionRecovered,
-                subscription_data(&sub.id, details),
-            )
-            .await;
-        }
-        Ok(Recovered { requeued, more })
+        Ok(Recovered {
+            requeued,
+            more,
+            next_cursor: None,
+        })
     }
 
     /// Queues kept deliveries again (first), then marks them retrying: a crash in between

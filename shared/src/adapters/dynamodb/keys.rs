@@ -100,6 +100,19 @@ pub(super) fn topic_pk(account: &str, pattern: &Pattern) -> String {
     format!("T#{}#{pattern}", account_part(account))
 }
 
+/// How many ms one history partition spans: a day of one account's events.
+pub const HISTORY_PARTITION_MS: i64 = 86_400_000;
+
+/// The history partition of `account`'s events published on the day of `ms` (sort key: the
+/// event id, time-ordered).
+pub(super) fn history_pk(account: &str, ms: i64) -> String {
+    format!(
+        "EVT#{}#{}",
+        account_part(account),
+        ms.div_euclid(HISTORY_PARTITION_MS)
+    )
+}
+
 pub(super) fn event_key_pk(account: &str, key: &str) -> String {
     format!("EVK#{}#{key}", account_part(account))
 }

@@ -13,6 +13,7 @@
 //! | allowance (a count per window) | `AL#{key}` | `AL` |
 //! | topic entry (fan-out) | `T#{account}#{pattern}` | `{id}` |
 //! | event idempotency key | `EVK#{account}#{key}` | `EVK` |
+//! | kept event (the history) | `EVT#{account}#{day number}` | `{event id}` |
 //!
 //! Fan-out is one `Query` per pattern matching the topic; nothing ever scans.
 //!
@@ -27,19 +28,22 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+    DeleteRequest, Put, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
 };
 
 use self::keys::*;
 use super::aws_error;
 use crate::error::{HubError, Result};
 use crate::model::{
-    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, TopicEntry,
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription, TopicEntry,
+    id_time_ms,
 };
-use crate::ports::{ClaimOutcome, KeyClaim, KeyStore, Page, Store};
+use crate::ports::{
+    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
+};
 use crate::topic::Pattern;
 
-pub use self::keys::SWEEP_BUCKET_SECS;
+pub use self::keys::{HISTORY_PARTITION_MS, SWEEP_BUCKET_SECS};
 
 /// Index of subscriptions by account, in creation order.
 pub const ACCOUNT_INDEX: &str = "by_account";
@@ -217,6 +221,123 @@ impl KeyStore for DynamoStore {
             .send()
             .await;
         condition_held(written)
+    }
+}
+
+#[async_trait]
+impl HistoryStore for DynamoStore {
+    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
+        // One item per event, in `BatchWriteItem`s of 25; TTL removes it after the retention.
+        for chunk in events.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|kept| {
+                    let e = &kept.event;
+                    let mut item = key(history_pk(&e.account, e.timestamp_ms), e.id.clone());
+                    item.insert(
+                        "doc".into(),
+                        s(serde_json::to_string(kept).map_err(HubError::backend)?),
+                    );
+                    item.insert("expires_at".into(), n(ttl_secs(kept.until_ms)));
+                    PutRequest::builder()
+                        .set_item(Some(item))
+                        .build()
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                        .map_err(HubError::backend)
+                })
+                .collect::<Result<_>>()?;
+            self.write_batch(&mut requests).await?;
+        }
+        Ok(())
+    }
+
+    async fn kept_event(
+        &self,
+        account: &str,
+        event_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<KeptEvent>> {
+        let Some(ms) = id_time_ms(event_id) else {
+            return Ok(None);
+        };
+        let Some(item) = self
+            .item(key(history_pk(account, ms), event_id), true)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let kept: KeptEvent = get_s(&item, "doc")
+            .map(|doc| serde_json::from_str(doc).map_err(HubError::backend))
+            .transpose()?
+            .ok_or_else(|| HubError::backend("history item without doc"))?;
+        Ok((kept.event.account == account && kept.until_ms > now_ms).then_some(kept))
+    }
+
+    async fn scan_events(&self, query: &EventQuery) -> Result<Vec<KeptEvent>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let (low, high) = query.id_bounds();
+        let (low, skip_low) = match low {
+            Included(k) => (k, None),
+            Excluded(k) => (k.clone(), Some(k)),
+            Unbounded => ("evt_".into(), None),
+        };
+        let (high, skip_high) = match high {
+            Included(k) => (k, None),
+            Excluded(k) => (k.clone(), Some(k)),
+            Unbounded => ("evt_~".into(), None),
+        };
+        if low > high {
+            return Ok(Vec::new());
+        }
+        let day = |id: &str| id_time_ms(id).unwrap_or(0).div_euclid(HISTORY_PARTITION_MS);
+        let days: Vec<i64> = if query.oldest_first {
+            (day(&low)..=day(&high)).collect()
+        } else {
+            (day(&low)..=day(&high)).rev().collect()
+        };
+        let mut found = Vec::new();
+        for d in days {
+            let mut start: Option<Item> = None;
+            loop {
+                let wanted = HISTORY_SCAN + 1 - found.len();
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+                    .expression_attribute_values(
+                        ":pk",
+                        s(history_pk(&query.account, d * HISTORY_PARTITION_MS)),
+                    )
+                    .expression_attribute_values(":low", s(low.clone()))
+                    .expression_attribute_values(":high", s(high.clone()))
+                    .scan_index_forward(query.oldest_first)
+                    .limit(wanted.min(HISTORY_SCAN) as i32 + 1)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(aws_error)?;
+                for item in out.items.unwrap_or_default() {
+                    let Some(id) = get_s(&item, "sk") else {
+                        continue;
+                    };
+                    if Some(id) == skip_low.as_deref() || Some(id) == skip_high.as_deref() {
+                        continue;
+                    }
+                    if let Some(doc) = get_s(&item, "doc") {
+                        found.push(serde_json::from_str(doc).map_err(HubError::backend)?);
+                    }
+                    if found.len() > HISTORY_SCAN {
+                        return Ok(found);
+                    }
+                }
+                match out.last_evaluated_key {
+                    Some(next) if !next.is_empty() => start = Some(next),
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -611,6 +732,53 @@ impl Store for DynamoStore {
             self.put(item).await
         });
         futures::future::try_join_all(writes).await.map(drop)
+    }
+
+    async fn attempts_of_event(
+        &self,
+        subscription_id: &str,
+        event_id: &str,
+        event_ms: i64,
+    ) -> Result<Vec<AttemptRecord>> {
+        // The log's items from the event's publication on, oldest first (every attempt of it
+        // came after), up to ATTEMPTS_SEARCHED items.
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        let mut read = 0;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(sub_pk(subscription_id)))
+                .expression_attribute_values(
+                    ":from",
+                    s(format!("{ATTEMPT_SK_PREFIX}{:015}", event_ms.max(0))),
+                )
+                .expression_attribute_values(":to", s(format!("{ATTEMPT_SK_PREFIX}~")))
+                .limit(100)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(aws_error)?;
+            for item in out.items.unwrap_or_default() {
+                read += 1;
+                found.extend(
+                    attempts_of(&item)?
+                        .into_iter()
+                        .filter(|a| a.message_id == event_id),
+                );
+            }
+            match out.last_evaluated_key {
+                Some(next) if !next.is_empty() && read < crate::ports::ATTEMPTS_SEARCHED => {
+                    start = Some(next)
+                }
+                _ => break,
+            }
+        }
+        found.sort_by_key(|a| (a.started_at_ms, a.attempt));
+        Ok(found)
     }
 
     async fn attempts(&self, subscription_id: &str, limit: usize) -> Result<Vec<AttemptRecord>> {

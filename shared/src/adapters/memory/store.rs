@@ -8,10 +8,12 @@ use async_trait::async_trait;
 
 use crate::error::{HubError, Result};
 use crate::model::{
-    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
-    TopicEntry,
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription,
+    SubscriptionStatus, TopicEntry,
 };
-use crate::ports::{ClaimOutcome, KeyClaim, KeyStore, Page, Store};
+use crate::ports::{
+    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
+};
 use crate::topic::Pattern;
 
 #[derive(Default)]
@@ -33,6 +35,8 @@ struct StoreState {
     kept: HashMap<String, BTreeMap<String, KeptDelivery>>,
     /// The hub's own keys by name.
     hub_keys: HashMap<String, Vec<u8>>,
+    /// Kept events by account, then by event id (time-ordered).
+    history: HashMap<String, BTreeMap<String, KeptEvent>>,
 }
 
 /// Where a callback URL is unique: the account, the owner a subscription is bound to (`""` for
@@ -122,6 +126,86 @@ impl KeyStore for MemoryStore {
             }
             _ => Ok(false),
         }
+    }
+}
+
+#[async_trait]
+impl HistoryStore for MemoryStore {
+    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
+        let mut state = self.lock();
+        for kept in events {
+            state
+                .history
+                .entry(kept.event.account.clone())
+                .or_default()
+                .insert(kept.event.id.clone(), kept.clone());
+        }
+        Ok(())
+    }
+
+    async fn kept_event(
+        &self,
+        account: &str,
+        event_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<KeptEvent>> {
+        Ok(self
+            .lock()
+            .history
+            .get(account)
+            .and_then(|events| events.get(event_id))
+            .filter(|kept| kept.until_ms > now_ms)
+            .cloned())
+    }
+
+    async fn scan_events(&self, query: &EventQuery) -> Result<Vec<KeptEvent>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let state = self.lock();
+        let Some(events) = state.history.get(&query.account) else {
+            return Ok(Vec::new());
+        };
+        let (low, high) = query.id_bounds();
+        let key = |b: &std::ops::Bound<String>| match b {
+            Included(k) | Excluded(k) => Some(k.clone()),
+            Unbounded => None,
+        };
+        if let (Some(l), Some(h)) = (key(&low), key(&high))
+            && l >= h
+        {
+            return Ok(Vec::new()); // an empty window (BTreeMap's range would panic on it)
+        }
+        let range = events.range((low, high)).map(|(_, kept)| kept.clone());
+        Ok(if query.oldest_first {
+            range.take(HISTORY_SCAN + 1).collect()
+        } else {
+            range.rev().take(HISTORY_SCAN + 1).collect()
+        })
+    }
+
+    async fn trim_events(&self, now_ms: i64, max_events: u64) -> Result<()> {
+        let mut state = self.lock();
+        for events in state.history.values_mut() {
+            events.retain(|_, kept| kept.until_ms > now_ms);
+        }
+        let total: usize = state.history.values().map(BTreeMap::len).sum();
+        let mut excess = total.saturating_sub(max_events as usize);
+        while excess > 0 {
+            // The oldest event of all accounts goes first.
+            let Some(account) = state
+                .history
+                .iter()
+                .filter_map(|(account, events)| Some((events.keys().next()?, account)))
+                .min()
+                .map(|(_, account)| account.clone())
+            else {
+                break;
+            };
+            let events = state.history.get_mut(&account).expect("found just now");
+            events.pop_first();
+            excess -= 1;
+        }
+        state.history.retain(|_, events| !events.is_empty());
+        Ok(())
     }
 }
 

@@ -121,6 +121,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE subscriptions ADD COLUMN fold_mark INTEGER;
     "#,
+    // 9: the event history: every event fan-out saw, with its payload, until the retention.
+    r#"
+    CREATE TABLE events (
+        account  TEXT NOT NULL,
+        id       TEXT NOT NULL,
+        until_ms INTEGER NOT NULL,
+        record   TEXT NOT NULL,
+        PRIMARY KEY (account, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_expiry ON events (until_ms);
+    CREATE INDEX events_by_id ON events (id);
+    "#,
 ];
 
 /// The schema version this build writes.

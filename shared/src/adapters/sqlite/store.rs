@@ -9,10 +9,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::db::{Admission, SqliteDb, db_error};
 use crate::error::{HubError, Result};
 use crate::model::{
-    AttemptRecord, DeliveredTally, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
-    TopicEntry,
+    AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription,
+    SubscriptionStatus, TopicEntry,
 };
-use crate::ports::{ClaimOutcome, KeyClaim, KeyStore, Page, Store};
+use crate::ports::{
+    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
+};
 use crate::topic::Pattern;
 
 /// Keeps the last this many attempts per subscription (older ones are deleted as new ones come;
@@ -142,6 +144,139 @@ impl KeyStore for SqliteStore {
                     .map_err(db_error)
             })
             .await
+    }
+}
+
+#[async_trait]
+impl HistoryStore for SqliteStore {
+    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
+        let rows: Vec<(String, String, i64, String)> = events
+            .iter()
+            .map(|k| {
+                let e = &k.event;
+                Ok((e.account.clone(), e.id.clone(), k.until_ms, to_json(k)?))
+            })
+            .collect::<Result<_>>()?;
+        // Not waited for, and new work for the size limit: the writer commits it before the
+        // event's acknowledgement (sent after it), and at the limit the history is what is
+        // skipped first (logged), never the deliveries.
+        let room = self.db.room(Admission::NewWork);
+        self.db
+            .write_behind("keep events in the history", move |conn| {
+                room.check(conn)?;
+                let mut insert = conn
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO events (account, id, until_ms, record)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .map_err(db_error)?;
+                for (account, id, until, record) in &rows {
+                    insert
+                        .execute(params![account, id, until, record])
+                        .map_err(db_error)?;
+                }
+                Ok(())
+            });
+        Ok(())
+    }
+
+    async fn kept_event(
+        &self,
+        account: &str,
+        event_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<KeptEvent>> {
+        let (account, id) = (account.to_string(), event_id.to_string());
+        let record: Option<String> = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT record FROM events WHERE account = ?1 AND id = ?2 AND until_ms > ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![account, id, now_ms], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(db_error)
+            })
+            .await?;
+        record.as_deref().map(from_json).transpose()
+    }
+
+    async fn scan_events(&self, query: &EventQuery) -> Result<Vec<KeptEvent>> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let (low, high) = query.id_bounds();
+        let bound = |b: std::ops::Bound<String>, op_in: &str, op_ex: &str| match b {
+            Included(k) => (format!("id {op_in} ?"), Some(k)),
+            Excluded(k) => (format!("id {op_ex} ?"), Some(k)),
+            Unbounded => ("1".to_string(), None),
+        };
+        let (low_sql, low_key) = bound(low, ">=", ">");
+        let (high_sql, high_key) = bound(high, "<=", "<");
+        let order = if query.oldest_first { "ASC" } else { "DESC" };
+        let sql = format!(
+            "SELECT record FROM events WHERE account = ? AND until_ms > ? AND {low_sql} AND {high_sql}
+             ORDER BY id {order} LIMIT {}",
+            HISTORY_SCAN + 1
+        );
+        let (account, now) = (query.account.clone(), query.now_ms);
+        let records: Vec<String> = self
+            .db
+            .read(move |conn| {
+                let mut values: Vec<rusqlite::types::Value> = vec![account.into(), now.into()];
+                values.extend(low_key.map(Into::into));
+                values.extend(high_key.map(Into::into));
+                let mut select = conn.prepare_cached(&sql).map_err(db_error)?;
+                select
+                    .query_map(rusqlite::params_from_iter(values), |r| r.get(0))
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<String>>>())
+                    .map_err(db_error)
+            })
+            .await?;
+        records.iter().map(|text| from_json(text)).collect()
+    }
+
+    async fn trim_events(&self, now_ms: i64, max_events: u64) -> Result<()> {
+        loop {
+            let deleted = self
+                .db
+                .write(move |conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM events WHERE (account, id) IN
+                            (SELECT account, id FROM events WHERE until_ms <= ?1 LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![now_ms, PRUNE_CHUNK]))
+                    .map_err(db_error)
+                })
+                .await?;
+            if (deleted as i64) < PRUNE_CHUNK {
+                break;
+            }
+        }
+        let held: i64 = self
+            .db
+            .read(|conn| {
+                conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                    .map_err(db_error)
+            })
+            .await?;
+        let mut excess = held.saturating_sub(i64::try_from(max_events).unwrap_or(i64::MAX));
+        while excess > 0 {
+            let chunk = excess.min(PRUNE_CHUNK);
+            // The oldest events of all accounts go first (ids are time-ordered).
+            self.db
+                .write(move |conn| {
+                    conn.prepare_cached(
+                        "DELETE FROM events WHERE (account, id) IN
+                            (SELECT account, id FROM events ORDER BY id LIMIT ?1)",
+                    )
+                    .and_then(|mut s| s.execute(params![chunk]))
+                    .map_err(db_error)
+                })
+                .await?;
+            excess -= chunk;
+        }
+        self.db.reclaim_free_pages(FREE_PAGES_TO_RECLAIM).await
     }
 }
 
