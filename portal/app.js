@@ -349,6 +349,96 @@ function attemptsTable(sub, attempts) {
         h("tbody", {}, rows)));
 }
 
+// The message log: every event the hub sent this endpoint within its retention, newest first,
+// with the body as the endpoint received it (sensitive fields removed), its attempts, a search
+// by event id or topic, and resend on any row.
+function messageLog(sub) {
+  const results = h("div", { id: "messages-results" }, h("p", { class: "muted" }, "Loading…"));
+  const search = h("input", { id: "message-search", type: "search", autocomplete: "off", placeholder: "evt_… or door.*" });
+  const form = h("form", { class: "row", role: "search", "aria-label": "Search the message log" },
+    h("label", { for: "message-search" }, "Event id or topic"), search,
+    h("button", { type: "submit" }, "Search"));
+  const expand = async (event, row, toggle) => {
+    const next = row.nextElementSibling;
+    if (next && next.classList.contains("message-detail")) {
+      next.remove();
+      toggle.setAttribute("aria-expanded", "false");
+      toggle.setAttribute("aria-label", `Show ${event.id}`);
+      toggle.textContent = "Show";
+      return;
+    }
+    const read = await attempt(() => call("GET", `/v1/events/${encodeURIComponent(event.id)}?subscription_id=${encodeURIComponent(sub.id)}`));
+    if (!read) return;
+    const delivery = read.deliveries[0];
+    const detail = h("tr", { class: "message-detail" }, h("td", { colspan: "5" }, h("div", {},
+      h("h4", {}, "Body as delivered"),
+      h("pre", { class: "body", tabindex: "0", "aria-label": `Body of ${event.id}` },
+        delivery ? JSON.stringify(delivery.body, null, 2) : "Not delivered to this endpoint."),
+      h("h4", {}, "Attempts"),
+      delivery && delivery.attempts.length
+        ? h("ul", { class: "attempts" }, delivery.attempts.map((a) => h("li", {},
+          `#${a.attempt} ${when(a.timestamp)}: ${a.delivered ? "delivered" : "failed"}`,
+          a.status_code === null ? "" : ` (${a.status_code})`, a.error ? ` ${a.error}` : "", ` in ${a.latency_ms} ms`)))
+        : h("p", { class: "muted" }, "No attempt logged yet."))));
+    row.after(detail);
+    toggle.setAttribute("aria-expanded", "true");
+    toggle.setAttribute("aria-label", `Hide ${event.id}`);
+    toggle.textContent = "Hide";
+  };
+  const render = (events, cursor, older) => {
+    const rows = events.map((event) => {
+      const toggle = h("button", { type: "button", "aria-expanded": "false", "aria-label": `Show ${event.id}` }, "Show");
+      const row = h("tr", { "data-event": event.id },
+        cell("Time", when(event.timestamp)),
+        cell("Event", h("code", {}, event.id)),
+        cell("Topic", event.topic),
+        cell("Details", toggle),
+        cell("", canWrite() ? h("button", {
+          type: "button", "aria-label": `Resend message ${event.id}`,
+          onclick: () => attempt(() => call("POST", `/v1/subscriptions/${sub.id}/deliveries/${event.id}/resend`),
+            `Message ${event.id} queued again.`),
+        }, "Resend") : ""));
+      toggle.addEventListener("click", () => expand(event, row, toggle));
+      return row;
+    });
+    results.replaceChildren(...[
+      events.length === 0 ? h("p", { class: "muted" }, older ? "No older messages." : "No messages yet.") :
+        h("table", { class: "stack", id: "messages" },
+          h("thead", {}, h("tr", {}, ["Time", "Event", "Topic", "Details", "Action"].map((t) => h("th", { scope: "col" }, t)))),
+          h("tbody", {}, rows)),
+      cursor ? h("button", { type: "button", onclick: () => load(cursor) }, "Older messages") : null,
+    ].filter(Boolean));
+  };
+  const load = async (cursor) => {
+    const text = search.value.trim();
+    try {
+      if (text.startsWith("evt_")) {
+        const one = await call("GET", `/v1/events/${encodeURIComponent(text)}?subscription_id=${encodeURIComponent(sub.id)}`);
+        render(one.deliveries.length ? [one] : [], null, false);
+        return;
+      }
+      const params = new URLSearchParams({ subscription_id: sub.id, limit: "20" });
+      if (text) params.set("topic", text);
+      if (cursor) params.set("cursor", cursor);
+      const page = await call("GET", `/v1/events?${params}`);
+      render(page.data, page.next_cursor, Boolean(cursor));
+    } catch (err) {
+      if (err.code === "session_expired" || err.code === "invalid_session") return;
+      const text = err.code === "history_off" ? "This service does not keep a message log."
+        : err.status === 404 ? "No such message for this endpoint." : err.message;
+      results.replaceChildren(h("p", { class: "muted" }, text));
+    }
+  };
+  form.addEventListener("submit", (e) => { e.preventDefault(); load(null); });
+  load(null);
+  return h("section", { class: "card", "aria-labelledby": "messages-title" },
+    h("div", { class: "row spread" },
+      h("h3", { id: "messages-title" }, "Message log"),
+      h("button", { type: "button", onclick: () => load(null) }, "Refresh log")),
+    h("p", { class: "muted" }, "Every event sent to this endpoint recently, as it received it. Resend any of them."),
+    form, results);
+}
+
 function localInput(ms) {
   const d = new Date(ms - new Date().getTimezoneOffset() * 60000);
   return d.toISOString().slice(0, 16);
@@ -454,6 +544,7 @@ async function detailView(id, freshSecret) {
       actions),
     chart(sub, attempts),
     attemptsTable(sub, attempts),
+    messageLog(sub),
     canWrite() ? recoverForm(sub) : null,
     secretCard(sub, freshSecret));
 }

@@ -834,7 +834,7 @@ impl KeptEvent {
     /// lists) matched by `sub` by the rule fan-out applies (topics, customer boundary, labels),
     /// whatever its status now.
     pub fn went_to(&self, sub: &Subscription) -> bool {
-        self.subscriptions.iter().any(|s| *s == sub.id)
+        self.subscriptions.contains(&sub.id)
             || (!self.lists_every_subscription()
                 && sub.account == self.event.account
                 && sub.topics.iter().any(|p| p.covers(&self.event.topic))

@@ -159,11 +159,7 @@ impl Hub {
         }
         let since = time_param("since", req.since.as_deref())?;
         let until = time_param("until", req.until.as_deref())?;
-        let oldest = now - crate::context::MAX_RETENTION.as_millis() as i64;
-        let (since, until) = (
-            since.unwrap_or(oldest).max(oldest),
-            until.unwrap_or(now + 1),
-        );
+        let (since, until) = history_window(since, until, now);
         check_cursor(req.cursor.as_deref())?;
         let query = EventQuery {
             account: caller.account.clone(),
@@ -321,6 +317,8 @@ impl Hub {
     ) -> Result<(usize, Option<String>)> {
         self.require_history()?;
         check_cursor(cursor.as_deref())?;
+        let now = self.now_ms();
+        let (since_ms, until_ms) = history_window(Some(since_ms), Some(until_ms), now);
         let mut query = EventQuery {
             account: sub.account.clone(),
             topic: None,
@@ -331,7 +329,7 @@ impl Hub {
             cursor,
             limit: max,
             oldest_first: true,
-            now_ms: self.now_ms(),
+            now_ms: now,
         };
         let mut chosen: Vec<Event> = Vec::new();
         let mut next = None;
@@ -374,6 +372,18 @@ fn check_cursor(cursor: Option<&str>) -> Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The part of a window the history can hold anything in: from the longest retention ago
+/// (default: all of it) to a little past now (default: now), so a window of centuries reads what
+/// one of days does.
+fn history_window(since: Option<i64>, until: Option<i64>, now: i64) -> (i64, i64) {
+    let oldest = now - crate::context::MAX_RETENTION.as_millis() as i64;
+    let newest = now + 3_600_000; // clocks of other processes may run a little ahead
+    (
+        since.unwrap_or(oldest).clamp(oldest, newest),
+        until.unwrap_or(now + 1).clamp(oldest, newest),
+    )
 }
 
 /// A time query parameter, RFC 3339.

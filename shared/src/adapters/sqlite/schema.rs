@@ -131,7 +131,6 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account, id)
     ) WITHOUT ROWID;
     CREATE INDEX events_by_expiry ON events (until_ms);
-    CREATE INDEX events_by_id ON events (id);
     "#,
 ];
 

@@ -263,12 +263,13 @@ impl HistoryStore for SqliteStore {
         let mut excess = held.saturating_sub(i64::try_from(max_events).unwrap_or(i64::MAX));
         while excess > 0 {
             let chunk = excess.min(PRUNE_CHUNK);
-            // The oldest events of all accounts go first (ids are time-ordered).
+            // The oldest events of all accounts go first (each ends a retention after it was
+            // published).
             self.db
                 .write(move |conn| {
                     conn.prepare_cached(
                         "DELETE FROM events WHERE (account, id) IN
-                            (SELECT account, id FROM events ORDER BY id LIMIT ?1)",
+                            (SELECT account, id FROM events ORDER BY until_ms, id LIMIT ?1)",
                     )
                     .and_then(|mut s| s.execute(params![chunk]))
                     .map_err(db_error)
