@@ -121,6 +121,24 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Puts items in batches of 25, retrying what DynamoDB leaves unprocessed.
+    pub(super) async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
+        for chunk in items.chunks(25) {
+            let mut requests: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map(|p| WriteRequest::builder().put_request(p).build())
+                        .map_err(HubError::backend)
+                })
+                .collect::<Result<_>>()?;
+            self.write_batch(&mut requests).await?;
+        }
+        Ok(())
+    }
+
     /// One `BatchWriteItem` of at most 25 requests, retrying what DynamoDB leaves unprocessed.
     async fn write_batch(&self, requests: &mut Vec<WriteRequest>) -> Result<()> {
         for round in 0..8 {
@@ -227,28 +245,19 @@ impl KeyStore for DynamoStore {
 #[async_trait]
 impl HistoryStore for DynamoStore {
     async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
-        // One item per event, in `BatchWriteItem`s of 25; TTL removes it after the retention.
-        for chunk in events.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|kept| {
-                    let e = &kept.event;
-                    let mut item = key(history_pk(&e.account, e.timestamp_ms), e.id.clone());
-                    item.insert(
-                        "doc".into(),
-                        s(serde_json::to_string(kept).map_err(HubError::backend)?),
-                    );
-                    item.insert("expires_at".into(), n(ttl_secs(kept.until_ms)));
-                    PutRequest::builder()
-                        .set_item(Some(item))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(HubError::backend)
-                })
-                .collect::<Result<_>>()?;
-            self.write_batch(&mut requests).await?;
-        }
-        Ok(())
+        // One item per event (in `BatchWriteItem`s of 25); TTL removes it after the retention.
+        let items = events
+            .iter()
+            .map(|kept| {
+                let e = &kept.event;
+                let mut item = key(history_pk(&e.account, e.timestamp_ms), e.id.clone());
+                let doc = serde_json::to_string(kept).map_err(HubError::backend)?;
+                item.insert("doc".into(), s(doc));
+                item.insert("expires_at".into(), n(ttl_secs(kept.until_ms)));
+                Ok(item)
+            })
+            .collect::<Result<_>>()?;
+        self.batch_put(items).await
     }
 
     async fn kept_event(

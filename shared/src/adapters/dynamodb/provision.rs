@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
-    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType, PutRequest,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
-    WriteRequest,
 };
 
 use super::keys::{index_items, key, n, sub_pk, subscription_attributes};
@@ -185,19 +184,6 @@ impl DynamoStore {
             items.push(item);
             items.extend(index_items(sub)?);
         }
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| {
-                    PutRequest::builder()
-                        .set_item(Some(item.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(HubError::backend)
-                })
-                .collect::<Result<_>>()?;
-            self.write_batch(&mut requests).await?;
-        }
-        Ok(())
+        self.batch_put(items).await
     }
 }
