@@ -109,6 +109,10 @@ enum Mode {
     /// The reference: `bare-relay`, a hyper server answering each publish `202` and forwarding
     /// it signed with reqwest (the hub's two exchanges and nothing else).
     Relay,
+    /// `--backend memory --history off`: what keeping the event history costs.
+    MemoryNoHistory,
+    /// `--backend sqlite --history off`.
+    SqliteNoHistory,
 }
 
 impl Mode {
@@ -118,6 +122,8 @@ impl Mode {
             Mode::Sqlite => "SQLite, default log level",
             Mode::MemoryQuiet => "memory, RUST_LOG=warn",
             Mode::Relay => "bare relay: hyper 202 + signed reqwest POST, nothing else",
+            Mode::MemoryNoHistory => "memory, default log level, event history off",
+            Mode::SqliteNoHistory => "SQLite, default log level, event history off",
         }
     }
 }
@@ -175,7 +181,7 @@ async fn serve_under_wrk(
     let scratch = std::env::temp_dir().join(format!("bench-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
     let data = scratch.join("hub.db");
-    let backend = if mode == Mode::Sqlite {
+    let backend = if matches!(mode, Mode::Sqlite | Mode::SqliteNoHistory) {
         "sqlite"
     } else {
         "memory"
@@ -217,6 +223,9 @@ async fn serve_under_wrk(
             .stderr(Stdio::null());
         if mode == Mode::MemoryQuiet {
             command.env("RUST_LOG", "warn");
+        }
+        if matches!(mode, Mode::MemoryNoHistory | Mode::SqliteNoHistory) {
+            command.args(["--history", "off"]);
         }
         let hub = command.spawn().expect("webhook-hub starts");
         wait_for_port(port).await;
@@ -308,7 +317,7 @@ async fn serve_under_wrk(
             c.last.unwrap_or_else(Instant::now),
         )
     };
-    let file_sizes = if mode == Mode::Sqlite {
+    let file_sizes = if matches!(mode, Mode::Sqlite | Mode::SqliteNoHistory) {
         let after_run = file_size(&data);
         let swept = client
             .post(format!("{base}/_test/sweep"))
@@ -353,10 +362,14 @@ pub async fn delivery_throughput(options: &Options) -> Section {
         Mode::Sqlite,
         Mode::MemoryQuiet,
         Mode::Relay,
+        Mode::MemoryNoHistory,
+        Mode::SqliteNoHistory,
         Mode::Memory,
         Mode::Sqlite,
         Mode::MemoryQuiet,
         Mode::Relay,
+        Mode::MemoryNoHistory,
+        Mode::SqliteNoHistory,
     ];
     for mode in modes {
         let run = serve_under_wrk(options, mode, seconds, connections).await;
@@ -422,6 +435,19 @@ pub async fn delivery_throughput(options: &Options) -> Section {
          {:.1} % (two memory runs vs two RUST_LOG=warn runs; goal < 5 %)",
         sqlite_rate / hub_rate,
         logging_share * 100.0
+    ));
+    let (memory_off, sqlite_off) = (
+        of_mode(Mode::MemoryNoHistory, |r| r.rate),
+        of_mode(Mode::SqliteNoHistory, |r| r.rate),
+    );
+    section.line(format!(
+        "computed: the event history's cost (on, the default, vs off; two runs each): memory {hub_rate:.0} vs \
+         {memory_off:.0} events/s ({:+.1} %), SQLite {sqlite_rate:.0} vs {sqlite_off:.0} events/s ({:+.1} %); \
+         with the history off, SQLite / memory {:.2} and memory / bare relay {:.2}",
+        (hub_rate / memory_off - 1.0) * 100.0,
+        (sqlite_rate / sqlite_off - 1.0) * 100.0,
+        sqlite_off / memory_off,
+        memory_off / relay_rate
     ));
     let (bare_rate, bare_cpu, bare_count) =
         bare_loop(&hook, &secret, &body, seconds, connections).await;
@@ -530,6 +556,19 @@ pub async fn sender_against_bare(options: &Options) -> Section {
     let (seconds, connections) = if options.smoke { (1, 4) } else { (10, 32) };
     let (hook, _) = counting_receiver().await;
     let body = event_body();
+    let (memory_off, sqlite_off) = (
+        of_mode(Mode::MemoryNoHistory, |r| r.rate),
+        of_mode(Mode::SqliteNoHistory, |r| r.rate),
+    );
+    section.line(format!(
+        "computed: the event history's cost (on, the default, vs off; two runs each): memory {hub_rate:.0} vs \
+         {memory_off:.0} events/s ({:+.1} %), SQLite {sqlite_rate:.0} vs {sqlite_off:.0} events/s ({:+.1} %); \
+         with the history off, SQLite / memory {:.2} and memory / bare relay {:.2}",
+        (hub_rate / memory_off - 1.0) * 100.0,
+        (sqlite_rate / sqlite_off - 1.0) * 100.0,
+        sqlite_off / memory_off,
+        memory_off / relay_rate
+    ));
     let (bare_rate, bare_cpu, bare_count) = bare_loop(
         &hook,
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
