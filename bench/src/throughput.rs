@@ -556,19 +556,6 @@ pub async fn sender_against_bare(options: &Options) -> Section {
     let (seconds, connections) = if options.smoke { (1, 4) } else { (10, 32) };
     let (hook, _) = counting_receiver().await;
     let body = event_body();
-    let (memory_off, sqlite_off) = (
-        of_mode(Mode::MemoryNoHistory, |r| r.rate),
-        of_mode(Mode::SqliteNoHistory, |r| r.rate),
-    );
-    section.line(format!(
-        "computed: the event history's cost (on, the default, vs off; two runs each): memory {hub_rate:.0} vs \
-         {memory_off:.0} events/s ({:+.1} %), SQLite {sqlite_rate:.0} vs {sqlite_off:.0} events/s ({:+.1} %); \
-         with the history off, SQLite / memory {:.2} and memory / bare relay {:.2}",
-        (hub_rate / memory_off - 1.0) * 100.0,
-        (sqlite_rate / sqlite_off - 1.0) * 100.0,
-        sqlite_off / memory_off,
-        memory_off / relay_rate
-    ));
     let (bare_rate, bare_cpu, bare_count) = bare_loop(
         &hook,
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
