@@ -380,3 +380,257 @@ on_every_backend!(
     the_history_stays_within_its_bound,
     with_the_history_off_nothing_is_kept,
 );
+
+/// The history store contract, on every adapter directly: events kept in several writes (as
+/// concurrent fan-outs make them: interleaved in time, one event written twice) read back by id
+/// and page by page in both orders, each exactly once; another account's, an expired one and an
+/// unknown id are absent.
+mod history_store {
+    use std::ops::Deref;
+
+    use hub::model::{Event, KeptEvent};
+    use hub::ports::{Audience, EventQuery, Store};
+
+    use super::*;
+
+    fn kept(account: &str, ms: i64, n: u64, until_ms: i64) -> KeptEvent {
+        KeptEvent {
+            event: Event::new(
+                format!("evt_{ms:012x}{n:016x}"),
+                account,
+                hub::topic::Topic::parse("door.opened").unwrap(),
+                ms,
+                json!({"n": n}),
+            ),
+            subscriptions: vec![format!("sub_{n}")],
+            fanned_out: 1,
+            until_ms,
+        }
+    }
+
+    /// Every page of `query` followed to its end: the ids, in the order given.
+    async fn walk(store: &dyn Store, mut query: EventQuery) -> Vec<String> {
+        let mut ids = Vec::new();
+        loop {
+            let page = query.page_of(store.scan_events(&query).await.unwrap());
+            ids.extend(page.items.iter().map(|k| k.event.id.clone()));
+            match page.next_cursor {
+                Some(next) => query.cursor = Some(next),
+                None => return ids,
+            }
+        }
+    }
+
+    async fn contract(store: &dyn Store) {
+        let now = now_ms();
+        let (t, later) = (now - 3_600_000, now + 86_400_000);
+        let account = unique("acct");
+        let at = |offset: i64, n: u64| kept(&account, t + offset, n, later);
+        // Three fan-outs' writes, interleaved in time; the first event written again with
+        // another batch; 30 events within one second; another account's; an expired one.
+        let writes = vec![
+            vec![at(0, 1), at(300, 2), at(600, 3)],
+            vec![at(100, 4), at(400, 5), at(1200, 6)],
+            vec![at(0, 1), at(1300, 7)],
+            (0..30).map(|n| at(2500 + n as i64, 100 + n)).collect(),
+            vec![kept("someone-else", t + 50, 9, later)],
+            vec![kept(&account, t + 700, 8, now - 1)],
+        ];
+        // And 1,100 more from two fan-outs writing 25 at a time, each batch spanning most of a
+        // second and the two interleaved every 20 ms: more than one read of the store holds (its
+        // scan bound), so a page ends where one read stopped, and the next goes on from there.
+        let mut writes = writes;
+        for batch in 0..22 {
+            for stream in 0..2 {
+                writes.push(
+                    (0..25)
+                        .map(|i| {
+                            let n = 1000 + (batch * 50 + i * 2 + stream) as u64;
+                            let offset = 10_000 + 1000 * batch + 40 * i + 20 * stream;
+                            let mut kept = at(offset, n);
+                            kept.event.owner = Some(format!("customer-{}", n % 20));
+                            kept
+                        })
+                        .collect(),
+                );
+            }
+        }
+        for write in &writes {
+            store.keep_events(write).await.unwrap();
+        }
+        let mut expected: Vec<String> = writes
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| ![4, 5].contains(index))
+            .flat_map(|(_, write)| write)
+            .map(|k| k.event.id.clone())
+            .collect();
+        expected.sort();
+        expected.dedup();
+        assert_eq!(expected.len(), 37 + 1100);
+        let query = EventQuery {
+            account: account.clone(),
+            topic: None,
+            audience: Audience::Everyone,
+            subscription_id: None,
+            since_ms: t - 60_000,
+            until_ms: now,
+            cursor: None,
+            limit: 100,
+            oldest_first: true,
+            now_ms: now,
+        };
+        // SQLite writes the history behind (committed before the next awaited write).
+        let oldest_first = eventually(WAIT, "every event kept", || {
+            let query = query.clone();
+            let expected = expected.len();
+            async move {
+                let ids = walk(store, query).await;
+                (ids.len() >= expected).then_some(ids)
+            }
+        })
+        .await;
+        assert_eq!(oldest_first, expected, "oldest first, each once");
+        let whole_reads = walk(
+            store,
+            EventQuery {
+                limit: 1000,
+                ..query.clone()
+            },
+        )
+        .await;
+        assert_eq!(
+            whole_reads, expected,
+            "pages as long as a read, oldest first"
+        );
+        let mut whole_reads = walk(
+            store,
+            EventQuery {
+                limit: 1000,
+                oldest_first: false,
+                ..query.clone()
+            },
+        )
+        .await;
+        whole_reads.reverse();
+        assert_eq!(
+            whole_reads, expected,
+            "pages as long as a read, newest first"
+        );
+        let newest_first = walk(
+            store,
+            EventQuery {
+                oldest_first: false,
+                ..query.clone()
+            },
+        )
+        .await;
+        let mut reversed = expected.clone();
+        reversed.reverse();
+        assert_eq!(newest_first, reversed, "newest first, each once");
+        // A window inside: from the 400 ms event up to the 1300 ms one (excluded).
+        let inside = walk(
+            store,
+            EventQuery {
+                since_ms: t + 400,
+                until_ms: t + 1300,
+                oldest_first: false,
+                limit: 1,
+                ..query.clone()
+            },
+        )
+        .await;
+        let want: Vec<String> = [(1200, 6), (600, 3), (400, 5)]
+            .iter()
+            .map(|(offset, n)| at(*offset, *n).event.id)
+            .collect();
+        assert_eq!(inside, want);
+        // A selective filter: a page holds fewer than its limit, so each read of the store
+        // goes to its bound and the next goes on from where it stopped.
+        let customers: Vec<String> = expected
+            .iter()
+            .filter(|id| {
+                writes
+                    .iter()
+                    .flatten()
+                    .any(|k| k.event.id == **id && k.event.owner.as_deref() == Some("customer-3"))
+            })
+            .cloned()
+            .collect();
+        assert_eq!(customers.len(), 55);
+        for oldest_first in [true, false] {
+            let mut ids = walk(
+                store,
+                EventQuery {
+                    audience: Audience::AddressedTo("customer-3".into()),
+                    oldest_first,
+                    ..query.clone()
+                },
+            )
+            .await;
+            if !oldest_first {
+                ids.reverse();
+            }
+            assert_eq!(
+                ids, customers,
+                "a selective walk, oldest first: {oldest_first}"
+            );
+        }
+        // By subscription.
+        let by_sub = walk(
+            store,
+            EventQuery {
+                subscription_id: Some("sub_5".into()),
+                ..query.clone()
+            },
+        )
+        .await;
+        assert_eq!(by_sub, vec![at(400, 5).event.id]);
+        for id in &expected {
+            let found = store.kept_event(&account, id, now).await.unwrap();
+            assert_eq!(found.map(|k| k.event.id).as_deref(), Some(id.as_str()));
+        }
+        let expired = kept(&account, t + 700, 8, now - 1).event.id;
+        assert!(
+            store
+                .kept_event(&account, &expired, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let foreign = kept("someone-else", t + 50, 9, later).event.id;
+        assert!(
+            store
+                .kept_event(&account, &foreign, now)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        for unknown in ["evt_unknown", "nonsense", &at(200, 77).event.id] {
+            assert!(
+                store
+                    .kept_event(&account, unknown, now)
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory() {
+        contract(&hub::adapters::memory::MemoryStore::default()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let hub = InProcess::start(Backend::Sqlite, hub::Settings::default()).await;
+        contract(hub.hub.store.deref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aws() {
+        let hub = InProcess::start(Backend::Aws, hub::Settings::default()).await;
+        contract(hub.hub.store.deref()).await;
+    }
+}

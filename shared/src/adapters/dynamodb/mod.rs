@@ -13,12 +13,13 @@
 //! | allowance (a count per window) | `AL#{key}` | `AL` |
 //! | topic entry (fan-out) | `T#{account}#{pattern}` | `{id}` |
 //! | event idempotency key | `EVK#{account}#{key}` | `EVK` |
-//! | kept event (the history) | `EVT#{account}#{day number}` | `{event id}` |
+//! | kept events (the history, [`history`]) | `EVT#{account}#{day number}` | `{first event id}#{digest}` |
 //!
 //! Fan-out is one `Query` per pattern matching the topic; nothing ever scans.
 //!
 //! [`keys`] holds the layout, [`provision`] makes the table; this file is the store.
 
+mod history;
 mod keys;
 mod provision;
 pub mod stream;
@@ -36,13 +37,11 @@ use super::aws_error;
 use crate::error::{HubError, Result};
 use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription, TopicEntry,
-    id_time_ms,
 };
-use crate::ports::{
-    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
-};
+use crate::ports::{ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, Page, Store};
 use crate::topic::Pattern;
 
+pub use self::history::GROUP_SPAN_MS;
 pub use self::keys::{HISTORY_PARTITION_MS, SWEEP_BUCKET_SECS};
 
 /// Index of subscriptions by account, in creation order.
@@ -245,19 +244,7 @@ impl KeyStore for DynamoStore {
 #[async_trait]
 impl HistoryStore for DynamoStore {
     async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
-        // One item per event (in `BatchWriteItem`s of 25); TTL removes it after the retention.
-        let items = events
-            .iter()
-            .map(|kept| {
-                let e = &kept.event;
-                let mut item = key(history_pk(&e.account, e.timestamp_ms), e.id.clone());
-                let doc = serde_json::to_string(kept).map_err(HubError::backend)?;
-                item.insert("doc".into(), s(doc));
-                item.insert("expires_at".into(), n(ttl_secs(kept.until_ms)));
-                Ok(item)
-            })
-            .collect::<Result<_>>()?;
-        self.batch_put(items).await
+        self.put_history(events).await
     }
 
     async fn kept_event(
@@ -266,87 +253,14 @@ impl HistoryStore for DynamoStore {
         event_id: &str,
         now_ms: i64,
     ) -> Result<Option<KeptEvent>> {
-        let Some(ms) = id_time_ms(event_id) else {
-            return Ok(None);
-        };
-        let Some(item) = self
-            .item(key(history_pk(account, ms), event_id), true)
+        Ok(self
+            .history_event(account, event_id)
             .await?
-        else {
-            return Ok(None);
-        };
-        let kept: KeptEvent = get_s(&item, "doc")
-            .map(|doc| serde_json::from_str(doc).map_err(HubError::backend))
-            .transpose()?
-            .ok_or_else(|| HubError::backend("history item without doc"))?;
-        Ok((kept.event.account == account && kept.until_ms > now_ms).then_some(kept))
+            .filter(|kept| kept.event.account == account && kept.until_ms > now_ms))
     }
 
     async fn scan_events(&self, query: &EventQuery) -> Result<Vec<KeptEvent>> {
-        use std::ops::Bound::{Excluded, Included, Unbounded};
-        let (low, high) = query.id_bounds();
-        let (low, skip_low) = match low {
-            Included(k) => (k, None),
-            Excluded(k) => (k.clone(), Some(k)),
-            Unbounded => ("evt_".into(), None),
-        };
-        let (high, skip_high) = match high {
-            Included(k) => (k, None),
-            Excluded(k) => (k.clone(), Some(k)),
-            Unbounded => ("evt_~".into(), None),
-        };
-        if low > high {
-            return Ok(Vec::new());
-        }
-        let day = |id: &str| id_time_ms(id).unwrap_or(0).div_euclid(HISTORY_PARTITION_MS);
-        let days: Vec<i64> = if query.oldest_first {
-            (day(&low)..=day(&high)).collect()
-        } else {
-            (day(&low)..=day(&high)).rev().collect()
-        };
-        let mut found = Vec::new();
-        for d in days {
-            let mut start: Option<Item> = None;
-            loop {
-                let wanted = HISTORY_SCAN + 1 - found.len();
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
-                    .expression_attribute_values(
-                        ":pk",
-                        s(history_pk(&query.account, d * HISTORY_PARTITION_MS)),
-                    )
-                    .expression_attribute_values(":low", s(low.clone()))
-                    .expression_attribute_values(":high", s(high.clone()))
-                    .scan_index_forward(query.oldest_first)
-                    .limit(wanted.min(HISTORY_SCAN) as i32 + 1)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(aws_error)?;
-                for item in out.items.unwrap_or_default() {
-                    let Some(id) = get_s(&item, "sk") else {
-                        continue;
-                    };
-                    if Some(id) == skip_low.as_deref() || Some(id) == skip_high.as_deref() {
-                        continue;
-                    }
-                    if let Some(doc) = get_s(&item, "doc") {
-                        found.push(serde_json::from_str(doc).map_err(HubError::backend)?);
-                    }
-                    if found.len() > HISTORY_SCAN {
-                        return Ok(found);
-                    }
-                }
-                match out.last_evaluated_key {
-                    Some(next) if !next.is_empty() => start = Some(next),
-                    _ => break,
-                }
-            }
-        }
-        Ok(found)
+        self.history_scan(query).await
     }
 }
 
