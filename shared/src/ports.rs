@@ -183,8 +183,9 @@ impl EventQuery {
 /// by id and by query. Every adapter passes the same contract (`tests/it/history.rs`).
 #[async_trait]
 pub trait HistoryStore: Send + Sync {
-    /// Keeps `events` (a repeat of an event id replaces it: fan-out may run twice).
-    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()>;
+    /// Keeps `events` (a repeat of an event id replaces it: fan-out may run twice). Owned, so a
+    /// store in memory keeps them without a copy.
+    async fn keep_events(&self, events: Vec<KeptEvent>) -> Result<()>;
     /// The kept event with this id in `account`, if it is kept and not past its `until_ms`
     /// at `now_ms`.
     async fn kept_event(

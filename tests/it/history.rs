@@ -456,7 +456,7 @@ mod history_store {
             }
         }
         for write in &writes {
-            store.keep_events(write).await.unwrap();
+            store.keep_events(write.clone()).await.unwrap();
         }
         let mut expected: Vec<String> = writes
             .iter()

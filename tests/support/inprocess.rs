@@ -440,7 +440,7 @@ impl Store for FlakyStore {
 
 #[async_trait]
 impl HistoryStore for FlakyStore {
-    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
+    async fn keep_events(&self, events: Vec<KeptEvent>) -> Result<()> {
         self.inner.keep_events(events).await
     }
     async fn kept_event(

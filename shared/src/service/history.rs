@@ -112,10 +112,11 @@ impl Hub {
         if !self.settings.history || records.is_empty() {
             return Ok(());
         }
-        match self.store.keep_events(&records).await {
+        let count = records.len();
+        match self.store.keep_events(records).await {
             Err(HubError::StorageFull { .. }) => {
                 tracing::warn!(
-                    events = records.len(),
+                    events = count,
                     "storage full: events not kept in the history"
                 );
                 Ok(())

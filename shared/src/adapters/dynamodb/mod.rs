@@ -243,8 +243,8 @@ impl KeyStore for DynamoStore {
 
 #[async_trait]
 impl HistoryStore for DynamoStore {
-    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
-        self.put_history(events).await
+    async fn keep_events(&self, events: Vec<KeptEvent>) -> Result<()> {
+        self.put_history(&events).await
     }
 
     async fn kept_event(

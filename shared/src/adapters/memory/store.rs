@@ -131,14 +131,17 @@ impl KeyStore for MemoryStore {
 
 #[async_trait]
 impl HistoryStore for MemoryStore {
-    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
+    async fn keep_events(&self, events: Vec<KeptEvent>) -> Result<()> {
         let mut state = self.lock();
         for kept in events {
-            state
-                .history
-                .entry(kept.event.account.clone())
-                .or_default()
-                .insert(kept.event.id.clone(), kept.clone());
+            let id = kept.event.id.clone();
+            match state.history.get_mut(&kept.event.account) {
+                Some(events) => events.insert(id, kept),
+                None => {
+                    let account = kept.event.account.clone();
+                    state.history.entry(account).or_default().insert(id, kept)
+                }
+            };
         }
         Ok(())
     }

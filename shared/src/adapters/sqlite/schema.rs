@@ -121,15 +121,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE subscriptions ADD COLUMN fold_mark INTEGER;
     "#,
-    // 9: the event history: every event fan-out saw, with its payload, until the retention.
+    // 9: the event history: every event fan-out saw, with its payload, until the retention. A
+    // rowid table: its rows (about a kilobyte) fit a leaf page, where a WITHOUT ROWID row over
+    // about 1,000 bytes spills into overflow pages; and it is written in append order.
     r#"
     CREATE TABLE events (
+        seq      INTEGER PRIMARY KEY,
         account  TEXT NOT NULL,
         id       TEXT NOT NULL,
         until_ms INTEGER NOT NULL,
-        record   TEXT NOT NULL,
-        PRIMARY KEY (account, id)
-    ) WITHOUT ROWID;
+        record   TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_by_id ON events (account, id);
     CREATE INDEX events_by_expiry ON events (until_ms);
     "#,
 ];

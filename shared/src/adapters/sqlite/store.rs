@@ -149,7 +149,7 @@ impl KeyStore for SqliteStore {
 
 #[async_trait]
 impl HistoryStore for SqliteStore {
-    async fn keep_events(&self, events: &[KeptEvent]) -> Result<()> {
+    async fn keep_events(&self, events: Vec<KeptEvent>) -> Result<()> {
         let rows: Vec<(String, String, i64, String)> = events
             .iter()
             .map(|k| {
@@ -242,8 +242,8 @@ impl HistoryStore for SqliteStore {
                 .db
                 .write(move |conn| {
                     conn.prepare_cached(
-                        "DELETE FROM events WHERE (account, id) IN
-                            (SELECT account, id FROM events WHERE until_ms <= ?1 LIMIT ?2)",
+                        "DELETE FROM events WHERE seq IN
+                            (SELECT seq FROM events WHERE until_ms <= ?1 LIMIT ?2)",
                     )
                     .and_then(|mut s| s.execute(params![now_ms, PRUNE_CHUNK]))
                     .map_err(db_error)
@@ -268,8 +268,8 @@ impl HistoryStore for SqliteStore {
             self.db
                 .write(move |conn| {
                     conn.prepare_cached(
-                        "DELETE FROM events WHERE (account, id) IN
-                            (SELECT account, id FROM events ORDER BY until_ms, id LIMIT ?1)",
+                        "DELETE FROM events WHERE seq IN
+                            (SELECT seq FROM events ORDER BY until_ms, seq LIMIT ?1)",
                     )
                     .and_then(|mut s| s.execute(params![chunk]))
                     .map_err(db_error)
