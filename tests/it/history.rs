@@ -312,34 +312,53 @@ mod scenarios {
     }
 
     pub async fn the_history_stays_within_its_bound(backend: Backend) {
-        let hub = HubProcess::start(backend, &["--history-max-events", "5"]).await;
-        let mut ids = Vec::new();
-        for n in 0..8 {
-            let p = publish(
-                &hub,
-                KEY_A,
-                json!({"topic": "door.opened", "data": {"n": n}}),
-            )
-            .await;
-            ids.push(p["id"].as_str().unwrap().to_string());
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        eventually(WAIT, "eight events in the history", || {
-            let hub = &hub;
-            async move { (listed(hub, KEY_A, "/v1", "").await.len() == 8).then_some(()) }
-        })
+        // A sustained publish rate under a moved clock: three events every 12 hours for three
+        // days, a 48-hour retention, and (SQLite, memory) at most five events held. After each
+        // sweep the history holds exactly what the bounds allow: the last 48 hours' events,
+        // the newest five of them where the count bound applies.
+        let hub = HubProcess::start(
+            backend,
+            &["--retention", "48h", "--history-max-events", "5"],
+        )
         .await;
-        hub.sweep().await;
-        let kept = listed(&hub, KEY_A, "/v1", "").await;
-        if backend == Backend::Aws {
-            // DynamoDB is bounded by the retention alone (TTL), not by a count.
-            assert_eq!(kept.len(), 8);
-        } else {
-            let newest: Vec<String> = ids.iter().rev().take(5).cloned().collect();
-            assert_eq!(kept, newest, "the oldest go first beyond the bound");
-        }
-        hub.advance_clock(Duration::from_secs(7 * 86_400 + 60))
+        let mut published: Vec<String> = Vec::new();
+        for round in 0..6 {
+            for n in 0..3 {
+                let p = publish(
+                    &hub,
+                    KEY_A,
+                    json!({"topic": "door.opened", "data": {"round": round, "n": n}}),
+                )
+                .await;
+                published.push(p["id"].as_str().unwrap().to_string());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let wanted = published.len().min(12); // 0, 12, 24 and 36 h old: four rounds
+            eventually(WAIT, "this round's events in the history", || {
+                let hub = &hub;
+                async move {
+                    let held = listed(hub, KEY_A, "/v1", "").await.len();
+                    (held >= wanted.min(if backend == Backend::Aws { 12 } else { 8 })).then_some(())
+                }
+            })
             .await;
+            hub.advance_clock(Duration::from_secs(12 * 3600)).await;
+            hub.sweep().await;
+            // Now 12, 24 and 36 h old: the last three rounds (the fourth is 48 h old: past).
+            let within: Vec<String> = published.iter().rev().take(9).cloned().collect();
+            let bound = if backend == Backend::Aws {
+                within.len() // DynamoDB: the retention alone (TTL)
+            } else {
+                5
+            };
+            let held = listed(&hub, KEY_A, "/v1", "").await;
+            assert_eq!(
+                held,
+                within.into_iter().take(bound).collect::<Vec<_>>(),
+                "round {round}: the newest events within the bounds"
+            );
+        }
+        hub.advance_clock(Duration::from_secs(48 * 3600)).await;
         hub.sweep().await;
         assert!(listed(&hub, KEY_A, "/v1", "").await.is_empty());
     }
