@@ -417,11 +417,20 @@ function messageLog(sub) {
         render(one.deliveries.length ? [one] : [], null, false);
         return;
       }
-      const params = new URLSearchParams({ subscription_id: sub.id, limit: "20" });
-      if (text) params.set("topic", text);
-      if (cursor) params.set("cursor", cursor);
-      const page = await call("GET", `/v1/events?${params}`);
-      render(page.data, page.next_cursor, Boolean(cursor));
+      // A page can be short, even empty, where this endpoint's events are sparse among the
+      // account's (each call reads a bounded stretch): follow the cursor a few times.
+      const found = [];
+      let next = cursor;
+      for (let calls = 0; calls < 10 && found.length < 20; calls++) {
+        const params = new URLSearchParams({ subscription_id: sub.id, limit: String(20 - found.length) });
+        if (text) params.set("topic", text);
+        if (next) params.set("cursor", next);
+        const page = await call("GET", `/v1/events?${params}`);
+        found.push(...page.data);
+        next = page.next_cursor;
+        if (!next) break;
+      }
+      render(found, next, Boolean(cursor));
     } catch (err) {
       if (err.code === "session_expired" || err.code === "invalid_session") return;
       const text = err.code === "history_off" ? "This service does not keep a message log."

@@ -239,26 +239,64 @@ mod scenarios {
             .await;
         assert_eq!(paused.body["status"], "paused");
 
-        let ids = publish_in_order(&hub, 6).await;
+        // 1,000 events back to back, a hundred per request: many share a millisecond, so only
+        // ids that sort in publish order within one keep them in order.
+        let mut ids = Vec::new();
+        for batch in 0..10 {
+            let events: Vec<Value> = (0..100)
+                .map(|n| json!({"topic": "door.request.allowed", "data": {"n": batch * 100 + n}}))
+                .collect();
+            let answer = hub
+                .call(
+                    "POST",
+                    "/v1/events",
+                    Some(KEY_A),
+                    Some(json!({"events": events})),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            ids.extend(
+                answer.body["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|item| item["id"].as_str().unwrap().to_string()),
+            );
+        }
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids, "ids sort in publish order");
         // The hub's own decision is the barrier: every one parked, none delivered.
-        wait_for("six parked deliveries", || parked_lines(&hub, sub_id) >= 6).await;
+        eventually(Duration::from_secs(180), "1,000 parked deliveries", || {
+            let parked = parked_lines(&hub, sub_id);
+            async move { (parked >= 1000).then_some(()) }
+        })
+        .await;
         assert!(events_at(&receiver.received(), "/p").is_empty());
 
         let resumed = hub
             .call("PATCH", &path, Some(KEY_A), Some(json!({"active": true})))
             .await;
         assert_eq!(resumed.body["status"], "active");
-        wait_for("the parked deliveries", || {
-            delivered_ids(&receiver, "/p", 0).len() >= 6
+        eventually(Duration::from_secs(180), "the parked deliveries", || {
+            let delivered = delivered_ids(&receiver, "/p", 0).len();
+            async move { (delivered >= 1000).then_some(()) }
         })
         .await;
-        assert_eq!(delivered_ids(&receiver, "/p", 0), ids, "in event order");
+        let released = delivered_ids(&receiver, "/p", 0);
+        assert_eq!(released.len(), 1000, "each once");
+        assert!(released == ids, "in exactly their publish order");
+        let data: Vec<i64> = events_at(&receiver.received(), "/p")
+            .iter()
+            .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(data, (0..1000).collect::<Vec<_>>());
         let after = publish_in_order(&hub, 1).await;
         wait_for("a delivery after the resume", || {
-            delivered_ids(&receiver, "/p", 0).len() >= 7
+            delivered_ids(&receiver, "/p", 0).len() >= 1001
         })
         .await;
-        assert_eq!(delivered_ids(&receiver, "/p", 6), after, "each once");
+        assert_eq!(delivered_ids(&receiver, "/p", 1000), after, "each once");
     }
 
     pub async fn a_failing_subscription_warns_then_disables_and_parks(backend: Backend) {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::auth::{Caller, SCOPE_PUBLISH};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::model::{Event, HISTORY_SUBSCRIPTIONS, TopicEntry, new_id, queue_json};
+use crate::model::{Event, HISTORY_SUBSCRIPTIONS, TopicEntry, new_event_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
 use crate::topic::{OPERATIONAL_PREFIX, Pattern, Topic};
 use crate::validate;
@@ -183,7 +183,7 @@ impl Hub {
             sensitive: req.sensitive,
             owner,
             broadcast: req.broadcast,
-            ..Event::new(new_id("evt_", now), &caller.account, topic, now, req.data)
+            ..Event::new(new_event_id(now), &caller.account, topic, now, req.data)
         };
         let json = queue_json(&event);
         let size = delivery_task_bytes(&json);
@@ -400,8 +400,10 @@ impl Hub {
             self.deliveries.send(batch).await?;
         }
         // A large fan-out is known only once it is sent: its record comes after its deliveries.
-        self.keep_history(vec![self.history_record(event, listed, seen.len())])
-            .await?;
+        if self.settings.history {
+            self.keep_history(vec![self.history_record(event, listed, seen.len())])
+                .await?;
+        }
         // One line per request and per attempt at the default level; this per-event line is debug.
         tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, deliveries = count, "fanned out");
         Ok(count)
@@ -486,6 +488,7 @@ impl Hub {
         }
         let records = plans
             .iter()
+            .filter(|_| self.settings.history)
             .map(|(index, targets)| {
                 let listed = targets.iter().take(HISTORY_SUBSCRIPTIONS);
                 let listed = listed.map(|id| id.to_string()).collect();
@@ -566,7 +569,7 @@ mod tests {
         let back: DeliveryTask = serde_json::from_str(&queue_json(&task)).unwrap();
         assert_eq!(back, task);
         let widest = DeliveryTask {
-            subscription_id: new_id("sub_", i64::MAX),
+            subscription_id: crate::model::new_id("sub_", i64::MAX),
             attempts_made: u32::MAX,
             not_before_ms: Some(i64::MAX),
             kept: true,

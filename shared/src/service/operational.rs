@@ -8,7 +8,7 @@ use crate::auth::{Caller, SCOPE_SUBSCRIBE};
 use crate::context::Hub;
 use crate::error::{HubError, Result};
 use crate::model::{
-    DeliveryTask, Event, Subscription, SubscriptionStatus, TaskPayload, new_id, queue_json,
+    DeliveryTask, Event, Subscription, SubscriptionStatus, TaskPayload, new_event_id, queue_json,
 };
 use crate::ports::OutgoingMessage;
 use crate::topic::Topic;
@@ -70,7 +70,7 @@ impl Hub {
         let account = sub.account.as_str();
         let event = Event {
             owner: sub.bound_owner().map(str::to_string),
-            ..Event::new(new_id("evt_", now), account, topic.topic(), now, data)
+            ..Event::new(new_event_id(now), account, topic.topic(), now, data)
         };
         let sent = self
             .events
@@ -104,7 +104,7 @@ impl Hub {
         let event = Event {
             owner: sub.bound_owner().map(str::to_string),
             ..Event::new(
-                new_id("evt_", now),
+                new_event_id(now),
                 &sub.account,
                 Topic::parse(TEST_TOPIC).expect("the test topic follows the grammar"),
                 now,
