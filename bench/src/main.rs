@@ -154,34 +154,13 @@ async fn main() {
         println!("\nbench smoke: {} figures ran", sections.len());
         return;
     }
-    let run = |program: &str, args: &[&str]| {
-        std::process::Command::new(program)
-            .args(args)
-            .current_dir(&root)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let commit = run("git", &["rev-parse", "--short=12", "HEAD"]);
-    // BENCHMARKS.md itself (an earlier section's `--write`) changes nothing measured.
-    let dirty = !run(
-        "git",
-        &[
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-            ".",
-            ":!BENCHMARKS.md",
-        ],
-    )
-    .is_empty();
+    let (commit, dirty, date) = tree_state(&root);
     let mut doc = format!(
         "# Benchmarks\n\nMeasured by `scripts/bench` (`cargo run --release -p bench` against moto and wrk) on {}, \
          at commit `{commit}`{}; regenerate it when the code it measures changes. Every line says \
          what it is: **measured** in this run, **computed** from figures or counts measured in this run (with the \
          assumptions named), or **quoted** from elsewhere (not measured here).\n\nMachine: {}\n",
-        run("date", &["-u", "+%Y-%m-%d"]),
+        date,
         if dirty {
             " plus uncommitted changes"
         } else {
@@ -206,8 +185,9 @@ async fn main() {
     println!("\nwrote BENCHMARKS.md");
 }
 
-/// The commit and whether the work tree differs from it, as the run's stamp says them.
-fn stamp(root: &std::path::Path) -> String {
+/// The commit, whether the work tree differs from it (BENCHMARKS.md itself, an earlier
+/// section's `--write`, changes nothing measured) and today's date, as a run's stamp says them.
+fn tree_state(root: &std::path::Path) -> (String, bool, String) {
     let run = |program: &str, args: &[&str]| {
         std::process::Command::new(program)
             .args(args)
@@ -217,22 +197,23 @@ fn stamp(root: &std::path::Path) -> String {
             .unwrap_or_default()
     };
     let commit = run("git", &["rev-parse", "--short=12", "HEAD"]);
-    // BENCHMARKS.md itself (an earlier section's `--write`) changes nothing measured.
-    let dirty = !run(
-        "git",
-        &[
-            "status",
-            "--porcelain",
-            "--untracked-files=no",
-            "--",
-            ".",
-            ":!BENCHMARKS.md",
-        ],
-    )
-    .is_empty();
+    let status = [
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!BENCHMARKS.md",
+    ];
+    let dirty = !run("git", &status).is_empty();
+    (commit, dirty, run("date", &["-u", "+%Y-%m-%d"]))
+}
+
+/// The stamp of a section rerun alone.
+fn stamp(root: &std::path::Path) -> String {
+    let (commit, dirty, date) = tree_state(root);
     format!(
-        "this section alone rerun by `bench --only … --write` on {} at commit `{commit}`{}",
-        run("date", &["-u", "+%Y-%m-%d"]),
+        "this section alone rerun by `bench --only … --write` on {date} at commit `{commit}`{}",
         if dirty {
             " plus uncommitted changes"
         } else {

@@ -93,6 +93,23 @@ fn groups(events: &[KeptEvent]) -> Result<Vec<(Vec<&KeptEvent>, Vec<u8>)>> {
 }
 
 impl DynamoStore {
+    /// A query of `account`'s history items of one day whose keys lie from `from` to `to`.
+    fn history_items(
+        &self,
+        account: &str,
+        day: i64,
+        from: &str,
+        to: &str,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(history_pk(account, day * HISTORY_PARTITION_MS)))
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(to))
+    }
+
     /// The items one group each, compressed, in `BatchWriteItem`s of 25.
     pub(super) async fn put_history(&self, events: &[KeptEvent]) -> Result<()> {
         let mut items = Vec::new();
@@ -128,16 +145,7 @@ impl DynamoStore {
         let (from, to) = (id_floor(ms - GROUP_SPAN_MS), format!("{event_id}#~"));
         for day in days(ms - GROUP_SPAN_MS, ms) {
             let mut pages = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(
-                    ":pk",
-                    s(history_pk(account, day * HISTORY_PARTITION_MS)),
-                )
-                .expression_attribute_values(":from", s(from.clone()))
-                .expression_attribute_values(":to", s(to.clone()))
+                .history_items(account, day, &from, &to)
                 .consistent_read(true)
                 .into_paginator()
                 .send();
@@ -214,16 +222,7 @@ impl DynamoStore {
             let mut start: Option<Item> = None;
             loop {
                 let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                    .expression_attribute_values(
-                        ":pk",
-                        s(history_pk(&query.account, day * HISTORY_PARTITION_MS)),
-                    )
-                    .expression_attribute_values(":from", s(from.clone()))
-                    .expression_attribute_values(":to", s(to.clone()))
+                    .history_items(&query.account, day, &from, &to)
                     .scan_index_forward(query.oldest_first)
                     .limit(100)
                     .set_exclusive_start_key(start.take())

@@ -104,36 +104,37 @@ impl DynamoStore {
 
     /// Deletes items by key in batches of 25, retrying what DynamoDB leaves unprocessed.
     async fn batch_delete(&self, keys: Vec<Item>) -> Result<()> {
-        for chunk in keys.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|k| {
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(HubError::backend)
-                })
-                .collect::<Result<_>>()?;
-            self.write_batch(&mut requests).await?;
-        }
-        Ok(())
+        self.write_all(keys.into_iter().map(|k| {
+            DeleteRequest::builder()
+                .set_key(Some(k))
+                .build()
+                .map(|d| WriteRequest::builder().delete_request(d).build())
+        }))
+        .await
     }
 
     /// Puts items in batches of 25, retrying what DynamoDB leaves unprocessed.
     pub(super) async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|item| {
-                    PutRequest::builder()
-                        .set_item(Some(item.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(HubError::backend)
-                })
-                .collect::<Result<_>>()?;
-            self.write_batch(&mut requests).await?;
+        self.write_all(items.into_iter().map(|item| {
+            PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map(|p| WriteRequest::builder().put_request(p).build())
+        }))
+        .await
+    }
+
+    /// Makes `requests` in `BatchWriteItem`s of 25.
+    async fn write_all<E: std::fmt::Display>(
+        &self,
+        requests: impl IntoIterator<Item = std::result::Result<WriteRequest, E>>,
+    ) -> Result<()> {
+        let requests: Vec<WriteRequest> = requests
+            .into_iter()
+            .collect::<std::result::Result<_, E>>()
+            .map_err(HubError::backend)?;
+        for chunk in requests.chunks(25) {
+            self.write_batch(&mut chunk.to_vec()).await?;
         }
         Ok(())
     }
