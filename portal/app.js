@@ -549,6 +549,8 @@ async function detailView(id, freshSecret) {
           canWrite() ? h("button", { type: "button", onclick: () => refreshLease(id, detailView) }, "Refresh lease") : null),
         h("dt", {}, "Delivered"), h("dd", {}, `${sub.odometer} event${sub.odometer === 1 ? "" : "s"}`),
         h("dt", {}, "Last delivery"), h("dd", {}, when(sub.last_delivered_at)),
+        h("dt", {}, "Timeout"), h("dd", {}, sub.timeout ? `${sub.timeout} s` : "the service's (5 s)"),
+        h("dt", {}, "Retries after"), h("dd", {}, sub.retry_schedule ? sub.retry_schedule.map((s) => `${s} s`).join(", ") : "the service's schedule"),
         sub.status === "pending" ? [h("dt", {}, "Waiting for"), h("dd", {}, "the confirmation sent to this URL")] : null),
       actions),
     chart(sub, attempts),

@@ -86,6 +86,8 @@ error_codes! {
     MissingOwner = "missing_owner",
     /// A duration setting does not parse.
     InvalidDuration = "invalid_duration",
+    /// A subscription's attempt timeout is outside 1 to 30 seconds.
+    InvalidTimeout = "invalid_timeout",
     /// A retry schedule is too long or a delay too large.
     InvalidRetrySchedule = "invalid_retry_schedule",
     /// A setting from the environment does not parse.

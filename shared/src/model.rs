@@ -205,6 +205,12 @@ pub struct Subscription {
     /// Whether that notice was already sent for the current lease.
     #[serde(default)]
     pub expiry_notice_sent: bool,
+    /// The budget of one attempt to it, seconds (`None`: the hub's, 5 s by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+    /// Its own delays between attempts, seconds (`None`: the hub's schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_schedule_secs: Option<Vec<u64>>,
     /// SHA-256 (hex) of the current confirmation token.
     pub confirm_token_sha256: Option<String>,
     /// Optimistic-concurrency version, bumped on every save.
@@ -304,6 +310,8 @@ impl Subscription {
             secrecy_level: 1,
             expiry_notice: true,
             expiry_notice_sent: false,
+            timeout_secs: None,
+            retry_schedule_secs: None,
             confirm_token_sha256: None,
             version: 0,
             odometer: 0,

@@ -496,4 +496,15 @@ pub trait Transport: Send + Sync {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> TransportOutcome;
+    /// The same within `budget` instead (a subscription's own timeout). Transports without a
+    /// budget of their own (test doubles) post as [`Transport::post`] does.
+    async fn post_within(
+        &self,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        _budget: Duration,
+    ) -> TransportOutcome {
+        self.post(url, headers, body).await
+    }
 }

@@ -80,6 +80,14 @@ impl RetrySchedule {
         })
     }
 
+    /// A subscription's own schedule: these delays in seconds, with the default jitter.
+    pub fn of_seconds(delays: &[u64]) -> Self {
+        RetrySchedule {
+            delays: delays.iter().map(|s| Duration::from_secs(*s)).collect(),
+            ..RetrySchedule::default()
+        }
+    }
+
     /// The same schedule with another jitter fraction (0 for exact delays).
     pub fn with_jitter(mut self, jitter: f64) -> Self {
         self.jitter = jitter.clamp(0.0, 0.9);

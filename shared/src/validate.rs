@@ -439,6 +439,48 @@ pub fn secrecy_level(level: u8) -> Result<()> {
     }
 }
 
+/// The longest attempt budget a subscription may ask for, seconds.
+pub const MAX_TIMEOUT_SECS: u32 = 30;
+/// Most entries of a subscription's retry schedule.
+pub const MAX_RETRIES: usize = 20;
+/// The longest delay of one retry, seconds (what a queue message can be hidden for).
+pub const MAX_RETRY_DELAY_SECS: u64 = 12 * 3600;
+
+/// A subscription's attempt timeout: 1 to [`MAX_TIMEOUT_SECS`] seconds.
+pub fn timeout_secs(secs: u32) -> Result<()> {
+    if (1..=MAX_TIMEOUT_SECS).contains(&secs) {
+        Ok(())
+    } else {
+        Err(HubError::invalid(
+            ErrorCode::InvalidTimeout,
+            format!("timeout is 1 to {MAX_TIMEOUT_SECS} seconds"),
+        ))
+    }
+}
+
+/// A subscription's retry schedule: 1 to [`MAX_RETRIES`] delays of 1 s to 12 h each, in all
+/// within the longest lease.
+pub fn retry_schedule_secs(delays: &[u64]) -> Result<()> {
+    let total: u64 = delays.iter().sum();
+    if delays.is_empty()
+        || delays.len() > MAX_RETRIES
+        || delays
+            .iter()
+            .any(|d| !(1..=MAX_RETRY_DELAY_SECS).contains(d))
+        || total > crate::model::MAX_LEASE_SECS as u64
+    {
+        return Err(HubError::invalid(
+            ErrorCode::InvalidRetrySchedule,
+            format!(
+                "retry_schedule is 1 to {MAX_RETRIES} delays in seconds, each 1 to {MAX_RETRY_DELAY_SECS}, \
+                 together at most {} (the longest lease)",
+                crate::model::MAX_LEASE_SECS
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

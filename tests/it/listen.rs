@@ -66,10 +66,11 @@ async fn listen_verifies_prints_forwards_and_unsubscribes() {
         })
     })
     .await;
-    assert!(
-        printed(&out).contains("\"door\": \"4711\""),
-        "the body, pretty"
-    );
+    // The body's lines follow the verified line; under load they reach the pipe a moment later.
+    wait_for_output(&out, "the body, pretty", |o| {
+        o.contains("\"door\": \"4711\"")
+    })
+    .await;
     let forwarded = app
         .wait_for_match(WAIT, |r| r.path == "/app" && r.header("webhook-id") == id)
         .await;

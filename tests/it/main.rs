@@ -9,6 +9,7 @@
 mod asymmetric;
 mod batch;
 mod burst;
+mod controls;
 mod customers;
 mod dead_letters;
 mod durable;

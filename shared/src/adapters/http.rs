@@ -158,8 +158,10 @@ impl HttpTransport {
         url: Url,
         headers: Vec<(String, String)>,
         body: Bytes,
+        budget: Duration,
     ) -> Result<(u16, Option<Duration>), AttemptError> {
-        let mut request = self.client().post(url).body(body);
+        // The client's own timeout is the hub's budget; a subscription's may be longer.
+        let mut request = self.client().post(url).body(body).timeout(budget);
         for (name, value) in headers {
             request = request.header(name, value);
         }
@@ -231,6 +233,16 @@ impl Transport for HttpTransport {
         headers: Vec<(String, String)>,
         body: Bytes,
     ) -> TransportOutcome {
+        self.post_within(url, headers, body, self.budget).await
+    }
+
+    async fn post_within(
+        &self,
+        url: &str,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+        budget: Duration,
+    ) -> TransportOutcome {
         let started = Instant::now();
         let fail = |error: AttemptError| TransportOutcome {
             status: None,
@@ -251,7 +263,7 @@ impl Transport for HttpTransport {
                 return fail(AttemptError::ForbiddenTarget);
             }
         }
-        match tokio::time::timeout(self.budget, self.attempt(url, headers, body)).await {
+        match tokio::time::timeout(budget, self.attempt(url, headers, body, budget)).await {
             Ok(Ok((status, retry_after))) => TransportOutcome {
                 status: Some(status),
                 retry_after,

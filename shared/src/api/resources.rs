@@ -73,6 +73,10 @@ pub struct SubscriptionOut {
     pub secrecy_level: u8,
     /// Whether `subscription.expiring` is sent.
     pub expiry_notice: bool,
+    /// Its own attempt budget, seconds (`null`: the hub's, 5 s by default).
+    pub timeout: Option<u32>,
+    /// Its own delays between attempts, seconds (`null`: the hub's schedule).
+    pub retry_schedule: Option<Vec<u64>>,
     /// The kind of receiver credentials, if any.
     pub receiver_auth: Option<ReceiverAuthKind>,
     /// Lease end, Unix seconds with three decimals.
@@ -107,6 +111,8 @@ impl From<&Subscription> for SubscriptionOut {
             public_key: sub.public_key(),
             secrecy_level: sub.secrecy_level,
             expiry_notice: sub.expiry_notice,
+            timeout: sub.timeout_secs,
+            retry_schedule: sub.retry_schedule_secs.clone(),
             receiver_auth: sub.receiver_auth.as_ref().map(ReceiverAuthKind::from),
             validity_ts: seconds_ts(sub.expires_at_ms),
             expires_at: rfc3339(sub.expires_at_ms),

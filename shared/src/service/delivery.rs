@@ -17,6 +17,7 @@ use crate::model::{
     Subscription, SubscriptionStatus, TaskPayload, queue_json,
 };
 use crate::ports::{MAX_SEND_DELAY, OutgoingMessage};
+use crate::retry::RetrySchedule;
 use crate::service::operational::{OperationalTopic, subscription_data};
 use crate::service::secrets::OpenCredentials;
 use crate::signing::{scheme_header, signature_header};
@@ -336,7 +337,15 @@ impl Hub {
         let (sub, message_id, body) = wanted.expect("read above");
         let credentials = self.open_credentials(&sub, now).await?;
         let headers = delivery_headers(&sub, &credentials, &message_id, now, &body);
-        let outcome = self.transport.post(&sub.callback_url, headers, body).await;
+        let outcome = match sub.timeout_secs {
+            Some(secs) => {
+                let budget = Duration::from_secs(u64::from(secs));
+                (self.transport)
+                    .post_within(&sub.callback_url, headers, body, budget)
+                    .await
+            }
+            None => self.transport.post(&sub.callback_url, headers, body).await,
+        };
         let delivered = outcome.status.is_some_and(|s| (200..300).contains(&s));
         let gone = outcome.status == Some(410);
         let counts = !matches!(task.payload, TaskPayload::Confirmation { .. });
@@ -356,7 +365,12 @@ impl Hub {
         let retry = if delivered || gone || disabled {
             None
         } else {
-            self.settings.retry.next_delay(attempt, outcome.retry_after)
+            match &sub.retry_schedule_secs {
+                Some(delays) => {
+                    RetrySchedule::of_seconds(delays).next_delay(attempt, outcome.retry_after)
+                }
+                None => self.settings.retry.next_delay(attempt, outcome.retry_after),
+            }
         };
         let finished = now + outcome.latency.as_millis() as i64;
         let next_attempt_at_ms = retry

@@ -45,6 +45,10 @@ pub struct SubscribeRequest {
     pub secrecy_level: Option<u8>,
     /// Whether to send `subscription.expiring`.
     pub expiry_notice: Option<bool>,
+    /// The budget of one attempt, seconds (1–30; default the hub's, 5 s).
+    pub timeout: Option<u32>,
+    /// Its own delays between attempts, seconds (default the hub's schedule).
+    pub retry_schedule: Option<Vec<u64>>,
     /// The customer the subscription is bound to: it then receives only the events addressed
     /// to that owner and broadcasts. The platform's callers may name any owner (absent:
     /// account-wide); a bound caller's subscriptions are always bound to its own.
@@ -88,6 +92,12 @@ pub struct UpdateRequest {
     pub secrecy_level: Option<u8>,
     /// Whether to send `subscription.expiring`.
     pub expiry_notice: Option<bool>,
+    /// The budget of one attempt, seconds (`null`: back to the hub's).
+    #[serde(default, deserialize_with = "nullable")]
+    pub timeout: Option<Option<u32>>,
+    /// Its own delays between attempts, seconds (`null`: back to the hub's schedule).
+    #[serde(default, deserialize_with = "nullable")]
+    pub retry_schedule: Option<Option<Vec<u64>>>,
     /// A new lease, in seconds from now (60 s to 7 days): refreshes it without restating the
     /// other settings, as subscribing again would.
     pub expires: Option<i64>,
@@ -280,6 +290,12 @@ impl Hub {
         }
         let secrecy_level = req.secrecy_level.unwrap_or(1);
         validate::secrecy_level(secrecy_level)?;
+        if let Some(secs) = req.timeout {
+            validate::timeout_secs(secs)?;
+        }
+        if let Some(delays) = &req.retry_schedule {
+            validate::retry_schedule_secs(delays)?;
+        }
         let bound_to = caller.owner_for(req.owner.as_deref())?;
 
         let now = self.now_ms();
@@ -366,6 +382,8 @@ impl Hub {
         sub.secrecy_level = secrecy_level.max(caller.secrecy_floor);
         sub.expiry_notice = req.expiry_notice.unwrap_or(true);
         sub.expiry_notice_sent = false;
+        sub.timeout_secs = req.timeout;
+        sub.retry_schedule_secs = req.retry_schedule.clone();
         let shown_secret = fresh_secret.as_ref().map(|s| s.shown.clone());
         if let Some(fresh) = fresh_secret {
             if previous.is_some() && req.client_secret.is_none() {
@@ -544,6 +562,18 @@ impl Hub {
         }
         if let Some(notice) = req.expiry_notice {
             sub.expiry_notice = notice;
+        }
+        if let Some(timeout) = req.timeout {
+            if let Some(secs) = timeout {
+                validate::timeout_secs(secs)?;
+            }
+            sub.timeout_secs = timeout;
+        }
+        if let Some(schedule) = req.retry_schedule.clone() {
+            if let Some(delays) = &schedule {
+                validate::retry_schedule_secs(delays)?;
+            }
+            sub.retry_schedule_secs = schedule;
         }
         if let Some(secs) = req.expires {
             let lease_ms = validate::lease_secs(Some(secs))? * 1000;
