@@ -28,7 +28,7 @@ use crate::model::{KeptEvent, id_time_ms};
 use crate::ports::{EventQuery, HISTORY_SCAN};
 
 /// The longest span of publication times one item covers, from its first event on.
-pub const GROUP_SPAN_MS: i64 = 1000;
+const GROUP_SPAN_MS: i64 = 1000;
 /// Most events one item holds.
 const GROUP_EVENTS: usize = 25;
 /// Most JSON one item holds before compression (DynamoDB's item limit is 400 KB; one event of

@@ -41,7 +41,6 @@ use crate::model::{
 use crate::ports::{ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, Page, Store};
 use crate::topic::Pattern;
 
-pub use self::history::GROUP_SPAN_MS;
 pub use self::keys::{HISTORY_PARTITION_MS, SWEEP_BUCKET_SECS};
 
 /// Index of subscriptions by account, in creation order.
@@ -257,7 +256,7 @@ impl HistoryStore for DynamoStore {
         Ok(self
             .history_event(account, event_id)
             .await?
-            .filter(|kept| kept.event.account == account && kept.until_ms > now_ms))
+            .filter(|kept| kept.until_ms > now_ms))
     }
 
     async fn scan_events(&self, query: &EventQuery) -> Result<Vec<KeptEvent>> {
