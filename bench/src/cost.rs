@@ -276,14 +276,16 @@ async fn measure(
     )
     .await
     .unwrap();
-    let deliveries_queue = SqsQueue::ensure(
-        sqs,
-        &format!("{name}-deliveries"),
-        Duration::from_secs(180),
-        7,
-    )
-    .await
-    .unwrap();
+    let deliveries_queue: Arc<dyn hub::ports::Queue> = Arc::new(
+        SqsQueue::ensure(
+            sqs,
+            &format!("{name}-deliveries"),
+            Duration::from_secs(180),
+            7,
+        )
+        .await
+        .unwrap(),
+    );
     let receiver = TestReceiver::scripted(|_, _| Reply {
         delay: Duration::from_millis(100),
         ..Reply::status(200)
@@ -319,7 +321,8 @@ async fn measure(
         keys: kms_keyring().await,
         store: store.clone(),
         events: Arc::new(events_queue),
-        deliveries: Arc::new(deliveries_queue),
+        ordered: deliveries_queue.clone(),
+        deliveries: deliveries_queue,
         transport: Arc::new(HttpTransport::new(true, Duration::from_secs(5), false)),
         ..memory
     };
@@ -359,6 +362,7 @@ async fn measure(
                 .map(|n| hub::ports::OutgoingMessage {
                     body: event(n).to_string(),
                     delay: Duration::ZERO,
+                    group: None,
                 })
                 .collect();
             ingest.send(messages).await.unwrap();

@@ -68,6 +68,7 @@ pub async fn fan_out(options: &Options) -> Section {
     let (memory, _) = memory_hub(Default::default());
     let hub = Hub {
         store: Arc::new(store),
+        ordered: deliveries.clone(),
         deliveries,
         ..memory
     };

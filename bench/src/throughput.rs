@@ -613,6 +613,7 @@ async fn sender_alone(count: usize, body: &str) -> (f64, f64) {
             OutgoingMessage {
                 body: serde_json::to_string(&task).unwrap(),
                 delay: Duration::ZERO,
+                group: None,
             }
         })
         .collect();

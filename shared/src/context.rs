@@ -119,6 +119,10 @@ pub struct Hub {
     pub events: Arc<dyn Queue>,
     /// fanout and subscribe → sender.
     pub deliveries: Arc<dyn Queue>,
+    /// fanout → sender for subscriptions delivered in order, each in its own message group: an
+    /// SQS FIFO queue on AWS; the deliveries queue itself on the embedded backends, whose
+    /// queues keep groups.
+    pub ordered: Arc<dyn Queue>,
     /// Sends webhook requests.
     pub transport: Arc<dyn Transport>,
     /// The time.

@@ -88,6 +88,8 @@ error_codes! {
     InvalidDuration = "invalid_duration",
     /// A subscription's attempt timeout is outside 1 to 30 seconds.
     InvalidTimeout = "invalid_timeout",
+    /// A subscription's rate limit is outside 1 to 1,000 a second.
+    InvalidMaxPerSecond = "invalid_max_per_second",
     /// A retry schedule is too long or a delay too large.
     InvalidRetrySchedule = "invalid_retry_schedule",
     /// A setting from the environment does not parse.

@@ -2,7 +2,8 @@
 //! mode.
 //!
 //! - [`context`]: the [`Hub`] every service call gets (ports and settings).
-//! - [`topic`], [`model`], [`validate`], [`signing`], [`retry`], [`ssrf`]: pure domain logic.
+//! - [`topic`], [`model`], [`validate`], [`signing`], [`retry`], [`pacing`], [`ssrf`]: pure domain
+//!   logic.
 //! - [`service`]: what the API and the queue consumers do, written once against the [`ports`].
 //! - [`adapters`]: the ports on AWS (DynamoDB, SQS), in memory, and over HTTP.
 //! - [`api`]: the HTTP API router, error mapping and security headers, shared by Lambda and
@@ -18,6 +19,7 @@ pub mod error;
 pub mod keyring;
 pub mod metrics;
 pub mod model;
+pub mod pacing;
 pub mod ports;
 pub mod retry;
 pub mod runtime;

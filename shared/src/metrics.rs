@@ -57,6 +57,11 @@ struct QueueLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriptionLabels {
+    subscription: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: &'static str,
 }
@@ -71,6 +76,9 @@ pub struct Metrics {
     queue_depth: Family<QueueLabels, Gauge>,
     oldest_message_seconds: Family<QueueLabels, Gauge>,
     subscriptions: Family<StatusLabels, Gauge>,
+    push_backs: Counter,
+    slot_waits: Counter,
+    pace: Family<SubscriptionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -126,8 +134,29 @@ impl Default for Metrics {
             "Subscriptions by status (lapsed ones until the sweeper removes them)",
             subscriptions.clone(),
         );
+        let push_backs = Counter::default();
+        registry.register(
+            "receiver_push_backs",
+            "Attempts a receiver answered 429 or 503: its subscription slows down",
+            push_backs.clone(),
+        );
+        let slot_waits = Counter::default();
+        registry.register(
+            "delivery_slot_waits",
+            "Deliveries held on the queue for their subscription's next slot (its limit or back-off)",
+            slot_waits.clone(),
+        );
+        let pace = Family::<SubscriptionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "subscription_pace_per_second",
+            "The rate in force for each paced subscription this process delivered to (its limit or back-off)",
+            pace.clone(),
+        );
         Metrics {
             registry,
+            push_backs,
+            slot_waits,
+            pace,
             published,
             attempts,
             attempt_seconds,
@@ -154,6 +183,33 @@ impl Metrics {
         self.attempt_seconds.observe(latency.as_secs_f64());
         metrics::counter!("delivery_attempts", "outcome" => outcome.as_str()).increment(1);
         metrics::histogram!("delivery_attempt_seconds").record(latency.as_secs_f64());
+    }
+
+    /// Counts an attempt a receiver pushed back on.
+    pub fn pushed_back(&self) {
+        self.push_backs.inc();
+        metrics::counter!("receiver_push_backs").increment(1);
+    }
+
+    /// Counts deliveries held on the queue for their slot.
+    pub fn slot_waits(&self, deliveries: u64) {
+        self.slot_waits.inc_by(deliveries);
+        metrics::counter!("delivery_slot_waits").increment(deliveries);
+    }
+
+    /// Shows the rate in force for a subscription (`None`: unpaced again, the series goes).
+    pub fn pace(&self, subscription_id: &str, per_second: Option<f64>) {
+        let labels = SubscriptionLabels {
+            subscription: subscription_id.to_string(),
+        };
+        match per_second {
+            Some(rate) => {
+                self.pace.get_or_create(&labels).set(rate);
+            }
+            None => {
+                self.pace.remove(&labels);
+            }
+        }
     }
 
     /// Counts a delivery that used up its retries.

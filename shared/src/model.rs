@@ -147,6 +147,25 @@ pub struct RetiringSecret {
     pub until_ms: i64,
 }
 
+/// How a subscription's events go relative to one another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOrder {
+    /// As fast as they can, several at once, in no particular order.
+    #[default]
+    Unordered,
+    /// One at a time in publish order: the next waits until the one before it is delivered,
+    /// or exhausted, or dropped (docs/design.md "Ordered delivery").
+    Fifo,
+}
+
+impl DeliveryOrder {
+    /// Whether it is the default, [`DeliveryOrder::Unordered`].
+    pub fn is_unordered(&self) -> bool {
+        *self == DeliveryOrder::Unordered
+    }
+}
+
 /// A subscription as stored. Its public face is `api::resources::SubscriptionOut`.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Subscription {
@@ -211,6 +230,16 @@ pub struct Subscription {
     /// Its own delays between attempts, seconds (`None`: the hub's schedule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_schedule_secs: Option<Vec<u64>>,
+    /// The most deliveries a second it is sent (`None`: as fast as the hub goes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_second: Option<u32>,
+    /// Whether its events go one at a time in publish order.
+    #[serde(default, skip_serializing_if = "DeliveryOrder::is_unordered")]
+    pub ordering: DeliveryOrder,
+    /// Its pace (limit and back-off), kept by the store beside the subscription and changed
+    /// only through `PaceStore::swap_pace`, never by a save.
+    #[serde(skip)]
+    pub pace: Option<crate::pacing::Pace>,
     /// SHA-256 (hex) of the current confirmation token.
     pub confirm_token_sha256: Option<String>,
     /// Optimistic-concurrency version, bumped on every save.
@@ -312,6 +341,9 @@ impl Subscription {
             expiry_notice_sent: false,
             timeout_secs: None,
             retry_schedule_secs: None,
+            max_per_second: None,
+            ordering: DeliveryOrder::Unordered,
+            pace: None,
             confirm_token_sha256: None,
             version: 0,
             odometer: 0,
@@ -410,6 +442,10 @@ pub struct TopicEntry {
     /// boundary from the entries it reads anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Whether its deliveries go one at a time in publish order: fan-out queues them in the
+    /// subscription's own ordered group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
 }
 
 impl TopicEntry {
@@ -421,6 +457,7 @@ impl TopicEntry {
             expires_at_ms: sub.lapses_at_ms(),
             labels: sub.labels.clone(),
             owner: sub.bound_owner().map(str::to_string),
+            ordered: sub.ordering == DeliveryOrder::Fifo,
         }
     }
 
@@ -517,6 +554,14 @@ pub struct DeliveryTask {
     /// resend, recover or a resume queued again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kept: bool,
+    /// How many of the attempts made the receiver pushed back on (`429`, `503`): they are
+    /// retried at the subscription's pace and do not use up its retry schedule.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub throttled: u32,
+    /// Whether it is one of its subscription's ordered deliveries (in the subscription's
+    /// message group of the ordered queue): it is tried again in place, never overtaken.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ordered: bool,
 }
 
 impl DeliveryTask {
@@ -528,6 +573,8 @@ impl DeliveryTask {
             attempts_made: 0,
             not_before_ms: None,
             kept: false,
+            throttled: 0,
+            ordered: false,
         }
     }
 

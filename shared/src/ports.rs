@@ -205,11 +205,29 @@ pub trait HistoryStore: Send + Sync {
     }
 }
 
+/// Where a subscription's pace (its limit's schedule and its back-off, [`crate::pacing`]) is
+/// kept: beside the subscription, read with it (`Subscription::pace`), and changed only by a
+/// swap over the version it was read at, so concurrent sender batches (several Lambda
+/// invocations at once) book from one schedule and a save of the subscription never
+/// overwrites it.
+#[async_trait]
+pub trait PaceStore: Send + Sync {
+    /// Replaces the pace of `subscription_id` by `pace` if its stored version is `expected`
+    /// (`None`: it has none yet); `false` when it changed meanwhile or the subscription is gone.
+    async fn swap_pace(
+        &self,
+        subscription_id: &str,
+        expected: Option<u64>,
+        pace: &crate::pacing::Pace,
+    ) -> Result<bool>;
+}
+
+
 /// Storage of subscriptions, their fan-out entries, event ids and delivery logs.
 ///
 /// Adapters store what they are given; the services decide what an expired item means.
 #[async_trait]
-pub trait Store: KeyStore + HistoryStore + Send + Sync {
+pub trait Store: KeyStore + HistoryStore + PaceStore + Send + Sync {
     /// The subscription with this id, expired or not.
     async fn get(&self, id: &str) -> Result<Option<Subscription>>;
     /// The same, possibly a moment stale (DynamoDB's eventually consistent read: half the read
@@ -385,6 +403,10 @@ pub struct OutgoingMessage {
     pub body: String,
     /// Delay before it becomes visible (SQS caps it at 15 min).
     pub delay: Duration,
+    /// Its ordered group, if any: a message of a group is handed out only once every earlier
+    /// message of the group is gone (acknowledged or dead-lettered), one at a time, like an SQS
+    /// FIFO queue's message group. Sent without delay.
+    pub group: Option<String>,
 }
 
 /// The longest a received message can be hidden in one go: SQS allows 12 h from the receive, less

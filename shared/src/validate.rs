@@ -458,6 +458,21 @@ pub fn timeout_secs(secs: u32) -> Result<()> {
     }
 }
 
+/// The highest delivery rate a subscription may ask for, per second.
+pub const MAX_PER_SECOND: u32 = 1000;
+
+/// A subscription's rate limit: 1 to [`MAX_PER_SECOND`] deliveries a second.
+pub fn max_per_second(rate: u32) -> Result<()> {
+    if (1..=MAX_PER_SECOND).contains(&rate) {
+        Ok(())
+    } else {
+        Err(HubError::invalid(
+            ErrorCode::InvalidMaxPerSecond,
+            format!("max_per_second is 1 to {MAX_PER_SECOND} deliveries a second"),
+        ))
+    }
+}
+
 /// A subscription's retry schedule: 1 to [`MAX_RETRIES`] delays of 1 s to 12 h each, in all
 /// within the longest lease.
 pub fn retry_schedule_secs(delays: &[u64]) -> Result<()> {

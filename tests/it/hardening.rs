@@ -497,6 +497,7 @@ mod scenarios {
             .send(vec![OutgoingMessage {
                 body: queue_json(&early),
                 delay: Duration::ZERO,
+                group: None,
             }])
             .await
             .unwrap();

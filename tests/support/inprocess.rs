@@ -18,7 +18,8 @@ use hub::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription, TopicEntry,
 };
 use hub::ports::{
-    ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, OutgoingMessage, Page, Queue,
+    ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, OutgoingMessage, PaceStore, Page,
+    Queue,
     ReceivedMessage, Store,
 };
 use hub::runtime::consume::{QueueRole, consume};
@@ -151,6 +152,8 @@ impl InProcess {
             store: store.clone(),
             events: events.clone(),
             deliveries: deliveries.clone(),
+            // Ordered deliveries are tested through `serve` (on AWS, its FIFO queue).
+            ordered: deliveries.clone(),
             transport: Arc::new(HttpTransport::new(
                 true,
                 settings.attempt_timeout,
@@ -178,7 +181,7 @@ impl InProcess {
     pub async fn drain(&self, role: QueueRole, idle: Duration) {
         let queue: Arc<dyn Queue> = match role {
             QueueRole::Events => self.events.clone(),
-            QueueRole::Deliveries => self.deliveries.clone(),
+            QueueRole::Deliveries | QueueRole::Ordered => self.deliveries.clone(),
             QueueRole::Ingest(_) => hub::runtime::consume::queue_of(&self.hub, role),
         };
         let mut quiet_since = std::time::Instant::now();
@@ -435,6 +438,18 @@ impl Store for FlakyStore {
         self.inner
             .take_allowance(key, now_ms, window_ms, limit)
             .await
+    }
+}
+
+#[async_trait]
+impl PaceStore for FlakyStore {
+    async fn swap_pace(
+        &self,
+        subscription_id: &str,
+        expected: Option<u64>,
+        pace: &hub::pacing::Pace,
+    ) -> Result<bool> {
+        self.inner.swap_pace(subscription_id, expected, pace).await
     }
 }
 

@@ -202,6 +202,7 @@ async fn redrive(
             .map(|msg| OutgoingMessage {
                 body: afresh(which, &msg.body),
                 delay: Duration::ZERO,
+                group: None,
             })
             .collect();
         source.send(messages).await.map_err(|e| e.to_string())?;

@@ -10,6 +10,7 @@ pub(crate) async fn batches_are_acknowledged_and_postponed_in_one_call(q: &dyn Q
     let bodies = ["a", "b", "c", "d"].map(|body| OutgoingMessage {
         body: body.into(),
         delay: Duration::ZERO,
+        group: None,
     });
     q.send(bodies.to_vec()).await.unwrap();
     let got = q.receive(10, Duration::from_millis(50)).await.unwrap();

@@ -73,6 +73,41 @@ impl SqsQueue {
         }
     }
 
+    /// Whether it is a FIFO queue (its name ends in `.fifo`): a message's group is its
+    /// `MessageGroupId`, and no message has a delay of its own.
+    fn is_fifo(&self) -> bool {
+        self.url.ends_with(".fifo")
+    }
+
+    /// The queue, dead-lettering to `other`'s dead-letter queue: the ordered (FIFO) deliveries
+    /// queue has no redrive of its own (an ordered message keeps its place whatever its receive
+    /// count) and dead-letters what is exhausted with the other deliveries.
+    pub fn dead_lettering_with(self, other: &SqsQueue) -> Self {
+        SqsQueue {
+            dead_letter_url: other.dead_letter_url.clone(),
+            ..self
+        }
+    }
+
+    /// Creates the FIFO queue `name` (ending in `.fifo`) if missing, as `template.yaml` does:
+    /// no redrive, `visibility` as its visibility timeout.
+    pub async fn ensure_fifo(client: Client, name: &str, visibility: Duration) -> Result<Self> {
+        let url = client
+            .create_queue()
+            .queue_name(name)
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                visibility.as_secs().to_string(),
+            )
+            .send()
+            .await
+            .map_err(aws_error)?
+            .queue_url
+            .unwrap_or_default();
+        Ok(SqsQueue::at(client, url))
+    }
+
     /// The dead-letter queue named by this queue's redrive policy.
     async fn dead_letter_url(&self) -> Result<&str> {
         self.dead_letter_url
@@ -177,17 +212,32 @@ impl SqsQueue {
     async fn send_batch(&self, batch: &[OutgoingMessage]) -> Result<()> {
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut pass = 0;
+        let fifo = self.is_fifo();
+        // On a FIFO queue, a fresh deduplication id per message: the hub deduplicates itself,
+        // and a resend within SQS's 5-minute window must not be dropped. Kept across the passes
+        // of this call, so an entry SQS took but reported failed is not taken twice.
+        let dedup: Vec<String> = batch
+            .iter()
+            .map(|_| format!("{:032x}", rand::random::<u128>()))
+            .collect();
         loop {
             let entries = pending
                 .iter()
                 .map(|&i| {
                     let m = &batch[i];
-                    SendMessageBatchRequestEntry::builder()
+                    let entry = SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
-                        .message_body(&m.body)
-                        .delay_seconds((m.delay.as_millis().div_ceil(1000) as u64).min(900) as i32)
-                        .build()
-                        .map_err(HubError::backend)
+                        .message_body(&m.body);
+                    let entry = if fifo {
+                        entry
+                            .message_group_id(m.group.as_deref().unwrap_or("hub"))
+                            .message_deduplication_id(&dedup[i])
+                    } else {
+                        entry.delay_seconds(
+                            (m.delay.as_millis().div_ceil(1000) as u64).min(900) as i32,
+                        )
+                    };
+                    entry.build().map_err(HubError::backend)
                 })
                 .collect::<Result<Vec<_>>>()?;
             let out = self
@@ -460,6 +510,7 @@ mod tests {
             .map(|n| OutgoingMessage {
                 body: "x".repeat(*n),
                 delay: Duration::ZERO,
+                group: None,
             })
             .collect()
     }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::clock::{rfc3339, seconds_ts};
 use crate::model::{
-    AttemptError, AttemptRecord, KeptEvent, ReceiverAuth, Subscription, SubscriptionStatus,
+    AttemptError, AttemptRecord, DeliveryOrder, KeptEvent, ReceiverAuth, Subscription, SubscriptionStatus,
 };
 use crate::service::history::{DeliveryStatus, EventView};
 use crate::signing::{SignatureScheme, SigningAlgorithm};
@@ -77,6 +77,12 @@ pub struct SubscriptionOut {
     pub timeout: Option<u32>,
     /// Its own delays between attempts, seconds (`null`: the hub's schedule).
     pub retry_schedule: Option<Vec<u64>>,
+    /// The most deliveries a second (`null`: no limit).
+    pub max_per_second: Option<u32>,
+    /// `unordered`, or `fifo`: one at a time in publish order.
+    pub ordering: DeliveryOrder,
+    /// How fast it is delivered to now: its limit and its back-off.
+    pub pace: PaceOut,
     /// The kind of receiver credentials, if any.
     pub receiver_auth: Option<ReceiverAuthKind>,
     /// Lease end, Unix seconds with three decimals.
@@ -113,6 +119,9 @@ impl From<&Subscription> for SubscriptionOut {
             expiry_notice: sub.expiry_notice,
             timeout: sub.timeout_secs,
             retry_schedule: sub.retry_schedule_secs.clone(),
+            max_per_second: sub.max_per_second,
+            ordering: sub.ordering,
+            pace: PaceOut::of(sub),
             receiver_auth: sub.receiver_auth.as_ref().map(ReceiverAuthKind::from),
             validity_ts: seconds_ts(sub.expires_at_ms),
             expires_at: rfc3339(sub.expires_at_ms),
@@ -120,6 +129,35 @@ impl From<&Subscription> for SubscriptionOut {
             confirmed_at: sub.confirmed_at_ms.map(rfc3339),
             odometer: sub.odometer,
             last_delivered_at: sub.last_delivered_ms.map(rfc3339),
+        }
+    }
+}
+
+/// `Pace`: how fast a subscription is delivered to, as its last delivery batch left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PaceOut {
+    /// The rate in force, deliveries a second: the lower of its limit and its back-off
+    /// (`null`: as fast as the hub goes).
+    pub per_second: Option<f64>,
+    /// Whether it is backing off because its receiver pushed back (`429`, `503`).
+    pub backing_off: bool,
+    /// The back-off rate, deliveries a second, while backing off.
+    pub backoff_per_second: Option<f64>,
+    /// When its receiver last pushed back.
+    pub pushed_back_at: Option<String>,
+}
+
+impl PaceOut {
+    /// The pace of `sub`.
+    pub fn of(sub: &Subscription) -> Self {
+        let pace = sub.pace.clone().unwrap_or_default();
+        // Rounded to a hundredth: it is a rate shown, not a value to compute with.
+        let shown = |rate: f64| (rate * 100.0).round() / 100.0;
+        PaceOut {
+            per_second: pace.rate(sub.max_per_second).map(shown),
+            backing_off: pace.backoff_per_second.is_some(),
+            backoff_per_second: pace.backoff_per_second.map(shown),
+            pushed_back_at: pace.pushed_back_ms.map(rfc3339),
         }
     }
 }

@@ -136,10 +136,23 @@ pub struct AwsResources {
     /// The queue the EventBridge rule sends published events to, name or URL (optional)
     #[arg(long, env = "HUB_BUS_INGEST_QUEUE")]
     pub bus_ingest_queue: Option<String>,
+    /// The FIFO queue of ordered deliveries, name or URL (default: the deliveries queue's name
+    /// followed by `-ordered.fifo`)
+    #[arg(long, env = "HUB_ORDERED_QUEUE")]
+    pub ordered_queue: Option<String>,
     /// The KMS key that wraps the data keys stored secrets are sealed with: id, ARN or alias
     /// (with --backend aws; --create-resources creates the alias's key)
     #[arg(long, env = "HUB_KMS_KEY_ID", default_value = "alias/webhook-hub")]
     pub kms_key_id: String,
+}
+
+impl AwsResources {
+    /// The FIFO queue of ordered deliveries: as named, or beside the deliveries queue.
+    pub fn ordered_queue(&self) -> String {
+        self.ordered_queue
+            .clone()
+            .unwrap_or_else(|| format!("{}-ordered.fifo", self.deliveries_queue))
+    }
 }
 
 /// What a Lambda function reads from its environment: the hub's settings and, for the API

@@ -49,6 +49,9 @@ pub enum QueueRole {
     Events,
     /// The deliveries queue: the sender.
     Deliveries,
+    /// The ordered deliveries queue (AWS's FIFO queue): the sender, one at a time per
+    /// subscription. On the embedded backends it is the deliveries queue itself.
+    Ordered,
     /// An ingest queue (direct publishing): publish, then fan out; the fan-out function reads it.
     Ingest(IngestSource),
 }
@@ -58,6 +61,7 @@ pub fn queue_of(hub: &Hub, role: QueueRole) -> std::sync::Arc<dyn crate::ports::
     match role {
         QueueRole::Events => hub.events.clone(),
         QueueRole::Deliveries => hub.deliveries.clone(),
+        QueueRole::Ordered => hub.ordered.clone(),
         QueueRole::Ingest(source) => match source {
             IngestSource::Direct => hub.ingest.direct.clone(),
             IngestSource::Bus => hub.ingest.bus.clone(),
@@ -97,7 +101,7 @@ pub async fn consume_batch_then(
             attempts_over();
             done
         }
-        QueueRole::Deliveries => {
+        QueueRole::Deliveries | QueueRole::Ordered => {
             let batch = DeliveryBatch::default();
             // Every delivery of the batch at once, within a budget of message bytes in flight:
             // a hundred small events all go together, 6 MB of large ones a few MiB at a time.
@@ -106,12 +110,57 @@ pub async fn consume_batch_then(
                 let kib = (msg.body.len() / 1024).clamp(1, IN_FLIGHT_KIB) as u32;
                 budget.acquire_many(kib)
             };
-            let attempted = futures::future::join_all(msgs.iter().map(|msg| async {
-                let _room = room(msg).await.expect("never closed");
-                attempt_message(hub, msg, &batch).await
+            // Deliveries to a paced subscription go at the slots the batch booked for them;
+            // those it could not book wait on the queue until theirs.
+            let gates = pace_gates(hub, msgs, &batch).await;
+            // One chain per message, except a subscription's ordered deliveries: one chain,
+            // in queue order, each attempted once the one before it is through.
+            let chains = ordered_chains(msgs);
+            let mut attempted: Vec<Option<Step>> = (0..msgs.len()).map(|_| None).collect();
+            let chained = futures::future::join_all(chains.into_iter().map(|chain| {
+                let (batch, room, gates) = (&batch, &room, &gates);
+                async move {
+                    let mut steps = Vec::with_capacity(chain.len());
+                    let mut held_back = false;
+                    for index in chain {
+                        let msg = &msgs[index];
+                        if held_back {
+                            // Behind an ordered delivery that is not through: back at once,
+                            // still behind it (the queue keeps the group's order).
+                            let _ = queue_of(hub, role).postpone(&msg.receipt, Duration::ZERO).await;
+                            steps.push((index, Step::Finished(false)));
+                            continue;
+                        }
+                        let step = match gates[index] {
+                            Gate::Wait(wait) => wait_for_slot(hub, role, msg, wait).await,
+                            gate => {
+                                if let Gate::At(slot_ms) = gate {
+                                    let wait = slot_ms - hub.now_ms() as f64;
+                                    if wait > 0.0 {
+                                        let wait = Duration::from_micros((wait * 1000.0) as u64);
+                                        tokio::time::sleep(wait).await;
+                                    }
+                                }
+                                let _room = room(msg).await.expect("never closed");
+                                attempt_message(hub, role, msg, batch).await
+                            }
+                        };
+                        held_back = !step.lets_next_go();
+                        steps.push((index, step));
+                    }
+                    steps
+                }
             }))
             .await;
+            for (index, step) in chained.into_iter().flatten() {
+                attempted[index] = Some(step);
+            }
+            let attempted: Vec<Step> = attempted
+                .into_iter()
+                .map(|step| step.expect("every message is in one chain"))
+                .collect();
             attempts_over();
+            hub.note_push_backs(batch.take_push_backs()).await;
             // The batch's attempts to the delivery log before any message is settled: if they
             // cannot be written, the attempted messages come back and are attempted again.
             let logged = match hub.write_batch_log(&batch).await {
@@ -124,7 +173,7 @@ pub async fn consume_batch_then(
             let done =
                 futures::future::join_all(msgs.iter().zip(attempted).map(|(msg, step)| async {
                     let _room = room(msg).await.expect("never closed");
-                    settle_message(hub, msg, step, logged).await
+                    settle_message(hub, role, msg, step, logged).await
                 }))
                 .await;
             // The batch's successes, one odometer write per subscription; what cannot be
@@ -211,6 +260,134 @@ async fn fan_out_messages(hub: &Hub, msgs: &[ReceivedMessage]) -> Vec<bool> {
     done
 }
 
+/// When a deliveries-queue message of a batch may be attempted.
+#[derive(Debug, Clone, Copy)]
+enum Gate {
+    /// At once: its subscription is not paced (or the message is not due yet, or unreadable:
+    /// [`attempt_message`] deals with those).
+    Now,
+    /// At this booked slot, Unix ms.
+    At(f64),
+    /// Not in this batch: hidden on the queue this long, until its slot may be booked.
+    Wait(Duration),
+}
+
+/// After how many receives a message that waits for a slot is sent again as a new one rather
+/// than hidden once more: a queue's redrive counts receives, and waiting is not failing.
+const WAITS_BEFORE_REQUEUE: u32 = 10;
+
+/// The subscription and time of a deliveries-queue message, read without the payload.
+#[derive(serde::Deserialize)]
+struct TaskPeek {
+    subscription_id: String,
+    #[serde(default)]
+    not_before_ms: Option<i64>,
+}
+
+/// Books slots for the batch's due deliveries to paced subscriptions, once per subscription
+/// (its limit, its back-off): when each message may be attempted.
+async fn pace_gates(hub: &Hub, msgs: &[ReceivedMessage], batch: &DeliveryBatch) -> Vec<Gate> {
+    let now = hub.now_ms();
+    let mut gates = vec![Gate::Now; msgs.len()];
+    let mut by_subscription: Vec<(String, Vec<usize>)> = Vec::new();
+    for (index, msg) in msgs.iter().enumerate() {
+        let Ok(peek) = serde_json::from_str::<TaskPeek>(&msg.body) else {
+            continue;
+        };
+        if peek.not_before_ms.is_some_and(|at| at > now) {
+            continue;
+        }
+        match by_subscription
+            .iter_mut()
+            .find(|(id, _)| *id == peek.subscription_id)
+        {
+            Some((_, indices)) => indices.push(index),
+            None => by_subscription.push((peek.subscription_id, vec![index])),
+        }
+    }
+    let bookings =
+        futures::future::join_all(by_subscription.into_iter().map(|(id, indices)| async move {
+            let booking = match batch.read(hub, &id).await {
+                Ok(Some(sub)) => hub.book_slots(&sub, indices.len()).await,
+                other => other.map(|_| None),
+            };
+            (indices, booking)
+        }))
+        .await;
+    for (indices, booking) in bookings {
+        match booking {
+            Ok(None) => {}
+            Ok(Some(booking)) => {
+                let booked = booking.slots_ms.len();
+                hub.metrics
+                    .slot_waits(indices.len().saturating_sub(booked) as u64);
+                for (n, index) in indices.into_iter().enumerate() {
+                    gates[index] = match booking.slots_ms.get(n) {
+                        Some(slot) => Gate::At(*slot),
+                        None => Gate::Wait(booking.wait_of_unbooked(n - booked, now)),
+                    };
+                }
+            }
+            Err(err) => {
+                // Its pace could not be read or booked: its deliveries wait a moment rather
+                // than go unpaced.
+                tracing::warn!(error = %err, "could not book delivery slots; the messages come back");
+                for index in indices {
+                    gates[index] = Gate::Wait(BUSY_BACKOFF);
+                }
+            }
+        }
+    }
+    gates
+}
+
+/// Hides a message that waits for its slot until then (or, after many such waits, sends it
+/// again as a new message and removes this one). No attempt is made or counted.
+async fn wait_for_slot(hub: &Hub, role: QueueRole, msg: &ReceivedMessage, wait: Duration) -> Step {
+    let queue = queue_of(hub, role);
+    if msg.receive_count >= WAITS_BEFORE_REQUEUE {
+        let again = crate::ports::OutgoingMessage {
+            body: msg.body.clone(),
+            delay: wait.min(crate::ports::MAX_SEND_DELAY),
+            group: None,
+        };
+        return Step::Finished(queue.send(vec![again]).await.is_ok());
+    }
+    if let Err(err) = queue.postpone(&msg.receipt, wait.min(MAX_HIDE)).await {
+        tracing::warn!(error = %err, "could not hide a message waiting for its slot; it comes back after the visibility timeout");
+    }
+    Step::Finished(false)
+}
+
+/// The batch's messages as chains attempted one after another: each message alone, except an
+/// ordered subscription's, which form one chain in the order received (an SQS FIFO batch
+/// holds a group's messages in order; the embedded queues hand out one per group).
+fn ordered_chains(msgs: &[ReceivedMessage]) -> Vec<Vec<usize>> {
+    #[derive(serde::Deserialize)]
+    struct OrderPeek {
+        subscription_id: String,
+        #[serde(default)]
+        ordered: bool,
+    }
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut by_group: Vec<(String, usize)> = Vec::new();
+    for (index, msg) in msgs.iter().enumerate() {
+        match serde_json::from_str::<OrderPeek>(&msg.body) {
+            Ok(peek) if peek.ordered => {
+                match by_group.iter().find(|(id, _)| *id == peek.subscription_id) {
+                    Some((_, chain)) => chains[*chain].push(index),
+                    None => {
+                        by_group.push((peek.subscription_id, chains.len()));
+                        chains.push(vec![index]);
+                    }
+                }
+            }
+            _ => chains.push(vec![index]),
+        }
+    }
+    chains
+}
+
 /// Where a deliveries-queue message stands after its part of the batch.
 enum Step {
     /// Nothing more to do: `true` when it may be removed.
@@ -221,6 +398,19 @@ enum Step {
     Attempted { verdict: Verdict, now: i64 },
 }
 
+impl Step {
+    /// Whether the next ordered delivery of its subscription may be attempted after it: it is
+    /// through (delivered, parked, dropped, exhausted), not waiting to be tried again.
+    fn lets_next_go(&self) -> bool {
+        match self {
+            Step::Finished(done) => *done,
+            Step::Attempted { verdict, .. } => {
+                !matches!(verdict, Verdict::RetryIn(_) | Verdict::Throttled(_))
+            }
+        }
+    }
+}
+
 /// Makes one delivery attempt for a deliveries-queue message (its record gathered in `batch`).
 ///
 /// The message carries its own attempt count and earliest time ([`DeliveryTask`]): a retry is
@@ -229,21 +419,39 @@ enum Step {
 /// to the dead-letter queue explicitly. So receives that made no attempt (a store error, a
 /// throttled or crashed consumer) never use up an attempt, and no delay ever needs a
 /// visibility beyond SQS's 12 h limit.
-async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch) -> Step {
-    let task: DeliveryTask = match serde_json::from_str(&msg.body) {
+async fn attempt_message(
+    hub: &Hub,
+    role: QueueRole,
+    msg: &ReceivedMessage,
+    batch: &DeliveryBatch,
+) -> Step {
+    let queue = queue_of(hub, role);
+    let mut task: DeliveryTask = match serde_json::from_str(&msg.body) {
         Ok(task) => task,
         Err(err) => {
             tracing::error!(message_id = %msg.id, error = %err, "unreadable delivery message: to the dead-letter queue");
-            return Step::Finished(hub.deliveries.dead_letter(msg.body.clone()).await.is_ok());
+            return Step::Finished(queue.dead_letter(msg.body.clone()).await.is_ok());
         }
     };
     let now = hub.now_ms();
+    // An ordered delivery is tried again in place (its message never changes): what it went
+    // through so far is read back from the delivery log.
+    if task.ordered && msg.receive_count > 1 {
+        match hub.ordered_progress(&task, msg.sent_at_ms).await {
+            Ok(progress) => task = progress,
+            Err(err) => {
+                tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not read an ordered delivery's attempts; it comes back");
+                come_back_soon(hub, role, msg, &err).await;
+                return Step::Finished(false);
+            }
+        }
+    }
     // Never attempted before its time (a receiver's `Retry-After` is a floor).
     if let Some(not_before) = task.not_before_ms
         && not_before > now
     {
         let wait = Duration::from_millis((not_before - now) as u64).min(MAX_HIDE);
-        if let Err(err) = hub.deliveries.postpone(&msg.receipt, wait).await {
+        if let Err(err) = queue.postpone(&msg.receipt, wait).await {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not hide an early message; it comes back after the visibility timeout");
         }
         return Step::Finished(false);
@@ -253,7 +461,7 @@ async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch
             Ok(()) => true,
             Err(err) => {
                 tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not release parked deliveries; the message will come back");
-                come_back_soon(hub, QueueRole::Deliveries, msg, &err).await;
+                come_back_soon(hub, role, msg, &err).await;
                 false
             }
         });
@@ -262,7 +470,7 @@ async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch
         Ok(verdict) => Step::Attempted { verdict, now },
         Err(err) => {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back (no attempt counted)");
-            come_back_soon(hub, QueueRole::Deliveries, msg, &err).await;
+            come_back_soon(hub, role, msg, &err).await;
             Step::Finished(false)
         }
     }
@@ -270,7 +478,13 @@ async fn attempt_message(hub: &Hub, msg: &ReceivedMessage, batch: &DeliveryBatch
 
 /// Settles a message after its batch's log was written (`logged`); `true` when it may be
 /// removed.
-async fn settle_message(hub: &Hub, msg: &ReceivedMessage, step: Step, logged: bool) -> bool {
+async fn settle_message(
+    hub: &Hub,
+    role: QueueRole,
+    msg: &ReceivedMessage,
+    step: Step,
+    logged: bool,
+) -> bool {
     let (verdict, now) = match step {
         Step::Finished(done) => return done,
         Step::Attempted { .. } if !logged => return false,
@@ -284,13 +498,27 @@ async fn settle_message(hub: &Hub, msg: &ReceivedMessage, step: Step, logged: bo
         Err(_) => return false, // read once already: cannot happen
     };
     let subscription_id = task.subscription_id.clone();
+    if task.ordered
+        && let Verdict::RetryIn(delay) | Verdict::Throttled(delay) = verdict
+    {
+        // Tried again in place, so nothing overtakes it: hidden until its next attempt (its
+        // time is in the delivery log; a delay over the longest hide comes back early and is
+        // hidden again).
+        if let Err(err) = queue_of(hub, role)
+            .postpone(&msg.receipt, delay.min(MAX_HIDE))
+            .await
+        {
+            tracing::warn!(subscription_id = %subscription_id, error = %err, "could not hide an ordered delivery until its retry; it comes back after the visibility timeout");
+        }
+        return false;
+    }
     match hub.settle(task, &verdict, now).await {
         Ok(()) => true,
         Err(err) => {
             // The message comes back after the visibility timeout and the attempt is made again
             // under the same number: a duplicate at worst, never a loss.
             tracing::warn!(subscription_id = %subscription_id, error = %err, "could not queue the retry or dead letter");
-            come_back_soon(hub, QueueRole::Deliveries, msg, &err).await;
+            come_back_soon(hub, role, msg, &err).await;
             false
         }
     }

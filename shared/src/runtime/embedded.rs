@@ -184,7 +184,7 @@ pub async fn poll(
         shutdown.clone(),
     ));
     while !*shutdown.borrow() {
-        let most = if role == QueueRole::Deliveries {
+        let most = if matches!(role, QueueRole::Deliveries | QueueRole::Ordered) {
             POLL_BATCH
         } else {
             FANOUT_POLL_BATCH
@@ -372,6 +372,15 @@ pub fn start_workers(
         )),
         tokio::spawn(sweep_every(hub.clone(), sweep_interval, shutdown.clone())),
     ];
+    if !Arc::ptr_eq(&hub.ordered, &hub.deliveries) {
+        // A queue of its own (AWS's FIFO queue): the embedded queues keep groups themselves.
+        workers.push(tokio::spawn(poll(
+            hub.clone(),
+            QueueRole::Ordered,
+            DELIVERY_CONCURRENCY,
+            shutdown.clone(),
+        )));
+    }
     for (queue, source) in [
         (&hub.ingest.direct, IngestSource::Direct),
         (&hub.ingest.bus, IngestSource::Bus),

@@ -86,18 +86,19 @@ pub async fn sqs_handler(hub: &Hub, role: QueueRole, event: SqsEvent) -> SqsBatc
     sqs_handler_routed(hub, role, &[], event).await
 }
 
-/// The queue role of each ingest queue the fan-out function also reads, by queue name.
-fn ingest_routes(aws: &super::config::AwsResources) -> Vec<(String, QueueRole)> {
-    [
+/// The role of each queue a function reads besides its own, by queue name: the ingest queues
+/// the fan-out function also reads, the ordered (FIFO) queue the sender also reads.
+fn queue_routes(aws: &super::config::AwsResources) -> Vec<(String, QueueRole)> {
+    let name_of = |queue: &str| queue.rsplit('/').next().map(str::to_string);
+    let mut routes: Vec<(String, QueueRole)> = [
         (&aws.ingest_queue, IngestSource::Direct),
         (&aws.bus_ingest_queue, IngestSource::Bus),
     ]
     .into_iter()
-    .filter_map(|(queue, source)| {
-        let name = queue.as_deref()?.rsplit('/').next()?.to_string();
-        Some((name, QueueRole::Ingest(source)))
-    })
-    .collect()
+    .filter_map(|(queue, source)| Some((name_of(queue.as_deref()?)?, QueueRole::Ingest(source))))
+    .collect();
+    routes.extend(name_of(&aws.ordered_queue()).map(|name| (name, QueueRole::Ordered)));
+    routes
 }
 
 /// [`sqs_handler`] for a function fed by several queues: a record whose source queue (the last
@@ -197,7 +198,7 @@ pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
 /// Runs an SQS-triggered function with partial batch failures.
 pub async fn serve_queue(role: QueueRole) -> Result<(), Error> {
     let (hub, config) = hub_from_env().await?;
-    let routes = ingest_routes(&config.hub.aws);
+    let routes = queue_routes(&config.hub.aws);
     let (hub, routes) = (&hub, routes.as_slice());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let response = sqs_handler_routed(hub, role, routes, event.payload).await;

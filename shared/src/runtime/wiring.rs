@@ -80,6 +80,7 @@ pub async fn provision_aws(resources: &AwsResources, queue_visibility: Duration)
         DELIVERY_RECEIVE_LIMIT,
     )
     .await?;
+    SqsQueue::ensure_fifo(sqs.clone(), &resources.ordered_queue(), queue_visibility).await?;
     for name in [&resources.ingest_queue, &resources.bus_ingest_queue]
         .into_iter()
         .flatten()
@@ -106,6 +107,9 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub
     let store = DynamoStore::new(dynamo, &resources.table);
     let events = SqsQueue::open(sqs.clone(), &resources.events_queue).await?;
     let deliveries = SqsQueue::open(sqs.clone(), &resources.deliveries_queue).await?;
+    let ordered = SqsQueue::open(sqs.clone(), &resources.ordered_queue())
+        .await?
+        .dead_lettering_with(&deliveries);
     let mut hub = assemble(
         settings,
         Arc::new(store),
@@ -113,6 +117,7 @@ pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub
         Arc::new(deliveries),
         Arc::new(master),
     );
+    hub.ordered = Arc::new(ordered);
     for (name, slot) in [
         (&resources.ingest_queue, &mut hub.ingest.direct),
         (&resources.bus_ingest_queue, &mut hub.ingest.bus),
@@ -239,6 +244,7 @@ pub fn assemble(
         keys: Arc::new(Keyring::new(master, store.clone())),
         store,
         events,
+        ordered: deliveries.clone(),
         deliveries,
         transport: Arc::new(transport),
         clock: Arc::new(SystemClock::default()),

@@ -13,9 +13,10 @@ use crate::context::{DeliveryLog, Hub};
 use crate::error::Result;
 use crate::metrics::AttemptOutcome;
 use crate::model::{
-    AttemptError, AttemptRecord, DeliveryTask, Event, KeptDelivery, KeptState, ReceiverAuth,
+    AttemptError, AttemptRecord, DeliveryOrder, DeliveryTask, Event, KeptDelivery, KeptState, ReceiverAuth,
     Subscription, SubscriptionStatus, TaskPayload, queue_json,
 };
+use crate::pacing::PUSHED_BACK_RETRY;
 use crate::ports::{MAX_SEND_DELAY, OutgoingMessage};
 use crate::retry::RetrySchedule;
 use crate::service::operational::{OperationalTopic, subscription_data};
@@ -36,6 +37,9 @@ pub enum Verdict {
     Parked,
     /// Try again after this delay (the message stays on the queue, hidden until then).
     RetryIn(Duration),
+    /// The receiver pushed back (`429`, `503`): try again after this delay, at the
+    /// subscription's pace, without using up a step of its retry schedule.
+    Throttled(Duration),
     /// The schedule is exhausted: the message goes to the dead-letter queue.
     Exhausted,
 }
@@ -49,11 +53,14 @@ pub struct DeliveryBatch {
         std::collections::HashMap<String, Arc<tokio::sync::OnceCell<Option<Subscription>>>>,
     >,
     log: std::sync::Mutex<Vec<(AttemptRecord, i64)>>,
+    /// The subscriptions whose receivers pushed back in this batch, with the longest
+    /// `Retry-After` they asked for: their pace is cut once for the batch.
+    pushed_back: std::sync::Mutex<std::collections::HashMap<String, (Subscription, Option<Duration>)>>,
 }
 
 impl DeliveryBatch {
     /// The subscription as the batch's one read of it found it.
-    async fn read(&self, hub: &Hub, id: &str) -> Result<Option<Subscription>> {
+    pub async fn read(&self, hub: &Hub, id: &str) -> Result<Option<Subscription>> {
         let cell = self
             .reads
             .lock()
@@ -64,6 +71,21 @@ impl DeliveryBatch {
         cell.get_or_try_init(|| hub.store.get_eventually(id))
             .await
             .cloned()
+    }
+
+    /// Notes that `sub`'s receiver pushed back, asking for `retry_after`.
+    fn push_back(&self, sub: &Subscription, retry_after: Option<Duration>) {
+        let mut pushed = self.pushed_back.lock().expect("batch push-back lock");
+        let entry = pushed
+            .entry(sub.id.clone())
+            .or_insert_with(|| (sub.clone(), None));
+        entry.1 = entry.1.max(retry_after);
+    }
+
+    /// The push-backs noted, taken out of the batch.
+    pub fn take_push_backs(&self) -> Vec<(Subscription, Option<Duration>)> {
+        let mut pushed = self.pushed_back.lock().expect("batch push-back lock");
+        pushed.drain().map(|(_, v)| v).collect()
     }
 
     /// Gathers an attempt for the delivery log, kept until `expires_at_ms`.
@@ -230,6 +252,81 @@ pub fn event_body_bytes(event: &Event, sub: &Subscription) -> Bytes {
 }
 
 impl Hub {
+    /// Queues delivery tasks: those of an ordered group to the ordered queue, the others to
+    /// the deliveries queue (one call where both are one queue, as on the embedded backends).
+    pub async fn send_deliveries(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
+        let one_queue = Arc::ptr_eq(&self.ordered, &self.deliveries);
+        if one_queue || messages.iter().all(|m| m.group.is_none()) {
+            return self.deliveries.send(messages).await;
+        }
+        let (ordered, unordered): (Vec<_>, Vec<_>) =
+            messages.into_iter().partition(|m| m.group.is_some());
+        if !unordered.is_empty() {
+            self.deliveries.send(unordered).await?;
+        }
+        if !ordered.is_empty() {
+            self.ordered.send(ordered).await?;
+        }
+        Ok(())
+    }
+
+    /// The queue message of an event's delivery `task` to `sub` (sent now): in the
+    /// subscription's own ordered group when it is delivered in order.
+    pub fn event_message(sub: &Subscription, task: DeliveryTask) -> OutgoingMessage {
+        let ordered = sub.ordering == DeliveryOrder::Fifo;
+        OutgoingMessage {
+            body: queue_json(&DeliveryTask { ordered, ..task }),
+            delay: Duration::ZERO,
+            group: ordered.then(|| sub.id.clone()),
+        }
+    }
+
+    /// The queue `task` came from and goes back to: the ordered queue for an ordered delivery.
+    pub fn queue_of_task(&self, task: &DeliveryTask) -> &Arc<dyn crate::ports::Queue> {
+        if task.ordered {
+            &self.ordered
+        } else {
+            &self.deliveries
+        }
+    }
+
+    /// An ordered delivery's task as far as it went: its message never changes (it is tried
+    /// again in place), so its attempts since it was queued (`sent_at_ms`), those the receiver
+    /// pushed back on and the time of its next one are read from the delivery log, which keeps
+    /// every failed attempt.
+    pub async fn ordered_progress(
+        &self,
+        task: &DeliveryTask,
+        sent_at_ms: Option<i64>,
+    ) -> Result<DeliveryTask> {
+        let TaskPayload::Event { event } = &task.payload else {
+            return Ok(task.clone());
+        };
+        let since = sent_at_ms.unwrap_or(event.timestamp_ms);
+        let made: Vec<AttemptRecord> = self
+            .store
+            .attempts_of_event(&task.subscription_id, &event.id, event.timestamp_ms)
+            .await?
+            .into_iter()
+            .filter(|a| a.counted && !a.delivered && a.started_at_ms >= since)
+            .collect();
+        let throttled = made
+            .iter()
+            .filter(|a| matches!(a.status_code, Some(429 | 503)))
+            .count() as u32;
+        let next = made
+            .iter()
+            .max_by_key(|a| (a.attempt, a.started_at_ms))
+            .and_then(|a| a.next_attempt_at_ms);
+        Ok(DeliveryTask {
+            attempts_made: task.attempts_made.saturating_add(made.len() as u32),
+            throttled: task.throttled.saturating_add(throttled),
+            not_before_ms: next.or(task.not_before_ms),
+            kept: task.kept || !made.is_empty(),
+            ..task.clone()
+        })
+    }
+
     /// The confirmation link of a subscription.
     pub fn confirmation_url(&self, sub_id: &str, token: &str) -> String {
         format!(
@@ -348,6 +445,11 @@ impl Hub {
         };
         let delivered = outcome.status.is_some_and(|s| (200..300).contains(&s));
         let gone = outcome.status == Some(410);
+        let pushed_back = matches!(outcome.status, Some(429 | 503));
+        if pushed_back {
+            self.metrics.pushed_back();
+            batch.push_back(&sub, outcome.retry_after);
+        }
         let counts = !matches!(task.payload, TaskPayload::Confirmation { .. });
         // A failure's bookkeeping comes first: whether it disabled the subscription decides
         // whether a retry follows, and the attempt is recorded with that decision.
@@ -362,14 +464,23 @@ impl Hub {
         } else {
             false
         };
+        // A push-back is tried again at the subscription's pace and does not use up a step of
+        // the schedule: throttling alone never exhausts a delivery the lease has time for.
+        let step = attempt.saturating_sub(task.throttled).max(1);
         let retry = if delivered || gone || disabled {
             None
+        } else if pushed_back {
+            Some(
+                outcome
+                    .retry_after
+                    .map_or(PUSHED_BACK_RETRY, |asked| asked.max(PUSHED_BACK_RETRY)),
+            )
         } else {
             match &sub.retry_schedule_secs {
                 Some(delays) => {
-                    RetrySchedule::of_seconds(delays).next_delay(attempt, outcome.retry_after)
+                    RetrySchedule::of_seconds(delays).next_delay(step, outcome.retry_after)
                 }
-                None => self.settings.retry.next_delay(attempt, outcome.retry_after),
+                None => self.settings.retry.next_delay(step, outcome.retry_after),
             }
         };
         let finished = now + outcome.latency.as_millis() as i64;
@@ -468,7 +579,11 @@ impl Hub {
                 if task.payload.is_kept_when_failing() && (task.attempts_made == 0 || !task.kept) {
                     self.keep(task, &sub.id, KeptState::Retrying, now).await?;
                 }
-                Ok(Verdict::RetryIn(delay))
+                Ok(if pushed_back {
+                    Verdict::Throttled(delay)
+                } else {
+                    Verdict::RetryIn(delay)
+                })
             }
         }
     }
@@ -573,20 +688,27 @@ impl Hub {
         };
         match verdict {
             Verdict::Done | Verdict::Parked => Ok(()),
-            Verdict::RetryIn(delay) => {
+            Verdict::RetryIn(delay) | Verdict::Throttled(delay) => {
+                let throttled = u32::from(matches!(verdict, Verdict::Throttled(_)));
                 let retry = DeliveryTask {
                     not_before_ms: Some(now + delay.as_millis() as i64),
                     kept: attempted.kept || attempted.payload.is_kept_when_failing(),
+                    throttled: attempted.throttled.saturating_add(throttled),
                     ..attempted
                 };
                 self.deliveries
                     .send(vec![OutgoingMessage {
                         body: queue_json(&retry),
                         delay: (*delay).min(MAX_SEND_DELAY),
+                        group: None,
                     }])
                     .await
             }
-            Verdict::Exhausted => self.deliveries.dead_letter(queue_json(&attempted)).await,
+            Verdict::Exhausted => {
+                self.queue_of_task(&attempted)
+                    .dead_letter(queue_json(&attempted))
+                    .await
+            }
         }
     }
 

@@ -73,20 +73,32 @@ pub struct Published {
 /// A subscription id as long as any (`sub_`, 12 hex digits of time, 16 random).
 const WIDEST_SUBSCRIPTION_ID: &str = "sub_0000000000000000000000000000";
 /// What a retry adds to a task body at the most (the task's last three fields, widest).
-const WIDEST_RETRY_FIELDS: &str =
-    r#","attempts_made":4294967295,"not_before_ms":9223372036854775807,"kept":true"#;
+const WIDEST_RETRY_FIELDS: &str = r#","attempts_made":4294967295,"not_before_ms":9223372036854775807,"kept":true,"throttled":4294967295"#;
 
 /// The size of the largest delivery task an event can become (its queue JSON given): what the
 /// deliveries queue must carry for it, retries included.
 pub fn delivery_task_bytes(event_json: &str) -> usize {
-    event_task_body(WIDEST_SUBSCRIPTION_ID, event_json).len() + WIDEST_RETRY_FIELDS.len()
+    event_task_body(WIDEST_SUBSCRIPTION_ID, event_json, true).len() + WIDEST_RETRY_FIELDS.len()
 }
 
 /// The deliveries-queue body of `event` for one subscription, built around the event's JSON
 /// (serialized once per event, not once per subscriber). Equal to `queue_json` of the task.
-fn event_task_body(subscription_id: &str, event_json: &str) -> String {
+fn event_task_body(subscription_id: &str, event_json: &str, ordered: bool) -> String {
     let id = serde_json::to_string(subscription_id).expect("strings serialize");
-    format!(r#"{{"subscription_id":{id},"payload":{{"kind":"event","event":{event_json}}}}}"#)
+    let ordered = if ordered { r#","ordered":true"# } else { "" };
+    format!(
+        r#"{{"subscription_id":{id},"payload":{{"kind":"event","event":{event_json}}}{ordered}}}"#
+    )
+}
+
+/// The queue message of an event's delivery task to the subscription of `entry`: in the
+/// subscription's own group when it is delivered in order.
+fn event_task_message(entry: &TopicEntry, event_json: &str) -> OutgoingMessage {
+    OutgoingMessage {
+        body: event_task_body(&entry.subscription_id, event_json, entry.ordered),
+        delay: std::time::Duration::ZERO,
+        group: entry.ordered.then(|| entry.subscription_id.clone()),
+    }
 }
 
 /// The owner an event is addressed to, checked: a name or a broadcast, not both; a caller bound
@@ -237,6 +249,7 @@ impl Hub {
             .map(|p| OutgoingMessage {
                 body: p.json.clone(),
                 delay: std::time::Duration::ZERO,
+                group: None,
             })
             .collect();
         let sent = self.events.send(messages).await;
@@ -379,13 +392,10 @@ impl Hub {
                         if listed.len() < HISTORY_SUBSCRIPTIONS {
                             listed.push(entry.subscription_id.clone());
                         }
-                        batch.push(OutgoingMessage {
-                            body: event_task_body(&entry.subscription_id, &event_json),
-                            delay: std::time::Duration::ZERO,
-                        });
+                        batch.push(event_task_message(&entry, &event_json));
                         if batch.len() == FANOUT_BATCH {
                             count += batch.len();
-                            self.deliveries.send(std::mem::take(&mut batch)).await?;
+                            self.send_deliveries(std::mem::take(&mut batch)).await?;
                         }
                     }
                 }
@@ -397,7 +407,7 @@ impl Hub {
         }
         if !batch.is_empty() {
             count += batch.len();
-            self.deliveries.send(batch).await?;
+            self.send_deliveries(batch).await?;
         }
         // A large fan-out is known only once it is sent: its record comes after its deliveries.
         if self.settings.history {
@@ -422,7 +432,7 @@ impl Hub {
             return;
         }
         let (owners, messages): (Vec<usize>, Vec<OutgoingMessage>) = pending.drain(..).unzip();
-        if let Err(err) = self.deliveries.send(messages).await {
+        if let Err(err) = self.send_deliveries(messages).await {
             for index in owners {
                 results[index] = Some(Err(err.clone()));
             }
@@ -464,7 +474,7 @@ impl Hub {
         let mut results: Vec<Option<Result<usize>>> = (0..events.len()).map(|_| None).collect();
         // Who each event goes to, decided before anything is sent, so its history record is
         // kept before its first delivery can reach a receiver (who may look the event up).
-        let mut plans: Vec<(usize, Vec<&str>)> = Vec::new();
+        let mut plans: Vec<(usize, Vec<&TopicEntry>)> = Vec::new();
         let mut streamed = Vec::new();
         for (index, event) in events.iter().enumerate() {
             let read: Option<Vec<&Vec<TopicEntry>>> = event
@@ -478,11 +488,10 @@ impl Hub {
                 continue;
             };
             let mut seen = HashSet::new();
-            let targets: Vec<&str> = read
+            let targets: Vec<&TopicEntry> = read
                 .into_iter()
                 .flatten()
                 .filter(|entry| entry.wants(event, now) && seen.insert(&entry.subscription_id))
-                .map(|entry| entry.subscription_id.as_str())
                 .collect();
             plans.push((index, targets));
         }
@@ -491,7 +500,7 @@ impl Hub {
             .filter(|_| self.settings.history)
             .map(|(index, targets)| {
                 let listed = targets.iter().take(HISTORY_SUBSCRIPTIONS);
-                let listed = listed.map(|id| id.to_string()).collect();
+                let listed = listed.map(|e| e.subscription_id.clone()).collect();
                 self.history_record(&events[*index], listed, targets.len())
             })
             .collect();
@@ -505,14 +514,8 @@ impl Hub {
         let mut pending: Vec<(usize, OutgoingMessage)> = Vec::with_capacity(FANOUT_BATCH);
         for (index, targets) in &plans {
             let event_json = queue_json(&events[*index]);
-            for subscription_id in targets {
-                pending.push((
-                    *index,
-                    OutgoingMessage {
-                        body: event_task_body(subscription_id, &event_json),
-                        delay: std::time::Duration::ZERO,
-                    },
-                ));
+            for entry in targets {
+                pending.push((*index, event_task_message(entry, &event_json)));
                 if pending.len() == FANOUT_BATCH {
                     self.send_tasks(&mut pending, &mut results).await;
                 }
@@ -563,8 +566,16 @@ mod tests {
             },
         );
         assert_eq!(
-            event_task_body("sub_\"1", &queue_json(&event)),
+            event_task_body("sub_\"1", &queue_json(&event), false),
             queue_json(&task)
+        );
+        let ordered = DeliveryTask {
+            ordered: true,
+            ..task.clone()
+        };
+        assert_eq!(
+            event_task_body("sub_\"1", &queue_json(&event), true),
+            queue_json(&ordered)
         );
         let back: DeliveryTask = serde_json::from_str(&queue_json(&task)).unwrap();
         assert_eq!(back, task);
@@ -573,6 +584,8 @@ mod tests {
             attempts_made: u32::MAX,
             not_before_ms: Some(i64::MAX),
             kept: true,
+            throttled: u32::MAX,
+            ordered: true,
             ..task
         };
         assert_eq!(

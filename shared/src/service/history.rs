@@ -3,7 +3,6 @@
 //! within the caller's reach, redacted as the caller's customers receive them, and resends any
 //! delivery of a kept event, delivered ones included.
 
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -13,7 +12,7 @@ use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{
     AttemptRecord, DeliveryTask, Event, KeptEvent, KeptState, Subscription, TaskPayload,
-    id_time_ms, queue_json,
+    id_time_ms,
 };
 use crate::ports::{Audience, EventQuery, OutgoingMessage, Page};
 use crate::service::delivery::{event_body, remove_pointers};
@@ -348,17 +347,17 @@ impl Hub {
         // exhausted does not stay listed as exhausted after it got through.
         let messages: Vec<OutgoingMessage> = chosen
             .into_iter()
-            .map(|event| OutgoingMessage {
-                body: queue_json(&DeliveryTask {
+            .map(|event| {
+                let task = DeliveryTask {
                     kept: true,
                     ..DeliveryTask::new(sub.id.clone(), TaskPayload::Event { event })
-                }),
-                delay: Duration::ZERO,
+                };
+                Hub::event_message(sub, task)
             })
             .collect();
         let requeued = messages.len();
         if requeued > 0 {
-            self.deliveries.send(messages).await?;
+            self.send_deliveries(messages).await?;
         }
         Ok((requeued, next))
     }

@@ -77,6 +77,7 @@ impl Hub {
             .send(vec![OutgoingMessage {
                 body: queue_json(&event),
                 delay: std::time::Duration::ZERO,
+                group: None,
             }])
             .await;
         match sent {

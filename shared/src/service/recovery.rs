@@ -12,8 +12,10 @@ use crate::auth::{Caller, SCOPE_SUBSCRIBE};
 use crate::clock::{parse_rfc3339, rfc3339};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
-use crate::model::{DeliveryTask, KeptDelivery, KeptState, Subscription, TaskPayload, queue_json};
-use crate::ports::OutgoingMessage;
+use crate::model::{
+    DeliveryOrder, DeliveryTask, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
+    TaskPayload,
+};
 use crate::service::delivery::Verdict;
 use crate::service::operational::{OperationalTopic, subscription_data};
 
@@ -101,7 +103,9 @@ impl Hub {
         caller.require(SCOPE_SUBSCRIBE)?;
         let sub = self.owned(caller, id).await?;
         match self.store.kept_delivery(&sub.id, event_id).await? {
-            Some(kept) if kept.state != KeptState::Parked => self.requeue(vec![kept]).await?,
+            Some(kept) if kept.state != KeptState::Parked => {
+                self.requeue(&sub, vec![kept]).await?
+            }
             Some(_) => return Err(HubError::Parked),
             None => self.resend_from_history(&sub, event_id).await?,
         }
@@ -185,7 +189,7 @@ impl Hub {
             }
         };
         let requeued = chosen.len();
-        self.requeue(chosen).await?;
+        self.requeue(sub, chosen).await?;
         Ok(Recovered {
             requeued,
             more,
@@ -195,18 +199,15 @@ impl Hub {
 
     /// Queues kept deliveries again (first), then marks them retrying: a crash in between
     /// queues them once more later (a duplicate under the same `webhook-id`, never a loss).
-    async fn requeue(&self, kept: Vec<KeptDelivery>) -> Result<()> {
+    async fn requeue(&self, sub: &Subscription, kept: Vec<KeptDelivery>) -> Result<()> {
         if kept.is_empty() {
             return Ok(());
         }
         let messages = kept
             .iter()
-            .map(|k| OutgoingMessage {
-                body: queue_json(&DeliveryTask::again(k)),
-                delay: Duration::ZERO,
-            })
+            .map(|k| Hub::event_message(sub, DeliveryTask::again(k)))
             .collect();
-        self.deliveries.send(messages).await?;
+        self.send_deliveries(messages).await?;
         let now = self.now_ms();
         for chunk in kept.chunks(16) {
             let marked: Vec<KeptDelivery> = chunk
@@ -235,6 +236,23 @@ impl Hub {
     /// for the rest. A delivery that fails goes on with its own retries, so later ones are not
     /// held back by it. Stops when the subscription is paused or disabled again.
     pub async fn release_parked(&self, subscription_id: &str) -> Result<()> {
+        if let Some(sub) = self.store.get(subscription_id).await?
+            && sub.ordering == DeliveryOrder::Fifo
+            && sub.status == SubscriptionStatus::Active
+        {
+            // In order: queued in its group, oldest first, a page at a time (each page marked
+            // retrying once queued, so the next page read is the next one).
+            loop {
+                let page = self
+                    .store
+                    .kept_deliveries(subscription_id, KeptState::Parked, None, RESUME_PAGE)
+                    .await?;
+                if page.items.is_empty() {
+                    return Ok(());
+                }
+                self.requeue(&sub, page.items).await?;
+            }
+        }
         let started = Instant::now();
         let mut seen = HashSet::new();
         loop {

@@ -8,7 +8,7 @@ use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{
-    DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ReceiverAuth, Subscription, SubscriptionStatus,
+    DeliveryOrder, DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ReceiverAuth, Subscription, SubscriptionStatus,
     TaskPayload, new_id, queue_json,
 };
 use crate::ports::{OutgoingMessage, Page};
@@ -49,6 +49,10 @@ pub struct SubscribeRequest {
     pub timeout: Option<u32>,
     /// Its own delays between attempts, seconds (default the hub's schedule).
     pub retry_schedule: Option<Vec<u64>>,
+    /// The most deliveries a second (1 to 1,000; default none).
+    pub max_per_second: Option<u32>,
+    /// `fifo`: one at a time in publish order (default `unordered`).
+    pub ordering: Option<DeliveryOrder>,
     /// The customer the subscription is bound to: it then receives only the events addressed
     /// to that owner and broadcasts. The platform's callers may name any owner (absent:
     /// account-wide); a bound caller's subscriptions are always bound to its own.
@@ -98,6 +102,11 @@ pub struct UpdateRequest {
     /// Its own delays between attempts, seconds (`null`: back to the hub's schedule).
     #[serde(default, deserialize_with = "nullable")]
     pub retry_schedule: Option<Option<Vec<u64>>>,
+    /// The most deliveries a second (`null`: no limit).
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_per_second: Option<Option<u32>>,
+    /// `fifo` or `unordered`: for the events fanned out from then on.
+    pub ordering: Option<DeliveryOrder>,
     /// A new lease, in seconds from now (60 s to 7 days): refreshes it without restating the
     /// other settings, as subscribing again would.
     pub expires: Option<i64>,
@@ -239,6 +248,7 @@ impl Hub {
             .send(vec![OutgoingMessage {
                 body: queue_json(task),
                 delay: std::time::Duration::ZERO,
+                group: None,
             }])
             .await
     }
@@ -295,6 +305,9 @@ impl Hub {
         }
         if let Some(delays) = &req.retry_schedule {
             validate::retry_schedule_secs(delays)?;
+        }
+        if let Some(rate) = req.max_per_second {
+            validate::max_per_second(rate)?;
         }
         let bound_to = caller.owner_for(req.owner.as_deref())?;
 
@@ -384,6 +397,8 @@ impl Hub {
         sub.expiry_notice_sent = false;
         sub.timeout_secs = req.timeout;
         sub.retry_schedule_secs = req.retry_schedule.clone();
+        sub.max_per_second = req.max_per_second;
+        sub.ordering = req.ordering.unwrap_or_default();
         let shown_secret = fresh_secret.as_ref().map(|s| s.shown.clone());
         if let Some(fresh) = fresh_secret {
             if previous.is_some() && req.client_secret.is_none() {
@@ -574,6 +589,15 @@ impl Hub {
                 validate::retry_schedule_secs(delays)?;
             }
             sub.retry_schedule_secs = schedule;
+        }
+        if let Some(limit) = req.max_per_second {
+            if let Some(rate) = limit {
+                validate::max_per_second(rate)?;
+            }
+            sub.max_per_second = limit;
+        }
+        if let Some(ordering) = req.ordering {
+            sub.ordering = ordering;
         }
         if let Some(secs) = req.expires {
             let lease_ms = validate::lease_secs(Some(secs))? * 1000;

@@ -38,7 +38,9 @@ use crate::error::{HubError, Result};
 use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription, TopicEntry,
 };
-use crate::ports::{ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, Page, Store};
+use crate::ports::{
+    ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, PaceStore, Page, Store,
+};
 use crate::topic::Pattern;
 
 pub use self::keys::{HISTORY_PARTITION_MS, SWEEP_BUCKET_SECS};
@@ -98,6 +100,10 @@ impl DynamoStore {
         sub.odometer = get_n(item, "odometer").unwrap_or(0) as u64;
         sub.last_delivered_ms = get_n(item, "last_delivered");
         sub.failing_since_ms = get_n(item, "failing_since");
+        sub.pace = get_s(item, "pace")
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(HubError::backend)?;
         Ok(sub)
     }
 
@@ -238,6 +244,43 @@ impl KeyStore for DynamoStore {
             .send()
             .await;
         condition_held(written)
+    }
+}
+
+#[async_trait]
+impl PaceStore for DynamoStore {
+    async fn swap_pace(
+        &self,
+        subscription_id: &str,
+        expected: Option<u64>,
+        pace: &crate::pacing::Pace,
+    ) -> Result<bool> {
+        // An attribute of the subscription's own item (read with it, never written by a save),
+        // with its version beside it for the condition.
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(sub_pk(subscription_id), "SUB")))
+            .update_expression("SET #pace = :pace, #pv = :pv")
+            .expression_attribute_names("#pace", "pace")
+            .expression_attribute_names("#pv", "pace_version")
+            .expression_attribute_values(
+                ":pace",
+                s(serde_json::to_string(pace).map_err(HubError::backend)?),
+            )
+            .expression_attribute_values(":pv", n(pace.version as i64));
+        let update = match expected {
+            Some(version) => update
+                .condition_expression("attribute_exists(pk) AND #pv = :was")
+                .expression_attribute_values(":was", n(version as i64)),
+            None => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(#pv)"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(err) if is_condition_failed(&err) => Ok(false),
+            Err(err) => Err(aws_error(err)),
+        }
     }
 }
 

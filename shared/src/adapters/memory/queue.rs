@@ -22,6 +22,8 @@ struct QueuedMessage {
     sent_at: Instant,
     /// When it was sent, Unix ms (the retention of dead letters counts from it).
     sent_at_ms: i64,
+    /// Its ordered group, with its place in it (the send sequence).
+    group: Option<(String, u64)>,
 }
 
 #[derive(Default)]
@@ -31,6 +33,33 @@ struct QueueState {
     waiting: BTreeMap<(Instant, u64), QueuedMessage>,
     /// receipt → key in `waiting` for received (in-flight) messages.
     in_flight: HashMap<u64, (Instant, u64)>,
+    /// The places of each ordered group's messages still held: only the first is handed out.
+    groups: HashMap<String, std::collections::BTreeSet<u64>>,
+}
+
+impl QueueState {
+    /// Whether `msg` may be handed out as far as its group goes: it has none, or it is its
+    /// group's first.
+    fn heads_its_group(&self, msg: &QueuedMessage) -> bool {
+        msg.group.as_ref().is_none_or(|(group, place)| {
+            self.groups
+                .get(group)
+                .and_then(|places| places.first())
+                .is_none_or(|first| first == place)
+        })
+    }
+
+    /// Forgets a message that left the queue (acknowledged, dead-lettered) from its group.
+    fn leave_group(&mut self, msg: &QueuedMessage) {
+        if let Some((group, place)) = &msg.group
+            && let Some(places) = self.groups.get_mut(group)
+        {
+            places.remove(place);
+            if places.is_empty() {
+                self.groups.remove(group);
+            }
+        }
+    }
 }
 
 /// A [`Queue`] in process memory with SQS semantics: a received message is hidden for the
@@ -85,10 +114,14 @@ impl MemoryQueue {
             .collect()
     }
 
-    fn push(&self, body: String, delay: Duration, receive_count: u32) {
+    fn push(&self, body: String, delay: Duration, receive_count: u32, group: Option<String>) {
         let mut state = self.lock();
         state.next_seq += 1;
         let seq = state.next_seq;
+        let group = group.map(|group| {
+            state.groups.entry(group.clone()).or_default().insert(seq);
+            (group, seq)
+        });
         let visible_at = Instant::now() + delay;
         state.waiting.insert(
             (visible_at, seq),
@@ -100,6 +133,7 @@ impl MemoryQueue {
                 receipt: 0,
                 sent_at: Instant::now(),
                 sent_at_ms: crate::clock::wall_ms(),
+                group,
             },
         );
         drop(state);
@@ -115,18 +149,37 @@ impl MemoryQueue {
         let mut state = self.lock();
         let mut taken = Vec::new();
         let mut dead = Vec::new();
+        // Walks the visible messages in order, passing over those an earlier message of their
+        // group holds back.
+        let mut passed: Option<(Instant, u64)> = None;
         while taken.len() < max {
-            let Some((&key, _)) = state.waiting.first_key_value() else {
+            let next = match passed {
+                None => state.waiting.first_key_value(),
+                Some(after) => state
+                    .waiting
+                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some((&key, msg)) = next else {
                 break;
             };
             if key.0 > now {
                 break;
             }
+            if !state.heads_its_group(msg) {
+                passed = Some(key);
+                continue;
+            }
             let mut msg = state.waiting.remove(&key).expect("key just seen");
             if msg.receipt != 0 {
                 state.in_flight.remove(&msg.receipt);
             }
-            if msg.receive_count >= self.max_receives && self.dead_letters.is_some() {
+            // An ordered message is never moved by its receive count: it keeps its place, and
+            // the consumer decides when it is done (as on an SQS FIFO queue without redrive).
+            if msg.receive_count >= self.max_receives
+                && self.dead_letters.is_some()
+                && msg.group.is_none()
+            {
                 dead.push(msg.body);
                 continue;
             }
@@ -140,6 +193,7 @@ impl MemoryQueue {
                 receipt: seq.to_string(),
                 body: msg.body.clone(),
                 receive_count: msg.receive_count,
+                sent_at_ms: Some(msg.sent_at_ms),
                 ..Default::default()
             });
             let new_key = (msg.visible_at, seq);
@@ -150,7 +204,7 @@ impl MemoryQueue {
         drop(state);
         if let Some(dlq) = &self.dead_letters {
             for body in dead {
-                dlq.push(body, Duration::ZERO, 0);
+                dlq.push(body, Duration::ZERO, 0, None);
             }
         }
         if taken.is_empty() {
@@ -176,7 +230,13 @@ impl MemoryQueue {
             let Some(mut msg) = state.waiting.remove(&key) else {
                 continue;
             };
-            if let Some(visible_at) = visible_at {
+            let Some(visible_at) = visible_at else {
+                state.leave_group(&msg);
+                // The next of its group may go now.
+                hidden |= msg.group.is_some();
+                continue;
+            };
+            {
                 msg.visible_at = visible_at;
                 let new_key = (visible_at, key.1);
                 state.in_flight.insert(receipt, new_key);
@@ -203,7 +263,7 @@ impl Queue for MemoryQueue {
 
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<()> {
         for message in messages {
-            self.push(message.body, message.delay, 0);
+            self.push(message.body, message.delay, 0, message.group);
         }
         Ok(())
     }
@@ -268,7 +328,7 @@ impl Queue for MemoryQueue {
     async fn dead_letter(&self, body: String) -> Result<()> {
         match &self.dead_letters {
             Some(dlq) => {
-                dlq.push(body, Duration::ZERO, 0);
+                dlq.push(body, Duration::ZERO, 0, None);
                 Ok(())
             }
             None => Err(HubError::backend("this queue has no dead-letter queue")),
@@ -284,6 +344,7 @@ mod tests {
         OutgoingMessage {
             body: body.into(),
             delay: Duration::ZERO,
+            group: None,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::model::{
     SubscriptionStatus, TopicEntry,
 };
 use crate::ports::{
+    PaceStore,
     ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
 };
 use crate::topic::Pattern;
@@ -213,6 +214,26 @@ impl HistoryStore for MemoryStore {
 }
 
 #[async_trait]
+impl PaceStore for MemoryStore {
+    async fn swap_pace(
+        &self,
+        subscription_id: &str,
+        expected: Option<u64>,
+        pace: &crate::pacing::Pace,
+    ) -> Result<bool> {
+        let mut state = self.lock();
+        let Some(sub) = state.subscriptions.get_mut(subscription_id) else {
+            return Ok(false);
+        };
+        if sub.pace.as_ref().map(|p| p.version) != expected {
+            return Ok(false);
+        }
+        sub.pace = Some(pace.clone());
+        Ok(true)
+    }
+}
+
+#[async_trait]
 impl Store for MemoryStore {
     async fn take_allowance(
         &self,
@@ -280,16 +301,19 @@ impl Store for MemoryStore {
             // Another subscription holds this callback: one subscription per callback.
             return Err(HubError::Conflict);
         }
-        let (odometer, last_delivered) = state
+        let (odometer, last_delivered, pace) = state
             .subscriptions
             .get(&sub.id)
-            .map_or((0, None), |s| (s.odometer, s.last_delivered_ms));
+            .map_or((0, None, None), |s| {
+                (s.odometer, s.last_delivered_ms, s.pace.clone())
+            });
         if let Some(prev) = previous {
             state.unlink(prev);
         }
         let mut stored = sub.clone();
         stored.odometer = odometer;
         stored.last_delivered_ms = last_delivered;
+        stored.pace = pace;
         for pattern in &sub.topics {
             state
                 .topics

@@ -54,9 +54,19 @@ fn millis(d: Duration) -> i64 {
 
 /// Splits a receipt `"{row id}:{stamp}"`.
 fn parse_receipt(receipt: &str) -> Option<(i64, i64)> {
-    let (id, stamp) = receipt.split_once(':')?;
+    let (id, rest) = receipt.split_once(':')?;
+    let stamp = rest.strip_suffix(GROUPED_RECEIPT).unwrap_or(rest);
     Some((id.parse().ok()?, stamp.parse().ok()?))
 }
+
+/// Whether any of `receipts` is of a message of an ordered group.
+fn receipts_of_groups(receipts: &[String]) -> bool {
+    receipts.iter().any(|r| r.ends_with(GROUPED_RECEIPT))
+}
+
+/// Ends the receipt of a message of an ordered group: acknowledging it lets the next of its
+/// group go, so waiting receives look again at once.
+const GROUPED_RECEIPT: &str = ":g";
 
 impl SqliteQueue {
     /// The queue `name` of `db`, whose messages move to the queue `dead_letters` after
@@ -145,22 +155,30 @@ impl SqliteQueue {
         self.db
             .write(move |conn| {
                 let now = wall_ms();
-                let visible: Vec<(i64, String, i64)> = conn
+                // A message of an ordered group only when no earlier one of its group is left.
+                let visible: Vec<(i64, String, i64, bool, i64)> = conn
                     .prepare_cached(
-                        "SELECT id, body, receive_count FROM messages
+                        "SELECT id, body, receive_count, grp IS NOT NULL, sent_at_ms
+                         FROM messages AS m
                          WHERE queue = ?1 AND visible_at_ms <= ?2
+                           AND (grp IS NULL OR NOT EXISTS (
+                               SELECT 1 FROM messages AS e
+                               WHERE e.queue = m.queue AND e.grp = m.grp AND e.id < m.id))
                          ORDER BY visible_at_ms, id LIMIT ?3",
                     )
                     .and_then(|mut s| {
                         s.query_map(params![name, now, max as i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                         })?
                         .collect()
                     })
                     .map_err(db_error)?;
                 let mut taken = Vec::with_capacity(visible.len());
-                for (id, body, receive_count) in visible {
+                for (id, body, receive_count, grouped, sent_at_ms) in visible {
+                    // An ordered message keeps its place whatever its receive count: the
+                    // consumer decides when it is done (as on an SQS FIFO queue without redrive).
                     if receive_count >= max_receives
+                        && !grouped
                         && let Some(dead) = &dead
                     {
                         conn.prepare_cached(
@@ -178,11 +196,13 @@ impl SqliteQueue {
                     )
                     .and_then(|mut s| s.execute(params![id, now + visibility, stamp]))
                     .map_err(db_error)?;
+                    let mark = if grouped { GROUPED_RECEIPT } else { "" };
                     taken.push(ReceivedMessage {
                         id: format!("m-{id}"),
-                        receipt: format!("{id}:{stamp}"),
+                        receipt: format!("{id}:{stamp}{mark}"),
                         body,
                         receive_count: (receive_count + 1) as u32,
+                        sent_at_ms: (sent_at_ms > 0).then_some(sent_at_ms),
                         ..Default::default()
                     });
                 }
@@ -217,8 +237,8 @@ impl SqliteQueue {
                 let mut insert = conn
                     .prepare_cached(
                         "INSERT INTO messages
-                            (queue, body, visible_at_ms, sent_at_ms, receive_count, receipt, held)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
+                            (queue, body, visible_at_ms, sent_at_ms, receive_count, receipt, held, grp)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?7)",
                     )
                     .map_err(db_error)?;
                 let mut handed = Vec::with_capacity(received);
@@ -232,7 +252,8 @@ impl SqliteQueue {
                                 now + visibility,
                                 now,
                                 1,
-                                stamp
+                                stamp,
+                                message.group
                             ])
                             .map_err(db_error)?;
                         handed.push(ReceivedMessage {
@@ -245,7 +266,15 @@ impl SqliteQueue {
                     } else {
                         let visible_at = now + millis(message.delay);
                         insert
-                            .execute(params![queue, message.body, visible_at, now, 0, 0])
+                            .execute(params![
+                                queue,
+                                message.body,
+                                visible_at,
+                                now,
+                                0,
+                                0,
+                                message.group
+                            ])
                             .map_err(db_error)?;
                     }
                 }
@@ -280,8 +309,12 @@ impl Queue for SqliteQueue {
         if messages.is_empty() {
             return Ok(());
         }
-        // Those due now, from the first, go straight to a waiting receive.
-        let due_now = messages.iter().take_while(|m| m.delay.is_zero()).count();
+        // Those due now, from the first, go straight to a waiting receive (not a message of an
+        // ordered group: an earlier one of its group may still be there).
+        let due_now = messages
+            .iter()
+            .take_while(|m| m.delay.is_zero() && m.group.is_none())
+            .count();
         let waiter = if due_now > 0 {
             self.waiting().take()
         } else {
@@ -373,6 +406,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn ack_all(&self, receipts: &[String]) -> Result<()> {
+        let grouped = receipts_of_groups(receipts);
         let receipts: Vec<(i64, i64)> = receipts.iter().filter_map(|r| parse_receipt(r)).collect();
         if receipts.is_empty() {
             return Ok(());
@@ -388,6 +422,11 @@ impl Queue for SqliteQueue {
             }
             Ok(())
         });
+        if grouped {
+            // A receive looks again after the delete (the writer runs in order): the next of
+            // the group is visible to it.
+            self.notify.notify_waiters();
+        }
         Ok(())
     }
 
@@ -439,6 +478,7 @@ impl Queue for SqliteQueue {
             vec![OutgoingMessage {
                 body,
                 delay: Duration::ZERO,
+                group: None,
             }],
             0,
             Admission::Derived,
@@ -457,6 +497,7 @@ mod tests {
         OutgoingMessage {
             body: body.into(),
             delay: Duration::ZERO,
+            group: None,
         }
     }
 
@@ -556,6 +597,7 @@ mod tests {
         q.send(vec![OutgoingMessage {
             body: "later".into(),
             delay: Duration::from_millis(300),
+            group: None,
         }])
         .await
         .unwrap();

@@ -135,6 +135,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX events_by_id ON events (account, id);
     CREATE INDEX events_by_expiry ON events (until_ms);
     "#,
+    // 10: delivery controls: each subscription's pace (its limit's schedule and its back-off),
+    // beside it like its counters; and ordered message groups (a message of a group is handed
+    // out only when no earlier one of its group is left).
+    r#"
+    ALTER TABLE subscriptions ADD COLUMN pace TEXT;
+    ALTER TABLE messages ADD COLUMN grp TEXT;
+    CREATE INDEX messages_by_group ON messages (queue, grp, id) WHERE grp IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -13,7 +13,7 @@ use crate::model::{
     SubscriptionStatus, TopicEntry,
 };
 use crate::ports::{
-    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
+    PaceStore,    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
 };
 use crate::topic::Pattern;
 
@@ -46,7 +46,7 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| HubError::backend(format!("a stored row: {e}")))
 }
 
-const SUBSCRIPTION_COLUMNS: &str = "body, odometer, failing_since_ms, last_delivered_ms";
+const SUBSCRIPTION_COLUMNS: &str = "body, odometer, failing_since_ms, last_delivered_ms, pace";
 
 /// A subscription from a row of [`SUBSCRIPTION_COLUMNS`]: the counters come from their columns.
 fn subscription_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Subscription>> {
@@ -54,11 +54,13 @@ fn subscription_from(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Subscri
     let odometer: i64 = row.get(1)?;
     let failing_since: Option<i64> = row.get(2)?;
     let last_delivered: Option<i64> = row.get(3)?;
-    Ok(from_json::<Subscription>(&body).map(|mut sub| {
+    let pace: Option<String> = row.get(4)?;
+    Ok(from_json::<Subscription>(&body).and_then(|mut sub| {
         sub.odometer = odometer.max(0) as u64;
         sub.failing_since_ms = failing_since;
         sub.last_delivered_ms = last_delivered;
-        sub
+        sub.pace = pace.as_deref().map(from_json).transpose()?;
+        Ok(sub)
     }))
 }
 
@@ -278,6 +280,30 @@ impl HistoryStore for SqliteStore {
             excess -= chunk;
         }
         self.db.reclaim_free_pages(FREE_PAGES_TO_RECLAIM).await
+    }
+}
+
+#[async_trait]
+impl PaceStore for SqliteStore {
+    async fn swap_pace(
+        &self,
+        subscription_id: &str,
+        expected: Option<u64>,
+        pace: &crate::pacing::Pace,
+    ) -> Result<bool> {
+        let (id, text) = (subscription_id.to_string(), to_json(pace)?);
+        let expected = expected.map_or(-1, |v| v as i64);
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE subscriptions SET pace = ?3
+                     WHERE id = ?1 AND coalesce(json_extract(pace, '$.version'), -1) = ?2",
+                )
+                .and_then(|mut s| s.execute(params![id, expected, text]))
+                .map(|updated| updated == 1)
+                .map_err(db_error)
+            })
+            .await
     }
 }
 
