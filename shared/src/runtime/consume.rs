@@ -142,7 +142,21 @@ pub async fn consume_batch_then(
                                     }
                                 }
                                 let _room = room(msg).await.expect("never closed");
-                                attempt_message(hub, role, msg, batch).await
+                                let mut step = attempt_message(hub, role, msg, batch, None).await;
+                                // An ordered delivery due again within a second is tried again
+                                // here: hiding it would cost a whole second on SQS.
+                                while let Step::Attempted {
+                                    verdict: verdict @ (Verdict::RetryIn(wait) | Verdict::Throttled(wait)),
+                                    now,
+                                    ordered: Some(task),
+                                } = &step
+                                    && *wait <= RETRY_IN_PLACE
+                                {
+                                    let next = task.after(verdict, *now);
+                                    tokio::time::sleep(*wait).await;
+                                    step = attempt_message(hub, role, msg, batch, Some(next)).await;
+                                }
+                                step
                             }
                         };
                         held_back = !step.lets_next_go();
@@ -395,8 +409,17 @@ enum Step {
     /// An attempt was made (or decided against): settle by `verdict` once the batch's log is
     /// written; `now` is when the attempt began. The task is read again from the message then
     /// (only a retry or a dead letter needs it), so a batch of large events is not held twice.
-    Attempted { verdict: Verdict, now: i64 },
+    Attempted {
+        verdict: Verdict,
+        now: i64,
+        /// An ordered delivery's task as attempted (tried again in place).
+        ordered: Option<Box<DeliveryTask>>,
+    },
 }
+
+/// The longest retry delay of an ordered delivery that is waited out in the batch rather than
+/// on the queue.
+const RETRY_IN_PLACE: Duration = Duration::from_secs(1);
 
 impl Step {
     /// Whether the next ordered delivery of its subscription may be attempted after it: it is
@@ -424,9 +447,11 @@ async fn attempt_message(
     role: QueueRole,
     msg: &ReceivedMessage,
     batch: &DeliveryBatch,
+    known: Option<DeliveryTask>,
 ) -> Step {
     let queue = queue_of(hub, role);
-    let mut task: DeliveryTask = match serde_json::from_str(&msg.body) {
+    let read_back = known.is_none();
+    let mut task: DeliveryTask = match known.map_or_else(|| serde_json::from_str(&msg.body), Ok) {
         Ok(task) => task,
         Err(err) => {
             tracing::error!(message_id = %msg.id, error = %err, "unreadable delivery message: to the dead-letter queue");
@@ -436,7 +461,7 @@ async fn attempt_message(
     let now = hub.now_ms();
     // An ordered delivery is tried again in place (its message never changes): what it went
     // through so far is read back from the delivery log.
-    if task.ordered && msg.receive_count > 1 {
+    if task.ordered && read_back && msg.receive_count > 1 {
         match hub.ordered_progress(&task, msg.sent_at_ms).await {
             Ok(progress) => task = progress,
             Err(err) => {
@@ -446,11 +471,20 @@ async fn attempt_message(
             }
         }
     }
-    // Never attempted before its time (a receiver's `Retry-After` is a floor).
+    // Never attempted before its time (a receiver's `Retry-After` is a floor). An ordered
+    // delivery due within a second waits here: it holds its group either way.
     if let Some(not_before) = task.not_before_ms
         && not_before > now
     {
         let wait = Duration::from_millis((not_before - now) as u64).min(MAX_HIDE);
+        if task.ordered && wait <= RETRY_IN_PLACE {
+            tokio::time::sleep(wait).await;
+            let due = DeliveryTask {
+                not_before_ms: None,
+                ..task
+            };
+            return Box::pin(attempt_message(hub, role, msg, batch, Some(due))).await;
+        }
         if let Err(err) = queue.postpone(&msg.receipt, wait).await {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not hide an early message; it comes back after the visibility timeout");
         }
@@ -467,7 +501,11 @@ async fn attempt_message(
         });
     }
     match hub.deliver_in_batch(&task, batch).await {
-        Ok(verdict) => Step::Attempted { verdict, now },
+        Ok(verdict) => Step::Attempted {
+            verdict,
+            now,
+            ordered: task.ordered.then(|| Box::new(task)),
+        },
         Err(err) => {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back (no attempt counted)");
             come_back_soon(hub, role, msg, &err).await;
@@ -488,7 +526,7 @@ async fn settle_message(
     let (verdict, now) = match step {
         Step::Finished(done) => return done,
         Step::Attempted { .. } if !logged => return false,
-        Step::Attempted { verdict, now } => (verdict, now),
+        Step::Attempted { verdict, now, .. } => (verdict, now),
     };
     if matches!(verdict, Verdict::Done | Verdict::Parked) {
         return true;

@@ -682,20 +682,11 @@ impl Hub {
     /// exhausted delivery. `now` is when the attempt began (the retry's earliest time counts
     /// from it).
     pub async fn settle(&self, task: DeliveryTask, verdict: &Verdict, now: i64) -> Result<()> {
-        let attempted = DeliveryTask {
-            attempts_made: task.attempts_made.saturating_add(1),
-            ..task
-        };
+        let attempted = task.after(verdict, now);
         match verdict {
             Verdict::Done | Verdict::Parked => Ok(()),
             Verdict::RetryIn(delay) | Verdict::Throttled(delay) => {
-                let throttled = u32::from(matches!(verdict, Verdict::Throttled(_)));
-                let retry = DeliveryTask {
-                    not_before_ms: Some(now + delay.as_millis() as i64),
-                    kept: attempted.kept || attempted.payload.is_kept_when_failing(),
-                    throttled: attempted.throttled.saturating_add(throttled),
-                    ..attempted
-                };
+                let retry = attempted;
                 self.deliveries
                     .send(vec![OutgoingMessage {
                         body: queue_json(&retry),
@@ -788,6 +779,25 @@ impl Hub {
                 false
             }
         }
+    }
+}
+
+impl DeliveryTask {
+    /// The task after an attempt that began at `now` and ended in `verdict`: one more attempt
+    /// made (one more pushed back on, for a push-back), and when a retry is due, its time.
+    pub fn after(&self, verdict: &Verdict, now: i64) -> DeliveryTask {
+        let mut next = DeliveryTask {
+            attempts_made: self.attempts_made.saturating_add(1),
+            ..self.clone()
+        };
+        if let Verdict::RetryIn(delay) | Verdict::Throttled(delay) = verdict {
+            next.not_before_ms = Some(now + delay.as_millis() as i64);
+            next.kept = next.kept || next.payload.is_kept_when_failing();
+            if matches!(verdict, Verdict::Throttled(_)) {
+                next.throttled = next.throttled.saturating_add(1);
+            }
+        }
+        next
     }
 }
 
