@@ -795,6 +795,9 @@ pub enum KeptState {
     /// Held while the subscription is paused or disabled; delivered in event-time order when it
     /// is resumed.
     Parked,
+    /// In an ordered subscription's line, waiting its turn (or failing at its head): delivered
+    /// one at a time in event order.
+    Queued,
 }
 
 impl KeptState {
@@ -804,6 +807,7 @@ impl KeptState {
             KeptState::Retrying => "retrying",
             KeptState::Exhausted => "exhausted",
             KeptState::Parked => "parked",
+            KeptState::Queued => "queued",
         }
     }
 }
@@ -825,6 +829,21 @@ pub struct KeptDelivery {
     /// deliveries written before the retention existed last [`KeptDelivery::LIFETIME_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<i64>,
+    /// At the head of an ordered line: the attempts made so far and when the next is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<LineProgress>,
+}
+
+/// How far the delivery at the head of an ordered line went: it is tried again in place, so
+/// its count and its next time are kept with it rather than in a queue message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineProgress {
+    /// Attempts made.
+    pub attempts_made: u32,
+    /// Of those, the ones the receiver pushed back on.
+    pub throttled: u32,
+    /// When the next one is due, Unix ms.
+    pub next_attempt_at_ms: i64,
 }
 
 impl KeptDelivery {

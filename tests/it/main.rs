@@ -25,6 +25,8 @@ mod listen;
 mod metrics;
 mod odometer;
 mod openapi;
+mod ordered;
+mod pacing;
 mod paths;
 mod portal;
 mod pushback;

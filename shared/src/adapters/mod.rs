@@ -9,8 +9,7 @@ pub mod http;
 pub mod kms;
 pub mod master_key;
 pub mod memory;
-#[cfg(test)]
-pub(crate) mod queue_checks;
+pub mod queue_checks;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod sqs;

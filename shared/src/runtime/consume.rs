@@ -9,6 +9,7 @@ use crate::model::{DeliveryTask, Event, TaskPayload};
 use crate::ports::{MAX_HIDE, ReceivedMessage};
 use crate::service::delivery::{DeliveryBatch, Verdict};
 use crate::service::ingest::IngestSource;
+use crate::service::ordered::Drained;
 
 /// How many KiB of delivery messages one batch attempts at once (the bodies built, signed and
 /// sent from them are of the same order): bounds the sender's memory whatever its batch size.
@@ -113,66 +114,21 @@ pub async fn consume_batch_then(
             // Deliveries to a paced subscription go at the slots the batch booked for them;
             // those it could not book wait on the queue until theirs.
             let gates = pace_gates(hub, msgs, &batch).await;
-            // One chain per message, except a subscription's ordered deliveries: one chain,
-            // in queue order, each attempted once the one before it is through.
-            let chains = ordered_chains(msgs);
-            let mut attempted: Vec<Option<Step>> = (0..msgs.len()).map(|_| None).collect();
-            let chained = futures::future::join_all(chains.into_iter().map(|chain| {
-                let (batch, room, gates) = (&batch, &room, &gates);
-                async move {
-                    let mut steps = Vec::with_capacity(chain.len());
-                    let mut held_back = false;
-                    for index in chain {
-                        let msg = &msgs[index];
-                        if held_back {
-                            // Behind an ordered delivery that is not through: back at once,
-                            // still behind it (the queue keeps the group's order).
-                            let _ = queue_of(hub, role).postpone(&msg.receipt, Duration::ZERO).await;
-                            steps.push((index, Step::Finished(false)));
-                            continue;
-                        }
-                        let step = match gates[index] {
-                            Gate::Wait(wait) => wait_for_slot(hub, role, msg, wait).await,
-                            gate => {
-                                if let Gate::At(slot_ms) = gate {
-                                    let wait = slot_ms - hub.now_ms() as f64;
-                                    if wait > 0.0 {
-                                        let wait = Duration::from_micros((wait * 1000.0) as u64);
-                                        tokio::time::sleep(wait).await;
-                                    }
-                                }
-                                let _room = room(msg).await.expect("never closed");
-                                let mut step = attempt_message(hub, role, msg, batch, None).await;
-                                // An ordered delivery due again within a second is tried again
-                                // here: hiding it would cost a whole second on SQS.
-                                while let Step::Attempted {
-                                    verdict: verdict @ (Verdict::RetryIn(wait) | Verdict::Throttled(wait)),
-                                    now,
-                                    ordered: Some(task),
-                                } = &step
-                                    && *wait <= RETRY_IN_PLACE
-                                {
-                                    let next = task.after(verdict, *now);
-                                    tokio::time::sleep(*wait).await;
-                                    step = attempt_message(hub, role, msg, batch, Some(next)).await;
-                                }
-                                step
-                            }
+            let attempted =
+                futures::future::join_all(msgs.iter().zip(gates).map(|(msg, gate)| {
+                    let (batch, room) = (&batch, &room);
+                    async move {
+                        let slot = match gate {
+                            Gate::Now => None,
+                            Gate::At(slot_ms) => Some(slot_ms),
+                            Gate::Wait(wait) => return wait_for_slot(hub, role, msg, wait).await,
+                            Gate::Covered => return Step::Finished(true),
                         };
-                        held_back = !step.lets_next_go();
-                        steps.push((index, step));
+                        let _room = room(msg).await.expect("never closed");
+                        attempt_message(hub, role, msg, batch, slot).await
                     }
-                    steps
-                }
-            }))
-            .await;
-            for (index, step) in chained.into_iter().flatten() {
-                attempted[index] = Some(step);
-            }
-            let attempted: Vec<Step> = attempted
-                .into_iter()
-                .map(|step| step.expect("every message is in one chain"))
-                .collect();
+                }))
+                .await;
             attempts_over();
             hub.note_push_backs(batch.take_push_backs()).await;
             // The batch's attempts to the delivery log before any message is settled: if they
@@ -284,6 +240,9 @@ enum Gate {
     At(f64),
     /// Not in this batch: hidden on the queue this long, until its slot may be booked.
     Wait(Duration),
+    /// A nudge of an ordered line that an earlier nudge of the batch covers (everything it was
+    /// sent for was queued before it): removed, so one line is never delivered twice at once.
+    Covered,
 }
 
 /// After how many receives a message that waits for a slot is sent again as a new one rather
@@ -296,6 +255,8 @@ struct TaskPeek {
     subscription_id: String,
     #[serde(default)]
     not_before_ms: Option<i64>,
+    #[serde(default)]
+    ordered: bool,
 }
 
 /// Books slots for the batch's due deliveries to paced subscriptions, once per subscription
@@ -304,10 +265,20 @@ async fn pace_gates(hub: &Hub, msgs: &[ReceivedMessage], batch: &DeliveryBatch) 
     let now = hub.now_ms();
     let mut gates = vec![Gate::Now; msgs.len()];
     let mut by_subscription: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut lines: Vec<String> = Vec::new();
     for (index, msg) in msgs.iter().enumerate() {
         let Ok(peek) = serde_json::from_str::<TaskPeek>(&msg.body) else {
             continue;
         };
+        // An ordered line's nudge: its deliveries book their own slots, one at a time.
+        if peek.ordered {
+            if lines.contains(&peek.subscription_id) {
+                gates[index] = Gate::Covered;
+            } else {
+                lines.push(peek.subscription_id);
+            }
+            continue;
+        }
         if peek.not_before_ms.is_some_and(|at| at > now) {
             continue;
         }
@@ -373,35 +344,6 @@ async fn wait_for_slot(hub: &Hub, role: QueueRole, msg: &ReceivedMessage, wait: 
     Step::Finished(false)
 }
 
-/// The batch's messages as chains attempted one after another: each message alone, except an
-/// ordered subscription's, which form one chain in the order received (an SQS FIFO batch
-/// holds a group's messages in order; the embedded queues hand out one per group).
-fn ordered_chains(msgs: &[ReceivedMessage]) -> Vec<Vec<usize>> {
-    #[derive(serde::Deserialize)]
-    struct OrderPeek {
-        subscription_id: String,
-        #[serde(default)]
-        ordered: bool,
-    }
-    let mut chains: Vec<Vec<usize>> = Vec::new();
-    let mut by_group: Vec<(String, usize)> = Vec::new();
-    for (index, msg) in msgs.iter().enumerate() {
-        match serde_json::from_str::<OrderPeek>(&msg.body) {
-            Ok(peek) if peek.ordered => {
-                match by_group.iter().find(|(id, _)| *id == peek.subscription_id) {
-                    Some((_, chain)) => chains[*chain].push(index),
-                    None => {
-                        by_group.push((peek.subscription_id, chains.len()));
-                        chains.push(vec![index]);
-                    }
-                }
-            }
-            _ => chains.push(vec![index]),
-        }
-    }
-    chains
-}
-
 /// Where a deliveries-queue message stands after its part of the batch.
 enum Step {
     /// Nothing more to do: `true` when it may be removed.
@@ -409,29 +351,7 @@ enum Step {
     /// An attempt was made (or decided against): settle by `verdict` once the batch's log is
     /// written; `now` is when the attempt began. The task is read again from the message then
     /// (only a retry or a dead letter needs it), so a batch of large events is not held twice.
-    Attempted {
-        verdict: Verdict,
-        now: i64,
-        /// An ordered delivery's task as attempted (tried again in place).
-        ordered: Option<Box<DeliveryTask>>,
-    },
-}
-
-/// The longest retry delay of an ordered delivery that is waited out in the batch rather than
-/// on the queue.
-const RETRY_IN_PLACE: Duration = Duration::from_secs(1);
-
-impl Step {
-    /// Whether the next ordered delivery of its subscription may be attempted after it: it is
-    /// through (delivered, parked, dropped, exhausted), not waiting to be tried again.
-    fn lets_next_go(&self) -> bool {
-        match self {
-            Step::Finished(done) => *done,
-            Step::Attempted { verdict, .. } => {
-                !matches!(verdict, Verdict::RetryIn(_) | Verdict::Throttled(_))
-            }
-        }
-    }
+    Attempted { verdict: Verdict, now: i64 },
 }
 
 /// Makes one delivery attempt for a deliveries-queue message (its record gathered in `batch`).
@@ -447,11 +367,10 @@ async fn attempt_message(
     role: QueueRole,
     msg: &ReceivedMessage,
     batch: &DeliveryBatch,
-    known: Option<DeliveryTask>,
+    slot: Option<f64>,
 ) -> Step {
     let queue = queue_of(hub, role);
-    let read_back = known.is_none();
-    let mut task: DeliveryTask = match known.map_or_else(|| serde_json::from_str(&msg.body), Ok) {
+    let task: DeliveryTask = match serde_json::from_str(&msg.body) {
         Ok(task) => task,
         Err(err) => {
             tracing::error!(message_id = %msg.id, error = %err, "unreadable delivery message: to the dead-letter queue");
@@ -459,36 +378,31 @@ async fn attempt_message(
         }
     };
     let now = hub.now_ms();
-    // An ordered delivery is tried again in place (its message never changes): what it went
-    // through so far is read back from the delivery log.
-    if task.ordered && read_back && msg.receive_count > 1 {
-        match hub.ordered_progress(&task, msg.sent_at_ms).await {
-            Ok(progress) => task = progress,
-            Err(err) => {
-                tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not read an ordered delivery's attempts; it comes back");
-                come_back_soon(hub, role, msg, &err).await;
-                return Step::Finished(false);
-            }
-        }
-    }
-    // Never attempted before its time (a receiver's `Retry-After` is a floor). An ordered
-    // delivery due within a second waits here: it holds its group either way.
+    // Never attempted before its time (a receiver's `Retry-After` is a floor).
     if let Some(not_before) = task.not_before_ms
         && not_before > now
     {
         let wait = Duration::from_millis((not_before - now) as u64).min(MAX_HIDE);
-        if task.ordered && wait <= RETRY_IN_PLACE {
-            tokio::time::sleep(wait).await;
-            let due = DeliveryTask {
-                not_before_ms: None,
-                ..task
-            };
-            return Box::pin(attempt_message(hub, role, msg, batch, Some(due))).await;
-        }
         if let Err(err) = queue.postpone(&msg.receipt, wait).await {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not hide an early message; it comes back after the visibility timeout");
         }
         return Step::Finished(false);
+    }
+    if matches!(task.payload, TaskPayload::Resume) && task.ordered {
+        return match hub.drain_ordered(&task.subscription_id).await {
+            Ok(Drained::Empty) => Step::Finished(true),
+            Ok(Drained::ComeBackIn(wait)) => {
+                if let Err(err) = queue.postpone(&msg.receipt, wait.min(MAX_HIDE)).await {
+                    tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not hide an ordered line's nudge; it comes back after the visibility timeout");
+                }
+                Step::Finished(false)
+            }
+            Err(err) => {
+                tracing::warn!(subscription_id = %task.subscription_id, error = %err, "could not deliver the ordered line; the nudge comes back");
+                come_back_soon(hub, role, msg, &err).await;
+                Step::Finished(false)
+            }
+        };
     }
     if matches!(task.payload, TaskPayload::Resume) {
         return Step::Finished(match hub.release_parked(&task.subscription_id).await {
@@ -500,12 +414,8 @@ async fn attempt_message(
             }
         });
     }
-    match hub.deliver_in_batch(&task, batch).await {
-        Ok(verdict) => Step::Attempted {
-            verdict,
-            now,
-            ordered: task.ordered.then(|| Box::new(task)),
-        },
+    match hub.deliver_at(&task, batch, slot).await {
+        Ok(verdict) => Step::Attempted { verdict, now },
         Err(err) => {
             tracing::warn!(subscription_id = %task.subscription_id, error = %err, "delivery failed before the attempt; the message will come back (no attempt counted)");
             come_back_soon(hub, role, msg, &err).await;
@@ -526,7 +436,7 @@ async fn settle_message(
     let (verdict, now) = match step {
         Step::Finished(done) => return done,
         Step::Attempted { .. } if !logged => return false,
-        Step::Attempted { verdict, now, .. } => (verdict, now),
+        Step::Attempted { verdict, now } => (verdict, now),
     };
     if matches!(verdict, Verdict::Done | Verdict::Parked) {
         return true;
@@ -536,20 +446,6 @@ async fn settle_message(
         Err(_) => return false, // read once already: cannot happen
     };
     let subscription_id = task.subscription_id.clone();
-    if task.ordered
-        && let Verdict::RetryIn(delay) | Verdict::Throttled(delay) = verdict
-    {
-        // Tried again in place, so nothing overtakes it: hidden until its next attempt (its
-        // time is in the delivery log; a delay over the longest hide comes back early and is
-        // hidden again).
-        if let Err(err) = queue_of(hub, role)
-            .postpone(&msg.receipt, delay.min(MAX_HIDE))
-            .await
-        {
-            tracing::warn!(subscription_id = %subscription_id, error = %err, "could not hide an ordered delivery until its retry; it comes back after the visibility timeout");
-        }
-        return false;
-    }
     match hub.settle(task, &verdict, now).await {
         Ok(()) => true,
         Err(err) => {

@@ -13,7 +13,7 @@ use crate::context::{DeliveryLog, Hub};
 use crate::error::Result;
 use crate::metrics::AttemptOutcome;
 use crate::model::{
-    AttemptError, AttemptRecord, DeliveryOrder, DeliveryTask, Event, KeptDelivery, KeptState, ReceiverAuth,
+    AttemptError, AttemptRecord, DeliveryTask, Event, KeptDelivery, KeptState, ReceiverAuth,
     Subscription, SubscriptionStatus, TaskPayload, queue_json,
 };
 use crate::pacing::PUSHED_BACK_RETRY;
@@ -270,17 +270,6 @@ impl Hub {
         Ok(())
     }
 
-    /// The queue message of an event's delivery `task` to `sub` (sent now): in the
-    /// subscription's own ordered group when it is delivered in order.
-    pub fn event_message(sub: &Subscription, task: DeliveryTask) -> OutgoingMessage {
-        let ordered = sub.ordering == DeliveryOrder::Fifo;
-        OutgoingMessage {
-            body: queue_json(&DeliveryTask { ordered, ..task }),
-            delay: Duration::ZERO,
-            group: ordered.then(|| sub.id.clone()),
-        }
-    }
-
     /// The queue `task` came from and goes back to: the ordered queue for an ordered delivery.
     pub fn queue_of_task(&self, task: &DeliveryTask) -> &Arc<dyn crate::ports::Queue> {
         if task.ordered {
@@ -288,43 +277,6 @@ impl Hub {
         } else {
             &self.deliveries
         }
-    }
-
-    /// An ordered delivery's task as far as it went: its message never changes (it is tried
-    /// again in place), so its attempts since it was queued (`sent_at_ms`), those the receiver
-    /// pushed back on and the time of its next one are read from the delivery log, which keeps
-    /// every failed attempt.
-    pub async fn ordered_progress(
-        &self,
-        task: &DeliveryTask,
-        sent_at_ms: Option<i64>,
-    ) -> Result<DeliveryTask> {
-        let TaskPayload::Event { event } = &task.payload else {
-            return Ok(task.clone());
-        };
-        let since = sent_at_ms.unwrap_or(event.timestamp_ms);
-        let made: Vec<AttemptRecord> = self
-            .store
-            .attempts_of_event(&task.subscription_id, &event.id, event.timestamp_ms)
-            .await?
-            .into_iter()
-            .filter(|a| a.counted && !a.delivered && a.started_at_ms >= since)
-            .collect();
-        let throttled = made
-            .iter()
-            .filter(|a| matches!(a.status_code, Some(429 | 503)))
-            .count() as u32;
-        let next = made
-            .iter()
-            .max_by_key(|a| (a.attempt, a.started_at_ms))
-            .and_then(|a| a.next_attempt_at_ms);
-        Ok(DeliveryTask {
-            attempts_made: task.attempts_made.saturating_add(made.len() as u32),
-            throttled: task.throttled.saturating_add(throttled),
-            not_before_ms: next.or(task.not_before_ms),
-            kept: task.kept || !made.is_empty(),
-            ..task.clone()
-        })
     }
 
     /// The confirmation link of a subscription.
@@ -389,6 +341,7 @@ impl Hub {
         let batch = DeliveryBatch::default();
         let verdict = self.deliver_in_batch(task, &batch).await?;
         self.write_batch_log(&batch).await?;
+        self.note_push_backs(batch.take_push_backs()).await;
         Ok(verdict)
     }
 
@@ -400,6 +353,18 @@ impl Hub {
         &self,
         task: &DeliveryTask,
         batch: &DeliveryBatch,
+    ) -> Result<Verdict> {
+        self.deliver_at(task, batch, None).await
+    }
+
+    /// [`Hub::deliver_in_batch`], sending at the booked slot `send_at_ms` (Unix ms) where the
+    /// subscription is paced: everything before the request is done first, so the request
+    /// leaves at its slot however long that took.
+    pub async fn deliver_at(
+        &self,
+        task: &DeliveryTask,
+        batch: &DeliveryBatch,
+        send_at_ms: Option<f64>,
     ) -> Result<Verdict> {
         let attempt = task.attempts_made.saturating_add(1);
         let now = self.now_ms();
@@ -433,6 +398,16 @@ impl Hub {
         }
         let (sub, message_id, body) = wanted.expect("read above");
         let credentials = self.open_credentials(&sub, now).await?;
+        let now = match send_at_ms {
+            Some(slot) => {
+                let wait = slot - self.now_ms() as f64;
+                if wait > 0.0 {
+                    tokio::time::sleep(Duration::from_micros((wait * 1000.0) as u64)).await;
+                }
+                self.now_ms()
+            }
+            None => now,
+        };
         let headers = delivery_headers(&sub, &credentials, &message_id, now, &body);
         let outcome = match sub.timeout_secs {
             Some(secs) => {
@@ -576,7 +551,11 @@ impl Hub {
             (Some(delay), Some(_)) => {
                 // Kept from the first failure of a series on (a first attempt, or a task from
                 // before tasks carried the mark), so `resend` can reach it while it waits.
-                if task.payload.is_kept_when_failing() && (task.attempts_made == 0 || !task.kept) {
+                // (An ordered one is kept already, queued in its line, and stays there.)
+                if task.payload.is_kept_when_failing()
+                    && !task.ordered
+                    && (task.attempts_made == 0 || !task.kept)
+                {
                     self.keep(task, &sub.id, KeptState::Retrying, now).await?;
                 }
                 Ok(if pushed_back {
@@ -635,6 +614,7 @@ impl Hub {
                 state,
                 since_ms: now,
                 until_ms: Some(self.retained_until(now)),
+                progress: None,
             })
             .await
     }

@@ -78,26 +78,23 @@ const WIDEST_RETRY_FIELDS: &str = r#","attempts_made":4294967295,"not_before_ms"
 /// The size of the largest delivery task an event can become (its queue JSON given): what the
 /// deliveries queue must carry for it, retries included.
 pub fn delivery_task_bytes(event_json: &str) -> usize {
-    event_task_body(WIDEST_SUBSCRIPTION_ID, event_json, true).len() + WIDEST_RETRY_FIELDS.len()
+    event_task_body(WIDEST_SUBSCRIPTION_ID, event_json).len() + WIDEST_RETRY_FIELDS.len()
 }
 
 /// The deliveries-queue body of `event` for one subscription, built around the event's JSON
 /// (serialized once per event, not once per subscriber). Equal to `queue_json` of the task.
-fn event_task_body(subscription_id: &str, event_json: &str, ordered: bool) -> String {
+fn event_task_body(subscription_id: &str, event_json: &str) -> String {
     let id = serde_json::to_string(subscription_id).expect("strings serialize");
-    let ordered = if ordered { r#","ordered":true"# } else { "" };
-    format!(
-        r#"{{"subscription_id":{id},"payload":{{"kind":"event","event":{event_json}}}{ordered}}}"#
-    )
+    format!(r#"{{"subscription_id":{id},"payload":{{"kind":"event","event":{event_json}}}}}"#)
 }
 
-/// The queue message of an event's delivery task to the subscription of `entry`: in the
-/// subscription's own group when it is delivered in order.
+/// The queue message of an event's delivery task to the subscription of `entry` (not an
+/// ordered one: those wait in their line, [`Hub::queue_ordered`]).
 fn event_task_message(entry: &TopicEntry, event_json: &str) -> OutgoingMessage {
     OutgoingMessage {
-        body: event_task_body(&entry.subscription_id, event_json, entry.ordered),
+        body: event_task_body(&entry.subscription_id, event_json),
         delay: std::time::Duration::ZERO,
-        group: entry.ordered.then(|| entry.subscription_id.clone()),
+        group: None,
     }
 }
 
@@ -392,6 +389,11 @@ impl Hub {
                         if listed.len() < HISTORY_SUBSCRIPTIONS {
                             listed.push(entry.subscription_id.clone());
                         }
+                        if entry.ordered {
+                            count += 1;
+                            self.queue_ordered(&entry.subscription_id, [event]).await?;
+                            continue;
+                        }
                         batch.push(event_task_message(&entry, &event_json));
                         if batch.len() == FANOUT_BATCH {
                             count += batch.len();
@@ -511,10 +513,19 @@ impl Hub {
             plans.clear();
         }
         // At most one batch of task bodies in memory: each goes out as soon as it is full.
+        // Ordered subscriptions' deliveries go to their lines, each subscription's together.
         let mut pending: Vec<(usize, OutgoingMessage)> = Vec::with_capacity(FANOUT_BATCH);
+        let mut lines: Vec<(&str, Vec<usize>)> = Vec::new();
         for (index, targets) in &plans {
             let event_json = queue_json(&events[*index]);
             for entry in targets {
+                if entry.ordered {
+                    match lines.iter_mut().find(|(id, _)| *id == entry.subscription_id) {
+                        Some((_, line)) => line.push(*index),
+                        None => lines.push((&entry.subscription_id, vec![*index])),
+                    }
+                    continue;
+                }
                 pending.push((*index, event_task_message(entry, &event_json)));
                 if pending.len() == FANOUT_BATCH {
                     self.send_tasks(&mut pending, &mut results).await;
@@ -522,6 +533,16 @@ impl Hub {
             }
         }
         self.send_tasks(&mut pending, &mut results).await;
+        for (subscription_id, line) in lines {
+            let queued = self
+                .queue_ordered(subscription_id, line.iter().map(|index| &events[*index]))
+                .await;
+            if let Err(err) = queued {
+                for index in line {
+                    results[index] = Some(Err(err.clone()));
+                }
+            }
+        }
         for (index, targets) in &plans {
             if results[*index].is_none() {
                 results[*index] = Some(Ok(targets.len()));
@@ -566,16 +587,8 @@ mod tests {
             },
         );
         assert_eq!(
-            event_task_body("sub_\"1", &queue_json(&event), false),
+            event_task_body("sub_\"1", &queue_json(&event)),
             queue_json(&task)
-        );
-        let ordered = DeliveryTask {
-            ordered: true,
-            ..task.clone()
-        };
-        assert_eq!(
-            event_task_body("sub_\"1", &queue_json(&event), true),
-            queue_json(&ordered)
         );
         let back: DeliveryTask = serde_json::from_str(&queue_json(&task)).unwrap();
         assert_eq!(back, task);
@@ -585,7 +598,6 @@ mod tests {
             not_before_ms: Some(i64::MAX),
             kept: true,
             throttled: u32::MAX,
-            ordered: true,
             ..task
         };
         assert_eq!(

@@ -3,6 +3,7 @@
 //! within the caller's reach, redacted as the caller's customers receive them, and resends any
 //! delivery of a kept event, delivered ones included.
 
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -11,8 +12,8 @@ use crate::clock::parse_rfc3339;
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{
-    AttemptRecord, DeliveryTask, Event, KeptEvent, KeptState, Subscription, TaskPayload,
-    id_time_ms,
+    AttemptRecord, DeliveryOrder, DeliveryTask, Event, KeptEvent, KeptState, Subscription,
+    TaskPayload, id_time_ms, queue_json,
 };
 use crate::ports::{Audience, EventQuery, OutgoingMessage, Page};
 use crate::service::delivery::{event_body, remove_pointers};
@@ -268,6 +269,8 @@ impl Hub {
             (Some(KeptState::Retrying), _) => DeliveryStatus::Retrying,
             (Some(KeptState::Exhausted), _) => DeliveryStatus::Exhausted,
             (Some(KeptState::Parked), _) => DeliveryStatus::Parked,
+            (Some(KeptState::Queued), _) if attempts.is_empty() => DeliveryStatus::Pending,
+            (Some(KeptState::Queued), _) => DeliveryStatus::Retrying,
             (None, true) => DeliveryStatus::Delivered,
             (None, false) if attempts.is_empty() => DeliveryStatus::Pending,
             (None, false) => DeliveryStatus::Failed,
@@ -300,6 +303,9 @@ impl Hub {
             .await?
             .filter(|kept| kept.went_to(sub))
             .ok_or(HubError::NotFound("delivery of a kept event"))?;
+        if sub.ordering == DeliveryOrder::Fifo {
+            return self.queue_ordered(&sub.id, [&kept.event]).await;
+        }
         let task = DeliveryTask::new(sub.id.clone(), TaskPayload::Event { event: kept.event });
         self.enqueue_delivery(&task).await
     }
@@ -345,14 +351,20 @@ impl Hub {
         }
         // Each goes as a kept delivery: settled (forgotten) once delivered, so one that was
         // exhausted does not stay listed as exhausted after it got through.
+        if sub.ordering == DeliveryOrder::Fifo {
+            let requeued = chosen.len();
+            self.queue_ordered(&sub.id, &chosen).await?;
+            return Ok((requeued, next));
+        }
         let messages: Vec<OutgoingMessage> = chosen
             .into_iter()
-            .map(|event| {
-                let task = DeliveryTask {
+            .map(|event| OutgoingMessage {
+                body: queue_json(&DeliveryTask {
                     kept: true,
                     ..DeliveryTask::new(sub.id.clone(), TaskPayload::Event { event })
-                };
-                Hub::event_message(sub, task)
+                }),
+                delay: Duration::ZERO,
+                group: None,
             })
             .collect();
         let requeued = messages.len();

@@ -7,6 +7,7 @@ pub mod ingest;
 pub mod lease;
 pub mod odometer;
 pub mod operational;
+pub mod ordered;
 pub mod pace;
 pub mod portal;
 pub mod recovery;

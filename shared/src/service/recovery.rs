@@ -14,8 +14,9 @@ use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{
     DeliveryOrder, DeliveryTask, KeptDelivery, KeptState, Subscription, SubscriptionStatus,
-    TaskPayload,
+    TaskPayload, queue_json,
 };
+use crate::ports::OutgoingMessage;
 use crate::service::delivery::Verdict;
 use crate::service::operational::{OperationalTopic, subscription_data};
 
@@ -203,9 +204,17 @@ impl Hub {
         if kept.is_empty() {
             return Ok(());
         }
+        if sub.ordering == DeliveryOrder::Fifo {
+            // Back in the subscription's line, in event order.
+            return self.requeue_ordered(&sub.id, kept).await;
+        }
         let messages = kept
             .iter()
-            .map(|k| Hub::event_message(sub, DeliveryTask::again(k)))
+            .map(|k| OutgoingMessage {
+                body: queue_json(&DeliveryTask::again(k)),
+                delay: Duration::ZERO,
+                group: None,
+            })
             .collect();
         self.send_deliveries(messages).await?;
         let now = self.now_ms();
@@ -240,8 +249,7 @@ impl Hub {
             && sub.ordering == DeliveryOrder::Fifo
             && sub.status == SubscriptionStatus::Active
         {
-            // In order: queued in its group, oldest first, a page at a time (each page marked
-            // retrying once queued, so the next page read is the next one).
+            // Back in its line, a page at a time (each page queued before the next is read).
             loop {
                 let page = self
                     .store

@@ -666,4 +666,11 @@ mod tests {
         let q = SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None);
         crate::adapters::queue_checks::batches_are_acknowledged_and_postponed_in_one_call(&q).await;
     }
+
+    #[tokio::test]
+    async fn ordered_groups_go_one_at_a_time_in_order() {
+        let (db, _path) = scratch_db();
+        let q = SqliteQueue::new(db, "q", Duration::from_secs(30), 5, None);
+        crate::adapters::queue_checks::ordered_groups_go_one_at_a_time_in_order(&q).await;
+    }
 }

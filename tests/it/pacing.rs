@@ -1,0 +1,314 @@
+//! A subscription's pace, on every backend: its own rate limit holds at the receiver (no
+//! one-second window over the limit and a little, every event delivered) without slowing another
+//! subscription's burst; a receiver that answers `429` above its capacity is backed off to about
+//! that capacity, with nothing exhausted and the others unaffected; the pace shows on reads and
+//! in `/metrics`. And the pace store contract, on every adapter directly.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hub_tests::*;
+use serde_json::{Value, json};
+
+/// The most requests any one-second window holds, of `times` (in any order).
+fn busiest_second(times: &[Instant]) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..sorted.len() {
+        while sorted[end].duration_since(sorted[start]) >= Duration::from_secs(1) {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+/// Publishes `count` events of `topic`, numbered, in batches of 100.
+async fn publish_burst(hub: &HubProcess, topic: &str, count: usize) {
+    for first in (0..count).step_by(100) {
+        let events: Vec<Value> = (first..(first + 100).min(count))
+            .map(|n| json!({"topic": topic, "data": {"n": n}}))
+            .collect();
+        let answer = hub
+            .call("POST", "/v1/events", Some(KEY_A), Some(json!({"events": events})))
+            .await;
+        assert_eq!(answer.body["failed"], 0, "{}", answer.status);
+    }
+}
+
+/// The distinct event ids `path` received (events only) and when each request came.
+fn arrivals(receiver: &TestReceiver, path: &str) -> (HashSet<String>, Vec<Instant>) {
+    let received = receiver.received();
+    let events = events_at(&received, path);
+    let ids = events
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    (ids, events.iter().map(|r| r.at).collect())
+}
+
+/// How long `path` took to receive `count` distinct events from `since`.
+async fn time_to_receive(
+    receiver: &TestReceiver,
+    path: &str,
+    count: usize,
+    since: Instant,
+) -> Duration {
+    eventually(Duration::from_secs(300), &format!("{count} events at {path}"), || {
+        let got = arrivals(receiver, path).0.len();
+        async move { (got >= count).then(|| since.elapsed()) }
+    })
+    .await
+}
+
+async fn read(hub: &HubProcess, id: &str) -> Value {
+    hub.call("GET", &format!("/v1/subscriptions/{id}"), Some(KEY_A), None)
+        .await
+        .body
+}
+
+mod scenarios {
+    use super::*;
+
+    pub async fn a_rate_limit_holds_and_leaves_the_others_alone(backend: Backend) {
+        let hub = HubProcess::start(backend, &[]).await;
+        let receiver = TestReceiver::start().await;
+        subscribe_confirmed(&hub, &receiver, KEY_A, "/free", json!({"topics": ["burst.*"]}))
+            .await;
+        // The reference: the free subscription's burst beside another unlimited one (the same
+        // work for the hub and its queues, without a limit).
+        subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/unlimited",
+            json!({"topics": ["burst.reference"]}),
+        )
+        .await;
+        let started = Instant::now();
+        publish_burst(&hub, "burst.reference", 1000).await;
+        let reference = time_to_receive(&receiver, "/free", 1000, started).await;
+        time_to_receive(&receiver, "/unlimited", 1000, started).await;
+        println!("free burst beside an unlimited one: {reference:?}");
+
+        let limited = subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/limited",
+            json!({"topics": ["burst.limited"], "max_per_second": 20}),
+        )
+        .await;
+        assert_eq!(limited["max_per_second"], 20);
+        assert_eq!(limited["pace"]["per_second"], 20.0, "{}", limited["pace"]);
+        let started = Instant::now();
+        publish_burst(&hub, "burst.limited", 1000).await;
+        let beside = time_to_receive(&receiver, "/free", 2000, started).await;
+        let ratio = beside.as_secs_f64() / reference.as_secs_f64().max(0.001);
+        println!("free burst beside a limited one: {beside:?}, {ratio:.2}× the reference");
+        assert!(
+            ratio <= 2.0 || beside < Duration::from_secs(5),
+            "the free subscription's burst is not held back by the limited one: {ratio:.2}×"
+        );
+
+        let took = time_to_receive(&receiver, "/limited", 1000, started).await;
+        let (ids, times) = arrivals(&receiver, "/limited");
+        assert_eq!(ids.len(), 1000, "every event arrives");
+        let busiest = busiest_second(&times);
+        println!("limited to 20/s: 1,000 events in {took:?}, busiest second {busiest}");
+        assert!(busiest <= 22, "at most 22 in any second: {busiest}");
+        assert!(
+            took >= Duration::from_secs(45),
+            "1,000 at 20 a second take about 50 s: {took:?}"
+        );
+    }
+
+    pub async fn a_receiver_that_pushes_back_is_backed_off(backend: Backend) {
+        let hub = HubProcess::start(backend, &[]).await;
+        // Answers 429 to what is over 50 requests in the last second.
+        let recent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+        let window = recent.clone();
+        let receiver = TestReceiver::scripted(move |req, _| {
+            if req.path != "/tight" || req.json()["type"] == "Confirmation" {
+                return Reply::status(200);
+            }
+            let mut recent = window.lock().unwrap();
+            let now = Instant::now();
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+            {
+                recent.pop_front();
+            }
+            recent.push_back(now);
+            if recent.len() > 50 {
+                Reply::status(429)
+            } else {
+                Reply::status(200)
+            }
+        })
+        .await;
+        let tight = subscribe_confirmed(&hub, &receiver, KEY_A, "/tight", json!({})).await;
+        subscribe_confirmed(&hub, &receiver, KEY_A, "/calm", json!({})).await;
+        let tight_id = tight["id"].as_str().unwrap().to_string();
+
+        // 150 events a second for 20 s.
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut backing_off_seen = false;
+        for round in 0..200 {
+            tick.tick().await;
+            let events: Vec<Value> = (0..15)
+                .map(|n| json!({"topic": "door.request.allowed", "data": {"n": round * 15 + n}}))
+                .collect();
+            let answer = hub
+                .call("POST", "/v1/events", Some(KEY_A), Some(json!({"events": events})))
+                .await;
+            assert_eq!(answer.body["failed"], 0, "{}", answer.status);
+            if round % 20 == 19 {
+                let pace = &read(&hub, &tight_id).await["pace"];
+                backing_off_seen |= pace["backing_off"] == true;
+            }
+        }
+        let offered = started.elapsed();
+        let attempts: Vec<Instant> = receiver
+            .received()
+            .into_iter()
+            .filter(|r| r.path == "/tight" && r.json()["type"] != "Confirmation")
+            .map(|r| r.at)
+            .collect();
+        let in_window = attempts
+            .iter()
+            .filter(|at| {
+                let since = at.duration_since(started);
+                since >= Duration::from_secs(10) && since < Duration::from_secs(20)
+            })
+            .count();
+        let per_second = in_window as f64 / 10.0;
+        println!(
+            "offered 3,000 events in {offered:?}; attempts to the pushing-back receiver in seconds 10-20: {per_second}/s"
+        );
+        assert!(
+            per_second <= 55.0,
+            "backed off to about its capacity: {per_second}/s"
+        );
+        assert!(per_second >= 20.0, "and still delivering: {per_second}/s");
+        assert!(backing_off_seen, "the read shows it backing off");
+
+        // The others are unaffected: every event reached /calm soon after it was published.
+        time_to_receive(&receiver, "/calm", 3000, started).await;
+        // Nothing exhausted; the pace shows in the metrics.
+        let metrics = reqwest::get(format!("{}/metrics", hub.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let exhausted = metrics
+            .lines()
+            .find(|l| l.starts_with("webhook_hub_deliveries_exhausted_total"))
+            .unwrap_or("webhook_hub_deliveries_exhausted_total 0");
+        assert!(exhausted.ends_with(" 0"), "{exhausted}");
+        assert!(
+            metrics.contains(&format!(
+                "webhook_hub_subscription_pace_per_second{{subscription=\"{tight_id}\"}}"
+            )),
+            "the back-off rate per subscription"
+        );
+        let push_backs = metrics
+            .lines()
+            .find(|l| l.starts_with("webhook_hub_receiver_push_backs_total"))
+            .unwrap_or_default();
+        assert!(!push_backs.ends_with(" 0"), "{push_backs}");
+    }
+}
+
+on_every_backend!(
+    a_rate_limit_holds_and_leaves_the_others_alone,
+    a_receiver_that_pushes_back_is_backed_off,
+);
+
+/// The pace store contract, on every adapter directly: a pace is written only over the version
+/// it was read at, is read back with its subscription, survives a save of the subscription, and
+/// goes with it.
+mod pace_store {
+    use std::ops::Deref;
+
+    use hub::model::Subscription;
+    use hub::pacing::Pace;
+    use hub::ports::Store;
+
+    use super::*;
+
+    async fn contract(store: &dyn Store) {
+        let now = hub::clock::wall_ms();
+        let mut sub = Subscription::new_pending(
+            hub::model::new_id("sub_", now),
+            "acme".into(),
+            "acme".into(),
+            format!("https://example.com/{}", unique("hook")),
+            now,
+            hub::keyring::Sealed::plain("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        );
+        sub.topics = vec![hub::topic::Pattern::parse("door.opened").unwrap()];
+        sub.expires_at_ms = now + 3_600_000;
+        store.save(&sub, None).await.unwrap();
+        let first = Pace {
+            version: 1,
+            next_slot_ms: 1234.5,
+            ..Pace::default()
+        };
+        assert!(!store.swap_pace(&sub.id, Some(7), &first).await.unwrap(), "no pace yet");
+        assert!(store.swap_pace(&sub.id, None, &first).await.unwrap());
+        assert!(
+            !store.swap_pace(&sub.id, None, &first).await.unwrap(),
+            "one is there now"
+        );
+        let read = store.get(&sub.id).await.unwrap().unwrap();
+        assert_eq!(read.pace.as_ref(), Some(&first));
+        let second = Pace {
+            version: 2,
+            backoff_per_second: Some(12.5),
+            pushed_back_ms: Some(99),
+            ..first.clone()
+        };
+        assert!(store.swap_pace(&sub.id, Some(1), &second).await.unwrap());
+        assert!(
+            !store.swap_pace(&sub.id, Some(1), &second).await.unwrap(),
+            "over a stale version"
+        );
+        // A save of the subscription (as read before the pace changed) keeps the pace.
+        let mut renamed = sub.clone();
+        renamed.name = Some("renamed".into());
+        renamed.version += 1;
+        store.save(&renamed, Some(&sub)).await.unwrap();
+        let read = store.get(&sub.id).await.unwrap().unwrap();
+        assert_eq!(read.name.as_deref(), Some("renamed"));
+        assert_eq!(read.pace.as_ref(), Some(&second));
+        store.delete(&renamed).await.unwrap();
+        assert!(
+            !store.swap_pace(&sub.id, Some(2), &second).await.unwrap(),
+            "gone with its subscription"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory() {
+        contract(&hub::adapters::memory::MemoryStore::default()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let hub = InProcess::start(Backend::Sqlite, hub::Settings::default()).await;
+        contract(hub.hub.store.deref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn aws() {
+        let hub = InProcess::start(Backend::Aws, hub::Settings::default()).await;
+        contract(hub.hub.store.deref()).await;
+    }
+}
