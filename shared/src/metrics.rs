@@ -146,7 +146,8 @@ impl Default for Metrics {
             "Deliveries held on the queue for their subscription's next slot (its limit or back-off)",
             slot_waits.clone(),
         );
-        let pace = Family::<SubscriptionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let pace =
+            Family::<SubscriptionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register(
             "subscription_pace_per_second",
             "The rate in force for each paced subscription this process delivered to (its limit or back-off)",

@@ -81,7 +81,8 @@ impl Pace {
     /// `now_ms` (otherwise they go at once, with no store write).
     pub fn applies(pace: Option<&Pace>, limit: Option<u32>, now_ms: i64) -> bool {
         limit.is_some()
-            || pace.is_some_and(|p| p.backoff_per_second.is_some() || p.next_slot_ms > now_ms as f64)
+            || pace
+                .is_some_and(|p| p.backoff_per_second.is_some() || p.next_slot_ms > now_ms as f64)
     }
 
     /// Grows the back-off rate for the time since it last changed, without a push-back since,
@@ -164,7 +165,10 @@ mod tests {
         // A second batch at once finds the horizon full.
         assert!(pace.book(10, 20.0, 10_000).slots_ms.is_empty());
         // The unbooked come back one interval apart from the first free slot.
-        assert_eq!(booking.wait_of_unbooked(2, 10_000), Duration::from_millis(1_150));
+        assert_eq!(
+            booking.wait_of_unbooked(2, 10_000),
+            Duration::from_millis(1_150)
+        );
         // Idle time stores nothing up: an hour later it starts from now.
         let later = pace.book(100, 20.0, 3_600_000);
         assert_eq!(later.slots_ms[0], 3_600_000.0);
@@ -177,21 +181,35 @@ mod tests {
         pace.push_back(None, None, 1_000);
         assert_eq!(pace.rate(None), Some(BACKOFF_START));
         pace.push_back(None, None, 1_500);
-        assert_eq!(pace.rate(None), Some(BACKOFF_START), "within the second: one cut");
+        assert_eq!(
+            pace.rate(None),
+            Some(BACKOFF_START),
+            "within the second: one cut"
+        );
         pace.push_back(None, None, 2_400);
         assert_eq!(pace.rate(None), Some(BACKOFF_START / 2.0));
         pace.recover(None, 3_000);
-        assert_eq!(pace.rate(None), Some(BACKOFF_START / 2.0), "not a second quiet yet");
+        assert_eq!(
+            pace.rate(None),
+            Some(BACKOFF_START / 2.0),
+            "not a second quiet yet"
+        );
         pace.recover(None, 4_400);
         let grown = pace.rate(None).unwrap();
         assert!((grown - 10.0 * 1.21).abs() < 1e-9, "{grown}");
         pace.recover(None, 4_400 + 60_000);
-        assert_eq!(pace.backoff_per_second, None, "recovered past the ceiling: ended");
+        assert_eq!(
+            pace.backoff_per_second, None,
+            "recovered past the ceiling: ended"
+        );
         // With a limit of its own: half of it, and over when back at it.
         let mut limited = Pace::default();
         limited.push_back(Some(50), Some(Duration::from_secs(3)), 0);
         assert_eq!(limited.rate(Some(50)), Some(25.0));
-        assert_eq!(limited.next_slot_ms, 3_000.0, "Retry-After holds every delivery");
+        assert_eq!(
+            limited.next_slot_ms, 3_000.0,
+            "Retry-After holds every delivery"
+        );
         limited.recover(Some(50), 10_000);
         assert_eq!(limited.rate(Some(50)), Some(50.0));
         assert!(Pace::applies(Some(&limited), Some(50), 10_000));

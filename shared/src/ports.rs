@@ -222,7 +222,6 @@ pub trait PaceStore: Send + Sync {
     ) -> Result<bool>;
 }
 
-
 /// Storage of subscriptions, their fan-out entries, event ids and delivery logs.
 ///
 /// Adapters store what they are given; the services decide what an expired item means.

@@ -17,8 +17,8 @@ mod scenarios {
 
     pub async fn a_fifo_subscription_gets_its_events_one_at_a_time_in_order(backend: Backend) {
         // Short retries, so a fifth of a thousand failing first attempts costs seconds.
-        let hub = HubProcess::start(backend, &["--retry-schedule", "200ms,200ms,200ms,200ms"])
-            .await;
+        let hub =
+            HubProcess::start(backend, &["--retry-schedule", "200ms,200ms,200ms,200ms"]).await;
         // Fails every fifth request it gets (its confirmation, the first, is answered).
         let receiver = TestReceiver::scripted(|req, index| {
             if req.json()["type"] != "Confirmation" && index % 5 == 4 {
@@ -51,27 +51,37 @@ mod scenarios {
                 .map(|n| json!({"topic": "ledger.entry", "data": {"seq": n}}))
                 .collect();
             let answer = hub
-                .call("POST", "/v1/events", Some(KEY_A), Some(json!({"events": events})))
+                .call(
+                    "POST",
+                    "/v1/events",
+                    Some(KEY_A),
+                    Some(json!({"events": events})),
+                )
                 .await;
             assert_eq!(answer.body["failed"], 0, "{}", answer.status);
         }
         // Every event delivered (a 2xx) to /fifo.
-        let requests = eventually(
-            std::time::Duration::from_secs(400),
-            "every event delivered in order",
-            || {
-                let received = receiver.received();
-                async move {
-                    let delivered = received
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, r)| r.json()["type"] != "Confirmation" && i % 5 != 4)
-                        .count();
-                    (delivered >= EVENTS).then_some(received)
-                }
-            },
-        )
-        .await;
+        let delivered = |received: &[Received]| {
+            received
+                .iter()
+                .enumerate()
+                .filter(|(i, r)| r.json()["type"] != "Confirmation" && i % 5 != 4)
+                .count()
+        };
+        let started = std::time::Instant::now();
+        let requests = within(std::time::Duration::from_secs(400), || {
+            let received = receiver.received();
+            async move { (delivered(&received) >= EVENTS).then_some(received) }
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{} of {EVENTS} delivered to /fifo in {:?}",
+                delivered(&receiver.received()),
+                started.elapsed()
+            )
+        });
+        println!("{EVENTS} ordered events through in {:?}", started.elapsed());
         // The receiver's script decided each answer by the request's index.
         let mut first_success: HashMap<u64, usize> = HashMap::new();
         let mut order = Vec::new();

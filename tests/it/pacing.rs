@@ -33,7 +33,12 @@ async fn publish_burst(hub: &HubProcess, topic: &str, count: usize) {
             .map(|n| json!({"topic": topic, "data": {"n": n}}))
             .collect();
         let answer = hub
-            .call("POST", "/v1/events", Some(KEY_A), Some(json!({"events": events})))
+            .call(
+                "POST",
+                "/v1/events",
+                Some(KEY_A),
+                Some(json!({"events": events})),
+            )
             .await;
         assert_eq!(answer.body["failed"], 0, "{}", answer.status);
     }
@@ -57,10 +62,14 @@ async fn time_to_receive(
     count: usize,
     since: Instant,
 ) -> Duration {
-    eventually(Duration::from_secs(300), &format!("{count} events at {path}"), || {
-        let got = arrivals(receiver, path).0.len();
-        async move { (got >= count).then(|| since.elapsed()) }
-    })
+    eventually(
+        Duration::from_secs(300),
+        &format!("{count} events at {path}"),
+        || {
+            let got = arrivals(receiver, path).0.len();
+            async move { (got >= count).then(|| since.elapsed()) }
+        },
+    )
     .await
 }
 
@@ -76,8 +85,14 @@ mod scenarios {
     pub async fn a_rate_limit_holds_and_leaves_the_others_alone(backend: Backend) {
         let hub = HubProcess::start(backend, &[]).await;
         let receiver = TestReceiver::start().await;
-        subscribe_confirmed(&hub, &receiver, KEY_A, "/free", json!({"topics": ["burst.*"]}))
-            .await;
+        subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/free",
+            json!({"topics": ["burst.*"]}),
+        )
+        .await;
         // The reference: the free subscription's burst beside another unlimited one (the same
         // work for the hub and its queues, without a limit).
         subscribe_confirmed(
@@ -165,7 +180,12 @@ mod scenarios {
                 .map(|n| json!({"topic": "door.request.allowed", "data": {"n": round * 15 + n}}))
                 .collect();
             let answer = hub
-                .call("POST", "/v1/events", Some(KEY_A), Some(json!({"events": events})))
+                .call(
+                    "POST",
+                    "/v1/events",
+                    Some(KEY_A),
+                    Some(json!({"events": events})),
+                )
                 .await;
             assert_eq!(answer.body["failed"], 0, "{}", answer.status);
             if round % 20 == 19 {
@@ -261,7 +281,10 @@ mod pace_store {
             next_slot_ms: 1234.5,
             ..Pace::default()
         };
-        assert!(!store.swap_pace(&sub.id, Some(7), &first).await.unwrap(), "no pace yet");
+        assert!(
+            !store.swap_pace(&sub.id, Some(7), &first).await.unwrap(),
+            "no pace yet"
+        );
         assert!(store.swap_pace(&sub.id, None, &first).await.unwrap());
         assert!(
             !store.swap_pace(&sub.id, None, &first).await.unwrap(),

@@ -19,8 +19,7 @@ use hub::model::{
 };
 use hub::ports::{
     ClaimOutcome, EventQuery, HistoryStore, KeyClaim, KeyStore, OutgoingMessage, PaceStore, Page,
-    Queue,
-    ReceivedMessage, Store,
+    Queue, ReceivedMessage, Store,
 };
 use hub::runtime::consume::{QueueRole, consume};
 use hub::topic::Pattern;

@@ -75,7 +75,10 @@ pub async fn ordered_groups_go_one_at_a_time_in_order(q: &dyn Queue) {
     .unwrap();
     // Whatever one receive hands out of a group is its next messages, in order.
     let mut got = Vec::new();
-    while !got.iter().any(|m: &crate::ports::ReceivedMessage| m.body == "b1") {
+    while !got
+        .iter()
+        .any(|m: &crate::ports::ReceivedMessage| m.body == "b1")
+    {
         got.extend(q.receive(10, Duration::from_secs(2)).await.unwrap());
     }
     let of_a: Vec<&str> = got
@@ -95,11 +98,13 @@ pub async fn ordered_groups_go_one_at_a_time_in_order(q: &dyn Queue) {
             .map(|m| m.receipt.clone())
             .unwrap()
     };
-    q.postpone(&receipt_of("a1"), Duration::from_secs(2))
+    q.postpone(&receipt_of("a1"), Duration::from_secs(6))
         .await
         .unwrap();
     for later in of_a.iter().skip(1) {
-        q.postpone(&receipt_of(later), Duration::ZERO).await.unwrap();
+        q.postpone(&receipt_of(later), Duration::ZERO)
+            .await
+            .unwrap();
     }
     q.ack(&receipt_of("b1")).await.unwrap();
     let held = q.receive(10, Duration::from_millis(500)).await.unwrap();

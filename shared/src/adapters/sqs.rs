@@ -234,7 +234,7 @@ impl SqsQueue {
                             .message_deduplication_id(&dedup[i])
                     } else {
                         entry.delay_seconds(
-                            (m.delay.as_millis().div_ceil(1000) as u64).min(900) as i32,
+                            (m.delay.as_millis().div_ceil(1000) as u64).min(900) as i32
                         )
                     };
                     entry.build().map_err(HubError::backend)

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::clock::{rfc3339, seconds_ts};
 use crate::model::{
-    AttemptError, AttemptRecord, DeliveryOrder, KeptEvent, ReceiverAuth, Subscription, SubscriptionStatus,
+    AttemptError, AttemptRecord, DeliveryOrder, KeptEvent, ReceiverAuth, Subscription,
+    SubscriptionStatus,
 };
 use crate::service::history::{DeliveryStatus, EventView};
 use crate::signing::{SignatureScheme, SigningAlgorithm};

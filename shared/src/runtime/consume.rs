@@ -114,21 +114,20 @@ pub async fn consume_batch_then(
             // Deliveries to a paced subscription go at the slots the batch booked for them;
             // those it could not book wait on the queue until theirs.
             let gates = pace_gates(hub, msgs, &batch).await;
-            let attempted =
-                futures::future::join_all(msgs.iter().zip(gates).map(|(msg, gate)| {
-                    let (batch, room) = (&batch, &room);
-                    async move {
-                        let slot = match gate {
-                            Gate::Now => None,
-                            Gate::At(slot_ms) => Some(slot_ms),
-                            Gate::Wait(wait) => return wait_for_slot(hub, role, msg, wait).await,
-                            Gate::Covered => return Step::Finished(true),
-                        };
-                        let _room = room(msg).await.expect("never closed");
-                        attempt_message(hub, role, msg, batch, slot).await
-                    }
-                }))
-                .await;
+            let attempted = futures::future::join_all(msgs.iter().zip(gates).map(|(msg, gate)| {
+                let (batch, room) = (&batch, &room);
+                async move {
+                    let slot = match gate {
+                        Gate::Now => None,
+                        Gate::At(slot_ms) => Some(slot_ms),
+                        Gate::Wait(wait) => return wait_for_slot(hub, role, msg, wait).await,
+                        Gate::Covered => return Step::Finished(true),
+                    };
+                    let _room = room(msg).await.expect("never closed");
+                    attempt_message(hub, role, msg, batch, slot).await
+                }
+            }))
+            .await;
             attempts_over();
             hub.note_push_backs(batch.take_push_backs()).await;
             // The batch's attempts to the delivery log before any message is settled: if they

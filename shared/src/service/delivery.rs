@@ -55,7 +55,8 @@ pub struct DeliveryBatch {
     log: std::sync::Mutex<Vec<(AttemptRecord, i64)>>,
     /// The subscriptions whose receivers pushed back in this batch, with the longest
     /// `Retry-After` they asked for: their pace is cut once for the batch.
-    pushed_back: std::sync::Mutex<std::collections::HashMap<String, (Subscription, Option<Duration>)>>,
+    pushed_back:
+        std::sync::Mutex<std::collections::HashMap<String, (Subscription, Option<Duration>)>>,
 }
 
 impl DeliveryBatch {

@@ -520,7 +520,10 @@ impl Hub {
             let event_json = queue_json(&events[*index]);
             for entry in targets {
                 if entry.ordered {
-                    match lines.iter_mut().find(|(id, _)| *id == entry.subscription_id) {
+                    match lines
+                        .iter_mut()
+                        .find(|(id, _)| *id == entry.subscription_id)
+                    {
                         Some((_, line)) => line.push(*index),
                         None => lines.push((&entry.subscription_id, vec![*index])),
                     }

@@ -24,6 +24,12 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long one nudge delivers before it hands over to the next receive (so a sender invocation
 /// never runs into its timeout).
 const DRAIN_BUDGET: Duration = Duration::from_secs(15);
+/// How many queued deliveries one read of a line takes.
+const DRAIN_PAGE: usize = 25;
+/// Before a delivery whose event is younger than this, the line is read again (an earlier event
+/// may have been queued by another fan-out since the page was read); older ones go from the
+/// page.
+const RECHECK_YOUNGER_THAN: Duration = Duration::from_secs(5);
 /// The longest wait a nudge sits out in place rather than going back to the queue (on SQS a
 /// message is hidden for whole seconds).
 const WAIT_IN_PLACE: Duration = Duration::from_secs(1);
@@ -80,7 +86,11 @@ impl Hub {
 
     /// Puts kept deliveries (parked, exhausted, delivered ones sent again) back in their
     /// subscription's ordered line, then nudges it.
-    pub async fn requeue_ordered(&self, subscription_id: &str, kept: Vec<KeptDelivery>) -> Result<()> {
+    pub async fn requeue_ordered(
+        &self,
+        subscription_id: &str,
+        kept: Vec<KeptDelivery>,
+    ) -> Result<()> {
         let now = self.now_ms();
         let keeps = kept.into_iter().map(|k| {
             let kept = KeptDelivery {
@@ -105,83 +115,89 @@ impl Hub {
         let Some(sub) = self.store.get_eventually(subscription_id).await? else {
             return Ok(Drained::Empty); // gone: its kept deliveries go with it
         };
-        loop {
-            if started.elapsed() >= DRAIN_BUDGET {
-                return Ok(Drained::ComeBackIn(Duration::ZERO));
-            }
+        'page: loop {
             let page = self
                 .store
-                .kept_deliveries(subscription_id, KeptState::Queued, None, 1)
+                .kept_deliveries(subscription_id, KeptState::Queued, None, DRAIN_PAGE)
                 .await?;
-            let Some(head) = page.items.into_iter().next() else {
+            if page.items.is_empty() {
                 return Ok(Drained::Empty);
-            };
-            let TaskPayload::Event { event } = &head.payload else {
-                self.store
-                    .forget_delivery(subscription_id, head.event_id())
-                    .await?;
-                continue;
-            };
-            let progress = head.progress;
-            let mut task = DeliveryTask {
-                ordered: true,
-                attempts_made: progress.map_or(0, |p| p.attempts_made),
-                throttled: progress.map_or(0, |p| p.throttled),
-                ..DeliveryTask::again(&head)
-            };
-            let settled_at = event.timestamp_ms + SETTLE.as_millis() as i64;
-            let due = progress.map_or(0, |p| p.next_attempt_at_ms).max(settled_at);
-            let now = self.now_ms();
-            if due > now {
-                let wait = Duration::from_millis((due - now) as u64);
-                if wait > WAIT_IN_PLACE {
-                    return Ok(Drained::ComeBackIn(wait));
-                }
-                tokio::time::sleep(wait).await;
-                continue; // the head again: an earlier one may have come meanwhile
             }
-            // Its slot, where the subscription is paced.
-            if let Some(booking) = self.book_slots(&sub, 1).await? {
+            for (place, head) in page.items.into_iter().enumerate() {
+                if started.elapsed() >= DRAIN_BUDGET {
+                    return Ok(Drained::ComeBackIn(Duration::ZERO));
+                }
+                let TaskPayload::Event { event } = &head.payload else {
+                    self.store
+                        .forget_delivery(subscription_id, head.event_id())
+                        .await?;
+                    continue;
+                };
                 let now = self.now_ms();
-                match booking.slots_ms.first() {
-                    Some(slot) => {
-                        let wait = (slot - now as f64).max(0.0);
-                        tokio::time::sleep(Duration::from_micros((wait * 1000.0) as u64)).await;
+                let young = now - event.timestamp_ms < RECHECK_YOUNGER_THAN.as_millis() as i64;
+                if place > 0 && young {
+                    continue 'page;
+                }
+                let progress = head.progress;
+                let mut task = DeliveryTask {
+                    ordered: true,
+                    attempts_made: progress.map_or(0, |p| p.attempts_made),
+                    throttled: progress.map_or(0, |p| p.throttled),
+                    ..DeliveryTask::again(&head)
+                };
+                let settled_at = event.timestamp_ms + SETTLE.as_millis() as i64;
+                let due = progress.map_or(0, |p| p.next_attempt_at_ms).max(settled_at);
+                if due > now {
+                    let wait = Duration::from_millis((due - now) as u64);
+                    if wait > WAIT_IN_PLACE {
+                        return Ok(Drained::ComeBackIn(wait));
                     }
-                    None => return Ok(Drained::ComeBackIn(booking.wait_of_unbooked(0, now))),
+                    tokio::time::sleep(wait).await;
+                    continue 'page; // the head again: an earlier one may have come meanwhile
                 }
-            }
-            // Each attempt until one is not due again within the wait it sits out here.
-            loop {
-                let now = self.now_ms();
-                let verdict = self.deliver(&task).await?;
-                match verdict {
-                    Verdict::RetryIn(wait) | Verdict::Throttled(wait) => {
-                        task = task.after(&verdict, now);
-                        if wait > WAIT_IN_PLACE {
-                            // Holds the line: its count and time kept with it.
-                            let progress = LineProgress {
-                                attempts_made: task.attempts_made,
-                                throttled: task.throttled,
-                                next_attempt_at_ms: task.not_before_ms.unwrap_or(now),
-                            };
-                            self.store
-                                .keep_delivery(&KeptDelivery {
-                                    progress: Some(progress),
-                                    ..head
-                                })
-                                .await?;
-                            return Ok(Drained::ComeBackIn(wait));
+                // Its slot, where the subscription is paced.
+                if let Some(booking) = self.book_slots(&sub, 1).await? {
+                    let now = self.now_ms();
+                    match booking.slots_ms.first() {
+                        Some(slot) => {
+                            let wait = (slot - now as f64).max(0.0);
+                            tokio::time::sleep(Duration::from_micros((wait * 1000.0) as u64)).await;
                         }
-                        tokio::time::sleep(wait).await;
+                        None => return Ok(Drained::ComeBackIn(booking.wait_of_unbooked(0, now))),
                     }
-                    Verdict::Exhausted => {
-                        self.settle(task, &verdict, now).await?;
-                        break;
+                }
+                // Each attempt until one is not due again within the wait it sits out here.
+                loop {
+                    let now = self.now_ms();
+                    let verdict = self.deliver(&task).await?;
+                    match verdict {
+                        Verdict::RetryIn(wait) | Verdict::Throttled(wait) => {
+                            task = task.after(&verdict, now);
+                            if wait > WAIT_IN_PLACE {
+                                // Holds the line: its count and time kept with it.
+                                let progress = LineProgress {
+                                    attempts_made: task.attempts_made,
+                                    throttled: task.throttled,
+                                    next_attempt_at_ms: task.not_before_ms.unwrap_or(now),
+                                };
+                                self.store
+                                    .keep_delivery(&KeptDelivery {
+                                        progress: Some(progress),
+                                        ..head
+                                    })
+                                    .await?;
+                                return Ok(Drained::ComeBackIn(wait));
+                            }
+                            tokio::time::sleep(wait).await;
+                        }
+                        Verdict::Exhausted => {
+                            self.settle(task, &verdict, now).await?;
+                            break;
+                        }
+                        // Delivered, dropped, or parked (the subscription was paused or disabled:
+                        // the rest is parked after it, one by one).
+                        Verdict::Done | Verdict::Parked => break,
                     }
-                    // Delivered, dropped, or parked (the subscription was paused or disabled:
-                    // the rest is parked after it, one by one).
-                    Verdict::Done | Verdict::Parked => break,
                 }
             }
         }

@@ -60,7 +60,11 @@ impl Hub {
                         let from = pace.next_slot_ms.max(now as f64);
                         let within = from <= now as f64 + BOOKING_HORIZON_MS;
                         Booking {
-                            slots_ms: if within { vec![from; wanted] } else { Vec::new() },
+                            slots_ms: if within {
+                                vec![from; wanted]
+                            } else {
+                                Vec::new()
+                            },
                             next_free_ms: from,
                             interval_ms: 0.0,
                         }

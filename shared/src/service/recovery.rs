@@ -104,9 +104,7 @@ impl Hub {
         caller.require(SCOPE_SUBSCRIBE)?;
         let sub = self.owned(caller, id).await?;
         match self.store.kept_delivery(&sub.id, event_id).await? {
-            Some(kept) if kept.state != KeptState::Parked => {
-                self.requeue(&sub, vec![kept]).await?
-            }
+            Some(kept) if kept.state != KeptState::Parked => self.requeue(&sub, vec![kept]).await?,
             Some(_) => return Err(HubError::Parked),
             None => self.resend_from_history(&sub, event_id).await?,
         }

@@ -8,8 +8,8 @@ use crate::auth::{Caller, SCOPE_READ, SCOPE_SUBSCRIBE};
 use crate::context::Hub;
 use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{
-    DeliveryOrder, DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ReceiverAuth, Subscription, SubscriptionStatus,
-    TaskPayload, new_id, queue_json,
+    DeliveryOrder, DeliveryTask, LabelFilter, PENDING_LIFETIME_MS, ReceiverAuth, Subscription,
+    SubscriptionStatus, TaskPayload, new_id, queue_json,
 };
 use crate::ports::{OutgoingMessage, Page};
 use crate::signing::{SignatureScheme, SigningAlgorithm, constant_time_eq, hex, sha256_hex};

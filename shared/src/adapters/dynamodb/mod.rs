@@ -274,7 +274,9 @@ impl PaceStore for DynamoStore {
             Some(version) => update
                 .condition_expression("attribute_exists(pk) AND #pv = :was")
                 .expression_attribute_values(":was", n(version as i64)),
-            None => update.condition_expression("attribute_exists(pk) AND attribute_not_exists(#pv)"),
+            None => {
+                update.condition_expression("attribute_exists(pk) AND attribute_not_exists(#pv)")
+            }
         };
         match update.send().await {
             Ok(_) => Ok(true),

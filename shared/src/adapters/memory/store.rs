@@ -12,8 +12,8 @@ use crate::model::{
     SubscriptionStatus, TopicEntry,
 };
 use crate::ports::{
-    PaceStore,
-    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, Page, Store,
+    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, PaceStore, Page,
+    Store,
 };
 use crate::topic::Pattern;
 
