@@ -551,6 +551,12 @@ async function detailView(id, freshSecret) {
         h("dt", {}, "Last delivery"), h("dd", {}, when(sub.last_delivered_at)),
         h("dt", {}, "Timeout"), h("dd", {}, sub.timeout ? `${sub.timeout} s` : "the service's (5 s)"),
         h("dt", {}, "Retries after"), h("dd", {}, sub.retry_schedule ? sub.retry_schedule.map((s) => `${s} s`).join(", ") : "the service's schedule"),
+        h("dt", {}, "Rate limit"), h("dd", {}, sub.max_per_second ? `${sub.max_per_second} a second` : "none"),
+        h("dt", {}, "Order"), h("dd", {}, sub.ordering === "fifo" ? "one at a time, in publish order" : "any order"),
+        h("dt", {}, "Pace"), h("dd", { class: sub.pace.backing_off ? "warn" : null },
+          sub.pace.backing_off
+            ? `slowed to ${sub.pace.per_second} a second: your endpoint answered 429 or 503 (last ${when(sub.pace.pushed_back_at)})`
+            : sub.pace.per_second ? `${sub.pace.per_second} a second` : "as fast as your endpoint answers"),
         sub.status === "pending" ? [h("dt", {}, "Waiting for"), h("dd", {}, "the confirmation sent to this URL")] : null),
       actions),
     chart(sub, attempts),

@@ -24,6 +24,9 @@ pub struct Settings {
     pub warn_after: Duration,
     /// Budget of one delivery attempt, all included.
     pub attempt_timeout: Duration,
+    /// How long an ordered subscription's delivery waits after its event was published
+    /// (docs/design.md, "Ordered delivery").
+    pub order_settle: Duration,
     /// Whether callback host names are looked up in DNS (off in the embedded test mode, so that
     /// fuzzed callbacks never make the hub send a query off the machine).
     pub resolve_names: bool,
@@ -87,6 +90,7 @@ impl Default for Settings {
             disable_after: Duration::from_secs(24 * 3600),
             warn_after: Duration::from_secs(3600),
             attempt_timeout: Duration::from_secs(5),
+            order_settle: crate::service::ordered::SETTLE,
             resolve_names: true,
             max_subscriptions_per_account: 1000,
             max_subscriptions_per_owner: 25,

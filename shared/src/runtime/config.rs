@@ -30,6 +30,10 @@ pub struct HubArgs {
     /// Budget of one delivery attempt: DNS, connect, TLS, response
     #[arg(long, env = "HUB_ATTEMPT_TIMEOUT", default_value = "5s", value_parser = parse_duration_arg)]
     pub attempt_timeout: Duration,
+    /// How long an ordered subscription's delivery waits after its event was published, so an
+    /// earlier event fanned out a moment later still goes first
+    #[arg(long, env = "HUB_ORDER_SETTLE", default_value = "1s", value_parser = parse_duration_arg)]
+    pub order_settle: Duration,
     /// Most subscriptions one account may hold
     #[arg(long, env = "HUB_MAX_SUBSCRIPTIONS_PER_ACCOUNT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_subscriptions_per_account: u32,
@@ -95,6 +99,7 @@ impl HubArgs {
             disable_after: self.disable_after,
             warn_after: self.warn_after,
             attempt_timeout: self.attempt_timeout,
+            order_settle: self.order_settle,
             resolve_names: true,
             max_subscriptions_per_account: self.max_subscriptions_per_account as usize,
             max_subscriptions_per_owner: self.max_subscriptions_per_owner as usize,

@@ -18,8 +18,9 @@ use crate::model::{
 use crate::ports::OutgoingMessage;
 use crate::service::delivery::Verdict;
 
-/// How long a delivery waits after its event was published before it goes: an earlier event
-/// fanned out by another process a moment later still goes first.
+/// How long a delivery waits after its event was published before it goes, by default
+/// (`--order-settle`): an earlier event fanned out by another process a moment later still goes
+/// first.
 pub const SETTLE: Duration = Duration::from_secs(1);
 /// How long one nudge delivers before it hands over to the next receive (so a sender invocation
 /// never runs into its timeout).
@@ -134,7 +135,8 @@ impl Hub {
                     continue;
                 };
                 let now = self.now_ms();
-                let young = now - event.timestamp_ms < RECHECK_YOUNGER_THAN.as_millis() as i64;
+                let recheck = RECHECK_YOUNGER_THAN.max(self.settings.order_settle * 2);
+                let young = now - event.timestamp_ms < recheck.as_millis() as i64;
                 if place > 0 && young {
                     continue 'page;
                 }
@@ -145,7 +147,7 @@ impl Hub {
                     throttled: progress.map_or(0, |p| p.throttled),
                     ..DeliveryTask::again(&head)
                 };
-                let settled_at = event.timestamp_ms + SETTLE.as_millis() as i64;
+                let settled_at = event.timestamp_ms + self.settings.order_settle.as_millis() as i64;
                 let due = progress.map_or(0, |p| p.next_attempt_at_ms).max(settled_at);
                 if due > now {
                     let wait = Duration::from_millis((due - now) as u64);
