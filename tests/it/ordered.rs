@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use hub_tests::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// How many numbered events the test publishes: a thousand on the embedded backends; on the
 /// AWS emulator (tens of requests a second, and one delivery after another) two hundred, the
@@ -64,20 +64,7 @@ mod scenarios {
             json!({"topics": ["ledger.entry"]}),
         )
         .await;
-        for first in (0..events_published).step_by(100) {
-            let events: Vec<Value> = (first..(first + 100).min(events_published))
-                .map(|n| json!({"topic": "ledger.entry", "data": {"seq": n}}))
-                .collect();
-            let answer = hub
-                .call(
-                    "POST",
-                    "/v1/events",
-                    Some(KEY_A),
-                    Some(json!({"events": events})),
-                )
-                .await;
-            assert_eq!(answer.body["failed"], 0, "{}", answer.status);
-        }
+        publish_numbered(&hub, "ledger.entry", "seq", events_published).await;
         // Every event delivered (a 2xx) to /fifo.
         let delivered = |received: &[Received]| {
             received

@@ -13,12 +13,17 @@ use serde_json::{Value, json};
 
 /// The most requests any one-second window holds, of `times` (in any order).
 fn busiest_second(times: &[Instant]) -> usize {
+    busiest_window(times, Duration::from_secs(1))
+}
+
+/// The most requests any window of `span` holds, of `times` (in any order).
+fn busiest_window(times: &[Instant], span: Duration) -> usize {
     let mut sorted = times.to_vec();
     sorted.sort();
     let mut most = 0;
     let mut start = 0;
     for end in 0..sorted.len() {
-        while sorted[end].duration_since(sorted[start]) >= Duration::from_secs(1) {
+        while sorted[end].duration_since(sorted[start]) >= span {
             start += 1;
         }
         most = most.max(end - start + 1);
@@ -28,20 +33,7 @@ fn busiest_second(times: &[Instant]) -> usize {
 
 /// Publishes `count` events of `topic`, numbered, in batches of 100.
 async fn publish_burst(hub: &HubProcess, topic: &str, count: usize) {
-    for first in (0..count).step_by(100) {
-        let events: Vec<Value> = (first..(first + 100).min(count))
-            .map(|n| json!({"topic": topic, "data": {"n": n}}))
-            .collect();
-        let answer = hub
-            .call(
-                "POST",
-                "/v1/events",
-                Some(KEY_A),
-                Some(json!({"events": events})),
-            )
-            .await;
-        assert_eq!(answer.body["failed"], 0, "{}", answer.status);
-    }
+    publish_numbered(hub, topic, "n", count).await;
 }
 
 /// The distinct event ids `path` received (events only) and when each request came.
@@ -167,14 +159,26 @@ mod scenarios {
         assert_eq!(ids.len(), burst, "every event arrives");
         let busiest = busiest_second(&times);
         println!("limited to {limit}/s: {burst} events in {took:?}, busiest second {busiest}");
-        // 22 for a limit of 20: the limit and a tenth. On the AWS emulator, which shares the
-        // machine's two cores with the hub, requests that left at their slots can reach the
-        // receiver late and together: there, twice the limit.
-        let most = match backend {
-            Backend::Aws => 2 * limit as usize,
-            _ => (limit as usize * 11 / 10).max(limit as usize + 1),
-        };
-        assert!(busiest <= most, "at most {most} in any second: {busiest}");
+        // 22 for a limit of 20: the limit and a tenth, in any second. On the AWS emulator, which
+        // shares the machine's two cores with the hub and the other tests, requests that left at
+        // their slots can reach the receiver late and together: there the limit is checked over
+        // five-second windows (five seconds' worth and one second's more), which a burst breaks.
+        let limit = limit as usize;
+        match backend {
+            Backend::Aws => {
+                let busiest = busiest_window(&times, Duration::from_secs(5));
+                assert!(
+                    busiest <= 6 * limit,
+                    "at most {} in any 5 s: {busiest}",
+                    6 * limit
+                );
+            }
+            _ => {
+                let most = (limit * 11 / 10).max(limit + 1);
+                assert!(busiest <= most, "at most {most} in any second: {busiest}");
+            }
+        }
+        let limit = limit as u32;
         let least = Duration::from_secs_f64(burst as f64 / f64::from(limit) * 0.9);
         assert!(
             took >= least,
@@ -222,15 +226,7 @@ mod scenarios {
             let events: Vec<Value> = (0..per_tick)
                 .map(|n| json!({"topic": "door.request.allowed", "data": {"n": round * per_tick + n}}))
                 .collect();
-            let answer = hub
-                .call(
-                    "POST",
-                    "/v1/events",
-                    Some(KEY_A),
-                    Some(json!({"events": events})),
-                )
-                .await;
-            assert_eq!(answer.body["failed"], 0, "{}", answer.status);
+            publish_all(&hub, KEY_A, events).await;
             if round % 20 == 19 {
                 let pace = &read(&hub, &tight_id).await["pace"];
                 backing_off_seen |= pace["backing_off"] == true;

@@ -69,6 +69,34 @@ pub async fn publish(hub: &HubProcess, key: &str, body: Value) -> Value {
     answer.body
 }
 
+/// Publishes `events` as one batch (at most 100) with `key`; expects every one accepted.
+pub async fn publish_all(hub: &HubProcess, key: &str, events: Vec<Value>) {
+    let answer = hub
+        .call(
+            "POST",
+            "/v1/events",
+            Some(key),
+            Some(serde_json::json!({"events": events})),
+        )
+        .await;
+    assert_eq!(
+        answer.body["failed"], 0,
+        "{}: {}",
+        answer.status, answer.body["data"][0]
+    );
+}
+
+/// Publishes numbered events (`data.<field>` = 0, 1, …) of `topic`, `count` in all, a hundred
+/// per request, in order.
+pub async fn publish_numbered(hub: &HubProcess, topic: &str, field: &str, count: usize) {
+    for first in (0..count).step_by(100) {
+        let events = (first..(first + 100).min(count))
+            .map(|n| serde_json::json!({"topic": topic, "data": {field: n}}))
+            .collect();
+        publish_all(hub, KEY_A, events).await;
+    }
+}
+
 /// The non-confirmation requests a path received.
 pub fn events_at<'a>(received: &'a [Received], path: &str) -> Vec<&'a Received> {
     received
