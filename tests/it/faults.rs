@@ -204,7 +204,7 @@ mod scenarios {
         }
         // Each read takes what it returns off the queue: gather until both are in.
         let gathered = std::sync::Mutex::new(Vec::<Value>::new());
-        let dead = eventually(Duration::from_secs(30), "both dead letters", || async {
+        let dead = within(Duration::from_secs(30), || async {
             let got = f
                 .hub
                 .call("POST", "/_test/dead-letters", Some(KEY_A), None)
@@ -218,7 +218,8 @@ mod scenarios {
             });
             (dead.len() >= 2).then(|| dead.clone())
         })
-        .await;
+        .await
+        .unwrap_or_else(|| panic!("both dead letters within 30 s; log:\n{}", f.hub.log()));
         assert!(
             dead.iter()
                 .all(|d| d["payload"]["event"]["id"] == f.event_id.as_str()

@@ -23,6 +23,10 @@ use crate::service::operational::{OperationalTopic, subscription_data};
 use crate::service::secrets::OpenCredentials;
 use crate::signing::{scheme_header, signature_header};
 
+/// How recent a subscription's last delivery must be for a push-back (`429`, `503`) to count
+/// as throttling, which does not use up the retry schedule.
+const THROTTLING_NEEDS_A_DELIVERY_WITHIN_MS: i64 = 60_000;
+
 /// The `user-agent` of every delivery.
 pub const USER_AGENT: &str = concat!("webhook-hub/", env!("CARGO_PKG_VERSION"));
 
@@ -426,6 +430,16 @@ impl Hub {
             self.metrics.pushed_back();
             batch.push_back(&sub, outcome.retry_after);
         }
+        // A push-back from a receiver that is taking deliveries (an event went through within
+        // the last minute) is throttling: it does not use up the schedule. One from a receiver that
+        // takes nothing is a failure like any other, so a receiver down behind a `503` still
+        // ends in the dead-letter queue.
+        // (A confirmation is not an event delivery: the odometer counts events only.)
+        let pushed_back = pushed_back
+            && sub.odometer > 0
+            && sub
+                .last_delivered_ms
+                .is_some_and(|at| now - at < THROTTLING_NEEDS_A_DELIVERY_WITHIN_MS);
         let counts = !matches!(task.payload, TaskPayload::Confirmation { .. });
         // A failure's bookkeeping comes first: whether it disabled the subscription decides
         // whether a retry follows, and the attempt is recorded with that decision.
