@@ -442,8 +442,8 @@ pub struct TopicEntry {
     /// boundary from the entries it reads anyway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// Whether its deliveries go one at a time in publish order: fan-out queues them in the
-    /// subscription's own ordered group.
+    /// Whether its deliveries go one at a time in publish order: fan-out puts them in the
+    /// subscription's line and nudges it (`Hub::queue_ordered`) instead of queueing them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered: bool,
 }
@@ -558,8 +558,9 @@ pub struct DeliveryTask {
     /// retried at the subscription's pace and do not use up its retry schedule.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub throttled: u32,
-    /// Whether it is one of its subscription's ordered deliveries (in the subscription's
-    /// message group of the ordered queue): it is tried again in place, never overtaken.
+    /// Whether it belongs to its subscription's ordered line: a nudge (with `Resume`), sent in
+    /// the subscription's message group of the ordered queue, or a delivery the line is making
+    /// (which stays `queued` while it fails and dead-letters to the ordered queue's DLQ).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ordered: bool,
 }
