@@ -248,6 +248,7 @@ async fn measure(
     per_request: usize,
     fan_out: usize,
     delivery_log: hub::context::DeliveryLog,
+    max_per_second: Option<u32>,
     counter: &CallCounter,
     logs: &LogMeter,
 ) -> Run {
@@ -303,6 +304,7 @@ async fn measure(
             &receiver.url(&format!("/cost/{n}")),
         );
         sub.id = format!("sub_{now:012x}{n:016x}");
+        sub.max_per_second = max_per_second;
         sub.secret = seeding
             .seal(&hub::signing::generate_secret(), &sub.id)
             .await
@@ -416,15 +418,19 @@ async fn measure(
         logs,
     )
     .await;
-    let sender = run_batches(
-        &hub,
-        QueueRole::Deliveries,
-        events * fan_out,
-        sender_fn.batch,
-        counter,
-        logs,
-    )
-    .await;
+    let sender = if max_per_second.is_some() {
+        run_paced_batches(&hub, events * fan_out, sender_fn.batch, counter, logs).await
+    } else {
+        run_batches(
+            &hub,
+            QueueRole::Deliveries,
+            events * fan_out,
+            sender_fn.batch,
+            counter,
+            logs,
+        )
+        .await
+    };
     assert_eq!(
         receiver.received().len(),
         events * fan_out,
@@ -619,6 +625,61 @@ async fn run_batches(
     phase
 }
 
+/// Consumes the deliveries queue of a paced subscription as the sender's event source does: a
+/// batch is what arrived within the template's batching window (1 s), up to `batch`. Messages
+/// that could not book a slot are hidden until theirs and come back in a later batch: each of
+/// their receives is counted as a message handed over (the event source's calls), each batch
+/// as an invocation, and each batch's time includes its waits for booked slots.
+async fn run_paced_batches(
+    hub: &Hub,
+    count: usize,
+    batch: usize,
+    counter: &CallCounter,
+    logs: &LogMeter,
+) -> Phase {
+    let queue = queue_of(hub, QueueRole::Deliveries);
+    let mut phase = Phase::default();
+    let (mut total_ms, mut removed) = (0.0, 0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while removed < count {
+        assert!(
+            Instant::now() < deadline,
+            "paced deliveries all made in time"
+        );
+        let mut msgs = Vec::new();
+        while msgs.len() < batch {
+            let got = queue
+                .receive((batch - msgs.len()).min(10), Duration::from_secs(1))
+                .await
+                .unwrap();
+            if got.is_empty() && !msgs.is_empty() {
+                break;
+            }
+            msgs.extend(got);
+        }
+        let (before, bytes) = (counter.snapshot(), logs.bytes());
+        let started = Instant::now();
+        let results = consume_batch(hub, QueueRole::Deliveries, &msgs).await;
+        hub::runtime::lambda::flush_metrics_to(logs.clone());
+        total_ms += started.elapsed().as_secs_f64() * 1000.0;
+        for (op, n) in since(&before, &counter.snapshot()) {
+            *phase.calls.entry(op).or_default() += n;
+        }
+        phase.log_bytes += logs.bytes() - bytes;
+        for (m, ok) in msgs.iter().zip(results) {
+            // Not removed: hidden until its slot (reported as a batch item failure).
+            if ok {
+                queue.ack(&m.receipt).await.unwrap();
+                removed += 1;
+            }
+        }
+        phase.invocations += 1.0;
+        phase.messages += msgs.len() as f64;
+    }
+    phase.mean_ms = total_ms / phase.invocations.max(1.0);
+    phase
+}
+
 /// The bill of one run, per million deliveries, line by line.
 struct Bill {
     lines: Vec<(&'static str, f64, String)>,
@@ -650,6 +711,7 @@ fn bill(run: &Run) -> Bill {
         + f.calls("SendMessageBatch")
         + s.calls("SendMessageBatch")
         + s.calls("ChangeMessageVisibility")
+        + s.calls("ChangeMessageVisibilityBatch")
         + s.calls("SendMessage");
     // The event source: a ReceiveMessage and a DeleteMessageBatch per 10 messages it hands over.
     let sqs_esm = 2.0 * (f.messages / 10.0).ceil().max(f.invocations)
@@ -815,13 +877,21 @@ pub async fn cost_per_million(options: &Options) -> Section {
     ));
     use hub::context::DeliveryLog::{Full, Lean};
     let scenarios = [
-        ("fan-out 1, one event per HTTP request", 1, 1, Full, None),
+        (
+            "fan-out 1, one event per HTTP request",
+            1,
+            1,
+            Full,
+            None,
+            None,
+        ),
         (
             "fan-out 1, published straight to the ingest queue (SendMessageBatch of 10)",
             DIRECT,
             1,
             Full,
             Some(0.90),
+            None,
         ),
         (
             "fan-out 1, 10 events per HTTP request",
@@ -829,6 +899,23 @@ pub async fn cost_per_million(options: &Options) -> Section {
             1,
             Full,
             Some(1.00),
+            None,
+        ),
+        (
+            "fan-out 1, 10 events per HTTP request, rate limit 1000/s (the events within it)",
+            10,
+            1,
+            Full,
+            None,
+            Some(1000),
+        ),
+        (
+            "fan-out 1, 10 events per HTTP request, rate limit 20/s (a burst ten times over it)",
+            10,
+            1,
+            Full,
+            None,
+            Some(20),
         ),
         (
             "fan-out 10, 10 events per HTTP request",
@@ -836,6 +923,7 @@ pub async fn cost_per_million(options: &Options) -> Section {
             10,
             Full,
             Some(0.75),
+            None,
         ),
         (
             "fan-out 10, 10 events per HTTP request, lean delivery log",
@@ -843,12 +931,23 @@ pub async fn cost_per_million(options: &Options) -> Section {
             10,
             Lean,
             Some(0.35),
+            None,
         ),
     ];
     let mut samples_shown = false;
-    for (what, per_request, fan_out, delivery_log, goal) in scenarios {
+    let mut unlimited: Option<Bill> = None;
+    for (what, per_request, fan_out, delivery_log, goal, limit) in scenarios {
         let events = if fan_out > 1 { events / 2 } else { events };
-        let run = measure(events, per_request, fan_out, delivery_log, &counter, &logs).await;
+        let run = measure(
+            events,
+            per_request,
+            fan_out,
+            delivery_log,
+            limit,
+            &counter,
+            &logs,
+        )
+        .await;
         let bill = bill(&run);
         section.line(format!(
             "### {what} (measured: {} deliveries)",
@@ -867,13 +966,28 @@ pub async fn cost_per_million(options: &Options) -> Section {
             .find(|l| l.0 == "DynamoDB, event history")
             .map_or(0.0, |l| l.1 * 1e6);
         let without = total - history;
-        let verdict = match goal {
-            Some(goal) if total <= goal => format!("(goal ≤ ${goal:.2}: met)"),
-            Some(goal) => format!(
+        let verdict = match (goal, limit, &unlimited) {
+            (_, Some(_), Some(unlimited)) => {
+                // What the limit adds over the same scenario unlimited, line by line.
+                let added: Vec<String> = bill
+                    .lines
+                    .iter()
+                    .zip(&unlimited.lines)
+                    .filter(|(paced, free)| ((paced.1 - free.1) * 1e6).abs() >= 0.0005)
+                    .map(|(paced, free)| format!("{} {:+.3}", paced.0, (paced.1 - free.1) * 1e6))
+                    .collect();
+                format!(
+                    "(the rate limit's cost: ${:+.3} per million over the same scenario unlimited: {})",
+                    total - unlimited.total() * 1e6,
+                    added.join(", ")
+                )
+            }
+            (Some(goal), _, _) if total <= goal => format!("(goal ≤ ${goal:.2}: met)"),
+            (Some(goal), _, _) => format!(
                 "(goal ≤ ${goal:.2}: **missed**; without the event history ${without:.3}: {})",
                 if without <= goal { "met" } else { "missed" }
             ),
-            None => "(printed for comparison; API Gateway's $1.00/M is its floor)".into(),
+            (None, _, _) => "(printed for comparison; API Gateway's $1.00/M is its floor)".into(),
         };
         section.line(format!(
             "computed, total                  ${total:>6.3} per million {verdict}"
@@ -883,6 +997,10 @@ pub async fn cost_per_million(options: &Options) -> Section {
                 section.line(format!("measured, a log line as written: `{sample}`"));
             }
             samples_shown = true;
+        }
+        // The unlimited scenario the paced ones are compared with: the same shape.
+        if per_request == 10 && fan_out == 1 && limit.is_none() {
+            unlimited = Some(bill);
         }
     }
     section.line(

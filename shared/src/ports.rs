@@ -471,6 +471,20 @@ pub trait Queue: Send + Sync {
         }
         Ok(())
     }
+    /// Hides received messages, each for its own `delay` (at most [`MAX_HIDE`]), in as few calls
+    /// as the queue allows: the sender hides a batch's deliveries that wait for their slots so.
+    /// Best effort, like [`Queue::postpone`] one by one; the first error is returned.
+    async fn postpone_each(&self, holds: &[(String, Duration)]) -> Result<()> {
+        let mut outcome = Ok(());
+        for (receipt, delay) in holds {
+            if let Err(err) = self.postpone(receipt, *delay).await
+                && outcome.is_ok()
+            {
+                outcome = Err(err);
+            }
+        }
+        outcome
+    }
     /// Keeps received messages hidden for `delay` more while this process holds them (the
     /// embedded poller's parked messages), where [`Queue::postpone_all`] delays them on purpose
     /// (a retry). The SQLite queue shows held messages again at once when a process restarts

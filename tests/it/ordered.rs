@@ -13,10 +13,7 @@ use serde_json::json;
 /// AWS emulator (tens of requests a second, and one delivery after another) two hundred, the
 /// same test otherwise (a thousand there take about five minutes alone).
 fn events(backend: Backend) -> usize {
-    match backend {
-        Backend::Aws => 200,
-        _ => 1000,
-    }
+    if backend.scaled_down() { 200 } else { 1000 }
 }
 
 mod scenarios {

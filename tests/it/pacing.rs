@@ -79,7 +79,7 @@ struct Load {
 
 fn load(backend: Backend) -> Load {
     match backend {
-        Backend::Aws => Load {
+        _ if backend.scaled_down() => Load {
             burst: 100,
             limit: 2,
             capacity: 12,

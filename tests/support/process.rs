@@ -17,6 +17,15 @@ pub enum Backend {
     Aws,
 }
 
+impl Backend {
+    /// Whether a load test runs its scenario scaled down here: on the AWS emulator, which
+    /// serves tens of requests a second on the machine's two cores, unless
+    /// `HUB_TESTS_FULL_LOAD=1` asks for the acceptance figures there too (minutes a test).
+    pub fn scaled_down(self) -> bool {
+        self == Backend::Aws && std::env::var("HUB_TESTS_FULL_LOAD").as_deref() != Ok("1")
+    }
+}
+
 /// The API keys every hub process in the tests accepts.
 pub const KEY_A: &str = "key-acme";
 /// A second key of the first account (another owner).

@@ -459,6 +459,28 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    async fn postpone_each(&self, holds: &[(String, Duration)]) -> Result<()> {
+        // SQS hides for whole seconds: the holds of the same second go ten to a call.
+        let mut by_second: Vec<(u128, Vec<String>)> = Vec::new();
+        for (receipt, delay) in holds {
+            let second = (*delay).min(MAX_HIDE).as_millis().div_ceil(1000);
+            match by_second.iter_mut().find(|(s, _)| *s == second) {
+                Some((_, receipts)) => receipts.push(receipt.clone()),
+                None => by_second.push((second, vec![receipt.clone()])),
+            }
+        }
+        let mut outcome = Ok(());
+        for (second, receipts) in by_second {
+            let delay = Duration::from_secs(second as u64);
+            if let Err(err) = self.postpone_all(&receipts, delay).await
+                && outcome.is_ok()
+            {
+                outcome = Err(err);
+            }
+        }
+        outcome
+    }
+
     async fn postpone_all(&self, receipts: &[String], delay: Duration) -> Result<()> {
         let seconds = delay.min(MAX_HIDE).as_millis().div_ceil(1000) as i32;
         // ChangeMessageVisibilityBatch takes ten entries a call; a receipt that is no longer

@@ -114,19 +114,22 @@ pub async fn consume_batch_then(
             // Deliveries to a paced subscription go at the slots the batch booked for them;
             // those it could not book wait on the queue until theirs.
             let gates = pace_gates(hub, msgs, &batch).await;
-            let attempted = futures::future::join_all(msgs.iter().zip(gates).map(|(msg, gate)| {
-                let (batch, room) = (&batch, &room);
-                async move {
-                    let slot = match gate {
-                        Gate::Now => None,
-                        Gate::At(slot_ms) => Some(slot_ms),
-                        Gate::Wait(wait) => return wait_for_slot(hub, role, msg, wait).await,
-                        Gate::Covered => return Step::Finished(true),
-                    };
-                    let _room = room(msg).await.expect("never closed");
-                    attempt_message(hub, role, msg, batch, slot).await
-                }
-            }))
+            let waited = wait_for_slots(hub, role, msgs, &gates).await;
+            let attempted = futures::future::join_all(msgs.iter().zip(gates).zip(waited).map(
+                |((msg, gate), waited)| {
+                    let (batch, room) = (&batch, &room);
+                    async move {
+                        let slot = match gate {
+                            Gate::Now => None,
+                            Gate::At(slot_ms) => Some(slot_ms),
+                            Gate::Wait(_) => return Step::Finished(waited),
+                            Gate::Covered => return Step::Finished(true),
+                        };
+                        let _room = room(msg).await.expect("never closed");
+                        attempt_message(hub, role, msg, batch, slot).await
+                    }
+                },
+            ))
             .await;
             attempts_over();
             hub.note_push_backs(batch.take_push_backs()).await;
@@ -325,22 +328,42 @@ async fn pace_gates(hub: &Hub, msgs: &[ReceivedMessage], batch: &DeliveryBatch) 
     gates
 }
 
-/// Hides a message that waits for its slot until then (or, after many such waits, sends it
-/// again as a new message and removes this one). No attempt is made or counted.
-async fn wait_for_slot(hub: &Hub, role: QueueRole, msg: &ReceivedMessage, wait: Duration) -> Step {
+/// Hides the batch's messages that wait for their slots until then, together (SQS: ten to a
+/// call); after many such waits a message is sent again as a new one instead, and this one
+/// removed. No attempt is made or counted. `true` for each message that may be removed.
+async fn wait_for_slots(
+    hub: &Hub,
+    role: QueueRole,
+    msgs: &[ReceivedMessage],
+    gates: &[Gate],
+) -> Vec<bool> {
     let queue = queue_of(hub, role);
-    if msg.receive_count >= WAITS_BEFORE_REQUEUE {
-        let again = crate::ports::OutgoingMessage {
-            body: msg.body.clone(),
-            delay: wait.min(crate::ports::MAX_SEND_DELAY),
-            group: None,
-        };
-        return Step::Finished(queue.send(vec![again]).await.is_ok());
+    let mut removable = vec![false; msgs.len()];
+    let (mut holds, mut again, mut sent_again) = (Vec::new(), Vec::new(), Vec::new());
+    for (index, (msg, gate)) in msgs.iter().zip(gates).enumerate() {
+        let Gate::Wait(wait) = *gate else { continue };
+        if msg.receive_count >= WAITS_BEFORE_REQUEUE {
+            again.push(crate::ports::OutgoingMessage {
+                body: msg.body.clone(),
+                delay: wait.min(crate::ports::MAX_SEND_DELAY),
+                group: None,
+            });
+            sent_again.push(index);
+        } else {
+            holds.push((msg.receipt.clone(), wait.min(MAX_HIDE)));
+        }
     }
-    if let Err(err) = queue.postpone(&msg.receipt, wait.min(MAX_HIDE)).await {
-        tracing::warn!(error = %err, "could not hide a message waiting for its slot; it comes back after the visibility timeout");
+    if !again.is_empty() && queue.send(again).await.is_ok() {
+        for index in sent_again {
+            removable[index] = true;
+        }
     }
-    Step::Finished(false)
+    if !holds.is_empty()
+        && let Err(err) = queue.postpone_each(&holds).await
+    {
+        tracing::warn!(error = %err, "could not hide messages waiting for their slots; they come back after the visibility timeout");
+    }
+    removable
 }
 
 /// Where a deliveries-queue message stands after its part of the batch.
