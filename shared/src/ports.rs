@@ -475,15 +475,14 @@ pub trait Queue: Send + Sync {
     /// as the queue allows: the sender hides a batch's deliveries that wait for their slots so.
     /// Best effort, like [`Queue::postpone`] one by one; the first error is returned.
     async fn postpone_each(&self, holds: &[(String, Duration)]) -> Result<()> {
-        let mut outcome = Ok(());
-        for (receipt, delay) in holds {
-            if let Err(err) = self.postpone(receipt, *delay).await
-                && outcome.is_ok()
-            {
-                outcome = Err(err);
-            }
-        }
-        outcome
+        // At once, as the sender hid them before (the SQLite writer commits them together).
+        let hidden = futures::future::join_all(
+            holds
+                .iter()
+                .map(|(receipt, delay)| self.postpone(receipt, *delay)),
+        )
+        .await;
+        hidden.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
     }
     /// Keeps received messages hidden for `delay` more while this process holds them (the
     /// embedded poller's parked messages), where [`Queue::postpone_all`] delays them on purpose
