@@ -154,6 +154,7 @@ pub async fn memory_and_size(options: &Options) -> Section {
                         sensitive: Default::default(),
                         owner: None,
                         broadcast: false,
+                        trace: None,
                     },
                 },
             );

@@ -387,6 +387,7 @@ async fn measure(
             body: Bytes::from(body.to_string()),
             request_id: format!("req-{first}"),
             bearer: None,
+            traceparent: None,
         };
         let response = handle(&hub, &[Operation::Publish], request, Some(caller.clone())).await;
         hub::runtime::lambda::flush_metrics_to(logs.clone());

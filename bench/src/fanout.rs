@@ -82,6 +82,7 @@ pub async fn fan_out(options: &Options) -> Section {
         sensitive: Default::default(),
         owner: None,
         broadcast: true,
+        trace: None,
     };
     let (queries, items, batches) = (
         counter.count("Query"),

@@ -607,6 +607,7 @@ async fn sender_alone(count: usize, body: &str) -> (f64, f64) {
                         sensitive: Default::default(),
                         owner: None,
                         broadcast: false,
+                        trace: None,
                     },
                 },
             );

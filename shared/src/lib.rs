@@ -27,6 +27,7 @@ pub mod service;
 pub mod signing;
 pub mod ssrf;
 pub mod topic;
+pub mod trace;
 pub mod validate;
 
 pub use context::{Hub, Settings};

@@ -497,6 +497,11 @@ pub struct Event {
     /// Sent on purpose to every customer: subscriptions bound to any owner receive it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broadcast: bool,
+    /// Its trace context: the span of its publish, which its fan-out and every delivery
+    /// attempt continue (docs/operations.md, "Traces"). Travels with the event through the
+    /// queues; never part of what a receiver gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 impl Event {
@@ -519,6 +524,7 @@ impl Event {
             sensitive: BTreeMap::new(),
             owner: None,
             broadcast: false,
+            trace: None,
         }
     }
 

@@ -58,6 +58,7 @@ async fn aws_dead_letters_are_listed_and_redriven() {
             sensitive: Default::default(),
             owner: None,
             broadcast: false,
+            trace: None,
         };
         let task = DeliveryTask {
             attempts_made: 7,

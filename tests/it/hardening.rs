@@ -35,6 +35,7 @@ fn keyed(key: &str) -> PublishRequest {
         sensitive: BTreeMap::new(),
         owner: None,
         broadcast: false,
+        trace: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn event(id: &str, account: &str, topic: &str, now: i64) -> Event {
         sensitive: BTreeMap::new(),
         owner: None,
         broadcast: false,
+        trace: None,
     }
 }
 

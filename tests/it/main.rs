@@ -33,4 +33,5 @@ mod pushback;
 mod recovery;
 mod replay;
 mod template;
+mod traces;
 mod vendors;

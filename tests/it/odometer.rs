@@ -89,6 +89,7 @@ async fn burst(p: &InProcess, (receiver, taken): &(TestReceiver, Taken)) -> Vec<
                 sensitive: Default::default(),
                 owner: None,
                 broadcast: false,
+                trace: None,
             };
             let task = DeliveryTask::new(id.clone(), TaskPayload::Event { event });
             p.hub.enqueue_delivery(&task).await.unwrap();

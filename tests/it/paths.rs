@@ -281,6 +281,7 @@ mod scenarios {
             sensitive: Default::default(),
             owner: None,
             broadcast: false,
+            trace: None,
         };
         assert_eq!(hub.hub.fan_out(&event).await.unwrap(), 1);
         let tasks = hub.deliveries.bodies();

@@ -121,6 +121,7 @@ async fn answer(
         body,
         request_id: request_id(),
         bearer: bearer(&parts.headers).map(str::to_string),
+        traceparent: hub::trace::TraceParent::from_headers(&parts.headers),
     };
     Ok(handle(&app.hub, Operation::ALL, request, caller)
         .await

@@ -38,6 +38,7 @@ pub fn api_request(req: &Request) -> ApiRequest {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim().to_string()),
+        traceparent: crate::trace::TraceParent::from_headers(req.headers()),
     }
 }
 

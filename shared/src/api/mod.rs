@@ -188,6 +188,9 @@ pub struct ApiRequest {
     /// The `Authorization: Bearer` token, where one came; read here only by the portal's API
     /// (the servers resolve every other caller before the router).
     pub bearer: Option<String>,
+    /// The producer's trace context (its `traceparent` header), where a valid one came: the
+    /// events it publishes continue that trace.
+    pub traceparent: Option<crate::trace::TraceParent>,
 }
 
 /// Every route of the API: method, path template (`{id}` is a subscription id), operation.
@@ -579,7 +582,11 @@ async fn dispatch_operation(
 async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, Option<Value>)> {
     let body: Value = json_body(&req.body)?;
     let Some(events) = body.get("events") else {
-        let published = hub.publish(caller, parse_event(body)?).await?;
+        let event = PublishRequest {
+            trace: req.traceparent,
+            ..parse_event(body)?
+        };
+        let published = hub.publish(caller, event).await?;
         let body = PublishedOut {
             id: published.id,
             topic: published.topic,
@@ -593,7 +600,16 @@ async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, O
             "a batch is `{\"events\": [...]}` and nothing else",
         ));
     };
-    let items = events.iter().cloned().map(parse_event).collect();
+    let items = events
+        .iter()
+        .cloned()
+        .map(|event| {
+            parse_event(event).map(|event| PublishRequest {
+                trace: req.traceparent,
+                ..event
+            })
+        })
+        .collect();
     let results = hub.publish_batch(caller, items).await?;
     let data: Vec<PublishItemOut> = results
         .into_iter()

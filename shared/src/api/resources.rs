@@ -2,6 +2,7 @@
 //! what a client reads is decided here and only here, never by the model's storage shape.
 //! `tests/openapi.rs` checks every one against the document.
 
+use crate::trace::TraceParent;
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -348,6 +349,9 @@ pub struct EventOut {
     pub fanned_out: u64,
     /// When the history drops it.
     pub kept_until: String,
+    /// The trace it belongs to (32 hex digits), where its producer sent a `traceparent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 impl From<&KeptEvent> for EventOut {
@@ -364,6 +368,7 @@ impl From<&KeptEvent> for EventOut {
             sensitive: event.sensitive.clone(),
             fanned_out: kept.fanned_out,
             kept_until: rfc3339(kept.until_ms),
+            trace_id: event.trace.as_ref().map(TraceParent::trace_id_hex),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{Event, HISTORY_SUBSCRIPTIONS, TopicEntry, new_event_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
 use crate::topic::{OPERATIONAL_PREFIX, Pattern, Topic};
+use crate::trace::TraceParent;
 use crate::validate;
 
 /// How long a producer's event `id` is remembered to drop repeats.
@@ -57,6 +58,10 @@ pub struct PublishRequest {
     /// `owner`).
     #[serde(default)]
     pub broadcast: bool,
+    /// The trace the event continues: the producer's request's `traceparent` (never read from
+    /// the body).
+    #[serde(skip)]
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 /// What publish answers.
@@ -192,6 +197,8 @@ impl Hub {
             sensitive: req.sensitive,
             owner,
             broadcast: req.broadcast,
+            // The publish's span in the producer's trace, where it came with one.
+            trace: req.trace.as_ref().map(TraceParent::child),
             ..Event::new(new_event_id(now), &caller.account, topic, now, req.data)
         };
         let json = queue_json(&event);
