@@ -141,6 +141,8 @@ pub struct Hub {
     pub keys: Arc<crate::keyring::Keyring>,
     /// Successful deliveries waiting for the odometer's fold.
     pub pending_tallies: Arc<crate::service::odometer::PendingTallies>,
+    /// This process's last request to each paced subscription (their spacing).
+    pub spacing: Arc<crate::pacing::SendSpacing>,
 }
 
 /// The direct-publishing queues (`docs/ingest.md`): each is read by the fan-out, which

@@ -54,6 +54,46 @@ pub struct Pace {
     pub pushed_back_ms: Option<i64>,
 }
 
+/// A booked slot: when a delivery may leave (Unix ms) and the interval of the rate it was
+/// booked at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slot {
+    /// When it may leave, Unix ms.
+    pub at_ms: f64,
+    /// One slot's length at the rate booked, ms.
+    pub interval_ms: f64,
+}
+
+/// How many subscriptions [`SendSpacing`] remembers before it forgets those not sent to for a
+/// minute.
+const SPACING_MEMORY: usize = 10_000;
+
+/// This process's last send to each paced subscription. A request whose work before the send
+/// (reads, signing) ran past its slot would leave at once, together with the next ones: it leaves
+/// one interval after the previous request of this process instead, so the receiver never sees
+/// the slots of several seconds at once (the booking keeps processes apart; this keeps one
+/// process's requests apart).
+#[derive(Debug, Default)]
+pub struct SendSpacing {
+    last_ms: std::sync::Mutex<std::collections::HashMap<String, f64>>,
+}
+
+impl SendSpacing {
+    /// When a request to `subscription_id` booked for `slot` leaves: its slot, or one interval
+    /// after this process's previous request to it, whichever is later; noted as the last.
+    pub fn claim(&self, subscription_id: &str, slot: Slot) -> f64 {
+        let mut last_ms = self.last_ms.lock().unwrap_or_else(|e| e.into_inner());
+        let at = last_ms.get(subscription_id).map_or(slot.at_ms, |previous| {
+            slot.at_ms.max(previous + slot.interval_ms)
+        });
+        if last_ms.len() >= SPACING_MEMORY && !last_ms.contains_key(subscription_id) {
+            last_ms.retain(|_, sent| *sent > at - 60_000.0);
+        }
+        last_ms.insert(subscription_id.to_string(), at);
+        at
+    }
+}
+
 /// The slots one batch booked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Booking {
@@ -67,6 +107,14 @@ pub struct Booking {
 }
 
 impl Booking {
+    /// The `n`-th booked slot (from 0), if it was booked.
+    pub fn slot(&self, n: usize) -> Option<Slot> {
+        self.slots_ms.get(n).map(|&at_ms| Slot {
+            at_ms,
+            interval_ms: self.interval_ms,
+        })
+    }
+
     /// How long the `n`-th delivery that was not booked (from 0) waits before it comes back to
     /// book again: spread one interval apart from the first free slot, so they come back at
     /// the rate they can go.
@@ -154,6 +202,29 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_process_sends_a_subscription_one_interval_apart_even_late() {
+        let spacing = SendSpacing::default();
+        let slot = |at_ms| Slot {
+            at_ms,
+            interval_ms: 500.0,
+        };
+        assert_eq!(spacing.claim("sub_a", slot(1_000.0)), 1_000.0);
+        // Its work ran late: the second and third slots have passed when they claim.
+        assert_eq!(spacing.claim("sub_a", slot(1_000.0)), 1_500.0);
+        assert_eq!(spacing.claim("sub_a", slot(1_200.0)), 2_000.0);
+        // A slot after the spacing stays as booked; another subscription is not touched.
+        assert_eq!(spacing.claim("sub_a", slot(5_000.0)), 5_000.0);
+        assert_eq!(spacing.claim("sub_b", slot(1_000.0)), 1_000.0);
+        // Unpaced but held by a `Retry-After` (no interval): everything at the slot.
+        let held = Slot {
+            at_ms: 9_000.0,
+            interval_ms: 0.0,
+        };
+        assert_eq!(spacing.claim("sub_c", held), 9_000.0);
+        assert_eq!(spacing.claim("sub_c", held), 9_000.0);
+    }
 
     #[test]
     fn a_limit_books_one_interval_apart_within_the_horizon() {

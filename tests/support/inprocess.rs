@@ -163,6 +163,7 @@ impl InProcess {
             metrics: Arc::default(),
             ingest: Default::default(),
             pending_tallies: Default::default(),
+            spacing: Default::default(),
         };
         InProcess {
             hub,

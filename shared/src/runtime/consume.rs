@@ -121,7 +121,7 @@ pub async fn consume_batch_then(
                     async move {
                         let slot = match gate {
                             Gate::Now => None,
-                            Gate::At(slot_ms) => Some(slot_ms),
+                            Gate::At(slot) => Some(slot),
                             Gate::Wait(_) => return Step::Finished(waited),
                             Gate::Covered => return Step::Finished(true),
                         };
@@ -238,8 +238,8 @@ enum Gate {
     /// At once: its subscription is not paced (or the message is not due yet, or unreadable:
     /// [`attempt_message`] deals with those).
     Now,
-    /// At this booked slot, Unix ms.
-    At(f64),
+    /// At this booked slot.
+    At(crate::pacing::Slot),
     /// Not in this batch: hidden on the queue this long, until its slot may be booked.
     Wait(Duration),
     /// A nudge of an ordered line that an earlier nudge of the batch covers (everything it was
@@ -309,8 +309,8 @@ async fn pace_gates(hub: &Hub, msgs: &[ReceivedMessage], batch: &DeliveryBatch) 
                 hub.metrics
                     .slot_waits(indices.len().saturating_sub(booked) as u64);
                 for (n, index) in indices.into_iter().enumerate() {
-                    gates[index] = match booking.slots_ms.get(n) {
-                        Some(slot) => Gate::At(*slot),
+                    gates[index] = match booking.slot(n) {
+                        Some(slot) => Gate::At(slot),
                         None => Gate::Wait(booking.wait_of_unbooked(n - booked, now)),
                     };
                 }
@@ -389,7 +389,7 @@ async fn attempt_message(
     role: QueueRole,
     msg: &ReceivedMessage,
     batch: &DeliveryBatch,
-    slot: Option<f64>,
+    slot: Option<crate::pacing::Slot>,
 ) -> Step {
     let queue = queue_of(hub, role);
     let task: DeliveryTask = match serde_json::from_str(&msg.body) {

@@ -252,5 +252,6 @@ pub fn assemble(
         metrics: Arc::default(),
         ingest: Default::default(),
         pending_tallies: Default::default(),
+        spacing: Default::default(),
     }
 }

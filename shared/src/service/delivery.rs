@@ -362,14 +362,15 @@ impl Hub {
         self.deliver_at(task, batch, None).await
     }
 
-    /// [`Hub::deliver_in_batch`], sending at the booked slot `send_at_ms` (Unix ms) where the
-    /// subscription is paced: everything before the request is done first, so the request
-    /// leaves at its slot however long that took.
+    /// [`Hub::deliver_in_batch`], sending at the booked `slot` where the subscription is paced:
+    /// everything before the request is done first, so the request leaves at its slot however
+    /// long that took, and never sooner than one interval after this process's previous request
+    /// to the subscription ([`crate::pacing::SendSpacing`]).
     pub async fn deliver_at(
         &self,
         task: &DeliveryTask,
         batch: &DeliveryBatch,
-        send_at_ms: Option<f64>,
+        slot: Option<crate::pacing::Slot>,
     ) -> Result<Verdict> {
         let attempt = task.attempts_made.saturating_add(1);
         let now = self.now_ms();
@@ -403,9 +404,9 @@ impl Hub {
         }
         let (sub, message_id, body) = wanted.expect("read above");
         let credentials = self.open_credentials(&sub, now).await?;
-        let now = match send_at_ms {
+        let now = match slot {
             Some(slot) => {
-                let wait = slot - self.now_ms() as f64;
+                let wait = self.spacing.claim(&sub.id, slot) - self.now_ms() as f64;
                 if wait > 0.0 {
                     tokio::time::sleep(Duration::from_micros((wait * 1000.0) as u64)).await;
                 }
