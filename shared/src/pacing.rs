@@ -68,10 +68,12 @@ pub struct Slot {
 /// minute.
 const SPACING_MEMORY: usize = 10_000;
 
-/// This process's last send to each paced subscription. A request whose work before the send
-/// (reads, signing) ran past its slot would leave at once, together with the next ones: it leaves
-/// one interval after the previous request of this process instead, so the receiver never sees
-/// the slots of several seconds at once (the booking keeps processes apart; this keeps one
+/// This process's last request to each paced subscription, as it actually left. A request
+/// leaves at its slot, or one interval after this process's previous request to the
+/// subscription, whichever is later, and that is checked when it wakes to go, not when it booked:
+/// requests whose work before the send (reads, signing) ran past their slots, or that woke late
+/// together because the machine was busy, still leave one interval apart, so the receiver never
+/// sees the slots of several seconds at once (the booking keeps processes apart; this keeps one
 /// process's requests apart).
 #[derive(Debug, Default)]
 pub struct SendSpacing {
@@ -79,18 +81,21 @@ pub struct SendSpacing {
 }
 
 impl SendSpacing {
-    /// When a request to `subscription_id` booked for `slot` leaves: its slot, or one interval
-    /// after this process's previous request to it, whichever is later; noted as the last.
-    pub fn claim(&self, subscription_id: &str, slot: Slot) -> f64 {
+    /// Whether a request to `subscription_id` booked for `slot` may leave at `now_ms`: if so it
+    /// is noted as the last to leave; if not, when to ask again (Unix ms).
+    pub fn try_leave(&self, subscription_id: &str, slot: Slot, now_ms: f64) -> Result<(), f64> {
         let mut last_ms = self.last_ms.lock().unwrap_or_else(|e| e.into_inner());
         let at = last_ms.get(subscription_id).map_or(slot.at_ms, |previous| {
             slot.at_ms.max(previous + slot.interval_ms)
         });
-        if last_ms.len() >= SPACING_MEMORY && !last_ms.contains_key(subscription_id) {
-            last_ms.retain(|_, sent| *sent > at - 60_000.0);
+        if at > now_ms {
+            return Err(at);
         }
-        last_ms.insert(subscription_id.to_string(), at);
-        at
+        if last_ms.len() >= SPACING_MEMORY && !last_ms.contains_key(subscription_id) {
+            last_ms.retain(|_, sent| *sent > now_ms - 60_000.0);
+        }
+        last_ms.insert(subscription_id.to_string(), now_ms);
+        Ok(())
     }
 }
 
@@ -210,20 +215,33 @@ mod tests {
             at_ms,
             interval_ms: 500.0,
         };
-        assert_eq!(spacing.claim("sub_a", slot(1_000.0)), 1_000.0);
-        // Its work ran late: the second and third slots have passed when they claim.
-        assert_eq!(spacing.claim("sub_a", slot(1_000.0)), 1_500.0);
-        assert_eq!(spacing.claim("sub_a", slot(1_200.0)), 2_000.0);
+        // Too early: asked to come back at the slot.
+        assert_eq!(
+            spacing.try_leave("sub_a", slot(1_000.0), 900.0),
+            Err(1_000.0)
+        );
+        assert_eq!(spacing.try_leave("sub_a", slot(1_000.0), 1_000.0), Ok(()));
+        // Woken late together (slots 1,500 and 2,000 at 2,300): the first goes, the second
+        // waits one interval after it, not after its slot.
+        assert_eq!(spacing.try_leave("sub_a", slot(1_500.0), 2_300.0), Ok(()));
+        assert_eq!(
+            spacing.try_leave("sub_a", slot(2_000.0), 2_300.0),
+            Err(2_800.0)
+        );
+        assert_eq!(spacing.try_leave("sub_a", slot(2_000.0), 2_800.0), Ok(()));
         // A slot after the spacing stays as booked; another subscription is not touched.
-        assert_eq!(spacing.claim("sub_a", slot(5_000.0)), 5_000.0);
-        assert_eq!(spacing.claim("sub_b", slot(1_000.0)), 1_000.0);
+        assert_eq!(
+            spacing.try_leave("sub_a", slot(5_000.0), 4_000.0),
+            Err(5_000.0)
+        );
+        assert_eq!(spacing.try_leave("sub_b", slot(1_000.0), 2_800.0), Ok(()));
         // Unpaced but held by a `Retry-After` (no interval): everything at the slot.
         let held = Slot {
             at_ms: 9_000.0,
             interval_ms: 0.0,
         };
-        assert_eq!(spacing.claim("sub_c", held), 9_000.0);
-        assert_eq!(spacing.claim("sub_c", held), 9_000.0);
+        assert_eq!(spacing.try_leave("sub_c", held, 9_000.0), Ok(()));
+        assert_eq!(spacing.try_leave("sub_c", held, 9_000.0), Ok(()));
     }
 
     #[test]

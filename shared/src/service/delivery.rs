@@ -405,13 +405,16 @@ impl Hub {
         let (sub, message_id, body) = wanted.expect("read above");
         let credentials = self.open_credentials(&sub, now).await?;
         let now = match slot {
-            Some(slot) => {
-                let wait = self.spacing.claim(&sub.id, slot) - self.now_ms() as f64;
-                if wait > 0.0 {
-                    tokio::time::sleep(Duration::from_micros((wait * 1000.0) as u64)).await;
+            Some(slot) => loop {
+                let now = self.now_ms();
+                match self.spacing.try_leave(&sub.id, slot, now as f64) {
+                    Ok(()) => break now,
+                    Err(at) => {
+                        let wait = Duration::from_micros(((at - now as f64) * 1000.0) as u64);
+                        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                    }
                 }
-                self.now_ms()
-            }
+            },
             None => now,
         };
         let headers = delivery_headers(&sub, &credentials, &message_id, now, &body);
