@@ -4,6 +4,11 @@
 //!
 //! The context travels in the queue messages' bodies (the event and each delivery task), which
 //! every queue adapter carries alike; nothing here knows a queue or an exporter.
+//!
+//! [`spans`] builds the hub's few spans (a request, an event's fan-out, each delivery attempt, a
+//! sweep) as `tracing` spans under one target, [`SPANS`]: only the OpenTelemetry layer
+//! (`runtime::telemetry`) enables that target, so with tracing off every span is a disabled
+//! `tracing` span that costs a callsite check and records nothing.
 
 use std::fmt;
 
@@ -190,5 +195,212 @@ mod tests {
         assert_eq!(json, format!("\"{SAMPLE}\""));
         assert_eq!(serde_json::from_str::<TraceParent>(&json).unwrap(), parent);
         assert!(serde_json::from_str::<TraceParent>("\"nope\"").is_err());
+    }
+}
+
+/// The `tracing` target of the hub's spans: what the OpenTelemetry layer exports, and what the
+/// log lines leave out.
+pub const SPANS: &str = "webhook_hub::spans";
+
+impl TraceParent {
+    /// The OpenTelemetry context of a span continuing this one (a remote parent).
+    pub fn to_otel(&self) -> opentelemetry::Context {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        let flags = if self.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let context = SpanContext::new(
+            TraceId::from_bytes(self.trace_id),
+            SpanId::from_bytes(self.span_id),
+            flags,
+            true,
+            TraceState::default(),
+        );
+        opentelemetry::Context::new().with_remote_span_context(context)
+    }
+
+    /// The context of `span` as the OpenTelemetry layer made it (its trace and its own span
+    /// id), or `None` when tracing is off.
+    pub fn of_span(span: &tracing::Span) -> Option<Self> {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if span.is_disabled() {
+            return None;
+        }
+        let context = span.context();
+        let span = context.span();
+        let context = span.span_context();
+        context.is_valid().then(|| Self {
+            trace_id: context.trace_id().to_bytes(),
+            span_id: context.span_id().to_bytes(),
+            sampled: context.is_sampled(),
+        })
+    }
+}
+
+/// The hub's spans, named and attributed after OpenTelemetry's semantic conventions for HTTP and
+/// messaging where they apply, with `webhook.*` attributes for the rest. None holds a secret, a
+/// payload or a receiver's credential: ids, counts, statuses and the callback's host only.
+/// docs/operations.md "Traces" lists them.
+pub mod spans {
+    use tracing::Span;
+    use tracing::field::Empty;
+
+    use super::{SPANS, TraceParent};
+
+    /// Makes `span` a child of `parent`, where tracing is on and there is one.
+    fn continuing(span: Span, parent: Option<&TraceParent>) -> Span {
+        if let Some(parent) = parent
+            && !span.is_disabled()
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(parent.to_otel());
+        }
+        span
+    }
+
+    /// An API request (a server span), in the producer's trace where it sent a `traceparent`:
+    /// named by its method and route template (`POST /v1/events`), or its method alone for a
+    /// path no route matches.
+    pub fn request(
+        method: &str,
+        template: impl FnOnce() -> Option<&'static str>,
+        parent: Option<&TraceParent>,
+    ) -> Span {
+        let span = tracing::info_span!(
+            target: SPANS,
+            "request",
+            otel.name = Empty,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method,
+            http.route = Empty,
+            http.response.status_code = Empty,
+            webhook.account = Empty,
+        );
+        if span.is_disabled() {
+            return span;
+        }
+        match template() {
+            Some(template) => {
+                span.record("otel.name", format!("{method} {template}"));
+                span.record("http.route", template);
+            }
+            None => {
+                span.record("otel.name", method);
+            }
+        }
+        continuing(span, parent)
+    }
+
+    /// Records a request's answer (a `5xx` marks the span an error, as the HTTP conventions
+    /// say for servers).
+    pub fn answered(span: &Span, status: u16, account: &str) {
+        span.record("http.response.status_code", status);
+        if !account.is_empty() {
+            span.record("webhook.account", account);
+        }
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+
+    /// One event's fan-out (a consumer span of the events queue), a child of its publish.
+    pub fn fan_out(event: &crate::model::Event) -> Span {
+        let span = tracing::info_span!(
+            target: SPANS,
+            "fan-out",
+            otel.kind = "consumer",
+            messaging.operation.name = "fan-out",
+            messaging.operation.type = "process",
+            messaging.destination.name = "events",
+            messaging.message.id = %event.id,
+            webhook.event.id = %event.id,
+            webhook.event.type = %event.topic,
+            webhook.account = %event.account,
+            webhook.subscriptions = Empty,
+        );
+        continuing(span, event.trace.as_ref())
+    }
+
+    /// Records how many subscriptions an event was fanned out to.
+    pub fn fanned_out(span: &Span, subscriptions: usize) {
+        span.record("webhook.subscriptions", subscriptions);
+    }
+
+    /// One delivery attempt (an HTTP client span), a child of the event's publish: every
+    /// attempt, a retry hours later included, is in the event's trace. Only the callback's
+    /// scheme, host and port are recorded, never its path or query (which may hold a token).
+    pub fn attempt(
+        task: &crate::model::DeliveryTask,
+        attempt: u32,
+        message_id: &str,
+        callback_url: &str,
+    ) -> Span {
+        let event = match &task.payload {
+            crate::model::TaskPayload::Event { event } => Some(event),
+            _ => None,
+        };
+        let url = url::Url::parse(callback_url).ok();
+        let span = tracing::info_span!(
+            target: SPANS,
+            "POST",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "POST",
+            http.request.resend_count = attempt.saturating_sub(1),
+            url.scheme = url.as_ref().map_or("", |u| u.scheme()),
+            server.address = url.as_ref().and_then(|u| u.host_str()).unwrap_or(""),
+            server.port = url.as_ref().and_then(url::Url::port_or_known_default),
+            http.response.status_code = Empty,
+            error.type = Empty,
+            webhook.subscription.id = %task.subscription_id,
+            webhook.message.id = message_id,
+            webhook.event.id = event.map(|e| e.id.as_str()),
+            webhook.event.type = event.map(|e| e.topic.as_str()),
+            webhook.attempt = attempt,
+        );
+        continuing(span, event.and_then(|e| e.trace.as_ref()))
+    }
+
+    /// Records an attempt's outcome: the status, and the error class of a failure (a status
+    /// code for an answer that was not `2xx`, as the HTTP conventions say).
+    pub fn attempted(span: &Span, outcome: &crate::ports::TransportOutcome) {
+        if span.is_disabled() {
+            return;
+        }
+        if let Some(status) = outcome.status {
+            span.record("http.response.status_code", status);
+        }
+        let failed = match (outcome.status, outcome.error) {
+            (Some(status), _) if !(200..300).contains(&status) => Some(status.to_string()),
+            (_, Some(error)) if outcome.status.is_none() => Some(error.as_str().to_string()),
+            _ => None,
+        };
+        if let Some(class) = failed {
+            span.record("error.type", class);
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+
+    /// One sweep of the lease (an internal span, a trace of its own).
+    pub fn sweep() -> Span {
+        tracing::info_span!(
+            target: SPANS,
+            "sweep",
+            otel.kind = "internal",
+            webhook.removed = Empty,
+            webhook.notices = Empty,
+        )
+    }
+
+    /// Records what a sweep did.
+    pub fn swept(span: &Span, removed: usize, notices: usize) {
+        span.record("webhook.removed", removed);
+        span.record("webhook.notices", notices);
     }
 }

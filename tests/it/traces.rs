@@ -1,6 +1,13 @@
-//! Trace context, on every backend: events published with a `traceparent` carry its trace through
-//! the queues into the history (`trace_id` on their reads), a batch's events all of it; an
-//! invalid header or none leaves the event without one; receivers never see it.
+//! Traces, on every backend. Untraced (no exporter): events published with a `traceparent`
+//! carry its trace through the queues into the history (`trace_id` on their reads), a batch's
+//! events all of it; an invalid header or none leaves the event without one; receivers never see
+//! it. Traced (to a test OTLP collector): one trace from the producer's request through the
+//! fan-out to every attempt of two subscriptions, a retry included, each a child of the publish;
+//! a publish without a header starts a trace of its own; no span holds a secret, a payload or a
+//! receiver's credential.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hub_tests::*;
 use serde_json::{Value, json};
@@ -108,6 +115,193 @@ mod scenarios {
             assert!(!body.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{body}");
         }
     }
+
+    pub async fn one_trace_from_publish_to_every_attempt(backend: Backend) {
+        let collector = TestReceiver::start().await;
+        let endpoint = collector.url("");
+        let hub = HubProcess::start_on(
+            backend,
+            &unique("otel"),
+            &["--otlp-endpoint", &endpoint, "--retry-schedule", "1s,2s"],
+            &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+        )
+        .await;
+        // `/b` fails the first event attempt it gets: that delivery is retried.
+        let failed_once = Arc::new(AtomicBool::new(false));
+        let failing = failed_once.clone();
+        let receiver = TestReceiver::scripted(move |req, _| {
+            let event = req.json()["type"] != "Confirmation";
+            if req.path.starts_with("/b") && event && !failing.swap(true, Ordering::SeqCst) {
+                Reply::status(500)
+            } else {
+                Reply::status(200)
+            }
+        })
+        .await;
+        const TOKEN: &str = "receiver-token-5e1f0a77c2";
+        const QUERY_TOKEN: &str = "query-token-3c9d81e6";
+        const MARKER: &str = "payload-marker-7d41a9";
+        let a = subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            "/a",
+            json!({"topics": ["door.*"], "receiver_auth": {"type": "bearer", "token": TOKEN}}),
+        )
+        .await;
+        let b_path = format!("/b?token={QUERY_TOKEN}");
+        let b = subscribe_confirmed(
+            &hub,
+            &receiver,
+            KEY_A,
+            &b_path,
+            json!({"topics": ["door.*"]}),
+        )
+        .await;
+        let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+
+        let traced = publish_traced(
+            &hub,
+            Some(FIRST),
+            json!({"topic": "door.opened", "data": {"marker": MARKER}}),
+        )
+        .await
+        .remove(0);
+        let rooted = publish_traced(
+            &hub,
+            None,
+            json!({"topic": "door.closed", "data": {"n": 2}}),
+        )
+        .await
+        .remove(0);
+        eventually(
+            WAIT,
+            "both events at /a, and at /b after a retry",
+            || async {
+                let received = receiver.received();
+                let done = events_at(&received, "/a").len() >= 2
+                    && events_at(&received, &b_path).len() >= 3;
+                done.then_some(())
+            },
+        )
+        .await;
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(read_event(&hub, &traced).await["trace_id"], trace);
+
+        // The publish, its fan-out and three attempts, all exported (the exporter sends in
+        // batches every 100 ms here).
+        let spans = eventually(WAIT, "the event's five spans", || async {
+            let spans = exported_spans(&collector);
+            let in_trace = spans.iter().filter(|s| s.trace_id == trace).count();
+            (in_trace >= 5).then_some(spans)
+        })
+        .await;
+        let in_trace: Vec<&ExportedSpan> = spans.iter().filter(|s| s.trace_id == trace).collect();
+        let publish = in_trace
+            .iter()
+            .find(|s| s.kind == SPAN_KIND_SERVER)
+            .expect("the publish's span");
+        assert_eq!(publish.name, "POST /v1/events");
+        assert_eq!(
+            publish.parent_span_id, "00f067aa0ba902b7",
+            "the producer's span is its parent"
+        );
+        assert_eq!(publish.attr("http.route"), "/v1/events");
+        assert_eq!(publish.attr("http.request.method"), "POST");
+        assert_eq!(publish.attr("http.response.status_code"), "202");
+        assert_eq!(publish.service, "webhook-hub");
+        let fan_out = in_trace
+            .iter()
+            .find(|s| s.kind == SPAN_KIND_CONSUMER)
+            .expect("the fan-out's span");
+        assert_eq!(fan_out.parent_span_id, publish.span_id);
+        assert_eq!(fan_out.attr("webhook.event.id"), traced);
+        assert_eq!(fan_out.attr("webhook.subscriptions"), "2");
+        assert_eq!(fan_out.attr("messaging.operation.type"), "process");
+        let mut attempts: Vec<(String, String, String, String)> = in_trace
+            .iter()
+            .filter(|s| s.kind == SPAN_KIND_CLIENT)
+            .map(|s| {
+                assert_eq!(s.name, "POST");
+                assert_eq!(
+                    s.parent_span_id, publish.span_id,
+                    "each attempt is a child of the publish"
+                );
+                assert_eq!(s.attr("webhook.event.id"), traced);
+                assert_eq!(s.attr("server.address"), "127.0.0.1");
+                (
+                    s.attr("webhook.subscription.id").to_string(),
+                    s.attr("webhook.attempt").to_string(),
+                    s.attr("http.response.status_code").to_string(),
+                    s.attr("error.type").to_string(),
+                )
+            })
+            .collect();
+        attempts.sort();
+        let mut expected = vec![
+            (
+                a_id.to_string(),
+                "1".to_string(),
+                "200".to_string(),
+                String::new(),
+            ),
+            (
+                b_id.to_string(),
+                "1".to_string(),
+                "500".to_string(),
+                "500".to_string(),
+            ),
+            (
+                b_id.to_string(),
+                "2".to_string(),
+                "200".to_string(),
+                String::new(),
+            ),
+        ];
+        expected.sort();
+        assert_eq!(
+            attempts, expected,
+            "one span per attempt, the retry in the same trace"
+        );
+
+        // Published without a header: the publish starts the trace its event carries.
+        let root_trace = read_event(&hub, &rooted).await["trace_id"]
+            .as_str()
+            .expect("a traced hub gives every event a trace")
+            .to_string();
+        let spans = eventually(WAIT, "the second event's spans", || async {
+            let spans = exported_spans(&collector);
+            let n = spans.iter().filter(|s| s.trace_id == root_trace).count();
+            (n >= 4).then_some(spans)
+        })
+        .await;
+        let root = spans
+            .iter()
+            .find(|s| s.trace_id == root_trace && s.kind == SPAN_KIND_SERVER)
+            .expect("its publish");
+        assert_eq!(root.parent_span_id, "", "a root span");
+
+        // No secret, payload or credential in any attribute of any span.
+        let forbidden = [
+            a["secret"].as_str().unwrap(),
+            b["secret"].as_str().unwrap(),
+            TOKEN,
+            QUERY_TOKEN,
+            MARKER,
+            KEY_A,
+            "whsec_",
+        ];
+        for span in &spans {
+            for (key, value) in &span.attributes {
+                for secret in forbidden {
+                    assert!(!value.contains(secret), "{} {key}={value}", span.name);
+                }
+            }
+        }
+    }
 }
 
-on_every_backend!(events_carry_their_producers_trace);
+on_every_backend!(
+    events_carry_their_producers_trace,
+    one_trace_from_publish_to_every_attempt
+);

@@ -229,7 +229,7 @@ async fn shutdown_signal() {
 
 /// Runs the embedded hub until Ctrl-C.
 pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
-    let _log_writer = init_buffered_logging();
+    let _log_writer = init_buffered_logging(opts.otlp_endpoint.as_deref());
     let settings = Settings {
         public_url: match &opts.hub.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
@@ -376,6 +376,8 @@ pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     {
         tracing::warn!(error = %err, "the last writes could not be committed");
     }
+    // The spans still in the exporter's batch go out before the process ends.
+    let _ = tokio::task::spawn_blocking(hub::runtime::telemetry::shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -19,11 +19,13 @@ use crate::service::events::PublishRequest;
 use crate::service::history::EventListRequest;
 use crate::service::recovery::RecoverRequest;
 use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
+use crate::trace::{TraceParent, spans};
 use resources::{
     AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, EventDetailOut, EventOut,
     EventPageOut, PortalSessionOut, PublishBatchOut, PublishItemOut, PublishedOut, RecoveredOut,
     ResentOut, SecretOut, SubscriptionOut, SubscriptionPageOut, TestEventOut, to_json,
 };
+use tracing::Instrument;
 
 /// Largest request body the API reads: room for a batch publish of 100 events (each event's own
 /// limits are checked on it).
@@ -364,14 +366,20 @@ pub async fn handle(
         .as_ref()
         .map(|c| c.account.clone())
         .unwrap_or_default();
+    let span = spans::request(
+        req.method.as_str(),
+        || route_template(&req),
+        req.traceparent.as_ref(),
+    );
     let result = if portal::is_portal_path(&req.path) {
         if allowed.contains(&Operation::Portal) {
-            Ok(portal::answer(hub, &req).await)
+            Ok(portal::answer(hub, &req).instrument(span.clone()).await)
         } else {
             Err(HubError::NotFound("route"))
         }
     } else {
         dispatch(hub, allowed, &req, caller)
+            .instrument(span.clone())
             .await
             .map(|(status, body)| respond(status, body.as_ref()))
     };
@@ -390,11 +398,25 @@ pub async fn handle(
             error_response(&err)
         }
     };
+    spans::answered(&span, response.status().as_u16(), &account);
     tracing::info!(
         request_id = %req.request_id, account = %account, method = %req.method, path = %req.path,
         status = response.status().as_u16(), latency_ms = started.elapsed().as_millis() as u64, "request"
     );
     response
+}
+
+/// The route template a request matches (`/v1/subscriptions/{id}`; `/portal` for the portal's
+/// pages), for its span's name.
+fn route_template(req: &ApiRequest) -> Option<&'static str> {
+    if portal::is_portal_path(&req.path) {
+        return Some("/portal");
+    }
+    let (op, _) = route(&req.method, &req.path).ok()?;
+    ROUTES
+        .iter()
+        .find(|(method, _, o)| *o == op && *method == req.method.as_str())
+        .map(|(_, template, _)| *template)
 }
 
 async fn dispatch(
@@ -577,13 +599,21 @@ async fn dispatch_operation(
     }
 }
 
+/// The trace context a published event carries: this request's span where tracing is on (a
+/// child of the producer's `traceparent`, or the root of a new trace), else the producer's
+/// context continued by a span id of ours, else none.
+fn published_trace(req: &ApiRequest) -> Option<TraceParent> {
+    TraceParent::of_span(&tracing::Span::current())
+        .or_else(|| req.traceparent.as_ref().map(TraceParent::child))
+}
+
 /// `POST /v1/events`: one event (`202`), or `{"events": [...]}`, a batch answered item by item
 /// (`200` when all were accepted, `207` otherwise).
 async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, Option<Value>)> {
     let body: Value = json_body(&req.body)?;
     let Some(events) = body.get("events") else {
         let event = PublishRequest {
-            trace: req.traceparent,
+            trace: published_trace(req),
             ..parse_event(body)?
         };
         let published = hub.publish(caller, event).await?;
@@ -605,7 +635,7 @@ async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, O
         .cloned()
         .map(|event| {
             parse_event(event).map(|event| PublishRequest {
-                trace: req.traceparent,
+                trace: published_trace(req),
                 ..event
             })
         })

@@ -1,6 +1,7 @@
 //! Configuration read from the environment: the one place the Lambda functions (and
 //! `webhook-hub serve --backend aws`) read `HUB_*` variables, and the logging setup.
 
+use super::telemetry::Endpoint;
 use std::time::Duration;
 
 use crate::context::Settings;
@@ -265,46 +266,61 @@ pub fn env_var(name: &str) -> Option<String> {
 
 /// JSON logs to stdout, filtered by `RUST_LOG` or `AWS_LAMBDA_LOG_LEVEL` (default `info`),
 /// written as they come: a Lambda function may be frozen right after it answers, so nothing waits
-/// in a buffer.
+/// in a buffer. Spans are exported where the environment names an OTLP endpoint
+/// ([`super::telemetry`]).
 pub fn init_logging() {
-    let _ = log_format().with_writer(std::io::stdout).try_init();
+    install(
+        std::io::stdout,
+        log_filter(None),
+        Endpoint::configured(None),
+    );
 }
 
 /// The Lambda functions' log lines, written to `writer` instead of stdout, at `level` (as
 /// `AWS_LAMBDA_LOG_LEVEL` would set it) unless `RUST_LOG` is set: for the cost benchmark, which
-/// counts the bytes CloudWatch Logs would ingest.
+/// counts the bytes CloudWatch Logs would ingest (untraced).
 pub fn init_logging_to<W>(writer: W, level: &str)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = env_var("RUST_LOG").unwrap_or_else(|| level.to_ascii_lowercase());
-    let _ = log_format()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(writer)
-        .try_init();
+    install(writer, log_filter(Some(level)), None);
 }
 
 /// The same logs for the long-running `webhook-hub serve`: formatted on the thread that logs and
 /// gathered for a thread of its own that writes them out in large writes every few milliseconds
 /// ([`super::log_writer`]), so a request or a delivery attempt never waits for stdout and wakes no
 /// thread. No line is dropped (a full buffer makes the logger wait); keep the guard until exit, it
-/// writes out what is left when dropped.
-pub fn init_buffered_logging() -> super::log_writer::LogWriterGuard {
+/// writes out what is left when dropped. Spans go to `otlp_endpoint` (`--otlp-endpoint`), or
+/// where the environment says.
+pub fn init_buffered_logging(otlp_endpoint: Option<&str>) -> super::log_writer::LogWriterGuard {
     let (lines, guard) = super::log_writer::start(std::io::stdout());
-    let _ = log_format().with_writer(lines).try_init();
+    install(lines, log_filter(None), Endpoint::configured(otlp_endpoint));
     guard
 }
 
-fn log_format() -> tracing_subscriber::fmt::SubscriberBuilder<
-    tracing_subscriber::fmt::format::DefaultFields,
-    super::log_line::JsonLine,
-    tracing_subscriber::EnvFilter,
-> {
-    use tracing_subscriber::EnvFilter;
+/// The log lines' filter: `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else `default` or `info`.
+/// The hub's spans never become log lines (they are the exporter's alone).
+fn log_filter(default: Option<&str>) -> tracing_subscriber::EnvFilter {
     let filter = env_var("RUST_LOG")
+        .or_else(|| default.map(str::to_ascii_lowercase))
         .or_else(|| env_var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()))
         .unwrap_or_else(|| "info".to_string());
-    tracing_subscriber::fmt()
+    tracing_subscriber::EnvFilter::new(format!("{filter},{}=off", crate::trace::SPANS))
+}
+
+/// Installs the process's subscriber: JSON log lines to `writer` through `filter`, and the span
+/// exporter beside them where there is an endpoint (each layer filtered on its own).
+fn install<W>(writer: W, filter: tracing_subscriber::EnvFilter, endpoint: Option<Endpoint>)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::prelude::*;
+    let lines = tracing_subscriber::fmt::layer()
         .event_format(super::log_line::JsonLine)
-        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(writer)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(lines)
+        .with(super::telemetry::layer(endpoint))
+        .try_init();
 }

@@ -190,6 +190,7 @@ pub async fn serve_api(function: ApiFunction) -> Result<(), Error> {
     lambda_http::run(service_fn(move |req: Request| async move {
         let response = api_handler(hub, ops, claims, req).await;
         flush_metrics();
+        super::telemetry::flush().await;
         Ok::<_, Error>(response)
     }))
     .await
@@ -203,6 +204,7 @@ pub async fn serve_queue(role: QueueRole) -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let response = sqs_handler_routed(hub, role, routes, event.payload).await;
         flush_metrics();
+        super::telemetry::flush().await;
         Ok::<_, Error>(response)
     }))
     .await
@@ -225,6 +227,8 @@ pub async fn serve_fold() -> Result<(), Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let answer = fold_handler(hub, event.payload).await;
             flush_metrics();
+            super::telemetry::flush().await;
+            super::telemetry::flush().await;
             answer
         },
     ))
@@ -245,6 +249,8 @@ pub async fn serve_sweeper() -> Result<(), Error> {
         move |_event: LambdaEvent<serde_json::Value>| async move {
             let report = sweep_handler(hub).await;
             flush_metrics();
+            super::telemetry::flush().await;
+            super::telemetry::flush().await;
             report
         },
     ))

@@ -22,6 +22,8 @@ use crate::retry::RetrySchedule;
 use crate::service::operational::{OperationalTopic, subscription_data};
 use crate::service::secrets::OpenCredentials;
 use crate::signing::{scheme_header, signature_header};
+use crate::trace::spans;
+use tracing::Instrument;
 
 /// How recent a subscription's last delivery must be for a push-back (`429`, `503`) to count
 /// as throttling, which does not use up the retry schedule.
@@ -418,15 +420,24 @@ impl Hub {
             None => now,
         };
         let headers = delivery_headers(&sub, &credentials, &message_id, now, &body);
+        let span = spans::attempt(task, attempt, &message_id, &sub.callback_url);
         let outcome = match sub.timeout_secs {
             Some(secs) => {
                 let budget = Duration::from_secs(u64::from(secs));
                 (self.transport)
                     .post_within(&sub.callback_url, headers, body, budget)
+                    .instrument(span.clone())
                     .await
             }
-            None => self.transport.post(&sub.callback_url, headers, body).await,
+            None => {
+                (self.transport)
+                    .post(&sub.callback_url, headers, body)
+                    .instrument(span.clone())
+                    .await
+            }
         };
+        spans::attempted(&span, &outcome);
+        drop(span);
         let delivered = outcome.status.is_some_and(|s| (200..300).contains(&s));
         let gone = outcome.status == Some(410);
         let pushed_back = matches!(outcome.status, Some(429 | 503));

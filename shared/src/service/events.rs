@@ -13,8 +13,9 @@ use crate::error::{ErrorCode, HubError, Result};
 use crate::model::{Event, HISTORY_SUBSCRIPTIONS, TopicEntry, new_event_id, queue_json};
 use crate::ports::{ClaimOutcome, KeyClaim, OutgoingMessage};
 use crate::topic::{OPERATIONAL_PREFIX, Pattern, Topic};
-use crate::trace::TraceParent;
+use crate::trace::spans;
 use crate::validate;
+use tracing::Instrument;
 
 /// How long a producer's event `id` is remembered to drop repeats.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -58,8 +59,8 @@ pub struct PublishRequest {
     /// `owner`).
     #[serde(default)]
     pub broadcast: bool,
-    /// The trace the event continues: the producer's request's `traceparent` (never read from
-    /// the body).
+    /// The trace context the event carries: its publish's span (in the producer's trace where
+    /// the request had a `traceparent`); never read from the body.
     #[serde(skip)]
     pub trace: Option<crate::trace::TraceParent>,
 }
@@ -197,8 +198,8 @@ impl Hub {
             sensitive: req.sensitive,
             owner,
             broadcast: req.broadcast,
-            // The publish's span in the producer's trace, where it came with one.
-            trace: req.trace.as_ref().map(TraceParent::child),
+            // The publish's span, in the producer's trace where it came with one.
+            trace: req.trace,
             ..Event::new(new_event_id(now), &caller.account, topic, now, req.data)
         };
         let json = queue_json(&event);
@@ -373,6 +374,17 @@ impl Hub {
     /// Returns how many were queued. A failure leaves the event to be fanned out again (tasks
     /// already queued then go out twice, with the same `webhook-id`).
     pub async fn fan_out(&self, event: &Event) -> Result<usize> {
+        let span = spans::fan_out(event);
+        let count = self.fan_out_paged(event).instrument(span.clone()).await;
+        if let Ok(count) = count {
+            spans::fanned_out(&span, count);
+        }
+        count
+    }
+
+    /// [`Hub::fan_out`] without its span (the batch fan-out's own span covers an event it
+    /// leaves to this).
+    async fn fan_out_paged(&self, event: &Event) -> Result<usize> {
         let event_json = queue_json(event);
         let now = self.now_ms();
         let mut seen = HashSet::new();
@@ -455,6 +467,19 @@ impl Hub {
     /// One result per event, in order: an event whose tasks could not all be sent fails (and
     /// comes back; tasks already sent then go out twice, with the same `webhook-id`).
     pub async fn fan_out_batch(&self, events: &[Event]) -> Vec<Result<usize>> {
+        // One span per event, open for the batch's work (which the events share).
+        let spans: Vec<tracing::Span> = events.iter().map(spans::fan_out).collect();
+        let results = self.fan_out_together(events).await;
+        for (span, result) in spans.iter().zip(&results) {
+            if let Ok(count) = result {
+                spans::fanned_out(span, *count);
+            }
+        }
+        results
+    }
+
+    /// [`Hub::fan_out_batch`] without the spans.
+    async fn fan_out_together(&self, events: &[Event]) -> Vec<Result<usize>> {
         let now = self.now_ms();
         let mut wanted: Vec<(String, Pattern)> = Vec::new();
         for event in events {
@@ -562,7 +587,7 @@ impl Hub {
         }
         for index in streamed {
             // Also where a page read failed: `fan_out` reads (and fails) on its own.
-            results[index] = Some(self.fan_out(&events[index]).await);
+            results[index] = Some(self.fan_out_paged(&events[index]).await);
         }
         results
             .into_iter()

@@ -8,6 +8,7 @@ use crate::model::{DeliveryTask, Event, Subscription, TaskPayload};
 use crate::service::operational::{OperationalTopic, subscription_data};
 use crate::signing::sha256_hex;
 use crate::topic::Topic;
+use tracing::Instrument;
 
 /// Topic of the notice sent before a lease ends.
 pub const EXPIRING_TOPIC: &str = "subscription.expiring";
@@ -25,6 +26,15 @@ impl Hub {
     /// One sweep: removes every lapsed subscription the store's expiry index finds, and queues
     /// the expiring notices that are due.
     pub async fn sweep(&self) -> Result<SweepReport> {
+        let span = crate::trace::spans::sweep();
+        let report = self.sweep_unspanned().instrument(span.clone()).await;
+        if let Ok(report) = &report {
+            crate::trace::spans::swept(&span, report.removed, report.notices);
+        }
+        report
+    }
+
+    async fn sweep_unspanned(&self) -> Result<SweepReport> {
         let now = self.now_ms();
         let mut report = SweepReport::default();
         for sub in self.store.due_for_sweep(now).await? {
