@@ -1,7 +1,8 @@
 //! Figure 2: delivery throughput of `serve` under wrk (32 connections publishing ~800-byte
 //! events) on the memory and SQLite backends at the default log level and on memory at `warn`
 //! (to price logging), each twice, interleaved, delivered events/s, loss reconciled by id, hub CPU per delivery, the SQLite
-//! file's size; beside them, under the same wrk, a bare relay (`bare-relay`: a hyper server
+//! file's size, and on memory with every span exported to a local OTLP collector (to price
+//! tracing); beside them, under the same wrk, a bare relay (`bare-relay`: a hyper server
 //! answering each publish `202` and forwarding it signed with reqwest, the hub's two exchanges
 //! and nothing else), and a bare reqwest loop POSTing the same signed bodies to the same
 //! receiver at the same concurrency.
@@ -113,6 +114,9 @@ enum Mode {
     MemoryNoHistory,
     /// `--backend sqlite --history off`.
     SqliteNoHistory,
+    /// `--backend memory --otlp-endpoint …`: every span exported to a collector on loopback
+    /// (in this process), to price tracing.
+    MemoryTraced,
 }
 
 impl Mode {
@@ -124,6 +128,9 @@ impl Mode {
             Mode::Relay => "bare relay: hyper 202 + signed reqwest POST, nothing else",
             Mode::MemoryNoHistory => "memory, default log level, event history off",
             Mode::SqliteNoHistory => "SQLite, default log level, event history off",
+            Mode::MemoryTraced => {
+                "memory, default log level, traces exported over OTLP/HTTP to a local collector"
+            }
         }
     }
 }
@@ -152,6 +159,8 @@ struct ServeRun {
     hook: String,
     /// The database file's size after the run and after a sweep (SQLite), bytes.
     file_sizes: Option<(u64, u64)>,
+    /// Traced runs: the spans the collector got, and the bytes of the exports.
+    exported: Option<(usize, usize)>,
 }
 
 fn file_size(path: &std::path::Path) -> u64 {
@@ -190,6 +199,10 @@ async fn serve_under_wrk(
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let (hook, counts) = counting_receiver().await;
     let log = std::fs::File::create(scratch.join("hub.log")).unwrap();
+    let collector = match mode {
+        Mode::MemoryTraced => Some(hub_tests::TestReceiver::start().await),
+        _ => None,
+    };
     let (mut hub, secret) = if mode == Mode::Relay {
         let secret = hub::signing::generate_secret();
         let relay = Command::new(options.binary("bare-relay"))
@@ -226,6 +239,9 @@ async fn serve_under_wrk(
         }
         if matches!(mode, Mode::MemoryNoHistory | Mode::SqliteNoHistory) {
             command.args(["--history", "off"]);
+        }
+        if let Some(collector) = &collector {
+            command.args(["--otlp-endpoint", &collector.url("")]);
         }
         let hub = command.spawn().expect("webhook-hub starts");
         wait_for_port(port).await;
@@ -331,6 +347,10 @@ async fn serve_under_wrk(
         None
     };
     let elapsed = last.duration_since(started).as_secs_f64();
+    let exported = collector.map(|collector| {
+        let bytes = collector.received().iter().map(|r| r.body.len()).sum();
+        (hub_tests::exported_spans(&collector).len(), bytes)
+    });
     let _ = hub.kill();
     let _ = hub.wait();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -345,6 +365,7 @@ async fn serve_under_wrk(
         secret,
         hook,
         file_sizes,
+        exported,
     }
 }
 
@@ -364,12 +385,14 @@ pub async fn delivery_throughput(options: &Options) -> Section {
         Mode::Relay,
         Mode::MemoryNoHistory,
         Mode::SqliteNoHistory,
+        Mode::MemoryTraced,
         Mode::Memory,
         Mode::Sqlite,
         Mode::MemoryQuiet,
         Mode::Relay,
         Mode::MemoryNoHistory,
         Mode::SqliteNoHistory,
+        Mode::MemoryTraced,
     ];
     for mode in modes {
         let run = serve_under_wrk(options, mode, seconds, connections).await;
@@ -387,6 +410,15 @@ pub async fn delivery_throughput(options: &Options) -> Section {
             run.cpu_ms_per_delivery,
             run.requests,
         ));
+        if let Some((spans, bytes)) = run.exported {
+            section.line(format!(
+                "measured, spans the collector got: {spans} ({:.2} per delivered event), {:.1} MiB of OTLP/protobuf \
+                 ({:.0} bytes per delivered event)",
+                spans as f64 / run.delivered.max(1) as f64,
+                bytes as f64 / 1048576.0,
+                bytes as f64 / run.delivered.max(1) as f64
+            ));
+        }
         if let Some((after_run, after_sweep)) = run.file_sizes {
             section.line(format!(
                 "measured, SQLite file (database + WAL): {:.1} MiB after the run, {:.1} MiB after a sweep",
@@ -448,6 +480,17 @@ pub async fn delivery_throughput(options: &Options) -> Section {
         (sqlite_rate / sqlite_off - 1.0) * 100.0,
         sqlite_off / memory_off,
         memory_off / relay_rate
+    ));
+    let traced = of_mode(Mode::MemoryTraced, |r| r.rate);
+    let tracing_share = 1.0
+        - of_mode(Mode::Memory, |r| r.cpu_ms_per_delivery)
+            / of_mode(Mode::MemoryTraced, |r| r.cpu_ms_per_delivery);
+    section.line(format!(
+        "computed: tracing's cost (memory, two runs each): off (the default) {hub_rate:.0} vs on {traced:.0} delivered \
+         events/s ({:+.1} %); its share of the hub's CPU per delivery with it on {:.1} % (spans built, batched and \
+         exported over OTLP/HTTP on the exporter's thread)",
+        (traced / hub_rate - 1.0) * 100.0,
+        tracing_share * 100.0
     ));
     let (bare_rate, bare_cpu, bare_count) =
         bare_loop(&hook, &secret, &body, seconds, connections).await;

@@ -345,7 +345,6 @@ pub mod spans {
             crate::model::TaskPayload::Event { event } => Some(event),
             _ => None,
         };
-        let url = url::Url::parse(callback_url).ok();
         let span = tracing::info_span!(
             target: SPANS,
             "POST",
@@ -353,9 +352,9 @@ pub mod spans {
             otel.status_code = Empty,
             http.request.method = "POST",
             http.request.resend_count = attempt.saturating_sub(1),
-            url.scheme = url.as_ref().map_or("", |u| u.scheme()),
-            server.address = url.as_ref().and_then(|u| u.host_str()).unwrap_or(""),
-            server.port = url.as_ref().and_then(url::Url::port_or_known_default),
+            url.scheme = Empty,
+            server.address = Empty,
+            server.port = Empty,
             http.response.status_code = Empty,
             error.type = Empty,
             webhook.subscription.id = %task.subscription_id,
@@ -364,6 +363,18 @@ pub mod spans {
             webhook.event.type = event.map(|e| e.topic.as_str()),
             webhook.attempt = attempt,
         );
+        if span.is_disabled() {
+            return span;
+        }
+        if let Ok(url) = url::Url::parse(callback_url) {
+            span.record("url.scheme", url.scheme());
+            if let Some(host) = url.host_str() {
+                span.record("server.address", host);
+            }
+            if let Some(port) = url.port_or_known_default() {
+                span.record("server.port", port);
+            }
+        }
         continuing(span, event.and_then(|e| e.trace.as_ref()))
     }
 
