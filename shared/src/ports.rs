@@ -440,6 +440,9 @@ pub struct ReceivedMessage {
     pub sender: Option<String>,
     /// When it was sent, Unix ms, where the queue says (SQS's `SentTimestamp`).
     pub sent_at_ms: Option<i64>,
+    /// The producer's trace context, where the message carried one (SQS: a `traceparent`
+    /// message attribute, or the `AWSTraceHeader` X-Ray sets); read by the ingest queues only.
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 /// A work queue with SQS semantics: at-least-once, visibility timeouts, a dead-letter queue after

@@ -83,6 +83,45 @@ impl TraceParent {
         }
     }
 
+    /// Reads an X-Ray trace header (`Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1`,
+    /// SQS's `AWSTraceHeader`): the root's 8 + 24 hex digits are the W3C trace id. Without a
+    /// `Parent` the context continues the trace under a span id of ours; `Sampled=0` is kept,
+    /// a missing or `?` decision counts as sampled (the hub's sampler decides).
+    pub fn from_xray(header: &str) -> Option<Self> {
+        let mut root = None;
+        let mut parent = None;
+        let mut sampled = true;
+        for field in header.split(';') {
+            let Some((key, value)) = field.trim().split_once('=') else {
+                continue;
+            };
+            match key {
+                "Root" => root = Some(value),
+                "Parent" => parent = Some(value),
+                "Sampled" => sampled = value != "0",
+                _ => {}
+            }
+        }
+        let mut parts = root?.split('-');
+        let (version, time, id) = (parts.next()?, parts.next()?, parts.next()?);
+        if version != "1" || time.len() != 8 || id.len() != 24 || parts.next().is_some() {
+            return None;
+        }
+        let trace_id: [u8; 16] = hex_bytes(&format!("{time}{id}"))?;
+        let span_id: [u8; 8] = match parent {
+            Some(parent) => hex_bytes(parent)?,
+            None => nonzero_random(),
+        };
+        if trace_id == [0; 16] || span_id == [0; 8] {
+            return None;
+        }
+        Some(Self {
+            trace_id,
+            span_id,
+            sampled,
+        })
+    }
+
     /// The trace id as 32 lowercase hex digits (what logs and trace viewers show).
     pub fn trace_id_hex(&self) -> String {
         crate::signing::hex(&self.trace_id)
@@ -138,63 +177,6 @@ fn nonzero_random<const N: usize>() -> [u8; N] {
         if bytes != [0; N] {
             return bytes;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const SAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-
-    #[test]
-    fn a_valid_traceparent_reads_and_writes_back() {
-        let parent = TraceParent::parse(SAMPLE).expect("valid");
-        assert!(parent.sampled);
-        assert_eq!(parent.to_string(), SAMPLE);
-        assert_eq!(parent.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        let upper = TraceParent::parse(&SAMPLE.to_uppercase()).expect("either case");
-        assert_eq!(upper, parent);
-    }
-
-    #[test]
-    fn invalid_traceparents_are_refused() {
-        for bad in [
-            "",
-            "00",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-zbf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
-        }
-        // A later version is read by its first four fields.
-        assert!(TraceParent::parse(&format!("01{}-what-comes-next", &SAMPLE[2..])).is_some());
-    }
-
-    #[test]
-    fn a_child_keeps_the_trace_and_takes_a_new_span() {
-        let parent = TraceParent::parse(SAMPLE).unwrap();
-        let child = parent.child();
-        assert_eq!(child.trace_id, parent.trace_id);
-        assert_ne!(child.span_id, parent.span_id);
-        let root = TraceParent::new_root();
-        assert_ne!(root.trace_id, [0; 16]);
-        assert_eq!(TraceParent::parse(&root.to_string()), Some(root));
-    }
-
-    #[test]
-    fn it_travels_as_its_header_value_in_json() {
-        let parent = TraceParent::parse(SAMPLE).unwrap();
-        let json = serde_json::to_string(&parent).unwrap();
-        assert_eq!(json, format!("\"{SAMPLE}\""));
-        assert_eq!(serde_json::from_str::<TraceParent>(&json).unwrap(), parent);
-        assert!(serde_json::from_str::<TraceParent>("\"nope\"").is_err());
     }
 }
 
@@ -327,6 +309,22 @@ pub mod spans {
         continuing(span, event.trace.as_ref())
     }
 
+    /// One ingest-queue message published (a consumer span), a child of the producer's context
+    /// the message carried, where it had one.
+    pub fn ingest(queue: &str, message_id: &str, parent: Option<&TraceParent>) -> Span {
+        let span = tracing::info_span!(
+            target: SPANS,
+            "ingest",
+            otel.kind = "consumer",
+            messaging.system = "aws_sqs",
+            messaging.operation.name = "ingest",
+            messaging.operation.type = "process",
+            messaging.destination.name = queue,
+            messaging.message.id = message_id,
+        );
+        continuing(span, parent)
+    }
+
     /// Records how many subscriptions an event was fanned out to.
     pub fn fanned_out(span: &Span, subscriptions: usize) {
         span.record("webhook.subscriptions", subscriptions);
@@ -413,5 +411,88 @@ pub mod spans {
     pub fn swept(span: &Span, removed: usize, notices: usize) {
         span.record("webhook.removed", removed);
         span.record("webhook.notices", notices);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_reads_and_writes_back() {
+        let parent = TraceParent::parse(SAMPLE).expect("valid");
+        assert!(parent.sampled);
+        assert_eq!(parent.to_string(), SAMPLE);
+        assert_eq!(parent.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let upper = TraceParent::parse(&SAMPLE.to_uppercase()).expect("either case");
+        assert_eq!(upper, parent);
+    }
+
+    #[test]
+    fn invalid_traceparents_are_refused() {
+        for bad in [
+            "",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-zbf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceParent::parse(bad), None, "{bad:?}");
+        }
+        // A later version is read by its first four fields.
+        assert!(TraceParent::parse(&format!("01{}-what-comes-next", &SAMPLE[2..])).is_some());
+    }
+
+    #[test]
+    fn a_child_keeps_the_trace_and_takes_a_new_span() {
+        let parent = TraceParent::parse(SAMPLE).unwrap();
+        let child = parent.child();
+        assert_eq!(child.trace_id, parent.trace_id);
+        assert_ne!(child.span_id, parent.span_id);
+        let root = TraceParent::new_root();
+        assert_ne!(root.trace_id, [0; 16]);
+        assert_eq!(TraceParent::parse(&root.to_string()), Some(root));
+    }
+
+    #[test]
+    fn it_travels_as_its_header_value_in_json() {
+        let parent = TraceParent::parse(SAMPLE).unwrap();
+        let json = serde_json::to_string(&parent).unwrap();
+        assert_eq!(json, format!("\"{SAMPLE}\""));
+        assert_eq!(serde_json::from_str::<TraceParent>(&json).unwrap(), parent);
+        assert!(serde_json::from_str::<TraceParent>("\"nope\"").is_err());
+    }
+
+    #[test]
+    fn an_xray_header_reads_as_the_same_trace() {
+        let read = TraceParent::from_xray(
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        )
+        .expect("valid");
+        assert_eq!(read.trace_id_hex(), "5759e988bd862e3fe1be46a994272793");
+        assert_eq!(crate::signing::hex(&read.span_id), "53995c3f42cd8ad8");
+        assert!(read.sampled);
+        let unsampled =
+            TraceParent::from_xray("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=0")
+                .expect("no parent: a span id of ours");
+        assert!(!unsampled.sampled);
+        assert_ne!(unsampled.span_id, [0; 8]);
+        for bad in [
+            "",
+            "Parent=53995c3f42cd8ad8",
+            "Root=2-5759e988-bd862e3fe1be46a994272793",
+            "Root=1-5759e98-bd862e3fe1be46a994272793",
+            "Root=1-00000000-000000000000000000000000",
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=xyz",
+        ] {
+            assert_eq!(TraceParent::from_xray(bad), None, "{bad:?}");
+        }
     }
 }

@@ -250,3 +250,76 @@ async fn an_unknown_sender_is_refused_for_good() {
         .unwrap_err();
     assert_eq!(err.code(), "unknown_publisher");
 }
+
+/// A producer's trace context rides on an ingest message (a `traceparent` message attribute, or
+/// the `AWSTraceHeader` X-Ray sets): the event it publishes carries that trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_ingested_events_carry_their_producers_trace() {
+    use aws_sdk_sqs::types::{
+        MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
+    };
+    let name = unique("ingtrace");
+    let direct = format!("{name}-ingest");
+    let hub = HubProcess::start_on(
+        Backend::Aws,
+        &name,
+        &[],
+        &[
+            ("HUB_INGEST_QUEUE", &direct),
+            ("HUB_INGEST_SENDERS", &format!("{MOTO_SENDER}=acme")),
+        ],
+    )
+    .await;
+    let acme = TestReceiver::start().await;
+    subscribe_confirmed(&hub, &acme, KEY_A, "/acme", json!({})).await;
+    let sqs = aws_sdk_sqs::Client::new(&aws_config::load_from_env().await);
+    SqsQueue::open(sqs.clone(), &direct).await.unwrap();
+    let url = ingest_url(&sqs, &direct).await;
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(json!({"topic": "door.request.allowed", "data": {"n": 1}}).to_string())
+        .message_attributes(
+            "traceparent",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(json!({"topic": "door.request.allowed", "data": {"n": 2}}).to_string())
+        .message_system_attributes(
+            MessageSystemAttributeNameForSends::AwsTraceHeader,
+            MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(
+                    "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    for (n, trace) in [
+        (1, "4bf92f3577b34da6a3ce929d0e0e4736"),
+        (2, "5759e988bd862e3fe1be46a994272793"),
+    ] {
+        let delivered = acme
+            .wait_for_match(WAIT, |r| r.path == "/acme" && r.json()["data"]["n"] == n)
+            .await;
+        let id = delivered.header("webhook-id").to_string();
+        let read = eventually(WAIT, "the event in the history", || async {
+            let read = hub
+                .call("GET", &format!("/v1/events/{id}"), Some(KEY_A), None)
+                .await;
+            (read.status == 200).then_some(read.body)
+        })
+        .await;
+        assert_eq!(read["trace_id"], trace, "{read}");
+    }
+}

@@ -14,6 +14,20 @@ use super::aws_error;
 use crate::error::{HubError, Result};
 use crate::ports::{MAX_HIDE, OutgoingMessage, Queue, QueueStats, ReceivedMessage};
 
+/// The message attribute a producer sets to continue its trace through an ingest queue.
+pub const TRACEPARENT_ATTRIBUTE: &str = "traceparent";
+
+/// A message's trace context: its `traceparent` attribute, else the `AWSTraceHeader` SQS
+/// keeps for X-Ray (both as SQS and Lambda's event source hand them over).
+pub fn message_trace(
+    traceparent: Option<&str>,
+    aws_trace_header: Option<&str>,
+) -> Option<crate::trace::TraceParent> {
+    traceparent
+        .and_then(crate::trace::TraceParent::parse)
+        .or_else(|| aws_trace_header.and_then(crate::trace::TraceParent::from_xray))
+}
+
 /// Largest batch SQS takes in one `SendMessageBatch`.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
@@ -355,6 +369,8 @@ impl Queue for SqsQueue {
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SenderId)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+            .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
+            .message_attribute_names(TRACEPARENT_ATTRIBUTE)
             .send()
             .await
             .map_err(aws_error)?;
@@ -379,6 +395,16 @@ impl Queue for SqsQueue {
                     .as_ref()
                     .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
                     .and_then(|t| t.parse().ok()),
+                trace: message_trace(
+                    m.message_attributes
+                        .as_ref()
+                        .and_then(|a| a.get(TRACEPARENT_ATTRIBUTE))
+                        .and_then(|v| v.string_value()),
+                    m.attributes
+                        .as_ref()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::AwsTraceHeader))
+                        .map(String::as_str),
+                ),
                 id: m.message_id.unwrap_or_default(),
                 receipt: m.receipt_handle.unwrap_or_default(),
                 body: m.body.unwrap_or_default(),

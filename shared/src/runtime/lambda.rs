@@ -143,6 +143,13 @@ pub async fn sqs_handler_routed(
                 .attributes
                 .get("SentTimestamp")
                 .and_then(|t| t.parse().ok()),
+            trace: crate::adapters::sqs::message_trace(
+                record
+                    .message_attributes
+                    .get(crate::adapters::sqs::TRACEPARENT_ATTRIBUTE)
+                    .and_then(|a| a.string_value.as_deref()),
+                record.attributes.get("AWSTraceHeader").map(String::as_str),
+            ),
         })
         .collect();
     // Each role's records together (one SQS batch comes from one queue; routing guards mixes).

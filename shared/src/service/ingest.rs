@@ -15,6 +15,7 @@ use crate::error::{ErrorCode, HubError, Result};
 use crate::ports::ReceivedMessage;
 use crate::service::events::{Prepared, PublishRequest};
 use crate::signing::sha256_hex;
+use crate::trace::{TraceParent, spans};
 
 /// The EventBridge `source` of hub events: `webhook-hub.<account>`.
 pub const BUS_SOURCE_PREFIX: &str = "webhook-hub.";
@@ -125,7 +126,14 @@ impl Hub {
         msg: &ReceivedMessage,
         now: i64,
     ) -> Result<std::result::Result<Prepared, Ingested>> {
-        let (caller, req) = self.ingest_request(source, msg)?;
+        let (caller, mut req) = self.ingest_request(source, msg)?;
+        let queue = match source {
+            IngestSource::Direct => "ingest",
+            IngestSource::Bus => "bus-ingest",
+        };
+        let span = spans::ingest(queue, &msg.id, msg.trace.as_ref());
+        req.trace =
+            TraceParent::of_span(&span).or_else(|| msg.trace.as_ref().map(TraceParent::child));
         let mut prepared = self.prepare(&caller, req, now)?;
         // Stable across redeliveries of the message (its id and send time), so a repeat carries
         // the same `webhook-id`; time-ordered like every event id.
