@@ -80,9 +80,33 @@ async fn aws_every_function_binary_answers_its_sample() {
         "unsubscribe",
     ];
     let mut lines = Vec::new();
+    // The publish function runs traced: the span of its request must reach the collector before
+    // it answers (the emulator stops the process as soon as it has the answer, as Lambda may
+    // freeze it).
+    let collector = TestReceiver::start().await;
     for function in order {
         let emulator = RuntimeEmulator::start(event_sample(function)).await;
+        let mut env = env.clone();
+        if function == "publish" {
+            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url("")));
+        }
         let answer = emulator.invoke(function, &env).await;
+        if function == "publish" {
+            let spans = exported_spans(&collector);
+            let publish = spans
+                .iter()
+                .find(|s| s.name == "POST /v1/events")
+                .unwrap_or_else(|| {
+                    panic!("the publish span was sent before the answer: {spans:?}")
+                });
+            assert_eq!(
+                publish.trace_id, "6741a2b30a1b2c3d4e5f6a7b8c9d0e1f",
+                "the sample's traceparent"
+            );
+            assert_eq!(publish.parent_span_id, "5c1d2e3f4a5b6c7d");
+            assert_eq!(publish.service, "publish", "named after the function");
+            assert_eq!(publish.attr("http.response.status_code"), "202");
+        }
         assert_eq!(answer.kind, "response", "{function}: {:?}", answer.body);
         let status = answer.body["statusCode"].as_u64();
         let failures: Vec<String> = answer.body["batchItemFailures"]

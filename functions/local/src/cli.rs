@@ -88,7 +88,7 @@ pub struct ServeOptions {
     /// Export traces over OTLP/HTTP to this collector (base URL, e.g. http://127.0.0.1:4318;
     /// spans go to its /v1/traces). Without it, the standard OTEL_EXPORTER_OTLP_ENDPOINT; with
     /// neither, nothing is traced
-    #[arg(long, value_name = "URL")]
+    #[arg(long, env = "HUB_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
     /// An API key and its account, KEY=ACCOUNT[:SCOPE,SCOPE...] (repeatable; no scopes = all;
     /// HUB_API_KEY takes several, space-separated); with none, one is generated and printed
