@@ -117,6 +117,9 @@ mod scenarios {
     }
 
     pub async fn one_trace_from_publish_to_every_attempt(backend: Backend) {
+        const TOKEN: &str = "receiver-token-5e1f0a77c2";
+        const QUERY_TOKEN: &str = "query-token-3c9d81e6";
+        const MARKER: &str = "payload-marker-7d41a9";
         let collector = TestReceiver::start().await;
         let endpoint = collector.url("");
         let hub = HubProcess::start_on(
@@ -126,21 +129,18 @@ mod scenarios {
             &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
         )
         .await;
-        // `/b` fails the first event attempt it gets: that delivery is retried.
+        // `/b` fails the traced event's first attempt: that delivery is retried.
         let failed_once = Arc::new(AtomicBool::new(false));
         let failing = failed_once.clone();
         let receiver = TestReceiver::scripted(move |req, _| {
-            let event = req.json()["type"] != "Confirmation";
-            if req.path.starts_with("/b") && event && !failing.swap(true, Ordering::SeqCst) {
+            let traced = req.json()["data"]["marker"] == MARKER;
+            if req.path.starts_with("/b") && traced && !failing.swap(true, Ordering::SeqCst) {
                 Reply::status(500)
             } else {
                 Reply::status(200)
             }
         })
         .await;
-        const TOKEN: &str = "receiver-token-5e1f0a77c2";
-        const QUERY_TOKEN: &str = "query-token-3c9d81e6";
-        const MARKER: &str = "payload-marker-7d41a9";
         let a = subscribe_confirmed(
             &hub,
             &receiver,

@@ -315,12 +315,36 @@ where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     use tracing_subscriber::prelude::*;
-    let lines = tracing_subscriber::fmt::layer()
-        .event_format(super::log_line::JsonLine)
-        .with_writer(writer)
-        .with_filter(filter);
-    let _ = tracing_subscriber::registry()
-        .with(lines)
-        .with(super::telemetry::layer(endpoint))
-        .try_init();
+    fn json_lines<S, W>(
+        writer: W,
+    ) -> tracing_subscriber::fmt::Layer<
+        S,
+        tracing_subscriber::fmt::format::DefaultFields,
+        super::log_line::JsonLine,
+        W,
+    >
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+        W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+    {
+        tracing_subscriber::fmt::layer()
+            .event_format(super::log_line::JsonLine)
+            .with_writer(writer)
+    }
+    match super::telemetry::layer(endpoint) {
+        Some(spans) => {
+            let _ = tracing_subscriber::registry()
+                .with(json_lines(writer).with_filter(filter))
+                .with(spans)
+                .try_init();
+        }
+        // Untraced, the filter is the subscriber's own (not one layer's): what it disables is
+        // never built, as before tracing existed.
+        None => {
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(json_lines(writer))
+                .try_init();
+        }
+    }
 }
