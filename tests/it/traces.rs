@@ -3,8 +3,8 @@
 //! events all of it; an invalid header or none leaves the event without one; receivers never see
 //! it. Traced (to a test OTLP collector): one trace from the producer's request through the
 //! fan-out to every attempt of two subscriptions, a retry included, each a child of the publish;
-//! a publish without a header starts a trace of its own; no span holds a secret, a payload or a
-//! receiver's credential.
+//! a publish without a header starts a trace of its own, and so does a sweep; no span holds a
+//! secret, a payload or a receiver's credential.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -280,6 +280,19 @@ mod scenarios {
             .find(|s| s.trace_id == root_trace && s.kind == SPAN_KIND_SERVER)
             .expect("its publish");
         assert_eq!(root.parent_span_id, "", "a root span");
+
+        // A sweep is a trace of its own.
+        hub.sweep().await;
+        let spans = eventually(WAIT, "the sweep's span", || async {
+            let spans = exported_spans(&collector);
+            spans
+                .iter()
+                .any(|s| s.name == "sweep" && s.parent_span_id.is_empty())
+                .then_some(spans)
+        })
+        .await;
+        let sweep = spans.iter().find(|s| s.name == "sweep").unwrap();
+        assert_eq!(sweep.attr("webhook.removed"), "0", "{sweep:?}");
 
         // No secret, payload or credential in any attribute of any span.
         let forbidden = [

@@ -230,6 +230,9 @@ async fn shutdown_signal() {
 /// Runs the embedded hub until Ctrl-C.
 pub async fn serve(opts: Box<ServeOptions>) -> Result<(), String> {
     let _log_writer = init_buffered_logging(opts.otlp_endpoint.as_deref());
+    if hub::runtime::telemetry::is_on() {
+        tracing::info!("traces: spans exported over OTLP/HTTP");
+    }
     let settings = Settings {
         public_url: match &opts.hub.public_url {
             Some(url) => url.trim_end_matches('/').to_string(),
