@@ -205,6 +205,13 @@ impl TraceParent {
         opentelemetry::Context::new().with_remote_span_context(context)
     }
 
+    /// The context an event published under `span` carries: the span's own where tracing is
+    /// on (a child of `incoming`, or the root of a new trace), else `incoming` continued by a
+    /// span id of ours, else none.
+    pub fn carried(span: &tracing::Span, incoming: Option<&Self>) -> Option<Self> {
+        Self::of_span(span).or_else(|| incoming.map(Self::child))
+    }
+
     /// The context of `span` as the OpenTelemetry layer made it (its trace and its own span
     /// id), or `None` when tracing is off.
     pub fn of_span(span: &tracing::Span) -> Option<Self> {

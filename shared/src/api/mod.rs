@@ -599,21 +599,13 @@ async fn dispatch_operation(
     }
 }
 
-/// The trace context a published event carries: this request's span where tracing is on (a
-/// child of the producer's `traceparent`, or the root of a new trace), else the producer's
-/// context continued by a span id of ours, else none.
-fn published_trace(req: &ApiRequest) -> Option<TraceParent> {
-    TraceParent::of_span(&tracing::Span::current())
-        .or_else(|| req.traceparent.as_ref().map(TraceParent::child))
-}
-
 /// `POST /v1/events`: one event (`202`), or `{"events": [...]}`, a batch answered item by item
 /// (`200` when all were accepted, `207` otherwise).
 async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, Option<Value>)> {
     let body: Value = json_body(&req.body)?;
     let Some(events) = body.get("events") else {
         let event = PublishRequest {
-            trace: published_trace(req),
+            trace: TraceParent::carried(&tracing::Span::current(), req.traceparent.as_ref()),
             ..parse_event(body)?
         };
         let published = hub.publish(caller, event).await?;
@@ -635,7 +627,7 @@ async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, O
         .cloned()
         .map(|event| {
             parse_event(event).map(|event| PublishRequest {
-                trace: published_trace(req),
+                trace: TraceParent::carried(&tracing::Span::current(), req.traceparent.as_ref()),
                 ..event
             })
         })

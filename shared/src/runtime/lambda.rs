@@ -235,7 +235,6 @@ pub async fn serve_fold() -> Result<(), Error> {
             let answer = fold_handler(hub, event.payload).await;
             flush_metrics();
             super::telemetry::flush().await;
-            super::telemetry::flush().await;
             answer
         },
     ))
@@ -256,7 +255,6 @@ pub async fn serve_sweeper() -> Result<(), Error> {
         move |_event: LambdaEvent<serde_json::Value>| async move {
             let report = sweep_handler(hub).await;
             flush_metrics();
-            super::telemetry::flush().await;
             super::telemetry::flush().await;
             report
         },

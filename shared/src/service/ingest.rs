@@ -132,8 +132,7 @@ impl Hub {
             IngestSource::Bus => "bus-ingest",
         };
         let span = spans::ingest(queue, &msg.id, msg.trace.as_ref());
-        req.trace =
-            TraceParent::of_span(&span).or_else(|| msg.trace.as_ref().map(TraceParent::child));
+        req.trace = TraceParent::carried(&span, msg.trace.as_ref());
         let mut prepared = self.prepare(&caller, req, now)?;
         // Stable across redeliveries of the message (its id and send time), so a repeat carries
         // the same `webhook-id`; time-ordered like every event id.
