@@ -5,7 +5,7 @@
 
 const STORE_KEY = "webhook-hub.portal.session";
 const HOUR = 3600 * 1000;
-const state = { token: null, session: null };
+const state = { token: null, session: null, catalog: [] };
 
 // ---------- small DOM helpers ----------
 function h(tag, attrs, ...children) {
@@ -142,7 +142,9 @@ async function listView() {
   show(
     h("div", { class: "row spread" },
       h("h2", {}, "Your webhook endpoints"),
-      canWrite() ? h("button", { type: "button", class: "primary", onclick: () => formView(null) }, "Add endpoint") : null),
+      h("div", { class: "row" },
+        state.catalog.length ? h("button", { type: "button", id: "catalog-link", onclick: () => catalogView() }, "Event types") : null,
+        canWrite() ? h("button", { type: "button", class: "primary", onclick: () => formView(null) }, "Add endpoint") : null)),
     subs.length === 0
       ? h("div", { class: "card" }, h("p", {}, "No endpoints yet."),
           canWrite() ? h("p", { class: "muted" }, "Add one to start receiving events.") : null)
@@ -150,6 +152,44 @@ async function listView() {
           h("caption", {}, `${subs.length} endpoint${subs.length === 1 ? "" : "s"}`),
           h("thead", {}, h("tr", {}, ["Endpoint", "Topics", "Status", "Lease ends"].map((t) => h("th", { scope: "col" }, t)))),
           h("tbody", {}, rows)));
+}
+
+// ---------- the event-type catalog ----------
+// The platform's declared event types this session may subscribe to (read once at start).
+async function loadCatalog() {
+  try {
+    state.catalog = (await call("GET", "/v1/event-types")).data;
+  } catch (_) {
+    state.catalog = [];
+  }
+}
+
+function deprecatedMark(type) {
+  return type.deprecated ? h("span", { class: "badge deprecated" }, "deprecated") : null;
+}
+
+function examplePayload(type) {
+  if (!type.examples.length) return h("p", { class: "muted" }, "No example given.");
+  return h("pre", { class: "body example", tabindex: "0", "aria-label": `Example payload of ${type.topic}` },
+    JSON.stringify(type.examples[0], null, 2));
+}
+
+function catalogView() {
+  const items = state.catalog.map((type) =>
+    h("section", { class: "card event-type", "data-topic": type.topic },
+      h("div", { class: "row spread" },
+        h("h3", {}, type.topic, " ", deprecatedMark(type)),
+        canWrite() ? h("button", { type: "button", "aria-label": `Subscribe to ${type.topic}`,
+          onclick: () => formView(null, type.topic) }, "Subscribe") : null),
+      h("p", {}, type.description || "No description."),
+      type.deprecated ? h("p", { class: "muted" }, "This event type is being phased out; prefer another where one is offered.") : null,
+      examplePayload(type)));
+  show(
+    h("div", { class: "row spread" },
+      h("h2", {}, "Event types"),
+      h("button", { type: "button", onclick: () => listView() }, "Back to endpoints")),
+    h("p", { class: "muted" }, "What your endpoints can receive: each event is delivered as the envelope with this payload in data."),
+    items.length ? items : h("div", { class: "card" }, h("p", {}, "No event types are declared.")));
 }
 
 async function refreshLease(id, then) {
@@ -178,17 +218,18 @@ function parseLabels(text) {
   return labels;
 }
 
-function formView(sub) {
+function formView(sub, preselected) {
   const editing = Boolean(sub);
-  const chosen = new Set(editing ? sub.topics : []);
+  const chosen = new Set(editing ? sub.topics : preselected ? [preselected] : []);
   const allowed = state.session.topics;
+  const declared = state.catalog.map((t) => t.topic).filter((t) => !allowed.includes(t));
   const field = (name, label, input, hint) => h("div", {},
     h("label", { for: name }, label, hint ? h("span", { class: "hint", id: `${name}-hint` }, hint) : null),
     input, h("p", { class: "field-error", id: `${name}-error`, "aria-live": "polite" }));
   const described = (name, hint) => [`${name}-error`, hint ? `${name}-hint` : null].filter(Boolean).join(" ");
   const labelsText = editing
     ? Object.entries(sub.labels || {}).flatMap(([k, vs]) => vs.map((v) => `${k}=${v}`)).join("\n") : "";
-  const extra = editing ? sub.topics.filter((t) => !allowed.includes(t)).join(", ") : "";
+  const extra = editing ? sub.topics.filter((t) => !allowed.includes(t) && !declared.includes(t)).join(", ") : "";
   const form = h("form", { class: "card", id: "subscription-form", novalidate: true },
     field("callback_url", "Endpoint URL",
       h("input", { id: "callback_url", name: "callback_url", type: "url", required: true, value: editing ? sub.callback_url : "",
@@ -200,6 +241,13 @@ function formView(sub) {
       h("legend", {}, "Topics"),
       allowed.map((topic, i) => h("label", { class: "check" },
         h("input", { type: "checkbox", name: "topic", value: topic, id: `topic-${i}`, checked: chosen.has(topic) }), topic)),
+      state.catalog.filter((t) => declared.includes(t.topic)).map((type, i) => h("div", { class: "catalog-choice", "data-topic": type.topic },
+        h("label", { class: "check" },
+          h("input", { type: "checkbox", name: "topic", value: type.topic, id: `type-${i}`, checked: chosen.has(type.topic),
+            "aria-describedby": `type-${i}-about` }),
+          type.topic, " ", deprecatedMark(type)),
+        h("p", { class: "hint", id: `type-${i}-about` }, type.description),
+        type.examples.length ? h("details", {}, h("summary", {}, "Example payload"), examplePayload(type)) : null)),
       h("label", { for: "more_topics" }, "More specific topics",
         h("span", { class: "hint", id: "more_topics-hint" }, "Comma-separated, within the topics above, e.g. door.opened")),
       h("input", { id: "more_topics", type: "text", value: extra, "aria-describedby": "more_topics-hint" }),
@@ -591,6 +639,7 @@ async function start() {
   for (const [name, value] of Object.entries(state.session.theme || {})) {
     document.documentElement.style.setProperty(`--${name}`, value);
   }
+  await loadCatalog();
   $("who").textContent = `${state.session.owner} · ${state.session.access === "write" ? "can change" : "read only"} · until ${when(state.session.expires_at)}`;
   $("home").addEventListener("click", (e) => { e.preventDefault(); listView(); });
   $("skip").addEventListener("click", (e) => { e.preventDefault(); $("main").focus(); });

@@ -10,6 +10,8 @@ pub const SCOPE_SUBSCRIBE: &str = "webhooks:subscribe";
 pub const SCOPE_READ: &str = "webhooks:read";
 /// Scope to publish events.
 pub const SCOPE_PUBLISH: &str = "webhooks:publish";
+/// Scope to manage the account's event-type catalog and its settings (reading them needs none).
+pub const SCOPE_ADMIN: &str = "webhooks:admin";
 
 /// The strictest secrecy level: every field marked sensitive is removed. A caller bound to an
 /// owner gets this floor unless its session or token says otherwise.

@@ -143,6 +143,8 @@ pub struct Hub {
     pub pending_tallies: Arc<crate::service::odometer::PendingTallies>,
     /// This process's last request to each paced subscription (their spacing).
     pub spacing: Arc<crate::pacing::SendSpacing>,
+    /// This process's copies of the account catalogs publish checks events against.
+    pub catalogs: Arc<crate::service::catalog::Catalogs>,
 }
 
 /// The direct-publishing queues (`docs/ingest.md`): each is read by the fan-out, which

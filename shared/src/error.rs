@@ -74,6 +74,18 @@ error_codes! {
     UnknownPublisher = "unknown_publisher",
     /// A producer published under the hub's own `hub.` namespace.
     ReservedTopic = "reserved_topic",
+    /// An event type's schema is not a usable JSON Schema (draft 2020-12).
+    InvalidSchema = "invalid_schema",
+    /// An event type's example does not match its schema, or its examples break their bounds.
+    InvalidExample = "invalid_example",
+    /// An event type's description is too long.
+    InvalidDescription = "invalid_description",
+    /// An event's `data` does not match its type's schema and the account enforces schemas.
+    SchemaViolation = "schema_violation",
+    /// An event's topic is not in the catalog and the account refuses undeclared topics.
+    UnknownEventType = "unknown_event_type",
+    /// The account declares as many event types as it may.
+    EventTypeLimitReached = "event_type_limit_reached",
     /// A time is not RFC 3339, or a window ends before it starts.
     InvalidTime = "invalid_time",
     /// A page size is not a number from 1 to 100.
@@ -265,6 +277,17 @@ pub enum HubError {
         "the event history is turned off on this deployment (HUB_HISTORY=off): events are not kept once delivered"
     )]
     HistoryOff,
+    /// An event's `data` does not match its type's schema, and the account enforces schemas.
+    #[error(
+        "`data` does not match the schema of `{topic}`: {}",
+        summary(violations)
+    )]
+    SchemaViolation {
+        /// The event's topic.
+        topic: String,
+        /// The first places that do not match.
+        violations: Vec<crate::catalog::Violation>,
+    },
     /// A backing service (DynamoDB, SQS) failed.
     #[error("backend failure: {0}")]
     Backend(String),
@@ -294,7 +317,7 @@ impl HubError {
     /// The HTTP status this error is answered with.
     pub fn status(&self) -> u16 {
         match self {
-            HubError::Invalid { .. } => 400,
+            HubError::Invalid { .. } | HubError::SchemaViolation { .. } => 400,
             HubError::Unauthorized | HubError::InvalidSession | HubError::SessionExpired => 401,
             HubError::InsufficientScope(_) => 403,
             HubError::NotFound(_) | HubError::HistoryOff => 404,
@@ -315,6 +338,7 @@ impl HubError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             HubError::Invalid { code, .. } => *code,
+            HubError::SchemaViolation { .. } => ErrorCode::SchemaViolation,
             HubError::Unauthorized => ErrorCode::Unauthorized,
             HubError::InvalidSession => ErrorCode::InvalidSession,
             HubError::SessionExpired => ErrorCode::SessionExpired,
@@ -352,6 +376,15 @@ impl HubError {
         )
     }
 
+    /// Where an event's `data` did not match its schema (a `schema_violation`); empty for
+    /// every other error.
+    pub fn violations(&self) -> &[crate::catalog::Violation] {
+        match self {
+            HubError::SchemaViolation { violations, .. } => violations,
+            _ => &[],
+        }
+    }
+
     /// The stable JSON `code` of this error, as text.
     pub fn code(&self) -> &'static str {
         self.error_code().as_str()
@@ -369,6 +402,25 @@ impl HubError {
             other => other.to_string(),
         }
     }
+}
+
+/// The violations of a schema in one line: each pointer and its reason.
+fn summary(violations: &[crate::catalog::Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: {}",
+                if v.pointer.is_empty() {
+                    "/"
+                } else {
+                    &v.pointer
+                },
+                v.reason
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Result with a [`HubError`].

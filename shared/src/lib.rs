@@ -2,8 +2,8 @@
 //! mode.
 //!
 //! - [`context`]: the [`Hub`] every service call gets (ports and settings).
-//! - [`topic`], [`model`], [`validate`], [`signing`], [`retry`], [`pacing`], [`ssrf`]: pure domain
-//!   logic.
+//! - [`topic`], [`model`], [`validate`], [`signing`], [`retry`], [`pacing`], [`ssrf`],
+//!   [`catalog`]: pure domain logic.
 //! - [`service`]: what the API and the queue consumers do, written once against the [`ports`].
 //! - [`adapters`]: the ports on AWS (DynamoDB, SQS), in memory, and over HTTP.
 //! - [`api`]: the HTTP API router, error mapping and security headers, shared by Lambda and
@@ -13,6 +13,7 @@
 pub mod adapters;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod clock;
 pub mod context;
 pub mod error;

@@ -51,6 +51,31 @@ struct OutcomeLabels {
     outcome: AttemptOutcome,
 }
 
+/// What publish did with an event whose `data` did not match its type's schema.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SchemaOutcome {
+    /// Accepted all the same (`schema_validation: warn`).
+    accepted,
+    /// Refused (`schema_validation: enforce`).
+    refused,
+}
+
+impl SchemaOutcome {
+    /// Its label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemaOutcome::accepted => "accepted",
+            SchemaOutcome::refused => "refused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SchemaLabels {
+    outcome: SchemaOutcome,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct QueueLabels {
     queue: &'static str,
@@ -77,6 +102,8 @@ pub struct Metrics {
     oldest_message_seconds: Family<QueueLabels, Gauge>,
     subscriptions: Family<StatusLabels, Gauge>,
     push_backs: Counter,
+    schema_mismatches: Family<SchemaLabels, Counter>,
+    undeclared_refused: Counter,
     slot_waits: Counter,
     pace: Family<SubscriptionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
@@ -134,6 +161,18 @@ impl Default for Metrics {
             "Subscriptions by status (lapsed ones until the sweeper removes them)",
             subscriptions.clone(),
         );
+        let schema_mismatches = Family::<SchemaLabels, Counter>::default();
+        registry.register(
+            "schema_mismatches",
+            "Published events whose data did not match their type's schema, by what publish did",
+            schema_mismatches.clone(),
+        );
+        let undeclared_refused = Counter::default();
+        registry.register(
+            "undeclared_topics_refused",
+            "Events refused because their topic is not in the catalog",
+            undeclared_refused.clone(),
+        );
         let push_backs = Counter::default();
         registry.register(
             "receiver_push_backs",
@@ -156,6 +195,8 @@ impl Default for Metrics {
         Metrics {
             registry,
             push_backs,
+            schema_mismatches,
+            undeclared_refused,
             slot_waits,
             pace,
             published,
@@ -184,6 +225,20 @@ impl Metrics {
         self.attempt_seconds.observe(latency.as_secs_f64());
         metrics::counter!("delivery_attempts", "outcome" => outcome.as_str()).increment(1);
         metrics::histogram!("delivery_attempt_seconds").record(latency.as_secs_f64());
+    }
+
+    /// Counts an event whose data did not match its type's schema.
+    pub fn schema_mismatch(&self, outcome: SchemaOutcome) {
+        self.schema_mismatches
+            .get_or_create(&SchemaLabels { outcome })
+            .inc();
+        metrics::counter!("schema_mismatches", "outcome" => outcome.as_str()).increment(1);
+    }
+
+    /// An event refused because its topic is not in the catalog.
+    pub fn undeclared_refused(&self) {
+        self.undeclared_refused.inc();
+        metrics::counter!("undeclared_topics_refused").increment(1);
     }
 
     /// Counts an attempt a receiver pushed back on.

@@ -222,11 +222,33 @@ pub trait PaceStore: Send + Sync {
     ) -> Result<bool>;
 }
 
+/// The catalog concern of storage: each account's event types and its catalog settings
+/// (docs/catalog.md). A catalog is small (at most [`crate::catalog::MAX_EVENT_TYPES`] types)
+/// and read whole. Every adapter passes the same contract (`tests/it/catalog.rs`).
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Every event type of `account` (archived ones included), in topic order, and its
+    /// settings; read strongly, so a change is seen by the next read anywhere.
+    async fn catalog(&self, account: &str) -> Result<crate::catalog::StoredCatalog>;
+    /// Writes `event_type` into `account`'s catalog, replacing the type of the same topic.
+    async fn put_event_type(
+        &self,
+        account: &str,
+        event_type: &crate::catalog::EventType,
+    ) -> Result<()>;
+    /// Replaces `account`'s catalog settings.
+    async fn put_catalog_settings(
+        &self,
+        account: &str,
+        settings: &crate::catalog::CatalogSettings,
+    ) -> Result<()>;
+}
+
 /// Storage of subscriptions, their fan-out entries, event ids and delivery logs.
 ///
 /// Adapters store what they are given; the services decide what an expired item means.
 #[async_trait]
-pub trait Store: KeyStore + HistoryStore + PaceStore + Send + Sync {
+pub trait Store: KeyStore + HistoryStore + PaceStore + CatalogStore + Send + Sync {
     /// The subscription with this id, expired or not.
     async fn get(&self, id: &str) -> Result<Option<Subscription>>;
     /// The same, possibly a moment stale (DynamoDB's eventually consistent read: half the read

@@ -46,7 +46,7 @@ fn every_route_is_described_and_nothing_else() {
         unserved.is_empty(),
         "openapi.yaml describes routes the router does not serve: {unserved:?}"
     );
-    assert_eq!(served.len(), 18);
+    assert_eq!(served.len(), 25);
 }
 
 #[test]
@@ -231,6 +231,7 @@ fn response_types_match_the_document() {
         id: "evt_1".into(),
         topic: hub::topic::Topic::parse("door.opened").unwrap(),
         duplicate: false,
+        schema_violations: vec![violation()],
     };
     conforms(
         &doc,
@@ -246,12 +247,14 @@ fn response_types_match_the_document() {
                 id: "evt_1".into(),
                 topic: hub::topic::Topic::parse("door.opened").unwrap(),
                 duplicate: false,
+                schema_violations: vec![],
             },
             PublishItemOut::Refused {
                 index: 1,
                 status: 400,
-                code: hub::ErrorCode::InvalidTopic,
+                code: hub::ErrorCode::SchemaViolation,
                 message: "bad".into(),
+                violations: vec![violation()],
             },
         ],
         accepted: 1,
@@ -312,6 +315,37 @@ fn response_types_match_the_document() {
         }),
         "recover all",
     );
+    let event_type = EventTypeOut::from(&hub::catalog::EventType {
+        topic: hub::topic::Topic::parse("order.paid").unwrap(),
+        description: "paid".into(),
+        schema: Some(serde_json::json!({"type": "object"})),
+        examples: vec![serde_json::json!({"amount": 1})],
+        deprecated: true,
+        archived: false,
+        created_ms: 1_764_000_000_000,
+        updated_ms: 1_764_000_000_000,
+    });
+    conforms(
+        &doc,
+        &schema("EventType"),
+        &to_json(&event_type),
+        "EventType",
+    );
+    conforms(
+        &doc,
+        &schema("EventTypeList"),
+        &to_json(&EventTypePageOut {
+            data: vec![event_type],
+            next_cursor: None,
+        }),
+        "EventTypeList",
+    );
+    conforms(
+        &doc,
+        &schema("Settings"),
+        &to_json(&hub::catalog::CatalogSettings::default()),
+        "Settings",
+    );
     let kept = hub::model::KeptEvent {
         event: hub::model::Event {
             owner: Some("alice".into()),
@@ -354,4 +388,11 @@ fn response_types_match_the_document() {
         &to_json(&EventDetailOut::from(&view)),
         "one event",
     );
+}
+
+fn violation() -> hub::catalog::Violation {
+    hub::catalog::Violation {
+        pointer: "/data/amount".into(),
+        reason: "-1 is less than the minimum of 0".into(),
+    }
 }

@@ -164,6 +164,7 @@ impl InProcess {
             ingest: Default::default(),
             pending_tallies: Default::default(),
             spacing: Default::default(),
+            catalogs: Default::default(),
         };
         InProcess {
             hub,
@@ -438,6 +439,27 @@ impl Store for FlakyStore {
         self.inner
             .take_allowance(key, now_ms, window_ms, limit)
             .await
+    }
+}
+
+#[async_trait]
+impl hub::ports::CatalogStore for FlakyStore {
+    async fn catalog(&self, account: &str) -> Result<hub::catalog::StoredCatalog> {
+        self.inner.catalog(account).await
+    }
+    async fn put_event_type(
+        &self,
+        account: &str,
+        event_type: &hub::catalog::EventType,
+    ) -> Result<()> {
+        self.inner.put_event_type(account, event_type).await
+    }
+    async fn put_catalog_settings(
+        &self,
+        account: &str,
+        settings: &hub::catalog::CatalogSettings,
+    ) -> Result<()> {
+        self.inner.put_catalog_settings(account, settings).await
     }
 }
 

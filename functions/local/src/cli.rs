@@ -37,6 +37,8 @@ pub enum Command {
     /// The keys that seal stored secrets: rotate them, or seal what an older version stored
     /// in plain
     Keys(crate::keys::KeysOptions),
+    /// The event-type catalog: export an account's as an OpenAPI 3.1 document for receivers
+    Catalog(crate::catalog::CatalogOptions),
 }
 
 /// What `backup` copies where.

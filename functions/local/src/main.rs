@@ -1,5 +1,6 @@
 //! `webhook-hub`: every function of the hub in one process, for one machine (the embedded mode).
 
+mod catalog;
 mod cli;
 mod dead_letters;
 mod keys;
@@ -23,6 +24,7 @@ async fn main() -> std::process::ExitCode {
         cli::Command::Listen(options) => finish(listen::listen(options).await),
         cli::Command::DeadLetters(options) => finish(dead_letters::dead_letters(options).await),
         cli::Command::Keys(options) => finish(keys::keys(options).await),
+        cli::Command::Catalog(options) => finish(catalog::catalog(options).await),
         cli::Command::Backup(options) => finish(
             hub::adapters::sqlite::backup(&options.data, &options.to).map(|pages| {
                 println!(

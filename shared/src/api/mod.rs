@@ -22,8 +22,9 @@ use crate::service::subscriptions::{SubscribeRequest, UpdateRequest};
 use crate::trace::{TraceParent, spans};
 use resources::{
     AttemptOut, AttemptPageOut, CreatedSubscriptionOut, DeletedOut, EventDetailOut, EventOut,
-    EventPageOut, PortalSessionOut, PublishBatchOut, PublishItemOut, PublishedOut, RecoveredOut,
-    ResentOut, SecretOut, SubscriptionOut, SubscriptionPageOut, TestEventOut, to_json,
+    EventPageOut, EventTypeOut, EventTypePageOut, PortalSessionOut, PublishBatchOut,
+    PublishItemOut, PublishedOut, RecoveredOut, ResentOut, SecretOut, SettingsOut, SubscriptionOut,
+    SubscriptionPageOut, TestEventOut, to_json,
 };
 use tracing::Instrument;
 
@@ -83,6 +84,20 @@ pub enum Operation {
     ListEvents,
     /// `GET /v1/events/{event_id}`
     ReadEvent,
+    /// `GET /v1/event-types`
+    ListEventTypes,
+    /// `GET /v1/event-types/openapi.json`
+    ExportCatalog,
+    /// `PUT /v1/event-types/{topic}`
+    PutEventType,
+    /// `GET /v1/event-types/{topic}`
+    GetEventType,
+    /// `DELETE /v1/event-types/{topic}`
+    ArchiveEventType,
+    /// `GET /v1/settings`
+    ReadSettings,
+    /// `PATCH /v1/settings`
+    UpdateSettings,
 }
 
 impl Operation {
@@ -106,6 +121,13 @@ impl Operation {
         Operation::Portal,
         Operation::ListEvents,
         Operation::ReadEvent,
+        Operation::ListEventTypes,
+        Operation::ExportCatalog,
+        Operation::PutEventType,
+        Operation::GetEventType,
+        Operation::ArchiveEventType,
+        Operation::ReadSettings,
+        Operation::UpdateSettings,
     ];
 }
 
@@ -120,7 +142,7 @@ pub enum ApiFunction {
     /// Removal, one or all of the caller's own.
     Unsubscribe,
     /// Reads, updates, delivery logs, secrets, resend, recover, test events, the event history,
-    /// and the portal (its sessions, page and API).
+    /// the event-type catalog and settings, and the portal (its sessions, page and API).
     Manage,
     /// `POST /v1/events`.
     Publish,
@@ -168,6 +190,13 @@ impl ApiFunction {
                 Portal,
                 ListEvents,
                 ReadEvent,
+                ListEventTypes,
+                ExportCatalog,
+                PutEventType,
+                GetEventType,
+                ArchiveEventType,
+                ReadSettings,
+                UpdateSettings,
             ],
             ApiFunction::Publish => &[Publish],
         }
@@ -195,7 +224,8 @@ pub struct ApiRequest {
     pub traceparent: Option<crate::trace::TraceParent>,
 }
 
-/// Every route of the API: method, path template (`{id}` is a subscription id), operation.
+/// Every route of the API: method, path template (`{id}` is a subscription id, `{event_id}` an
+/// event's, `{topic}` an event type's), operation.
 /// The router, the Lambda functions and the OpenAPI coverage test all read this one table.
 pub const ROUTES: &[(&str, &str, Operation)] = &[
     ("POST", "/v1/subscriptions", Operation::Subscribe),
@@ -228,6 +258,22 @@ pub const ROUTES: &[(&str, &str, Operation)] = &[
     ("POST", "/v1/subscriptions/{id}/test", Operation::SendTest),
     ("POST", "/v1/portal/sessions", Operation::MintPortalSession),
     ("GET", "/portal", Operation::Portal),
+    ("GET", "/v1/event-types", Operation::ListEventTypes),
+    // Before `{topic}`: the export's name is kept out of the catalog's topics.
+    (
+        "GET",
+        "/v1/event-types/openapi.json",
+        Operation::ExportCatalog,
+    ),
+    ("PUT", "/v1/event-types/{topic}", Operation::PutEventType),
+    ("GET", "/v1/event-types/{topic}", Operation::GetEventType),
+    (
+        "DELETE",
+        "/v1/event-types/{topic}",
+        Operation::ArchiveEventType,
+    ),
+    ("GET", "/v1/settings", Operation::ReadSettings),
+    ("PATCH", "/v1/settings", Operation::UpdateSettings),
 ];
 
 /// The ids a request's path names: the subscription (`{id}`) and, for a resend, the event
@@ -238,6 +284,8 @@ pub struct PathIds {
     pub id: Option<String>,
     /// The event id.
     pub event_id: Option<String>,
+    /// The event type's topic.
+    pub topic: Option<String>,
 }
 
 /// The ids of `path` if it fits `template`.
@@ -249,6 +297,7 @@ fn match_template(template: &str, path: &str) -> Option<PathIds> {
         let slot = match want {
             "{id}" => &mut ids.id,
             "{event_id}" => &mut ids.event_id,
+            "{topic}" => &mut ids.topic,
             _ if want == got => continue,
             _ => return None,
         };
@@ -327,10 +376,11 @@ pub fn respond(status: u16, body: Option<&Value>) -> http::Response<Bytes> {
 
 /// The JSON error body of a [`HubError`]; the one place errors become HTTP.
 pub fn error_response(err: &HubError) -> http::Response<Bytes> {
-    let mut response = respond(
-        err.status(),
-        Some(&json!({"code": err.code(), "message": err.public_message()})),
-    );
+    let mut body = json!({"code": err.code(), "message": err.public_message()});
+    if !err.violations().is_empty() {
+        body["violations"] = json!(err.violations());
+    }
+    let mut response = respond(err.status(), Some(&body));
     match err {
         HubError::Unauthorized => {
             response.headers_mut().insert(
@@ -595,6 +645,45 @@ async fn dispatch_operation(
                 .await?;
             Ok((201, Some(to_json(&PortalSessionOut::from(&minted)))))
         }
+        Operation::ListEventTypes => {
+            let archived = query_param(query, "include_archived").is_some_and(|v| v == "true");
+            let types = hub.event_types(&caller, archived).await?;
+            let body = EventTypePageOut {
+                data: types.iter().map(EventTypeOut::from).collect(),
+                next_cursor: None,
+            };
+            Ok((200, Some(to_json(&body))))
+        }
+        Operation::ExportCatalog => Ok((200, Some(hub.catalog_document(&caller).await?))),
+        Operation::PutEventType => {
+            let topic = ids.topic.unwrap_or_default();
+            let event_type = hub
+                .put_event_type(&caller, &topic, json_body(&req.body)?)
+                .await?;
+            Ok((200, Some(to_json(&EventTypeOut::from(&event_type)))))
+        }
+        Operation::GetEventType => {
+            let event_type = hub
+                .event_type(&caller, &ids.topic.unwrap_or_default())
+                .await?;
+            Ok((200, Some(to_json(&EventTypeOut::from(&event_type)))))
+        }
+        Operation::ArchiveEventType => {
+            let event_type = hub
+                .archive_event_type(&caller, &ids.topic.unwrap_or_default())
+                .await?;
+            Ok((200, Some(to_json(&EventTypeOut::from(&event_type)))))
+        }
+        Operation::ReadSettings => {
+            let settings: SettingsOut = hub.catalog_settings(&caller).await?;
+            Ok((200, Some(to_json(&settings))))
+        }
+        Operation::UpdateSettings => {
+            let settings: SettingsOut = hub
+                .update_catalog_settings(&caller, json_body(&req.body)?)
+                .await?;
+            Ok((200, Some(to_json(&settings))))
+        }
         Operation::Confirm | Operation::Portal => Err(HubError::NotFound("route")),
     }
 }
@@ -613,6 +702,7 @@ async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, O
             id: published.id,
             topic: published.topic,
             duplicate: published.duplicate,
+            schema_violations: published.schema_violations,
         };
         return Ok((202, Some(to_json(&body))));
     };
@@ -643,6 +733,7 @@ async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, O
                 id: published.id,
                 topic: published.topic,
                 duplicate: published.duplicate,
+                schema_violations: published.schema_violations,
             },
             Err(err) => {
                 if let HubError::Backend(detail) = &err {
@@ -653,6 +744,7 @@ async fn publish(hub: &Hub, caller: &Caller, req: &ApiRequest) -> Result<(u16, O
                     status: err.status(),
                     code: err.error_code(),
                     message: err.public_message(),
+                    violations: err.violations().to_vec(),
                 }
             }
         })
@@ -713,7 +805,7 @@ mod tests {
                 Operation::Get,
                 PathIds {
                     id: Some("sub_1".into()),
-                    event_id: None
+                    ..PathIds::default()
                 }
             )
         );
@@ -727,7 +819,8 @@ mod tests {
                 Operation::Resend,
                 PathIds {
                     id: Some("sub_1".into()),
-                    event_id: Some("evt_2".into())
+                    event_id: Some("evt_2".into()),
+                    topic: None
                 }
             )
         );

@@ -19,8 +19,8 @@ pub const PORTAL_PATH: &str = "/portal";
 /// Where its API lives: `/portal/api/v1/...` is `/v1/...` for a portal session.
 pub const PORTAL_API_PREFIX: &str = "/portal/api";
 
-/// What a portal session may call: the per-subscription routes, never publishing, bulk removal
-/// or minting.
+/// What a portal session may call: the per-subscription routes and the catalog's reads, never
+/// publishing, bulk removal, minting or changing the catalog.
 pub const PORTAL_OPERATIONS: &[Operation] = &[
     Operation::Subscribe,
     Operation::List,
@@ -35,6 +35,9 @@ pub const PORTAL_OPERATIONS: &[Operation] = &[
     Operation::SendTest,
     Operation::ListEvents,
     Operation::ReadEvent,
+    Operation::ListEventTypes,
+    Operation::GetEventType,
+    Operation::ExportCatalog,
 ];
 
 const INDEX_HTML: &str = include_str!("../../../portal/index.html");

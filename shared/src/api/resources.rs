@@ -249,6 +249,10 @@ pub struct PublishedOut {
     pub topic: Topic,
     /// Whether this repeated an `id` already queued within 24 h.
     pub duplicate: bool,
+    /// Where `data` did not match its type's schema, accepted because the account only warns;
+    /// absent when it matched (or nothing was checked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schema_violations: Vec<crate::catalog::Violation>,
 }
 
 /// One event's answer in a batch publish, at its `index` in the request.
@@ -267,6 +271,9 @@ pub enum PublishItemOut {
         topic: Topic,
         /// Whether this repeated an `id` already queued within 24 h (or earlier in the batch).
         duplicate: bool,
+        /// Where `data` did not match its schema, accepted (warn).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        schema_violations: Vec<crate::catalog::Violation>,
     },
     /// Refused, with the status, `code` and `message` it would have had on its own.
     Refused {
@@ -278,6 +285,9 @@ pub enum PublishItemOut {
         code: crate::error::ErrorCode,
         /// What is wrong.
         message: String,
+        /// Where `data` did not match its schema (a `schema_violation`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        violations: Vec<crate::catalog::Violation>,
     },
 }
 
@@ -468,3 +478,51 @@ impl From<&crate::service::portal::MintedSession> for PortalSessionOut {
         }
     }
 }
+
+/// `EventType`: one declared topic of the catalog, as every read shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventTypeOut {
+    /// The topic it declares.
+    pub topic: Topic,
+    /// What the event means.
+    pub description: String,
+    /// The JSON Schema (2020-12) of its `data`, or `null`.
+    pub schema: Option<Value>,
+    /// Example `data` payloads.
+    pub examples: Vec<Value>,
+    /// On its way out.
+    pub deprecated: bool,
+    /// Removed from the catalog (shown only when archived ones are asked for).
+    pub archived: bool,
+    /// When it was first declared (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+impl From<&crate::catalog::EventType> for EventTypeOut {
+    fn from(t: &crate::catalog::EventType) -> Self {
+        EventTypeOut {
+            topic: t.topic.clone(),
+            description: t.description.clone(),
+            schema: t.schema.clone(),
+            examples: t.examples.clone(),
+            deprecated: t.deprecated,
+            archived: t.archived,
+            created_at: rfc3339(t.created_ms),
+            updated_at: rfc3339(t.updated_ms),
+        }
+    }
+}
+
+/// `EventTypeList`: the catalog, in topic order (read whole: no further page).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventTypePageOut {
+    /// The types.
+    pub data: Vec<EventTypeOut>,
+    /// Always `null`: a catalog is one page.
+    pub next_cursor: Option<String>,
+}
+
+/// `Settings`: the account's settings for checking events against the catalog at publish.
+pub type SettingsOut = crate::catalog::CatalogSettings;

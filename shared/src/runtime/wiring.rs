@@ -96,6 +96,19 @@ pub async fn ensure_kms_key(alias: &str) -> Result<()> {
     KmsMasterKey::ensure(&aws_sdk_kms::Client::new(&config), alias).await
 }
 
+/// `account`'s event-type catalog in the DynamoDB table `resources` names (`webhook-hub catalog
+/// export`: the table alone, no queue or key).
+pub async fn aws_catalog(
+    resources: &AwsResources,
+    account: &str,
+) -> Result<crate::catalog::StoredCatalog> {
+    use crate::ports::CatalogStore;
+    let config = crate::adapters::aws_http::sdk_config().await;
+    DynamoStore::new(aws_sdk_dynamodb::Client::new(&config), &resources.table)
+        .catalog(account)
+        .await
+}
+
 /// A hub on the DynamoDB table and SQS queues `resources` names.
 pub async fn aws_hub(settings: Settings, resources: &AwsResources) -> Result<Hub> {
     // One load of the AWS configuration for every client (it is most of a cold start's
@@ -253,5 +266,6 @@ pub fn assemble(
         ingest: Default::default(),
         pending_tallies: Default::default(),
         spacing: Default::default(),
+        catalogs: Default::default(),
     }
 }

@@ -74,6 +74,9 @@ pub struct Published {
     pub topic: Topic,
     /// `true` when this was a repeat of an `id` queued within 24 h (not queued again).
     pub duplicate: bool,
+    /// Where `data` did not match its type's schema, accepted all the same because the account
+    /// only warns (docs/catalog.md); empty otherwise.
+    pub schema_violations: Vec<crate::catalog::Violation>,
 }
 
 /// A subscription id as long as any (`sub_`, 12 hex digits of time, 16 random).
@@ -130,6 +133,8 @@ pub(crate) struct Prepared {
     pub(crate) event: Event,
     json: String,
     pub(crate) key: Option<String>,
+    /// What the catalog accepted despite the schema (warn).
+    warnings: Vec<crate::catalog::Violation>,
 }
 
 impl Hub {
@@ -161,11 +166,13 @@ impl Hub {
         Ok(self.publish_each(caller, items).await)
     }
 
-    /// Checks and builds one event; `None` for the key when the producer gave no `id`.
+    /// Checks and builds one event, against the account's catalog (`catalog`); `None` for the
+    /// key when the producer gave no `id`.
     pub(crate) fn prepare(
         &self,
         caller: &Caller,
         req: PublishRequest,
+        catalog: &crate::catalog::CatalogView,
         now: i64,
     ) -> Result<Prepared> {
         let topic = Topic::parse(&req.topic)?;
@@ -193,6 +200,7 @@ impl Hub {
             ));
         }
         let owner = addressee(caller, req.owner.as_deref(), req.broadcast)?;
+        let warnings = self.check_against_catalog(catalog, &topic, &req.data)?;
         let event = Event {
             labels: req.labels,
             sensitive: req.sensitive,
@@ -214,6 +222,7 @@ impl Hub {
             event,
             json,
             key: req.id,
+            warnings,
         })
     }
 
@@ -237,6 +246,7 @@ impl Hub {
                 id: event_id,
                 topic: prepared.event.topic.clone(),
                 duplicate: true,
+                schema_violations: Vec::new(),
             })),
             ClaimOutcome::InFlight { retry_after_ms } => Err(HubError::InProgress {
                 retry_after_secs: (retry_after_ms.max(1) as u64).div_ceil(1000),
@@ -285,6 +295,7 @@ impl Hub {
                         id: p.event.id,
                         topic: p.event.topic,
                         duplicate: false,
+                        schema_violations: p.warnings,
                     })
                 }
                 Err(err) => Err(err.clone()),
@@ -301,12 +312,16 @@ impl Hub {
     ) -> Vec<Result<Published>> {
         let now = self.now_ms();
         let count = items.len();
+        let catalog = match self.catalog_view(&caller.account).await {
+            Ok(catalog) => catalog,
+            Err(err) => return (0..count).map(|_| Err(err.clone())).collect(),
+        };
         let mut results: Vec<Option<Result<Published>>> = (0..count).map(|_| None).collect();
         let mut first_of_key: HashMap<String, usize> = HashMap::new();
         let mut repeats = Vec::new();
         let mut candidates = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
-            match item.and_then(|req| self.prepare(caller, req, now)) {
+            match item.and_then(|req| self.prepare(caller, req, &catalog, now)) {
                 Err(err) => results[index] = Some(Err(err)),
                 Ok(prepared) => match &prepared.key {
                     Some(key) if first_of_key.contains_key(key) => {
@@ -358,6 +373,7 @@ impl Hub {
                     id: published.id.clone(),
                     topic: published.topic.clone(),
                     duplicate: true,
+                    schema_violations: Vec::new(),
                 }),
                 Err(err) => Err(err.clone()),
             };

@@ -133,7 +133,8 @@ impl Hub {
         };
         let span = spans::ingest(queue, &msg.id, msg.trace.as_ref());
         req.trace = TraceParent::carried(&span, msg.trace.as_ref());
-        let mut prepared = self.prepare(&caller, req, now)?;
+        let catalog = self.catalog_view(&caller.account).await?;
+        let mut prepared = self.prepare(&caller, req, &catalog, now)?;
         // Stable across redeliveries of the message (its id and send time), so a repeat carries
         // the same `webhook-id`; time-ordered like every event id.
         let at = msg.sent_at_ms.unwrap_or(now);

@@ -1,5 +1,6 @@
 //! The services: what the API and the queue consumers do, written once against the ports.
 
+pub mod catalog;
 pub mod delivery;
 pub mod events;
 pub mod history;

@@ -14,11 +14,13 @@
 //! | topic entry (fan-out) | `T#{account}#{pattern}` | `{id}` |
 //! | event idempotency key | `EVK#{account}#{key}` | `EVK` |
 //! | kept events (the history, [`history`]) | `EVT#{account}#{day number}` | `{first event id}#{digest}` |
+//! | event types and catalog settings ([`catalog`]) | `CAT#{account}` | `TYPE#{topic}`, `SETTINGS` |
 //!
 //! Fan-out is one `Query` per pattern matching the topic; nothing ever scans.
 //!
 //! [`keys`] holds the layout, [`provision`] makes the table; this file is the store.
 
+mod catalog;
 mod history;
 mod keys;
 mod provision;

@@ -6,14 +6,15 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use crate::catalog::{CatalogSettings, EventType, StoredCatalog};
 use crate::error::{HubError, Result};
 use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription,
     SubscriptionStatus, TopicEntry,
 };
 use crate::ports::{
-    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, PaceStore, Page,
-    Store,
+    CatalogStore, ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore,
+    PaceStore, Page, Store,
 };
 use crate::topic::Pattern;
 
@@ -38,6 +39,10 @@ struct StoreState {
     hub_keys: HashMap<String, Vec<u8>>,
     /// Kept events by account, then by event id (time-ordered).
     history: HashMap<String, BTreeMap<String, KeptEvent>>,
+    /// Event types by account, then by topic.
+    event_types: HashMap<String, BTreeMap<String, EventType>>,
+    /// Catalog settings by account.
+    catalog_settings: HashMap<String, CatalogSettings>,
 }
 
 /// Where a callback URL is unique: the account, the owner a subscription is bound to (`""` for
@@ -209,6 +214,37 @@ impl HistoryStore for MemoryStore {
             excess -= 1;
         }
         state.history.retain(|_, events| !events.is_empty());
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CatalogStore for MemoryStore {
+    async fn catalog(&self, account: &str) -> Result<StoredCatalog> {
+        let state = self.lock();
+        Ok(StoredCatalog {
+            types: state
+                .event_types
+                .get(account)
+                .map(|types| types.values().cloned().collect())
+                .unwrap_or_default(),
+            settings: state.catalog_settings.get(account).copied(),
+        })
+    }
+
+    async fn put_event_type(&self, account: &str, event_type: &EventType) -> Result<()> {
+        self.lock()
+            .event_types
+            .entry(account.to_string())
+            .or_default()
+            .insert(event_type.topic.as_str().to_string(), event_type.clone());
+        Ok(())
+    }
+
+    async fn put_catalog_settings(&self, account: &str, settings: &CatalogSettings) -> Result<()> {
+        self.lock()
+            .catalog_settings
+            .insert(account.to_string(), *settings);
         Ok(())
     }
 }

@@ -18,4 +18,4 @@ mod store;
 pub use db::{Admission, DbOptions, Durability, SqliteDb, backup};
 pub use keys_snapshot::KeysSnapshot;
 pub use queue::SqliteQueue;
-pub use store::SqliteStore;
+pub use store::{SqliteStore, catalog_snapshot};

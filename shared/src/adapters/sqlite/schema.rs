@@ -143,6 +143,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE messages ADD COLUMN grp TEXT;
     CREATE INDEX messages_by_group ON messages (queue, grp, id) WHERE grp IS NOT NULL;
     "#,
+    // 11: the event-type catalog: each account's declared types (their JSON) and its settings.
+    r#"
+    CREATE TABLE event_types (
+        account TEXT NOT NULL,
+        topic   TEXT NOT NULL,
+        record  TEXT NOT NULL,
+        PRIMARY KEY (account, topic)
+    );
+    CREATE TABLE catalog_settings (
+        account TEXT PRIMARY KEY,
+        record  TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -7,14 +7,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::db::{Admission, SqliteDb, db_error};
+use crate::catalog::{CatalogSettings, EventType, StoredCatalog};
 use crate::error::{HubError, Result};
 use crate::model::{
     AttemptRecord, DeliveredTally, KeptDelivery, KeptEvent, KeptState, Subscription,
     SubscriptionStatus, TopicEntry,
 };
 use crate::ports::{
-    ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore, PaceStore, Page,
-    Store,
+    CatalogStore, ClaimOutcome, EventQuery, HISTORY_SCAN, HistoryStore, KeyClaim, KeyStore,
+    PaceStore, Page, Store,
 };
 use crate::topic::Pattern;
 
@@ -281,6 +282,98 @@ impl HistoryStore for SqliteStore {
             excess -= chunk;
         }
         self.db.reclaim_free_pages(FREE_PAGES_TO_RECLAIM).await
+    }
+}
+
+/// The rows of `account`'s catalog: its types' records in topic order, and its settings'.
+fn catalog_rows(
+    conn: &Connection,
+    account: &str,
+) -> rusqlite::Result<(Vec<String>, Option<String>)> {
+    let types = conn
+        .prepare_cached("SELECT record FROM event_types WHERE account = ?1 ORDER BY topic")?
+        .query_map([account], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let settings = conn
+        .prepare_cached("SELECT record FROM catalog_settings WHERE account = ?1")?
+        .query_row([account], |r| r.get(0))
+        .optional()?;
+    Ok((types, settings))
+}
+
+fn catalog_of(types: Vec<String>, settings: Option<String>) -> Result<StoredCatalog> {
+    Ok(StoredCatalog {
+        types: types.iter().map(|t| from_json(t)).collect::<Result<_>>()?,
+        settings: settings.as_deref().map(from_json).transpose()?,
+    })
+}
+
+/// `account`'s catalog in the database at `path`, read without opening it for writing (so
+/// `webhook-hub catalog export` runs beside `serve`, which holds the file).
+pub fn catalog_snapshot(
+    path: &std::path::Path,
+    account: &str,
+) -> std::result::Result<StoredCatalog, String> {
+    super::schema::check_header(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (types, settings) = catalog_rows(&conn, account).map_err(|e| {
+        format!(
+            "{}: {e} (a database from before the catalog has none: start serve on it once)",
+            path.display()
+        )
+    })?;
+    catalog_of(types, settings).map_err(|e| e.to_string())
+}
+
+#[async_trait]
+impl CatalogStore for SqliteStore {
+    async fn catalog(&self, account: &str) -> Result<StoredCatalog> {
+        let account = account.to_string();
+        let (types, settings) = self
+            .db
+            .read(move |conn| catalog_rows(conn, &account).map_err(db_error))
+            .await?;
+        catalog_of(types, settings)
+    }
+
+    async fn put_event_type(&self, account: &str, event_type: &EventType) -> Result<()> {
+        let (account, topic, record) = (
+            account.to_string(),
+            event_type.topic.as_str().to_string(),
+            to_json(event_type)?,
+        );
+        let room = self.db.room(Admission::NewWork);
+        self.db
+            .write(move |conn| {
+                room.check(conn)?;
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO event_types (account, topic, record) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![account, topic, record]))
+                .map(|_| ())
+                .map_err(db_error)
+            })
+            .await
+    }
+
+    async fn put_catalog_settings(&self, account: &str, settings: &CatalogSettings) -> Result<()> {
+        let (account, record) = (account.to_string(), to_json(settings)?);
+        let room = self.db.room(Admission::NewWork);
+        self.db
+            .write(move |conn| {
+                room.check(conn)?;
+                conn.prepare_cached(
+                    "INSERT OR REPLACE INTO catalog_settings (account, record) VALUES (?1, ?2)",
+                )
+                .and_then(|mut s| s.execute(params![account, record]))
+                .map(|_| ())
+                .map_err(db_error)
+            })
+            .await
     }
 }
 
