@@ -189,7 +189,7 @@ function catalogView() {
       h("h2", {}, "Event types"),
       h("button", { type: "button", onclick: () => listView() }, "Back to endpoints")),
     h("p", { class: "muted" }, "What your endpoints can receive: each event is delivered as the envelope with this payload in data."),
-    items.length ? items : h("div", { class: "card" }, h("p", {}, "No event types are declared.")));
+    ...(items.length ? items : [h("div", { class: "card" }, h("p", {}, "No event types are declared."))]));
 }
 
 async function refreshLease(id, then) {

@@ -387,6 +387,45 @@ def main():
         shot(dark, "dark")
         dark.context.close()
 
+        step("the catalog: the types the session may subscribe to, with description and example; subscribe from it")
+        door_schema = {"type": "object", "required": ["door"],
+                       "properties": {"door": {"type": "integer"}, "by": {"type": "string"}}}
+        for topic, body in [
+            ("door.opened", {"description": "A door was opened.", "schema": door_schema,
+                             "examples": [{"door": 7, "by": "badge 12"}]}),
+            ("door.legacy", {"description": "The old door event.", "deprecated": True, "examples": [{"door": 1}]}),
+            ("billing.paid", {"description": "Outside this session's topics.", "examples": [{"amount": 1}]}),
+        ]:
+            status, declared = api("PUT", f"/v1/event-types/{topic}", body)
+            assert status == 200, declared
+        cat = browser.new_context().new_page()
+        cat.on("pageerror", lambda e: errors.append(str(e)))
+        cat.goto(alice["url"])
+        cat.get_by_role("button", name="Event types").click()
+        expect(cat.get_by_role("heading", name="Event types")).to_be_visible()
+        expect(cat.locator(".event-type")).to_have_count(2)
+        opened = cat.locator(".event-type[data-topic='door.opened']")
+        expect(opened).to_contain_text("A door was opened.")
+        expect(opened.get_by_label("Example payload of door.opened")).to_contain_text('"by": "badge 12"')
+        expect(cat.locator(".event-type[data-topic='door.legacy'] .badge.deprecated")).to_have_text("deprecated")
+        axe_check(cat, "catalog")
+        shot(cat, "catalog")
+        cat.get_by_role("button", name="Subscribe to door.opened").click()
+        expect(cat.get_by_role("heading", name="Add an endpoint")).to_be_visible()
+        expect(cat.get_by_role("checkbox", name="door.opened")).to_be_checked()
+        expect(cat.locator(".catalog-choice[data-topic='door.opened']")).to_contain_text("A door was opened.")
+        expect(cat.locator(".catalog-choice[data-topic='door.legacy']")).to_contain_text("deprecated")
+        expect(cat.locator(".catalog-choice[data-topic='billing.paid']")).to_have_count(0)
+        axe_check(cat, "picker")
+        catalog_url = f"{receivers.base}/catalog"
+        cat.get_by_label("Endpoint URL").fill(catalog_url)
+        cat.get_by_role("button", name="Add endpoint").click()
+        expect(cat.locator("h2", has_text=catalog_url)).to_be_visible()
+        _, listed = api("GET", "/v1/subscriptions")
+        from_catalog = next(s for s in listed["data"] if s["callback_url"] == catalog_url)
+        assert from_catalog["topics"] == ["door.opened"], from_catalog
+        cat.context.close()
+
         step("an expired session is refused with a clear message")
         status, _ = api("POST", "/_test/clock/advance?ms=61000")
         assert status == 200
