@@ -71,15 +71,7 @@ async fn publish_answer(hub: &HubProcess, body: Value) -> Answer {
 
 /// `webhook_hub_schema_mismatches_total{outcome=…}` as `/metrics` shows it now.
 async fn mismatches(hub: &HubProcess, outcome: &str) -> u64 {
-    let text = hub
-        .http
-        .get(format!("{}/metrics", hub.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(hub).await;
     let wanted = format!("webhook_hub_schema_mismatches_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&wanted))
@@ -437,7 +429,6 @@ on_every_backend!(
 /// The catalog store contract, on every adapter directly: types in topic order, a replace in
 /// place, settings apart, accounts apart.
 mod catalog_store {
-    use std::ops::Deref;
 
     use hub::catalog::{CatalogSettings, EventType, SchemaValidation, UnknownTopics};
     use hub::topic::Topic;
@@ -487,20 +478,5 @@ mod catalog_store {
         assert!(neighbour.types.is_empty() && neighbour.settings.is_none());
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory() {
-        contract(&hub::adapters::memory::MemoryStore::default()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        let hub = InProcess::start(Backend::Sqlite, hub::Settings::default()).await;
-        contract(hub.hub.store.deref()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn aws() {
-        let hub = InProcess::start(Backend::Aws, hub::Settings::default()).await;
-        contract(hub.hub.store.deref()).await;
-    }
+    contract_on_every_store!();
 }

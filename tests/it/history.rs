@@ -405,7 +405,6 @@ on_every_backend!(
 /// and page by page in both orders, each exactly once; another account's, an expired one and an
 /// unknown id are absent.
 mod history_store {
-    use std::ops::Deref;
 
     use hub::model::{Event, KeptEvent};
     use hub::ports::{Audience, EventQuery, Store};
@@ -636,20 +635,5 @@ mod history_store {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory() {
-        contract(&hub::adapters::memory::MemoryStore::default()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        let hub = InProcess::start(Backend::Sqlite, hub::Settings::default()).await;
-        contract(hub.hub.store.deref()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn aws() {
-        let hub = InProcess::start(Backend::Aws, hub::Settings::default()).await;
-        contract(hub.hub.store.deref()).await;
-    }
+    contract_on_every_store!();
 }

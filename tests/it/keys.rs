@@ -356,22 +356,7 @@ mod key_store {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory() {
-        contract(&hub::adapters::memory::MemoryStore::default()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        let hub = InProcess::start(Backend::Sqlite, hub::Settings::default()).await;
-        contract(&*hub.hub.store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn aws() {
-        let hub = InProcess::start(Backend::Aws, hub::Settings::default()).await;
-        contract(&*hub.hub.store).await;
-    }
+    contract_on_every_store!();
 }
 
 /// A wrong key (or a missing key file) stops `serve` before anything is written; `keys rotate`

@@ -343,7 +343,6 @@ on_every_backend!(
 /// it was read at, is read back with its subscription, survives a save of the subscription, and
 /// goes with it.
 mod pace_store {
-    use std::ops::Deref;
 
     use hub::model::Subscription;
     use hub::pacing::Pace;
@@ -406,20 +405,5 @@ mod pace_store {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn memory() {
-        contract(&hub::adapters::memory::MemoryStore::default()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        let hub = InProcess::start(Backend::Sqlite, hub::Settings::default()).await;
-        contract(hub.hub.store.deref()).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn aws() {
-        let hub = InProcess::start(Backend::Aws, hub::Settings::default()).await;
-        contract(hub.hub.store.deref()).await;
-    }
+    contract_on_every_store!();
 }

@@ -152,18 +152,22 @@ pub fn timestamp_ms(value: &Value) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-/// How many messages the hub's deliveries queue holds (waiting, in flight or delayed), from its
-/// `/metrics`: 0 once every delivery was acknowledged.
-pub async fn deliveries_depth(hub: &HubProcess) -> u64 {
-    let metrics = hub
-        .http
+/// The hub's `/metrics`, as text.
+pub async fn metrics_text(hub: &HubProcess) -> String {
+    hub.http
         .get(format!("{}/metrics", hub.url))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// How many messages the hub's deliveries queue holds (waiting, in flight or delayed), from its
+/// `/metrics`: 0 once every delivery was acknowledged.
+pub async fn deliveries_depth(hub: &HubProcess) -> u64 {
+    let metrics = metrics_text(hub).await;
     let depth = metrics
         .lines()
         .find(|l| l.starts_with("webhook_hub_queue_messages{queue=\"deliveries\"}"))

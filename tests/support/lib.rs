@@ -60,6 +60,32 @@ where
     }
 }
 
+/// Runs the calling module's `contract(store)` as three tests, `memory`, `sqlite` and `aws`: one
+/// storage concern's contract against every adapter (the store itself, not through the API).
+#[macro_export]
+macro_rules! contract_on_every_store {
+    () => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn memory() {
+            contract(&hub::adapters::memory::MemoryStore::default()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sqlite() {
+            let hub =
+                $crate::InProcess::start($crate::Backend::Sqlite, hub::Settings::default()).await;
+            contract(&*hub.hub.store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn aws() {
+            let hub =
+                $crate::InProcess::start($crate::Backend::Aws, hub::Settings::default()).await;
+            contract(&*hub.hub.store).await;
+        }
+    };
+}
+
 /// Runs each named scenario of the calling file's `scenarios` module as three tests,
 /// `memory::…`, `sqlite::…` and `aws::…`: the same suite against each backend.
 #[macro_export]

@@ -26,14 +26,7 @@ impl DynamoStore {
     async fn put_doc(&self, account: &str, sk: String, doc: String) -> Result<()> {
         let mut item = key(catalog_pk(account), sk);
         item.insert("doc".into(), s(doc));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(aws_error)?;
-        Ok(())
+        self.put(item).await
     }
 }
 
