@@ -57,6 +57,14 @@ const STATEMENT_CACHE: usize = 128;
 /// file. SQLite's own automatic checkpoint (which runs inside the committing writer and held
 /// every caller of the group behind it for 15–20 ms at 4,000 pages) is off.
 const CHECKPOINT_PAGES: i32 = 1000;
+/// Passive checkpoints the checkpointer runs in a row to catch up with what was committed while
+/// the previous one copied (each copies fewer pages than the last); a pass that leaves nothing
+/// behind lets the writer's next transaction start the WAL over.
+const CATCH_UP_PASSES: usize = 8;
+/// WAL pages past which the writer copies the rest itself after a checkpoint, whatever the
+/// checkpointer did: its next transaction then starts the WAL over for sure (a caught-up
+/// checkpoint lets it only if no commit came between).
+const WAL_RESTART_PAGES: i32 = 4 * CHECKPOINT_PAGES;
 
 /// Settings every connection gets.
 fn tune(conn: &Connection) -> rusqlite::Result<()> {
@@ -171,10 +179,13 @@ struct Checkpoints {
     /// Set to have a checkpoint made whatever the WAL's size (after a prune gave pages back, so
     /// that the file shrinks).
     wanted: AtomicBool,
-    /// How many checkpoints the checkpointer has finished. After each, the writer copies what
-    /// was committed meanwhile (a few pages), after which its next transaction starts the WAL
-    /// over.
+    /// How many checkpoints the checkpointer has finished. After each that did not catch up,
+    /// the writer copies what was committed meanwhile (a few pages), after which its next
+    /// transaction starts the WAL over.
     completed: std::sync::atomic::AtomicU64,
+    /// Whether the checkpointer's last checkpoint copied the whole WAL (it caught up with the
+    /// commits), so the writer has nothing to copy.
+    caught_up: AtomicBool,
     /// Set to have the writer, after its next group and before answering it, copy what is left
     /// of the WAL and cut it back (after a prune, once the checkpointer has copied the bulk).
     truncate: AtomicBool,
@@ -191,7 +202,19 @@ fn checkpoint_on_request(path: PathBuf, requests: mpsc::Receiver<()>, shared: Ar
         }
     };
     while requests.recv().is_ok() {
-        checkpoint(&conn, "PASSIVE");
+        let caught_up = (0..CATCH_UP_PASSES).any(|_| {
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            }) {
+                // The WAL's frames, and how many of them are in the database file now.
+                Ok((frames, copied)) => frames == copied,
+                Err(err) => {
+                    tracing::warn!(error = %err, "WAL checkpoint failed");
+                    false
+                }
+            }
+        });
+        shared.caught_up.store(caught_up, Ordering::SeqCst);
         shared.completed.fetch_add(1, Ordering::SeqCst);
         shared.running.store(false, Ordering::SeqCst);
     }
@@ -641,7 +664,15 @@ fn write_groups(
         let completed = checkpoints.completed.load(Ordering::SeqCst);
         if completed != copied_after {
             copied_after = completed;
-            checkpoint(&conn, "PASSIVE");
+            // Nothing left to copy when the checkpointer caught up (this copy, two `fsync`s in
+            // the writer, holds the events behind it for milliseconds), unless commits kept
+            // the WAL from starting over for long: then the writer copies the rest, so that
+            // its next transaction does.
+            if !checkpoints.caught_up.load(Ordering::SeqCst)
+                || checkpoints.wal_pages.load(Ordering::SeqCst) >= WAL_RESTART_PAGES
+            {
+                checkpoint(&conn, "PASSIVE");
+            }
         } else if (checkpoints.wal_pages.load(Ordering::SeqCst) >= CHECKPOINT_PAGES
             || checkpoints.wanted.swap(false, Ordering::SeqCst))
             && !checkpoints.running.swap(true, Ordering::SeqCst)
