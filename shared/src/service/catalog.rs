@@ -53,7 +53,8 @@ pub struct SettingsUpdate {
     pub unknown_topics: Option<UnknownTopics>,
 }
 
-/// One account's cached catalog and the lock that keeps its loads to one at a time.
+/// One account's cached catalog (with when it goes stale) and the lock that keeps its loads to
+/// one at a time.
 #[derive(Default)]
 struct CachedCatalog {
     view: Option<(Instant, Arc<CatalogView>)>,
@@ -72,7 +73,7 @@ impl Catalogs {
     fn fresh(&self, account: &str) -> std::result::Result<Arc<CatalogView>, ()> {
         let accounts = self.accounts.read().unwrap_or_else(|p| p.into_inner());
         match accounts.get(account).and_then(|c| c.view.as_ref()) {
-            Some((at, view)) if at.elapsed() < CATALOG_FRESH_FOR => Ok(view.clone()),
+            Some((stale_at, view)) if Instant::now() < *stale_at => Ok(view.clone()),
             _ => Err(()),
         }
     }
@@ -88,8 +89,8 @@ impl Catalogs {
     /// Forgets the account's view (this process changed its catalog).
     fn forget(&self, account: &str) {
         self.entry(account, |c| {
-            if let Some((at, _)) = &mut c.view {
-                *at = Instant::now() - CATALOG_FRESH_FOR;
+            if let Some((stale_at, _)) = &mut c.view {
+                *stale_at = Instant::now();
             }
         });
     }
@@ -122,8 +123,9 @@ impl Hub {
             }
         };
         let view = Arc::new(CatalogView::build(stored, previous.as_deref()));
-        self.catalogs
-            .entry(account, |c| c.view = Some((Instant::now(), view.clone())));
+        self.catalogs.entry(account, |c| {
+            c.view = Some((Instant::now() + CATALOG_FRESH_FOR, view.clone()))
+        });
         Ok(view)
     }
 
@@ -137,11 +139,8 @@ impl Hub {
     ) -> Result<SchemaWarnings> {
         match view.check(topic, data) {
             Verdict::Pass => Ok(Vec::new()),
-            Verdict::PassWithViolations(violations) => {
-                self.metrics.schema_mismatch(SchemaOutcome::accepted);
-                tracing::warn!(topic = %topic, violations = ?violations, "event data does not match its schema (accepted: schema_validation is warn)");
-                Ok(violations)
-            }
+            // Counted once the event is queued ([`Hub::accepted_despite_schema`]).
+            Verdict::PassWithViolations(violations) => Ok(violations),
             Verdict::Mismatch(violations) => {
                 self.metrics.schema_mismatch(SchemaOutcome::refused);
                 Err(HubError::SchemaViolation {
@@ -159,6 +158,20 @@ impl Hub {
                 ))
             }
         }
+    }
+
+    /// Counts and logs an event queued although its data did not match its schema (warn):
+    /// called where it is queued (publish, ingest), so a repeat or a refusal is not counted.
+    pub(crate) fn accepted_despite_schema(
+        &self,
+        event: &crate::model::Event,
+        violations: &[Violation],
+    ) {
+        if violations.is_empty() {
+            return;
+        }
+        self.metrics.schema_mismatch(SchemaOutcome::accepted);
+        tracing::warn!(event_id = %event.id, topic = %event.topic, violations = ?violations, "event data does not match its schema (accepted: schema_validation is warn)");
     }
 
     /// `PUT /v1/event-types/{topic}`: declares or replaces a type (a replaced archived type

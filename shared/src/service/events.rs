@@ -134,7 +134,7 @@ pub(crate) struct Prepared {
     json: String,
     pub(crate) key: Option<String>,
     /// What the catalog accepted despite the schema (warn).
-    warnings: Vec<crate::catalog::Violation>,
+    pub(crate) warnings: Vec<crate::catalog::Violation>,
 }
 
 impl Hub {
@@ -289,6 +289,7 @@ impl Hub {
             .into_iter()
             .map(|p| match &sent {
                 Ok(()) => {
+                    self.accepted_despite_schema(&p.event, &p.warnings);
                     // The request line records the publish; this one is for debugging.
                     tracing::debug!(event_id = %p.event.id, account = %p.event.account, topic = %p.event.topic, "event accepted");
                     Ok(Published {

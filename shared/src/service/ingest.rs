@@ -94,6 +94,7 @@ impl Hub {
                         tracing::warn!(event_id = %event.id, error = %err, "could not mark the idempotency key queued");
                     }
                     self.metrics.published(1);
+                    self.accepted_despite_schema(event, &prepared.warnings);
                     // The fan-out line records it too; this one is for debugging, as publish's is.
                     tracing::debug!(event_id = %event.id, account = %event.account, topic = %event.topic, ?source, deliveries, "event ingested");
                     Ok(Ingested::Published {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::{HubError, Result};
 use crate::ports::KeyStore;
@@ -21,12 +21,7 @@ impl KeysSnapshot {
     pub fn read(path: &Path) -> std::result::Result<Self, String> {
         let has_data = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
         let conn = if has_data {
-            super::schema::check_header(path)?;
-            let conn = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            let conn = super::schema::open_read_only(path)?;
             let has_table: bool = conn
                 .query_row(
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'hub_keys'",

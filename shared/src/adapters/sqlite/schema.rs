@@ -164,6 +164,17 @@ pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Why a file cannot be used, in words for the operator.
 pub type Refusal = String;
 
+/// The database at `path` opened read-only, its header checked first: for the commands that read
+/// a file `serve` may hold (its keys before `serve` takes it, `catalog export` beside it).
+pub fn open_read_only(path: &Path) -> Result<Connection, Refusal> {
+    check_header(path)?;
+    Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Checks the first bytes of an existing, non-empty file: a SQLite database starts with
 /// `SQLite format 3\0`. Anything else is refused before SQLite touches it.
 pub fn check_header(path: &Path) -> Result<(), Refusal> {

@@ -314,12 +314,7 @@ pub fn catalog_snapshot(
     path: &std::path::Path,
     account: &str,
 ) -> std::result::Result<StoredCatalog, String> {
-    super::schema::check_header(path)?;
-    let conn = Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let conn = super::schema::open_read_only(path)?;
     let (types, settings) = catalog_rows(&conn, account).map_err(|e| {
         format!(
             "{}: {e} (a database from before the catalog has none: start serve on it once)",
