@@ -20,6 +20,9 @@ pub struct Options {
     pub smoke: bool,
     /// Where the built binaries are.
     pub bin_dir: PathBuf,
+    /// `--modes Memory,Sqlite`: the throughput section runs only these `serve` modes, once each,
+    /// and prints their lines without the computed ones (a profiling aid; never written).
+    pub modes: Option<Vec<String>>,
 }
 
 impl Options {
@@ -97,7 +100,16 @@ async fn main() {
     let bin_dir = std::env::var("HUB_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target").join(profile));
-    let options = Options { smoke, bin_dir };
+    let modes = args
+        .iter()
+        .position(|a| a == "--modes")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_string).collect());
+    let options = Options {
+        smoke,
+        bin_dir,
+        modes,
+    };
     assert!(
         std::env::var("AWS_ENDPOINT_URL").is_ok(),
         "AWS_ENDPOINT_URL must point at moto_server (scripts/bench starts one)"
@@ -145,7 +157,11 @@ async fn main() {
     if only.is_some() {
         // `--only NAME --write` replaces that one section of BENCHMARKS.md in place, stamped
         // with its own date and commit (the file's header keeps the full run's).
-        if args.iter().any(|a| a == "--write") && !smoke && only.as_deref() != Some("sender") {
+        if args.iter().any(|a| a == "--write")
+            && !smoke
+            && options.modes.is_none()
+            && only.as_deref() != Some("sender")
+        {
             write_sections(&root, &sections);
         }
         return;

@@ -37,10 +37,11 @@ pub const PER_SUBSCRIPTION_CONCURRENCY: usize = 32;
 /// How many events are fanned out at once: several fan-out batches in flight, so the next
 /// batch's reads and sends overlap the last one's writes (on SQLite, each is a group commit to
 /// wait for; measured: with one batch of 16 in flight the fan-out, not the sender, bounded the
-/// SQLite mode). At most this many events' bodies are held by the fan-out.
-pub const FANOUT_CONCURRENCY: usize = 64;
+/// SQLite mode, and again with 64 events in batches of 16). At most this many events' bodies
+/// are held by the fan-out.
+pub const FANOUT_CONCURRENCY: usize = 128;
 /// How many events one fan-out batch takes (each pattern read once for the batch).
-const FANOUT_POLL_BATCH: usize = 16;
+const FANOUT_POLL_BATCH: usize = 32;
 /// How long a parked message stays hidden; the keeper renews it every [`PARKED_RENEWAL`] while it
 /// waits, so after a crash it is back within this time.
 const PARKED_VISIBILITY: Duration = Duration::from_secs(30);

@@ -30,8 +30,19 @@ pub const MAX_QUEUE_MESSAGE_BYTES: usize = 256 * 1024;
 /// under DynamoDB's 1 MB page (so one query per page), and ten times what one batch of tasks
 /// costs in memory at the largest event.
 pub const FANOUT_PAGE: usize = 1000;
-/// Delivery tasks sent per queue call during fan-out (the SQS batch size).
-pub const FANOUT_BATCH: usize = 10;
+/// Delivery tasks sent per queue call during fan-out, at most (a queue splits a call into its
+/// own batches: SQS's ten per request, sent one after another as before). On SQLite a call is
+/// one writer operation to wait for: sent ten at a time, a fan-out batch of 16 events waited on
+/// two of them, and the fan-out bounded the SQLite mode (docs/sqlite.md).
+pub const FANOUT_BATCH: usize = 100;
+/// Task bytes one fan-out send call carries at most: a hundred small events go in one call,
+/// large ones a MiB at a time, so the task bodies held at once stay bounded.
+const FANOUT_SEND_BYTES: usize = 1024 * 1024;
+
+/// Whether a fan-out's pending tasks make a full send call.
+fn send_is_due(tasks: usize, bytes: usize) -> bool {
+    tasks >= FANOUT_BATCH || bytes >= FANOUT_SEND_BYTES
+}
 /// Events of one batch publish sent per queue call (the SQS batch size): a chunk succeeds or
 /// fails as one, so each event's answer is exact.
 const PUBLISH_CHUNK: usize = 10;
@@ -431,7 +442,7 @@ impl Hub {
                             continue;
                         }
                         batch.push(event_task_message(&entry, &event_json));
-                        if batch.len() == FANOUT_BATCH {
+                        if send_is_due(batch.len(), batch.len() * event_json.len()) {
                             count += batch.len();
                             self.send_deliveries(std::mem::take(&mut batch)).await?;
                         }
@@ -564,6 +575,7 @@ impl Hub {
         // At most one batch of task bodies in memory: each goes out as soon as it is full.
         // Ordered subscriptions' deliveries go to their lines, each subscription's together.
         let mut pending: Vec<(usize, OutgoingMessage)> = Vec::with_capacity(FANOUT_BATCH);
+        let mut pending_bytes = 0;
         let mut lines: Vec<(&str, Vec<usize>)> = Vec::new();
         for (index, targets) in &plans {
             let event_json = queue_json(&events[*index]);
@@ -579,8 +591,10 @@ impl Hub {
                     continue;
                 }
                 pending.push((*index, event_task_message(entry, &event_json)));
-                if pending.len() == FANOUT_BATCH {
+                pending_bytes += event_json.len();
+                if send_is_due(pending.len(), pending_bytes) {
                     self.send_tasks(&mut pending, &mut results).await;
+                    pending_bytes = 0;
                 }
             }
         }

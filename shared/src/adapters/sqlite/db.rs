@@ -4,9 +4,9 @@
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -65,6 +65,10 @@ const CATCH_UP_PASSES: usize = 8;
 /// checkpointer did: its next transaction then starts the WAL over for sure (a caught-up
 /// checkpoint lets it only if no commit came between).
 const WAL_RESTART_PAGES: i32 = 4 * CHECKPOINT_PAGES;
+/// Connections of their own for the reads on the events' path (a subscription for a delivery
+/// batch, a topic's entries for a fan-out), run on the caller's thread beside the writer: one per
+/// worker thread of a 2-core machine's runtime, and spares for the others.
+const READERS: usize = 4;
 
 /// Settings every connection gets.
 fn tune(conn: &Connection) -> rusqlite::Result<()> {
@@ -223,6 +227,8 @@ fn checkpoint_on_request(path: PathBuf, requests: mpsc::Receiver<()>, shared: Ar
 struct Inner {
     path: PathBuf,
     jobs: mpsc::Sender<Box<dyn WriteJob>>,
+    /// Read-only connections for [`SqliteDb::read_committed`], each taken by one read at a time.
+    readers: Vec<Mutex<Connection>>,
     /// Where checkpoints stand (shared with the writer and the checkpointer).
     checkpoints: Arc<Checkpoints>,
     /// Held for the life of the handle: a second process on the same file is refused.
@@ -438,6 +444,9 @@ impl SqliteDb {
             .name("sqlite-checkpointer".into())
             .spawn(move || checkpoint_on_request(checkpointer_path, requested, shared))
             .map_err(|e| e.to_string())?;
+        let readers = (0..READERS)
+            .map(|_| open_reader(path).map(Mutex::new))
+            .collect::<std::result::Result<Vec<_>, String>>()?;
         let (jobs, queue) = mpsc::channel::<Box<dyn WriteJob>>();
         let shared = checkpoints.clone();
         std::thread::Builder::new()
@@ -448,6 +457,7 @@ impl SqliteDb {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 jobs,
+                readers,
                 checkpoints,
                 _lock: lock,
                 ceilings,
@@ -511,6 +521,27 @@ impl SqliteDb {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         self.write_one(op).await
+    }
+
+    /// Runs a one-statement read on a connection of its own, on the calling thread, beside the
+    /// writer: for the reads every event waits on (a subscription for a delivery batch, a
+    /// topic's entries for a fan-out), which would otherwise wait for the writer's group in
+    /// progress and then take a place in the next. It sees every write answered before it (each
+    /// is committed when answered), not the writes nobody waits for that are still queued.
+    /// Measured under the throughput harness: SQLite delivered 8,600 events/s with these reads
+    /// queued to the writer, and more beside it (docs/sqlite.md). When every reader is taken,
+    /// the read goes to the writer as [`SqliteDb::read`].
+    pub(super) async fn read_committed<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        for reader in &self.inner.readers {
+            if let Ok(conn) = reader.try_lock() {
+                return op(&conn);
+            }
+        }
+        self.read(op).await
     }
 
     /// Runs one statement's worth of writing in the next group, without a savepoint (a single
@@ -685,6 +716,22 @@ fn write_groups(
     }
     // The last connection to close checkpoints the WAL into the database file.
     let _ = conn.close();
+}
+
+/// A connection for [`SqliteDb::read_committed`]: it refuses writes, and keeps a smaller page
+/// cache than the writer's (SQLite drops it whenever another connection commits).
+fn open_reader(path: &Path) -> std::result::Result<Connection, String> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|conn| {
+        tune(&conn)?;
+        conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -2048;")?;
+        Ok(conn)
+    })
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(conn)
 }
 
 /// Runs a `wal_checkpoint` of `mode` on `conn`, outside any transaction; a failure is logged.

@@ -405,6 +405,13 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn get_eventually(&self, id: &str) -> Result<Option<Subscription>> {
+        let id = id.to_string();
+        self.db
+            .read_committed(move |conn| one_subscription(conn, "id = ?1", [id]))
+            .await
+    }
+
     async fn find_by_callback(
         &self,
         account: &str,
@@ -569,7 +576,7 @@ impl Store for SqliteStore {
         let (account, pattern) = (account.to_string(), pattern.as_str().to_string());
         let after = cursor.unwrap_or("").to_string();
         self.db
-            .read(move |conn| {
+            .read_committed(move |conn| {
                 let mut select = conn
                     .prepare_cached(
                         "SELECT entry FROM topic_entries
