@@ -842,3 +842,68 @@ pub fn backup(data: &Path, to: &Path) -> std::result::Result<i32, String> {
         .map_err(|e| e.to_string())?;
     Ok(pages)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_db() -> (SqliteDb, PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "db-test-{}-{:x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        (SqliteDb::open(&path, Durability::Normal).unwrap(), path)
+    }
+
+    fn count(conn: &Connection) -> Result<i64> {
+        conn.query_row("SELECT count(*) FROM hub_keys", [], |r| r.get(0))
+            .map_err(db_error)
+    }
+
+    async fn add_key(db: &SqliteDb, n: i64) -> Result<()> {
+        db.write(move |conn| {
+            conn.execute(
+                "INSERT INTO hub_keys (name, key) VALUES (?1, x'00')",
+                [format!("k{n}")],
+            )
+            .map(|_| ())
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    /// A read beside the writer sees every write answered before it, each one as it is
+    /// answered (it is committed then), and never a write that was undone.
+    #[tokio::test]
+    async fn a_read_beside_the_writer_sees_every_answered_write() {
+        let (db, _path) = scratch_db();
+        for n in 1..=50 {
+            add_key(&db, n).await.unwrap();
+            assert_eq!(db.read_committed(count).await.unwrap(), n);
+        }
+        let undone = db
+            .write(|conn| {
+                conn.execute("INSERT INTO hub_keys (name, key) VALUES ('x', x'00')", [])
+                    .map_err(db_error)?;
+                Err::<(), _>(HubError::backend("undone"))
+            })
+            .await;
+        assert!(undone.is_err());
+        assert_eq!(db.read_committed(count).await.unwrap(), 50);
+    }
+
+    /// With every reader connection taken, a read goes to the writer and still answers; a
+    /// reader refuses to write.
+    #[tokio::test]
+    #[allow(clippy::await_holding_lock)] // holding every reader is the point
+    async fn a_read_with_every_reader_taken_goes_to_the_writer() {
+        let (db, _path) = scratch_db();
+        add_key(&db, 1).await.unwrap();
+        let taken: Vec<_> = db.inner.readers.iter().map(|r| r.lock().unwrap()).collect();
+        assert_eq!(taken.len(), READERS);
+        assert_eq!(db.read_committed(count).await.unwrap(), 1);
+        let refused = taken[0].execute("INSERT INTO hub_keys (name, key) VALUES ('y', x'00')", []);
+        assert!(refused.is_err(), "a reader connection is read-only");
+    }
+}
