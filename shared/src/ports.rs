@@ -285,7 +285,9 @@ pub trait Store: KeyStore + HistoryStore + PaceStore + CatalogStore + Send + Syn
     /// How many subscriptions `account` holds (lapsed ones not yet swept included).
     async fn count_subscriptions(&self, account: &str) -> Result<usize>;
     /// One page (at most `limit`) of the topic entries of `account` under `pattern`, in
-    /// subscription-id order after `cursor`: fan-out reads them page by page.
+    /// subscription-id order after `cursor`: fan-out reads them page by page. It must see every
+    /// subscription change answered before it (a subscriber confirmed before an event was
+    /// published receives it); it need not see writes nobody waited for.
     async fn topic_entries(
         &self,
         account: &str,
