@@ -501,8 +501,12 @@ pub async fn delivery_throughput(options: &Options) -> Section {
     let chosen: Vec<Mode> = match &options.modes {
         Some(names) => names
             .iter()
-            .filter_map(|name| modes.iter().find(|m| format!("{m:?}") == *name))
-            .copied()
+            .map(|name| {
+                *modes
+                    .iter()
+                    .find(|m| format!("{m:?}") == *name)
+                    .unwrap_or_else(|| panic!("--modes: no mode {name} (one of {modes:?})"))
+            })
             .collect(),
         None => modes.to_vec(),
     };

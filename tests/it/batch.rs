@@ -15,10 +15,15 @@ fn good(n: u32) -> Value {
 /// Publishes `topics` (one event each) for `acme` and fans them out as one consumer batch;
 /// returns each message's verdict.
 async fn fan_out_together(hub: &InProcess, topics: &[&str]) -> Vec<bool> {
+    fan_out_together_with(hub, topics, json!({})).await
+}
+
+/// [`fan_out_together`] with `data` in every event.
+async fn fan_out_together_with(hub: &InProcess, topics: &[&str], data: Value) -> Vec<bool> {
     let caller = hub::auth::Caller::of_account("acme", "acme", None);
     let items = topics
         .iter()
-        .map(|t| Ok(serde_json::from_value(json!({"topic": t, "data": {}})).unwrap()))
+        .map(|t| Ok(serde_json::from_value(json!({"topic": t, "data": data})).unwrap()))
         .collect();
     let published = hub.hub.publish_batch(&caller, items).await.unwrap();
     assert!(published.iter().all(Result::is_ok));
@@ -88,6 +93,32 @@ mod scenarios {
             .collect();
         assert_eq!(pairs.len(), 40);
         assert_eq!(hub.deliveries.send_sizes(), vec![40]);
+    }
+
+    /// Large events' tasks go out a MiB at a time, not a hundred at a time: ten events of
+    /// 200 KB to one subscriber are sent in calls of at most six tasks (the call that crosses
+    /// the MiB), every event still reaching it once.
+    pub async fn large_events_tasks_are_sent_a_mib_at_a_time(backend: Backend) {
+        let hub = InProcess::start(backend, hub::Settings::default()).await;
+        let now = hub.hub.now_ms();
+        let sub = active_subscription(
+            0,
+            "acme",
+            &["door.*"],
+            "https://h.example/big",
+            now,
+            3_600_000,
+        );
+        hub.store.inner().save(&sub, None).await.unwrap();
+        let data = json!({"pad": "x".repeat(200 * 1024)});
+        let done = fan_out_together_with(&hub, &["door.request.allowed"; 10], data).await;
+        assert_eq!(done, vec![true; 10]);
+        let sizes = hub.deliveries.send_sizes();
+        assert_eq!(sizes.iter().sum::<usize>(), 10, "{sizes:?}");
+        assert!(
+            sizes.len() >= 2 && sizes.iter().all(|n| *n <= 6),
+            "sent a MiB at a time: {sizes:?}"
+        );
     }
 
     /// A pattern with more entries than one page is fanned out event by event, page by page:
@@ -314,5 +345,6 @@ hub_tests::on_every_backend!(
     batch_publish_answers_each_event,
     batch_publish_needs_the_publish_scope,
     fan_out_reads_each_pattern_once_per_batch,
+    large_events_tasks_are_sent_a_mib_at_a_time,
     a_pattern_past_one_page_streams,
 );

@@ -27,8 +27,8 @@ pub const MAX_EVENT_DATA_BYTES: usize = 240 * 1024;
 /// Largest message a queue carries (SQS: 256 KiB); the delivery task of every event must fit.
 pub const MAX_QUEUE_MESSAGE_BYTES: usize = 256 * 1024;
 /// Topic entries read per store page during fan-out, by default: about 200 KB of entries, well
-/// under DynamoDB's 1 MB page (so one query per page), and ten times what one batch of tasks
-/// costs in memory at the largest event.
+/// under DynamoDB's 1 MB page (so one query per page), and a fifth of the task bodies one send
+/// call may hold ([`FANOUT_SEND_BYTES`]).
 pub const FANOUT_PAGE: usize = 1000;
 /// Delivery tasks sent per queue call during fan-out, at most (a queue splits a call into its
 /// own batches: SQS's ten per request, sent one after another as before). On SQLite a call is
@@ -38,14 +38,14 @@ pub const FANOUT_BATCH: usize = 100;
 /// Task bytes one fan-out send call carries at most: a hundred small events go in one call,
 /// large ones a MiB at a time, so the task bodies held at once stay bounded.
 const FANOUT_SEND_BYTES: usize = 1024 * 1024;
+/// Events of one batch publish sent per queue call (the SQS batch size): a chunk succeeds or
+/// fails as one, so each event's answer is exact.
+const PUBLISH_CHUNK: usize = 10;
 
 /// Whether a fan-out's pending tasks make a full send call.
 fn send_is_due(tasks: usize, bytes: usize) -> bool {
     tasks >= FANOUT_BATCH || bytes >= FANOUT_SEND_BYTES
 }
-/// Events of one batch publish sent per queue call (the SQS batch size): a chunk succeeds or
-/// fails as one, so each event's answer is exact.
-const PUBLISH_CHUNK: usize = 10;
 
 /// The body of `POST /v1/events`.
 #[derive(Debug, Deserialize)]
